@@ -1,0 +1,178 @@
+"""Model tests: exact parameter counts, causality, document masking, HF Llama
+parity, loss options, activation checkpointing, compile and optimizer groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pure_transformer.config import MODEL_PRESETS, ModelConfig, model_preset
+from pure_transformer.errors import ConfigError
+from pure_transformer.model import (IGNORE_INDEX, Transformer, build_model, hf_llama_config, hf_llama_state_dict,
+                                    positions_from_doc_ids, varlen_boundaries)
+
+SMALL = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, max_seq_len=64)
+
+
+def expected_params(c: ModelConfig) -> int:
+    """Hand count, written independently of the module tree."""
+    attn = c.dim * c.n_heads * c.head_dim * 2 + c.dim * c.kv_heads * c.head_dim * 2  # q, o + k, v
+    mlp = 3 * c.dim * c.ffn_dim
+    per_layer = attn + mlp + 2 * c.dim  # two RMSNorm gains
+    embeddings = c.vocab_size * c.dim * (1 if c.tie_embeddings else 2)
+    return embeddings + c.n_layers * per_layer + c.dim  # final norm
+
+
+@pytest.mark.parametrize("name", list(MODEL_PRESETS))
+def test_preset_parameter_counts(name: str) -> None:
+    cfg = model_preset(name)
+    with torch.device("meta"):  # no memory: the 0.4B model is counted without being built
+        model = Transformer(cfg)
+    assert model.num_params() == expected_params(cfg)
+
+
+def test_medium_large_is_the_design_model() -> None:
+    cfg = model_preset("medium-large")
+    assert (cfg.n_layers, cfg.dim, cfg.max_seq_len) == (20, 1152, 2048)
+    assert 49_000 <= cfg.vocab_size <= 51_000
+    n = expected_params(cfg)
+    assert 350_000_000 <= n <= 450_000_000, n
+
+
+def test_unknown_preset_and_bad_config() -> None:
+    with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
+        model_preset("huge")
+    with pytest.raises(ConfigError, match="divisible by n_heads"):
+        ModelConfig(dim=100, n_heads=3)
+    with pytest.raises(ConfigError, match="multiple of n_kv_heads"):
+        ModelConfig(dim=64, n_heads=4, n_kv_heads=3)
+
+
+def test_flops_per_token_by_hand() -> None:
+    c = SMALL
+    model = build_model(c)
+    matmul = expected_params(c) - c.vocab_size * c.dim  # everything but the input lookup
+    assert model.flops_per_token(16) == 6 * matmul + 12 * c.n_layers * c.n_heads * c.head_dim * 16
+
+
+def test_causality() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL).eval()
+    x = torch.randint(0, SMALL.vocab_size, (2, 20))
+    y = x.clone()
+    y[:, 12:] = torch.randint(0, SMALL.vocab_size, (2, 8))
+    _, a = model(x)
+    _, b = model(y)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_document_masking_equals_documents_alone() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL).eval()
+    d1, d2 = torch.randint(0, 97, (1, 7)), torch.randint(0, 97, (1, 9))
+    packed = torch.cat([d1, d2], dim=1)
+    doc_ids = torch.tensor([[0] * 7 + [1] * 9])
+    _, masked = model(packed, doc_ids=doc_ids)
+    _, alone1 = model(d1)
+    _, alone2 = model(d2)
+    torch.testing.assert_close(masked[:, :7], alone1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked[:, 7:], alone2, atol=1e-5, rtol=1e-5)
+    _, unmasked = model(packed)  # without the mask the second document sees the first
+    assert not torch.allclose(unmasked[:, 7:], alone2, atol=1e-3)
+
+
+def test_positions_and_varlen_boundaries() -> None:
+    doc_ids = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 2, 2]])
+    assert positions_from_doc_ids(doc_ids).tolist() == [[0, 1, 0, 1, 2], [0, 1, 2, 0, 1]]
+    cu, max_len = varlen_boundaries(doc_ids)
+    # row 2 starts a new sequence even though it continues document 1 of row 1
+    assert cu.tolist() == [0, 2, 5, 8, 10] and max_len == 3
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_logits_match_hf_llama(tied: bool) -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = SMALL.replace(tie_embeddings=tied)
+    torch.manual_seed(0)
+    ours = build_model(cfg).eval()
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_llama_config(cfg))).eval()
+    missing, unexpected = hf.load_state_dict(hf_llama_state_dict(ours), strict=False)
+    assert not unexpected and set(missing) <= ({"lm_head.weight"} if tied else set())
+    x = torch.randint(0, cfg.vocab_size, (2, 33))
+    with torch.no_grad():
+        _, logits = ours(x)
+        ref = hf(x).logits
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_loss_mean_ignore_and_per_token() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    x = torch.randint(0, 97, (2, 10))
+    labels = torch.randint(0, 97, (2, 10))
+    labels[0, :4] = IGNORE_INDEX
+    loss, logits = model(x, labels)
+    per_token, _ = model(x, labels, reduction="none")
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    keep = labels != IGNORE_INDEX
+    manual = -logp[keep].gather(1, labels[keep][:, None]).squeeze(1)
+    torch.testing.assert_close(loss, manual.mean())
+    assert per_token.shape == (2, 10)
+    assert torch.all(per_token[0, :4] == 0)
+    torch.testing.assert_close(per_token[keep], manual)
+
+
+def test_activation_checkpointing_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    grads = []
+    for ac in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = ac
+        model(x, y)[0].backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_tied_embeddings_survive_meta_init() -> None:
+    model = build_model(SMALL.replace(tie_embeddings=True))
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert model.num_params() == expected_params(SMALL.replace(tie_embeddings=True))
+
+
+def test_optimizer_groups() -> None:
+    model = build_model(SMALL)
+    opt = model.setup_optimizers(1e-5, embedding_lr=2e-4, weight_decay=0.1)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    seen = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    assert by_name["embedding"]["lr"] == 2e-4 and by_name["embedding"]["params"][0] is model.embed_tokens.weight
+    assert by_name["matrices"]["lr"] == 1e-5 and by_name["matrices"]["weight_decay"] == 0.1
+    assert all(p.ndim >= 2 for p in by_name["matrices"]["params"])
+    assert by_name["vectors"]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in by_name["vectors"]["params"])
+    assert all(g["peak_lr"] == g["lr"] for g in opt.param_groups)
+
+
+def test_init_statistics() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=512, dim=256, n_layers=8, n_heads=4, ffn_dim=512, max_seq_len=32)
+    model = build_model(cfg)
+    assert abs(model.layers[0].mlp.up_proj.weight.std().item() - 0.02) < 2e-3
+    assert abs(model.layers[0].mlp.down_proj.weight.std().item() - 0.02 / 4) < 5e-4  # 1/sqrt(2*8)
+    assert torch.all(model.norm.weight == 1)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    eager_loss, _ = model(x, y)
+    compiled = torch.compile(model)
+    compiled_loss, _ = compiled(x, y)
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, eager_loss, atol=1e-5, rtol=1e-5)
+    assert all(p.grad is not None for p in model.parameters())
