@@ -1,0 +1,230 @@
+"""Checkpoints: safetensors weights, safetensors optimizer tensors, JSON metadata.
+
+Layout of a run folder::
+
+    DIR/step_0000500/  model.safetensors  optimizer.safetensors  meta.json
+    DIR/best/          the step with the lowest validation loss (hard links)
+    DIR/final/         written when a run completes
+
+Nothing here ever unpickles: tensors travel as safetensors and everything else
+(config, counters, RNG and data-stream state) as JSON, so loading a checkpoint
+from a stranger cannot execute code.
+
+Writes are atomic. A checkpoint is written to a hidden temporary folder, every
+file and the folder are fsynced, and only then is it renamed into place, so a
+kill at any instant leaves either the old or the new checkpoint, never a
+half-written one under a real name. Loading validates the files and falls back
+to the newest valid checkpoint with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+MODEL_FILE, OPTIM_FILE, META_FILE = "model.safetensors", "optimizer.safetensors", "meta.json"
+STEP_RE = re.compile(r"^step_(\d{7,})$")
+
+
+class CheckpointError(UserError):
+    """A checkpoint path that does not exist or holds no valid checkpoint."""
+
+
+# ------------------------------------------------------------------ writing
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with shared (tied) tensors stored once."""
+    out, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t
+    return out
+
+
+def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (safetensors) and plain values (JSON)."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_files(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
+    """Rebuild the dict that ``Optimizer.load_state_dict`` takes."""
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in list(tensors.items()) + list(plain["scalars"].items()):
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Atomically move ``tmp`` to ``final``; an existing ``final`` is replaced."""
+    old = final.with_name(f".old-{final.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
+                    optimizer: torch.optim.Optimizer | None = None) -> Path:
+    """Write ``model`` (+ optimizer) and ``meta`` to the folder ``path``, atomically."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _save_tensors(tmp / MODEL_FILE, model_tensors(model))
+    meta = dict(meta)
+    if optimizer is not None:
+        tensors, plain = optimizer_to_files(optimizer)
+        _save_tensors(tmp / OPTIM_FILE, tensors)
+        meta["optimizer"] = plain
+    _write_json(tmp / META_FILE, meta)  # written last: its presence marks a complete folder
+    _fsync_dir(tmp)
+    _replace_dir(tmp, final)
+    return final
+
+
+def link_checkpoint(src: Path, name: str) -> Path:
+    """Make ``src.parent/name`` (``best``, ``final``) a copy of ``src`` using hard
+    links, so it costs no extra disk while ``src`` exists; atomic like a save."""
+    final = src.parent / name
+    tmp = src.parent / f".tmp-{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for f in src.iterdir():
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:  # file systems without hard links
+            shutil.copy2(f, tmp / f.name)
+    _fsync_dir(tmp)
+    _replace_dir(tmp, final)
+    return final
+
+
+def step_dirs(run_dir: str | Path) -> list[Path]:
+    """``step_*`` folders of a run, oldest first."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        return []
+    return sorted((p for p in run.iterdir() if p.is_dir() and STEP_RE.match(p.name)),
+                  key=lambda p: int(STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"step_{step:07d}"
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` step folders (``best/`` is separate
+    and survives). Also clears temporary folders left by a killed save."""
+    run = Path(run_dir)
+    removed = step_dirs(run)[:-keep_last] if keep_last > 0 else []
+    removed += [p for p in run.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+# ------------------------------------------------------------------ loading
+def read_meta(ckpt: Path) -> dict:
+    return json.loads((ckpt / META_FILE).read_text())
+
+
+def validate_checkpoint(ckpt: Path) -> str | None:
+    """None when ``ckpt`` looks loadable, else the reason it is not."""
+    try:
+        read_meta(ckpt)
+        for name in (MODEL_FILE, OPTIM_FILE):
+            if (ckpt / name).exists() or name == MODEL_FILE:
+                load_file(str(ckpt / name))  # parses the header and reads every tensor
+    except (OSError, ValueError, SafetensorError) as e:
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a step folder or a run folder.
+
+    A run folder means ``final/`` if it is valid, else the newest valid
+    ``step_*`` folder. Invalid candidates are skipped with a warning.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint path not found: {p}")
+    if (p / META_FILE).exists() or (p / MODEL_FILE).exists():
+        reason = validate_checkpoint(p)
+        if reason:
+            raise CheckpointError(f"checkpoint {p} is corrupt or incomplete ({reason})")
+        return p
+    for cand in [p / "final", *reversed(step_dirs(p))]:
+        if not cand.is_dir():
+            continue
+        reason = validate_checkpoint(cand)
+        if reason is None:
+            return cand
+        warnings.warn(f"skipping unloadable checkpoint {cand}: {reason}", stacklevel=2)
+    raise CheckpointError(f"no valid checkpoint in {p} (expected final/ or step_XXXXXXX/ folders)")
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model`` (tied weights restored by sharing)."""
+    tensors = load_file(str(ckpt / MODEL_FILE), device=str(next(model.parameters()).device))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    shared = {name for name, t in model.state_dict().items() if name not in tensors
+              and any(t.data_ptr() == o.data_ptr() for o in model.state_dict().values() if o is not t)}
+    if unexpected or set(missing) - shared:
+        raise CheckpointError(f"checkpoint {ckpt} does not match the model: missing {sorted(set(missing) - shared)}, "
+                              f"unexpected {sorted(unexpected)}")
+
+
+def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    device = optimizer.param_groups[0]["params"][0].device
+    tensors = load_file(str(ckpt / OPTIM_FILE), device=str(device)) if (ckpt / OPTIM_FILE).exists() else {}
+    optimizer.load_state_dict(optimizer_from_files(tensors, meta["optimizer"]))

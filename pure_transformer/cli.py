@@ -1,0 +1,140 @@
+"""The ``pure-transformer`` command line: a thin layer over importable functions.
+
+Subcommands::
+
+    pure-transformer model info PRESET
+    pure-transformer tokenizer train [--input ...] [--vocab-size N] --out DIR
+    pure-transformer data preview [--tokenizer DIR] [--source NAME=WEIGHT ...]
+    pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
+    pure-transformer data export-bundled --out DIR
+
+Every handler parses nothing itself and does no work beyond calling the library
+and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import UserError
+
+
+# ---------------------------------------------------------------- model info
+def cmd_model_info(args: argparse.Namespace) -> None:
+    import torch
+
+    from .config import model_preset
+    from .model import Transformer
+
+    cfg = model_preset(args.preset)
+    with torch.device("meta"):  # counting needs shapes only, so even 0.4B is instant
+        model = Transformer(cfg)
+    print(f"preset: {args.preset}")
+    for key, value in cfg.to_dict().items():
+        print(f"  {key}: {value}")
+    print(f"  head_dim: {cfg.head_dim}")
+    print(f"parameters: {model.num_params()}")
+    print(f"parameters_without_embedding: {model.num_params(exclude_embedding=True)}")
+    print(f"flops_per_token: {model.flops_per_token()} (training, at seq_len {cfg.max_seq_len})")
+
+
+# ------------------------------------------------------------- tokenizer train
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from .tokenizer import iter_training_texts, train_tokenizer
+
+    texts = iter_training_texts(args.input or None, text_field=args.text_field, max_docs=args.max_docs)
+    tok = train_tokenizer(texts, args.vocab_size, args.out, show_progress=not args.quiet)
+    print(f"wrote {args.out}/tokenizer.json (vocab {tok.vocab_size}, eot={tok.eot_id}, pad={tok.pad_id})")
+
+
+# ----------------------------------------------------------------------- data
+def cmd_data_preview(args: argparse.Namespace) -> None:
+    from .data.preview import preview
+
+    preview(tokenizer=args.tokenizer, sources=args.source, seq_len=args.seq_len, num_blocks=args.num_blocks,
+            show=args.show, weight_by=args.weight_by, seed=args.seed)
+
+
+def cmd_data_overlap(args: argparse.Namespace) -> None:
+    from .data.preview import overlap
+
+    overlap(train=args.train, eval_source=args.eval, eval_split=args.eval_split, n=args.n,
+            max_train_docs=args.max_train_docs)
+
+
+def cmd_data_export(args: argparse.Namespace) -> None:
+    from .data.synthetic import write_bundled
+
+    for name, path in write_bundled(args.out, seed=args.seed).items():
+        print(f"{name}: {path}")
+
+
+# --------------------------------------------------------------------- parser
+def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], None],
+         help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pure-transformer", description=__doc__.split("\n\n")[0])
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    model = groups.add_parser("model", help="inspect model presets").add_subparsers(dest="cmd", required=True)
+    p = _add(model, "info", cmd_model_info, "print a preset's config, exact parameter count and FLOPs/token")
+    p.add_argument("preset", help="tiny | small | medium | medium-large")
+
+    tok = groups.add_parser("tokenizer", help="train a byte-level BPE").add_subparsers(dest="cmd", required=True)
+    p = _add(tok, "train", cmd_tokenizer_train, "train a byte-level BPE and write DIR/tokenizer.json")
+    p.add_argument("--input", nargs="*", default=None,
+                   help="local files, folders, globs or hf:owner/name[:config]; default: the bundled corpus")
+    p.add_argument("--vocab-size", type=int, default=50304, help="vocabulary size (default 50304; use 4096 for tiny)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--text-field", default="text", help="record field holding the text (jsonl/parquet/hub)")
+    p.add_argument("--max-docs", type=int, default=None, help="stop reading after this many documents")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    data = groups.add_parser("data", help="inspect the data pipeline").add_subparsers(dest="cmd", required=True)
+    p = _add(data, "preview", cmd_data_preview,
+             "show decoded packed samples, tokens per source and the achieved mixture")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder, tokenizer.json or hub name")
+    p.add_argument("--source", nargs="*", default=None, metavar="NAME=WEIGHT",
+                   help="sources and weights (default: bundled-general=0.85 bundled-mcq=0.15); "
+                        "names: fineweb-edu, medqa, medmcqa, bundled-*, or a local path")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per packed block (default 256)")
+    p.add_argument("--num-blocks", type=int, default=200, help="blocks to measure the mixture over")
+    p.add_argument("--show", type=int, default=2, help="decoded blocks to print")
+    p.add_argument("--weight-by", choices=["tokens", "documents"], default="tokens",
+                   help="what the weights count (default tokens)")
+    p.add_argument("--seed", type=int, default=0)
+    p = _add(data, "overlap", cmd_data_overlap, "n-gram overlap between a training stream and an eval split")
+    p.add_argument("--train", required=True, help="training source name or path")
+    p.add_argument("--eval", required=True, help="eval source name or path (an MCQ set)")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--n", type=int, default=13, help="n-gram length in words (default 13)")
+    p.add_argument("--max-train-docs", type=int, default=100_000)
+    p = _add(data, "export-bundled", cmd_data_export, "write the bundled offline corpus as jsonl files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
