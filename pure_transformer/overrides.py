@@ -1,0 +1,98 @@
+"""Override dataclass configs from YAML files and ``--set key=value`` strings.
+
+Values from ``--set`` are parsed as YAML scalars (``3e-4``, ``true``, ``[1, 2]``,
+``{a: 0.5}``) and then checked against the field's annotated type, so a typo in
+a key or a wrongly typed value fails with one line that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+C = TypeVar("C")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Check (and gently convert) ``value`` against a field annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(name, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (dict, list, tuple):
+        expected = {dict: dict, list: (list, tuple), tuple: (list, tuple)}[origin]
+        if not isinstance(value, expected):
+            raise ConfigError(f"{name} must be a {origin.__name__}, got {value!r}")
+        return tuple(value) if origin is tuple else value
+    if annotation in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads exponent forms without a dot ("1e-3") as strings
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be {annotation.__name__}, got {value!r}") from None
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # "2e9" is read by YAML as a float
+    if annotation in (int, float, str, bool) and not (
+            isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
+        raise ConfigError(f"{name} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
+    """A copy of dataclass ``cfg`` with ``overrides`` applied (validated again)."""
+    hints = typing.get_type_hints(type(cfg))
+    fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(fields))}")
+        changes[key] = _coerce(key, value, hints[key])
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def parse_set(pairs: list[str] | None) -> dict[str, Any]:
+    """``["lr=3e-4", "compile=true"]`` -> ``{"lr": 0.0003, "compile": True}``."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value '{raw}'") from None
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a config file, with one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of key: value")
+    return data
