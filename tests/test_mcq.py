@@ -1,0 +1,227 @@
+"""Tests for the MCQ record: schema normalisation, formatting, answer extraction, shuffling."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pure_transformer.data.mcq import (
+    LETTERS,
+    MCQ,
+    extract_answer,
+    format_pretrain_text,
+    format_prompt,
+    mcq_to_record,
+    normalize_mcq,
+    shuffle_options,
+)
+from pure_transformer.errors import DataError, UserError
+
+OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
+
+
+def _mcq(**overrides: object) -> MCQ:
+    fields: dict[str, object] = {"question": "Which drug inhibits vitamin K epoxide reductase?",
+                                 "options": dict(OPTIONS), "answer": "C"}
+    fields.update(overrides)
+    return MCQ(**fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# The record itself
+# --------------------------------------------------------------------------
+
+
+def test_mcq_rejects_five_options() -> None:
+    with pytest.raises(DataError, match=r"MCQ has 5 options \(A, B, C, D, E\); exactly 4 \(A-D\) are required"):
+        _mcq(options={**OPTIONS, "E": "Clopidogrel"})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"answer": "E"}, "answer 'E' is not one of A, B, C, D"),
+        ({"options": {**OPTIONS, "B": "  "}}, "option B is empty"),
+        ({"question": ""}, "question is empty"),
+    ],
+)
+def test_mcq_validation_messages(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        _mcq(**overrides)
+
+
+def test_mcq_orders_options_and_data_error_is_a_user_error() -> None:
+    mcq = _mcq(options={"D": "Alteplase", "C": "Warfarin", "B": "Heparin", "A": "Aspirin"})
+    assert tuple(mcq.options) == LETTERS
+    assert mcq.answer_text == "Warfarin"
+    assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
+
+
+# --------------------------------------------------------------------------
+# normalize_mcq
+# --------------------------------------------------------------------------
+
+
+def test_normalize_medqa_hub_record() -> None:
+    record = {"question": "Q?", "options": dict(OPTIONS), "answer_idx": "C", "answer": "Warfarin",
+              "meta_info": "step1"}
+    mcq = normalize_mcq(record)
+    assert mcq == MCQ("Q?", dict(OPTIONS), "C", subject="step1")
+
+
+def test_normalize_bigbio_option_list() -> None:
+    record = {"question": "Q?", "options": [{"key": k, "value": v} for k, v in OPTIONS.items()],
+              "answer_idx": "B"}
+    mcq = normalize_mcq(record)
+    assert mcq.options == OPTIONS and mcq.answer == "B"
+
+
+def test_normalize_rejects_five_option_medqa_with_location() -> None:
+    record = {"question": "Q?", "options": {**OPTIONS, "E": "Clopidogrel"}, "answer_idx": "E"}
+    with pytest.raises(DataError) as err:
+        normalize_mcq(record, where="medqa.jsonl line 7")
+    assert str(err.value) == (
+        "MCQ has 5 options (A, B, C, D, E); exactly 4 (A-D) are required (medqa.jsonl line 7)"
+    )
+
+
+def test_normalize_names_missing_question() -> None:
+    record = {"options": dict(OPTIONS), "answer_idx": "A"}
+    with pytest.raises(DataError) as err:
+        normalize_mcq(record, where="file.jsonl line 3")
+    assert str(err.value) == "MedQA record is missing field(s) question (file.jsonl line 3)"
+    assert "\n" not in str(err.value)
+
+
+def test_normalize_medmcqa() -> None:
+    record = {"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": 3,
+              "exp": "Because z.", "subject_name": "Pharmacology"}
+    mcq = normalize_mcq(record)
+    assert mcq.options == {"A": "w", "B": "x", "C": "y", "D": "z"}
+    assert (mcq.answer, mcq.explanation, mcq.subject) == ("D", "Because z.", "Pharmacology")
+
+
+@pytest.mark.parametrize("cop", [-1, None])
+def test_normalize_medmcqa_hidden_label(cop: object) -> None:
+    record = {"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": cop}
+    with pytest.raises(DataError, match=r"MedMCQA record has no answer \(cop=.*\); its test labels are "
+                                        r"hidden, use the validation split"):
+        normalize_mcq(record)
+
+
+def test_normalize_medmcqa_missing_option() -> None:
+    with pytest.raises(DataError, match="MedMCQA record is missing field\\(s\\) opd"):
+        normalize_mcq({"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "cop": 1})
+
+
+def test_normalize_rejects_non_dict() -> None:
+    with pytest.raises(DataError, match="must be a dict, got list"):
+        normalize_mcq(["Q?"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("explanation, subject", [(None, None), ("Vitamin K.", "Pharmacology")])
+def test_round_trip_through_normalised_record(explanation: str | None, subject: str | None) -> None:
+    mcq = _mcq(explanation=explanation, subject=subject)
+    record = mcq_to_record(mcq)
+    assert set(record) == {"question", "options", "answer"} | ({"explanation", "subject"} if subject else set())
+    assert normalize_mcq(record) == mcq
+
+
+# --------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------
+
+
+def test_format_prompt_exact() -> None:
+    assert format_prompt(_mcq()) == (
+        "Question: Which drug inhibits vitamin K epoxide reductase?\n\n"
+        "A. Aspirin\nB. Heparin\nC. Warfarin\nD. Alteplase\n\nAnswer: "
+    )
+
+
+def test_format_pretrain_text() -> None:
+    plain = _mcq()
+    assert format_pretrain_text(plain) == format_prompt(plain) + "C. Warfarin"
+    explained = _mcq(explanation="Warfarin blocks VKORC1.")
+    assert format_pretrain_text(explained) == (
+        format_prompt(plain) + "C. Warfarin\nExplanation: Warfarin blocks VKORC1."
+    )
+
+
+# --------------------------------------------------------------------------
+# extract_answer
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("C", "C"),
+        (" C.", "C"),
+        ("C) foo", "C"),
+        ("(B)", "B"),
+        ("**D**", "D"),
+        ("A. Aspirin", "A"),
+        ("A", "A"),
+        ("\n\n  B\n", "B"),
+        ("D because the vignette describes X", "D"),
+        ("B, since the rash is photosensitive", "B"),
+        ("The answer is B", "B"),
+        ("the answer is (c)", "C"),
+        ("Answer: b", "B"),
+        ("Answer: C\nExplanation: A is wrong", "C"),
+        ("**Answer: D**", "D"),
+        ("Correct option: d.", "D"),
+        ("Option A looks tempting, but the answer is C.", "C"),
+        ("I think it's D because of the rash.", "D"),
+        ("It is B.", "B"),
+        ("I would go with A here.", "A"),
+        ("C is correct.", "C"),
+        ("A is the best choice", "A"),
+        ("(b)", "B"),
+        ("c)", "C"),
+        ("b", "B"),
+        ("d.", "D"),
+        ("", None),
+        ("   \n", None),
+        ("None of the above", None),
+        ("E", None),
+        ("The answer is E", None),
+        ("AB", None),
+        ("Both A and B", None),
+        ("A or B", None),
+        ("The answer is A or C", None),
+        ("a patient with these findings needs surgery", None),
+        ("A patient with these findings needs surgery", None),
+        ("the answer is a beta blocker", None),
+        ("Vitamin D deficiency", None),
+        ("I am not sure.", None),
+        ("Bartonella henselae", None),
+    ],
+)
+def test_extract_answer(completion: str, expected: str | None) -> None:
+    assert extract_answer(completion) == expected
+
+
+# --------------------------------------------------------------------------
+# shuffle_options
+# --------------------------------------------------------------------------
+
+
+def test_shuffle_options_keeps_gold_text() -> None:
+    mcq = _mcq(explanation="why", subject="pharm")
+    rng = random.Random(0)
+    answers = set()
+    for _ in range(40):
+        shuffled = shuffle_options(mcq, rng)
+        assert shuffled.answer_text == "Warfarin"
+        assert sorted(shuffled.options.values()) == sorted(OPTIONS.values())
+        assert (shuffled.question, shuffled.explanation, shuffled.subject) == (mcq.question, "why", "pharm")
+        answers.add(shuffled.answer)
+    assert answers == set(LETTERS)  # the gold letter really moves
+
+
+def test_shuffle_options_is_deterministic_for_a_seed() -> None:
+    mcq = _mcq()
+    assert shuffle_options(mcq, random.Random(7)) == shuffle_options(mcq, random.Random(7))

@@ -1,0 +1,99 @@
+"""Packing: no token lost or invented, block layout, positions, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from pure_transformer.data.packing import Packer, pack_texts, pack_token_stream
+
+EOT = 0
+SEQ = 64
+
+
+def random_docs(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # Lengths from empty to several blocks, ids never equal to EOT.
+    return [rng.integers(1, 500, size=int(rng.integers(0, 4 * SEQ))) for _ in range(n)]
+
+
+def joined(docs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.concatenate(([EOT], d)) for d in docs])
+
+
+def drain(packer: Packer, docs, sources=None) -> list:
+    blocks = []
+    for i, doc in enumerate(docs):
+        packer.add(doc, 0 if sources is None else sources[i])
+        while (block := packer.pop()) is not None:
+            blocks.append(block)
+    return blocks
+
+
+def test_blocks_plus_remainder_are_exactly_the_joined_documents():
+    docs = random_docs(200)
+    packer = Packer(SEQ, EOT)
+    blocks = drain(packer, docs)
+    stream = np.concatenate([b.tokens for b in blocks] + [packer.remainder()])
+    np.testing.assert_array_equal(stream, joined(docs))
+    assert len(packer.remainder()) < SEQ + 1
+
+
+def test_block_shapes_and_per_source_counts():
+    docs = random_docs(100, seed=1)
+    sources = [i % 3 for i in range(len(docs))]
+    blocks = drain(Packer(SEQ, EOT, num_sources=3), docs, sources)
+    assert blocks
+    for b in blocks:
+        assert b.tokens.shape == b.position_ids.shape == (SEQ + 1,)
+        assert b.tokens.dtype == np.int64
+        assert b.source_tokens.sum() == SEQ + 1
+    per_source = np.sum([b.source_tokens for b in blocks], axis=0)
+    emitted = sum(len(b.tokens) for b in blocks)
+    expected = np.array([sum(len(d) + 1 for d, s in zip(docs, sources) if s == k) for k in range(3)])
+    assert per_source.sum() == emitted
+    assert np.all(per_source <= expected) and np.all(expected - per_source <= SEQ)  # the rest is queued
+
+
+def test_position_ids_restart_at_each_document_and_each_block():
+    blocks = drain(Packer(SEQ, EOT), random_docs(100, seed=2))
+    for b in blocks:
+        assert b.position_ids[0] == 0
+        starts = b.tokens == EOT
+        np.testing.assert_array_equal(b.position_ids[starts], 0)
+        inside = ~starts
+        inside[0] = False
+        # Within a document, positions count up by one.
+        np.testing.assert_array_equal(b.position_ids[inside], b.position_ids[np.flatnonzero(inside) - 1] + 1)
+
+
+def test_resume_with_a_carried_remainder():
+    docs = random_docs(120, seed=3)
+    reference = drain(Packer(SEQ, EOT), docs)
+
+    first = Packer(SEQ, EOT)
+    head = drain(first, docs[:57])
+    state = json.loads(json.dumps(first.state_dict()))
+    assert sum(len(p[1]) for p in state["pieces"]) == first.queued_tokens > 0
+    resumed = Packer(SEQ, EOT)
+    resumed.load_state_dict(state)
+    tail = drain(resumed, docs[57:])
+    assert len(head + tail) == len(reference)
+    for got, want in zip(head + tail, reference):
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.position_ids, want.position_ids)
+
+
+def test_pack_token_stream_and_pack_texts_round_trip(tiny_tokenizer, bundled):
+    texts = bundled.general[:40]
+    blocks = list(pack_texts(texts, tiny_tokenizer, seq_len=SEQ))
+    direct = list(pack_token_stream((tiny_tokenizer.encode(t) for t in texts), SEQ, tiny_tokenizer.eot_id))
+    assert len(blocks) == len(direct) > 0
+    stream = np.concatenate([b.tokens for b in blocks]).tolist()
+    eot = tiny_tokenizer.eot_id
+    expected = [tok for t in texts for tok in [eot, *tiny_tokenizer.encode(t)]]
+    assert stream == expected[: len(stream)]
+    # Documents decode back to their text between EOTs.
+    decoded = tiny_tokenizer.decode(stream[1 : stream.index(eot, 1)])
+    assert decoded == texts[0]

@@ -1,0 +1,187 @@
+"""Document sources: local formats, splits, sharding, resume and retries."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice, takewhile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasets import IterableDataset
+
+from pure_transformer.data.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.data.sources import (
+    HFSource,
+    RetryPolicy,
+    Shard,
+    _text_field,
+    in_holdout,
+    open_source,
+)
+from pure_transformer.errors import DataError
+
+DOCS = [f"document number {i} about topic {i % 7}" for i in range(300)]
+
+
+def first_epoch(source) -> list[str]:
+    return [d.text for d in takewhile(lambda d: d.epoch == 0, source)]
+
+
+def expected_train(docs: list[str], every: int = 100) -> list[str]:
+    return [d for d in docs if not in_holdout(d, every)]
+
+
+@pytest.fixture
+def text_dir(tmp_path, write_jsonl):
+    """The same 300 documents as two jsonl files, plus a file the folder reader must ignore."""
+    write_jsonl(tmp_path / "docs" / "a.jsonl", ({"text": t} for t in DOCS[:180]))
+    write_jsonl(tmp_path / "docs" / "b.jsonl", ({"text": t} for t in DOCS[180:]))
+    (tmp_path / "docs" / "README.md").write_text("not data")
+    return tmp_path / "docs"
+
+
+def test_local_jsonl_train_and_validation_partition_the_file(text_dir):
+    train = first_epoch(open_source(str(text_dir / "a.jsonl"), "train"))
+    validation = first_epoch(open_source(str(text_dir / "a.jsonl"), "validation"))
+    assert train == expected_train(DOCS[:180])
+    assert validation == [d for d in DOCS[:180] if in_holdout(d, 100)]
+    assert validation, "the hash hold-out should select some of 180 documents"
+
+
+def test_folder_and_glob_read_all_supported_files_in_order(text_dir):
+    assert first_epoch(open_source(str(text_dir), "train")) == expected_train(DOCS)
+    assert first_epoch(open_source(str(text_dir / "*.jsonl"), "train")) == expected_train(DOCS)
+
+
+def test_parquet_and_txt(tmp_path):
+    pq.write_table(pa.table({"text": DOCS[:50]}), tmp_path / "d.parquet")
+    assert first_epoch(open_source(str(tmp_path / "d.parquet"))) == expected_train(DOCS[:50])
+
+    # Text files hold one document per paragraph (blank-line separated).
+    (tmp_path / "d.txt").write_text("\n\n".join(DOCS[:50]) + "\n")
+    assert first_epoch(open_source(str(tmp_path / "d.txt"))) == expected_train(DOCS[:50])
+
+
+def test_medqa_hub_schema_file_from_write_bundled(bundled_dir):
+    records = [json.loads(line) for line in (bundled_dir / "medqa_train.jsonl").open()]
+    assert "answer_idx" in records[0], "write_bundled should use the MedQA hub schema"
+    source = open_source(str(bundled_dir / "medqa_train.jsonl"), "train")
+    texts = first_epoch(source)
+    # The sibling medqa_{validation,test}.jsonl are the eval splits: no hold-out of
+    # train, only exact eval questions are dropped.
+    expected = [format_pretrain_text(normalize_mcq(r)) for r in records]
+    assert len(texts) == len(expected) - source.guard.dropped
+    assert set(texts) <= set(expected)
+
+    validation = first_epoch(open_source(str(bundled_dir / "medqa_train.jsonl"), "validation"))
+    val_records = [json.loads(line) for line in (bundled_dir / "medqa_validation.jsonl").open()]
+    assert validation == [format_pretrain_text(normalize_mcq(r)) for r in val_records]
+
+
+def test_bundled_sources(bundled):
+    assert first_epoch(open_source("bundled-general")) == [t.strip() for t in bundled.general if t.strip()]
+    assert first_epoch(open_source("bundled-medical", "validation")) == [
+        t.strip() for t in bundled.medical_validation if t.strip()
+    ]
+    mcq_val = first_epoch(open_source("bundled-mcq", "validation"))
+    assert mcq_val == [format_pretrain_text(m) for m in bundled.mcq["validation"]]
+
+
+def test_unknown_name_and_missing_path_messages(tmp_path):
+    with pytest.raises(DataError, match=r"unknown dataset 'foo'; known: fineweb-edu, medqa, .*or a local path"):
+        open_source("foo")
+    with pytest.raises(DataError, match="no such file or folder: '.*nope.jsonl'"):
+        open_source(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(DataError, match="matches no files"):
+        open_source(str(tmp_path / "*.parquet"))
+    with pytest.raises(DataError, match="unknown split"):
+        open_source("bundled-general", "dev")  # type: ignore[arg-type]
+
+
+def test_malformed_record_names_the_source(tmp_path, write_jsonl):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"body": "no text field"}])
+    with pytest.raises(DataError, match=r"bad.jsonl record 2 .*'text'"):
+        first_epoch(open_source(str(path)))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\n{"text": oops\n')
+    with pytest.raises(DataError, match="could not parse .*broken.jsonl"):
+        first_epoch(open_source(str(broken)))
+    write_jsonl(tmp_path / "mixed" / "a.jsonl", [{"text": "one"}])
+    write_jsonl(tmp_path / "mixed" / "b.jsonl", [{"text": "two", "id": 2}])
+    with pytest.raises(DataError, match="could not parse .*mixed.*CastError"):
+        first_epoch(open_source(str(tmp_path / "mixed")))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_shards_are_disjoint_and_complete(text_dir, count):
+    # Two files: two shards split by file, three by example (both datasets paths).
+    hub_like = [first_epoch(open_source(str(text_dir), shard=Shard(i, count))) for i in range(count)]
+    in_memory = [first_epoch(open_source("bundled-general", shard=Shard(i, count))) for i in range(count)]
+    bundled_all = first_epoch(open_source("bundled-general"))
+    for shards, everything in ((hub_like, expected_train(DOCS)), (in_memory, bundled_all)):
+        merged = [doc for shard in shards for doc in shard]
+        assert len(merged) == len(set(merged)) == len(everything)
+        assert set(merged) == set(everything)
+
+
+@pytest.mark.parametrize("name", ["hf", "list"])
+def test_resume_mid_stream_matches_uninterrupted(text_dir, name):
+    path = "bundled-general" if name == "list" else str(text_dir / "b.jsonl")
+    reference = [(d.text, d.epoch) for d in islice(open_source(path), 400)]  # crosses epochs
+
+    first = open_source(path)
+    head = [(d.text, d.epoch) for d in islice(first, 150)]
+    state = json.loads(json.dumps(first.state_dict()))  # must survive meta.json
+    resumed = open_source(path)
+    resumed.load_state_dict(state)
+    tail = [(d.text, d.epoch) for d in islice(resumed, 250)]
+    assert head + tail == reference
+    assert resumed.docs_read == 400
+
+
+def flaky_dataset(failures: dict[str, int], at: int = 7, n: int = 20) -> IterableDataset:
+    """A real streaming dataset whose reader drops the connection at record ``at``."""
+
+    def gen():
+        for i in range(n):
+            if i == at and failures["left"] > 0:
+                failures["left"] -= 1
+                raise ConnectionError("connection reset by peer")
+            yield {"text": f"doc {i}"}
+
+    return IterableDataset.from_generator(gen)
+
+
+def test_transient_errors_are_retried_with_backoff_and_no_document_is_repeated():
+    failures = {"left": 3}
+    sleeps: list[float] = []
+    source = HFSource(
+        "flaky",
+        lambda: flaky_dataset(failures),
+        _text_field("text", None),
+        retry=RetryPolicy(tries=5, base_delay_s=0.01),
+        sleep=sleeps.append,
+    )
+    assert first_epoch(source) == [f"doc {i}" for i in range(20)]
+    assert sleeps == [0.01, 0.02, 0.04]
+
+
+def test_persistent_errors_give_up_with_a_data_error():
+    sleeps: list[float] = []
+    source = HFSource(
+        "down",
+        lambda: flaky_dataset({"left": 10**9}),
+        _text_field("text", None),
+        retry=RetryPolicy(tries=5, base_delay_s=0.01),
+        sleep=sleeps.append,
+    )
+    with pytest.raises(DataError, match="reading 'down' failed 5 times in a row; last error: ConnectionError"):
+        first_epoch(source)
+    assert sleeps == [0.01, 0.02, 0.04, 0.08]
+
+
+def test_empty_shard_raises_instead_of_looping_forever(tmp_path, write_jsonl):
+    path = write_jsonl(tmp_path / "one.jsonl", [{"text": "only document"}])
+    with pytest.raises(DataError, match="has no documents"):
+        next(iter(open_source(str(path), shard=Shard(1, 2))))
