@@ -110,8 +110,9 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
-                    optimizer: torch.optim.Optimizer | None = None) -> Path:
-    """Write ``model`` (+ optimizer) and ``meta`` to the folder ``path``, atomically."""
+                    optimizer: torch.optim.Optimizer | None = None, files: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (+ optimizer), ``meta`` and small text ``files`` (name ->
+    content, e.g. the tokenizer) to the folder ``path``, atomically."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
@@ -124,6 +125,11 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
         tensors, plain = optimizer_to_files(optimizer)
         _save_tensors(tmp / OPTIM_FILE, tensors)
         meta["optimizer"] = plain
+    for name, text in (files or {}).items():
+        with open(tmp / name, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     _write_json(tmp / META_FILE, meta)  # written last: its presence marks a complete folder
     _fsync_dir(tmp)
     _replace_dir(tmp, final)

@@ -4,9 +4,10 @@ Subcommands::
 
     pure-transformer model info PRESET
     pure-transformer tokenizer train [--input ...] [--vocab-size N] --out DIR
-    pure-transformer data preview [--tokenizer DIR] [--source NAME=WEIGHT ...]
+    pure-transformer data preview --tokenizer DIR [--mixture NAME:WEIGHT,...]
     pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
     pure-transformer data export-bundled --out DIR
+    pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
 
 Every handler parses nothing itself and does no work beyond calling the library
 and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
@@ -54,15 +55,14 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.preview import preview
 
-    preview(tokenizer=args.tokenizer, sources=args.source, seq_len=args.seq_len, num_blocks=args.num_blocks,
-            show=args.show, weight_by=args.weight_by, seed=args.seed)
+    preview(args.tokenizer, args.mixture, seq_len=args.seq_len, num_blocks=args.num_blocks, show=args.show,
+            weight_by=args.weight_by, seed=args.seed)
 
 
 def cmd_data_overlap(args: argparse.Namespace) -> None:
     from .data.preview import overlap
 
-    overlap(train=args.train, eval_source=args.eval, eval_split=args.eval_split, n=args.n,
-            max_train_docs=args.max_train_docs)
+    overlap(args.train, args.eval, eval_split=args.eval_split, n=args.n, max_train_docs=args.max_train_docs)
 
 
 def cmd_data_export(args: argparse.Namespace) -> None:
@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(data, "preview", cmd_data_preview,
              "show decoded packed samples, tokens per source and the achieved mixture")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder, tokenizer.json or hub name")
-    p.add_argument("--source", nargs="*", default=None, metavar="NAME=WEIGHT",
-                   help="sources and weights (default: bundled-general=0.85 bundled-mcq=0.15); "
-                        "names: fineweb-edu, medqa, medmcqa, bundled-*, or a local path")
+    p.add_argument("--mixture", default=None, metavar="NAME:WEIGHT,...",
+                   help="sources and weights (default: the debug mixture "
+                        "bundled-general:0.5,bundled-medical:0.35,bundled-mcq:0.15); names: fineweb-edu, medqa, "
+                        "medmcqa, bundled-general, bundled-medical, bundled-mcq, or a local path")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per packed block (default 256)")
     p.add_argument("--num-blocks", type=int, default=200, help="blocks to measure the mixture over")
     p.add_argument("--show", type=int, default=2, help="decoded blocks to print")
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(data, "export-bundled", cmd_data_export, "write the bundled offline corpus as jsonl files")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    from .run_train import add_pretrain_args, run_pretrain
+
+    p = groups.add_parser("pretrain", help="phase 1: pretrain (same flags as run_train pretrain)")
+    add_pretrain_args(p)
+    p.set_defaults(func=run_pretrain)
     return parser
 
 

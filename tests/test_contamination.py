@@ -9,7 +9,7 @@ import pytest
 
 from pure_transformer.data.contamination import ContaminationGuard, ngram_overlap, normalize_question
 from pure_transformer.data.mcq import format_pretrain_text, normalize_mcq
-from pure_transformer.data.sources import open_source
+from pure_transformer.data.registry import open_source
 
 
 def read_jsonl(path) -> list[dict]:

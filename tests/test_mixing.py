@@ -17,7 +17,7 @@ from pure_transformer.data.mixing import (
     parse_mixture,
     warn_on_repeats,
 )
-from pure_transformer.data.sources import open_source
+from pure_transformer.data.registry import open_source
 from pure_transformer.errors import DataError
 
 BUNDLED = (SourceWeight("bundled-general", 0.85), SourceWeight("bundled-mcq", 0.15))

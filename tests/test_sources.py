@@ -11,13 +11,13 @@ import pytest
 from datasets import IterableDataset
 
 from pure_transformer.data.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.data.registry import open_source
 from pure_transformer.data.sources import (
     HFSource,
     RetryPolicy,
     Shard,
     _text_field,
     in_holdout,
-    open_source,
 )
 from pure_transformer.errors import DataError
 

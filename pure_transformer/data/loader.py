@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import DataError
 from .mixing import MixtureConfig, build_mixture, warn_on_repeats
 from .packing import ENCODE_BATCH, Block, Encoder, Packer
-from .sources import RetryPolicy, Shard, open_source
+from .registry import open_source
+from .sources import RetryPolicy, Shard
 
 Batch = dict[str, Any]
 STATE_VERSION = 1

@@ -38,7 +38,8 @@ import numpy as np
 
 from ..errors import DataError
 from .packing import ENCODE_BATCH, Encoder, encode_documents
-from .sources import DocumentSource, RetryPolicy, Shard, open_source
+from .registry import open_source
+from .sources import DocumentSource, RetryPolicy, Shard
 
 WeightBy = Literal["tokens", "documents"]
 Stopping = Literal["first_exhausted", "all_exhausted"]
@@ -268,9 +269,9 @@ def estimate_repeats(
 ) -> list[RepeatEstimate]:
     """How many passes over each source of known size a token budget implies.
 
-    ``sizes`` overrides the built-in estimates (see ``sources.approx_train_tokens``).
+    ``sizes`` overrides the built-in estimates (see ``registry.approx_train_tokens``).
     """
-    from .sources import approx_train_tokens
+    from .registry import approx_train_tokens
 
     out = []
     for source, share in zip(config.sources, config.probabilities):

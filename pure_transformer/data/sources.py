@@ -1,50 +1,45 @@
-"""Document sources: named datasets and local files as resumable, shardable text streams.
+"""Document sources: resumable, shardable text streams over one split of a dataset.
 
-``open_source(name, split)`` turns a short name (``fineweb-edu``, ``medqa``,
-``medmcqa``, ``bundled-general``, ``bundled-medical``, ``bundled-mcq``) or a
-local path (file, folder or glob of .jsonl/.json/.parquet/.txt) into a
-:class:`DocumentSource`: an endless iterator of :class:`Document` that loops
+A :class:`DocumentSource` is an endless iterator of :class:`Document` that loops
 over epochs, counts what it read, and saves/restores its exact position with
-``state_dict()`` / ``load_state_dict()``.
+``state_dict()`` / ``load_state_dict()``. Which dataset a name means, and how
+its splits map to files or hub splits, lives in :mod:`pure_transformer.data.registry`
+(``open_source(name, split)`` turns a short name or local path into a source).
 
-Hub datasets and local files share one code path: ``datasets.load_dataset(...,
-streaming=True)`` sharded with ``split_dataset_by_node`` and resumed with the
-``IterableDataset.state_dict()`` of datasets >= 2.18. The bundled offline corpus
-is a Python list, sharded by index modulo. Either way the shards of a split are
-disjoint and together cover every document.
+Hub datasets and local files share one code path, :class:`HFSource`:
+``datasets.load_dataset(..., streaming=True)`` sharded with
+``split_dataset_by_node`` and resumed with the ``IterableDataset.state_dict()``
+of datasets >= 2.18, with retries on transient errors (:class:`RetryPolicy`).
+The bundled offline corpus is a Python list, :class:`ListSource`, sharded by
+index modulo. Either way the shards of a split are disjoint and together cover
+every document.
 
-Splits a dataset does not have are derived, never invented:
-
-* a missing ``validation`` split is a deterministic slice of ``train``: the
-  documents whose blake2b hash (of the text, or of the question for MCQs) is
-  0 modulo ``holdout_every``; the ``train`` split then skips exactly those;
-* a local ``*train*`` file's ``validation``/``test`` splits are its sibling
-  files with ``train`` replaced in the name, when they exist.
+A missing ``validation`` split is derived as a deterministic slice of ``train``
+(:class:`HoldOut`, :func:`in_holdout`): the documents whose blake2b hash (of the
+text, or of the question for MCQs) is 0 modulo ``every``; the ``train`` split
+then skips exactly those.
 
 MCQ records are normalised by :func:`~pure_transformer.data.mcq.normalize_mcq`
 and rendered with ``format_pretrain_text``; in the ``train`` split a
-:class:`~pure_transformer.data.contamination.ContaminationGuard` built from the
-dataset's evaluation splits drops any question that also appears there.
+:class:`~pure_transformer.data.contamination.ContaminationGuard` drops any
+question that also appears in the dataset's evaluation splits.
 """
 
 from __future__ import annotations
 
-import functools
-import glob
 import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 from datasets.table import CastError
 
 from ..errors import DataError
-from .contamination import ContaminationGuard, eval_questions
+from .contamination import ContaminationGuard
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -52,8 +47,6 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # OSError covers ConnectionError, TimeoutError, huggingface_hub's HfHubHTTPError
 # and the fsspec/aiohttp socket errors a long streaming read runs into.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OSError,)
-
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 class SourceKind(Enum):
@@ -318,277 +311,3 @@ def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None) -> Call
         return format_pretrain_text(mcq)
 
     return to_text
-
-
-# --------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class HubSpec:
-    """A dataset on the Hugging Face hub, streamed."""
-
-    name: str
-    repo: str
-    config: str | None
-    kind: SourceKind
-    hub_splits: tuple[str, ...]  # the splits the hub repo really has
-    eval_splits: tuple[str, ...]  # splits whose questions training must not see
-    holdout_every: int | None  # derive "validation" from "train" when the hub lacks one
-    approx_train_tokens: int | None
-    text_field: str = "text"
-
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
-        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every)
-        fill_guard = split == "train" and self.kind is SourceKind.MCQ and guard is None
-        if fill_guard:
-            guard = ContaminationGuard()
-
-        def open_dataset() -> Any:
-            # Filled here, inside the retried opener, so opening stays offline.
-            if fill_guard and guard is not None and len(guard) == 0:
-                for eval_split in self.eval_splits:
-                    guard.add(eval_questions(_rows(self._load(eval_split), 256)))
-            return self._load(hub_split)
-
-        to_text = _reader(self.kind, holdout, guard if split == "train" else None, self.text_field)
-        return HFSource(self.name, open_dataset, to_text, shard, guard, retry)
-
-    def _load(self, hub_split: str) -> Any:
-        import datasets
-
-        return datasets.load_dataset(self.repo, self.config, split=hub_split, streaming=True)
-
-
-@dataclass(frozen=True)
-class BundledSpec:
-    """A part of the offline bundled corpus (:mod:`pure_transformer.data.synthetic`)."""
-
-    name: str
-    kind: SourceKind
-    part: str  # "general"/"medical": text lists (+ "_validation"); "mcq": MCQs by split
-
-    def records(self, split: Split) -> list[Any]:
-        corpus = _bundled()
-        if self.kind is SourceKind.MCQ:
-            return corpus.mcq[split]
-        if split == "test":
-            raise DataError(f"'{self.name}' has no test split; use train or validation")
-        return getattr(corpus, self.part if split == "train" else f"{self.part}_validation")
-
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
-        if self.kind is SourceKind.MCQ and split == "train" and guard is None:
-            guard = ContaminationGuard(m.question for s in ("validation", "test") for m in self.records(s))
-        return ListSource(self.name, self.records(split), _reader(self.kind, None, guard), shard, guard)
-
-    @property
-    def approx_train_tokens(self) -> int:
-        # Countable; ~4 characters per token for English BPE vocabularies.
-        to_text = _reader(self.kind, None, None)
-        return sum(len(to_text(r, self.name) or "") for r in self.records("train")) // 4
-
-
-@dataclass(frozen=True)
-class LocalSpec:
-    """Local files read through the same streaming ``datasets`` path as the hub.
-
-    ``.txt`` files are split into documents at blank lines. ``kind=None`` looks
-    at the first record: a ``text`` field means text, anything else is an MCQ.
-    """
-
-    name: str
-    files: tuple[Path, ...]
-    kind: SourceKind | None = None
-    holdout_every: int = 100
-
-    @property
-    def builder(self) -> str:
-        return _BUILDERS[self.files[0].suffix]
-
-    @property
-    def approx_train_tokens(self) -> int:
-        # Estimated from bytes (exact counting would mean reading everything);
-        # JSON keys inflate it, so repeat warnings err on the quiet side.
-        return sum(f.stat().st_size for f in self.files) // 4
-
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
-        files, holdout = self._files_for(split)
-        kind = self.kind or self._detect_kind()
-        if kind is SourceKind.MCQ and split == "train" and guard is None:
-            guard = ContaminationGuard()
-            for eval_split in ("validation", "test"):
-                siblings = _siblings(self.files, eval_split)
-                if siblings:
-                    guard.add(eval_questions(_rows(self._load(siblings), 256)))
-        to_text = _reader(kind, holdout, guard if split == "train" else None)
-        return HFSource(self.name, lambda: self._load(files), to_text, shard, guard, retry)
-
-    def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | None]:
-        if split == "train":
-            has_validation = bool(_siblings(self.files, "validation"))
-            return self.files, None if has_validation else HoldOut(self.holdout_every, keep=False)
-        siblings = _siblings(self.files, split)
-        if siblings:
-            return siblings, None
-        if split == "validation":
-            return self.files, HoldOut(self.holdout_every, keep=True)
-        raise DataError(f"'{self.name}' has no test split (no sibling file with 'test' for 'train')")
-
-    def _detect_kind(self) -> SourceKind:
-        try:
-            first = next(_rows(self._load(self.files)), None)
-        except (pa.ArrowInvalid, CastError) as err:
-            raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err
-        if first is None:
-            raise DataError(f"'{self.name}' contains no records")
-        return SourceKind.TEXT if isinstance(first.get("text"), str) else SourceKind.MCQ
-
-    def _load(self, files: tuple[Path, ...]) -> Any:
-        import datasets
-
-        extra = {"sample_by": "paragraph"} if self.builder == "text" else {}
-        return datasets.load_dataset(
-            self.builder, data_files=[str(f) for f in files], split="train", streaming=True, **extra
-        )
-
-
-SourceSpec = HubSpec | BundledSpec | LocalSpec
-
-
-def _resolve_split(
-    name: str, split: str, hub_splits: tuple[str, ...], holdout_every: int | None
-) -> tuple[str, HoldOut | None]:
-    """Map our split to a hub split plus, for derived validation, a hash filter."""
-    derived = holdout_every is not None and "validation" not in hub_splits
-    if split == "validation" and derived:
-        return "train", HoldOut(holdout_every, keep=True)
-    if split == "train" and derived:
-        return "train", HoldOut(holdout_every, keep=False)
-    if split not in hub_splits:
-        raise DataError(f"'{name}' has no usable {split} split (has: {', '.join(hub_splits)})")
-    return split, None
-
-
-@functools.lru_cache(maxsize=1)
-def _bundled() -> Any:
-    from .synthetic import bundled_corpus
-
-    return bundled_corpus(seed=0)
-
-
-KNOWN_SOURCES: dict[str, SourceSpec] = {
-    spec.name: spec
-    for spec in (
-        HubSpec(
-            name="fineweb-edu",
-            repo="HuggingFaceFW/fineweb-edu",
-            config="sample-10BT",
-            kind=SourceKind.TEXT,
-            hub_splits=("train",),
-            eval_splits=(),
-            holdout_every=1000,  # ~9.7k of the sample's ~9.7M documents
-            approx_train_tokens=10_000_000_000,  # the config's name: ~10B GPT-2 tokens
-        ),
-        HubSpec(
-            name="medqa",
-            repo="GBaker/MedQA-USMLE-4-options",
-            config=None,
-            kind=SourceKind.MCQ,
-            hub_splits=("train", "test"),
-            eval_splits=("test",),
-            holdout_every=20,  # ~500 of 10,178 train questions become validation
-            # 10,178 questions x ~250 tokens (vignette + 4 options + answer, no explanation).
-            approx_train_tokens=2_500_000,
-        ),
-        HubSpec(
-            name="medmcqa",
-            repo="openlifescienceai/medmcqa",
-            config=None,
-            kind=SourceKind.MCQ,
-            # The test split's answers are hidden, so it is unusable as text or for scoring.
-            hub_splits=("train", "validation"),
-            eval_splits=("validation", "test"),
-            holdout_every=None,
-            # 182,822 questions x ~100 tokens (short stems, options, brief explanation).
-            approx_train_tokens=18_000_000,
-        ),
-        BundledSpec("bundled-general", SourceKind.TEXT, "general"),
-        BundledSpec("bundled-medical", SourceKind.TEXT, "medical"),
-        BundledSpec("bundled-mcq", SourceKind.MCQ, "mcq"),
-    )
-}
-
-
-def resolve_source(name: str) -> SourceSpec:
-    """The spec for a known short name or a local file/folder/glob."""
-    if name in KNOWN_SOURCES:
-        return KNOWN_SOURCES[name]
-    looks_like_path = any(c in name for c in "/\\*?[") or Path(name).suffix in _BUILDERS or Path(name).exists()
-    if not looks_like_path:
-        known = ", ".join(KNOWN_SOURCES)
-        raise DataError(f"unknown dataset '{name}'; known: {known}, or a local path")
-    return LocalSpec(name=name, files=_expand_local(name))
-
-
-def _expand_local(name: str) -> tuple[Path, ...]:
-    path = Path(name)
-    if any(c in name for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(f"glob '{name}' matches no files")
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _BUILDERS)
-        if not files:
-            raise DataError(f"folder '{name}' has no {'/'.join(_BUILDERS)} files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DataError(f"no such file or folder: '{name}'")
-    unsupported = [f for f in files if f.suffix not in _BUILDERS]
-    if unsupported:
-        raise DataError(f"unsupported file type '{unsupported[0]}'; use {', '.join(_BUILDERS)}")
-    builders = {_BUILDERS[f.suffix] for f in files}
-    if len(builders) > 1:
-        raise DataError(f"'{name}' mixes file types ({', '.join(sorted(builders))}); use one kind per source")
-    return tuple(files)
-
-
-def _siblings(files: tuple[Path, ...], split: str) -> tuple[Path, ...]:
-    """``x_train.jsonl`` -> ``x_validation.jsonl`` (or ``x_val``/``x_dev``), if all exist."""
-    names = {"validation": ("validation", "valid", "val", "dev"), "test": ("test",)}[split]
-    for alias in names:
-        found = []
-        for f in files:
-            if "train" not in f.stem:
-                return ()
-            head, _, tail = f.stem.rpartition("train")
-            candidate = f.with_name(head + alias + tail + f.suffix)
-            if not candidate.is_file():
-                break
-            found.append(candidate)
-        else:
-            return tuple(found)
-    return ()
-
-
-def open_source(
-    name: str,
-    split: Split = "train",
-    *,
-    shard: Shard = Shard(),
-    retry: RetryPolicy = RetryPolicy(),
-    guard: ContaminationGuard | None = None,
-) -> DocumentSource:
-    """Open one shard of one split of a named dataset or local path.
-
-    ``guard`` replaces the default contamination guard of MCQ training splits
-    (the dataset's own evaluation questions); pass a bigger one to also block
-    questions from other benchmarks.
-    """
-    if split not in SPLITS:
-        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    return resolve_source(name).open(split, shard, retry, guard)
-
-
-def approx_train_tokens(name: str) -> int | None:
-    """Roughly how many tokens one epoch of the train split holds, if known."""
-    return resolve_source(name).approx_train_tokens

@@ -1,0 +1,74 @@
+"""``python -m pure_transformer.run_train pretrain|rl ...``: the training entry point.
+
+The same commands run as ``pure-transformer pretrain`` and ``pure-transformer rl``.
+This module only parses flags and calls :func:`pure_transformer.train.pretrain.pretrain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import UserError
+
+
+def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="debug", help="preset: debug | a100_2day | h200_1day (default debug)")
+    p.add_argument("--model", default=None, help="model preset, overriding the config's (e.g. tiny, medium-large)")
+    p.add_argument("--checkpoint-dir", required=True, help="run folder for checkpoints, logs and the tokenizer")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per rank")
+    p.add_argument("--log-every", type=int, default=None, help="optimizer steps between log records")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
+                   help="resume the newest checkpoint in --checkpoint-dir (auto, the default when the flag is "
+                        "bare; a fresh start if there is none) or the given checkpoint")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="save and stop after this step without changing the schedule (simulates preemption)")
+    p.add_argument("--config-file", default=None, help="YAML file whose keys override the preset")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="override one config field (repeatable), e.g. --set peak_lr=1e-3")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from .overrides import apply_overrides, load_yaml, parse_set
+    from .train.config import pretrain_preset
+    from .train.pretrain import pretrain
+
+    cfg = pretrain_preset(args.config)
+    overrides = load_yaml(args.config_file) if args.config_file else {}
+    overrides.update({k: v for k, v in {"model": args.model, "num_workers": args.num_workers,
+                                        "log_every": args.log_every}.items() if v is not None})
+    overrides.update(parse_set(args.set))
+    cfg = apply_overrides(cfg, overrides)
+    result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
+                      device=args.device, progress=not args.no_progress)
+    print(f"\n{'stopped early (' + result.stopped + ')' if result.stopped else 'done'}: step {result.step}, "
+          f"{result.tokens_seen:,} tokens, {result.elapsed_s:.0f} s")
+    for key, value in result.val.items():
+        if key.startswith("val_ppl"):
+            print(f"  {key:<28} {value:10.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="phase", required=True)
+    p = sub.add_parser("pretrain", help="phase 1: pretrain on the FineWeb-Edu/MedQA mixture")
+    add_pretrain_args(p)
+    p.set_defaults(func=run_pretrain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Phase 1: pretraining, as one importable function.
+
+``pretrain(cfg, run_dir)`` reads as setup -> fit -> validate -> checkpoint:
+
+- setup: runtime (device, torchrun ranks), tokenizer, model, AdamW, the packed
+  training stream and the fixed per-source validation batches, and, when
+  resuming, every piece of state from the checkpoint;
+- each optimizer step accumulates ``accum_steps`` micro-batches under bf16
+  autocast (CUDA) or fp32 (CPU), clips the gradient norm, and skips the update
+  when the loss or gradient is not finite;
+- the LR is a function of tokens seen (warmup, cosine, floor);
+- every ``val_every`` steps: loss and perplexity per source and overall; a new
+  best is saved to ``DIR/best``;
+- every ``ckpt_every`` steps, on ``stop_at_step``, on SIGTERM/SIGINT and at
+  the end: an atomic checkpoint holding weights, optimizer, RNG and the
+  data-stream position, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
+                          resolve_checkpoint, save_checkpoint, step_dir)
+from ..config import model_preset
+from ..data.loader import build_train_loader, build_validation_batches
+from ..data.mixing import MixtureConfig, SourceWeight
+from ..errors import ConfigError, UserError
+from ..model import Transformer, build_model
+from ..overrides import apply_overrides
+from ..tokenizer import Tokenizer
+from .config import PretrainConfig
+from .metrics import MetricsLogger, device_peak_flops
+from .runtime import (Runtime, StopRequested, all_reduce_mean, init_runtime, peak_memory_gb, rng_state,
+                      seed_everything, set_rng_state)
+from .tokenizer_setup import prepare_tokenizer
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. the loss stays non-finite)."""
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    step: int
+    tokens_seen: int
+    val: dict[str, float]
+    elapsed_s: float
+    stopped: str | None
+    """None when the run completed; else why it stopped early ("stop_at_step", "signal")."""
+
+
+def doc_ids_of(batch: dict) -> torch.Tensor:
+    """Document index of every token, from the loader's per-document positions."""
+    return (batch["position_ids"] == 0).cumsum(dim=1)
+
+
+def train_step(model: torch.nn.Module, micro_batches: list[dict], rt: Runtime, cfg: PretrainConfig
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward/backward over the micro-batches of one optimizer step; returns
+    (mean loss, gradient norm before clipping). Gradients are left in ``.grad``."""
+    accum = len(micro_batches)
+    loss_sum = torch.zeros((), device=rt.device)
+    for i, batch in enumerate(micro_batches):
+        x = batch["input_ids"].to(rt.device, non_blocking=True)  # (B, T)
+        y = batch["labels"].to(rt.device, non_blocking=True)  # (B, T)
+        doc_ids = doc_ids_of(batch).to(rt.device) if cfg.document_masking else None
+        # DDP all-reduces gradients on every backward unless told not to; only the last micro-batch syncs.
+        sync = i == accum - 1 or not rt.distributed
+        with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast():
+            loss, _ = model(x, y, doc_ids=doc_ids)
+        (loss / accum).backward()
+        loss_sum += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    return all_reduce_mean(loss_sum / accum, rt), grad_norm
+
+
+@torch.no_grad()
+def validate(model: Transformer, val_batches: dict[str, list[dict]], rt: Runtime, document_masking: bool
+             ) -> dict[str, float]:
+    """Token-weighted loss and perplexity per source and overall on fixed held-out batches."""
+    model.eval()
+    out: dict[str, float] = {}
+    totals = torch.zeros(2, device=rt.device, dtype=torch.float64)
+    for name, batches in val_batches.items():
+        sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # (loss * tokens, tokens)
+        for batch in batches:
+            y = batch["labels"].to(rt.device)
+            doc_ids = doc_ids_of(batch).to(rt.device) if document_masking else None
+            with rt.autocast():
+                loss, _ = model(batch["input_ids"].to(rt.device), y, doc_ids=doc_ids)
+            sums += torch.stack([loss.double() * y.numel(), torch.tensor(float(y.numel()), device=rt.device)])
+        if rt.distributed:
+            dist.all_reduce(sums)
+        out[f"val_loss/{name}"] = (sums[0] / sums[1]).item()
+        out[f"val_ppl/{name}"] = math.exp(min(out[f"val_loss/{name}"], 50.0))
+        totals += sums
+    out["val_loss"] = (totals[0] / totals[1]).item()
+    out["val_ppl"] = math.exp(min(out["val_loss"], 50.0))
+    model.train()
+    return out
+
+
+def _gather(obj: object, rt: Runtime) -> list:
+    """Every rank's ``obj``, in rank order (the loader state differs per rank)."""
+    if not rt.distributed:
+        return [obj]
+    out: list = [None] * rt.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from: None (fresh run), "auto" (newest here, if any) or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        has_any = run_dir.is_dir() and any(p.name.startswith("step_") or p.name == "final" for p in run_dir.iterdir())
+        return resolve_checkpoint(run_dir) if has_any else None
+    return resolve_checkpoint(resume)
+
+
+def describe(cfg: PretrainConfig, model: Transformer, rt: Runtime, tok: Tokenizer) -> dict:
+    """The effective run settings, printed at start and saved as DIR/config.json."""
+    accum = cfg.accum_steps(rt.world_size)
+    info = {
+        "config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "parameters": model.num_params(),
+        "tokenizer": tok.source, "tokenizer_vocab": tok.vocab_size, "device": str(rt.device),
+        "world_size": rt.world_size, "accum_steps": accum, "tokens_per_step": cfg.global_batch_tokens,
+        "total_steps": cfg.total_steps, "flops_per_token": model.flops_per_token(cfg.seq_len),
+    }
+    peak = device_peak_flops(rt.device)
+    if peak:  # a planning figure only: the progress bar's ETA is measured
+        est = cfg.total_tokens * info["flops_per_token"] / (0.4 * peak * rt.world_size)
+        info["estimated_hours_at_40pct_mfu"] = round(est / 3600, 2)
+    return info
+
+
+def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = None,
+             stop_at_step: int | None = None, model: Transformer | None = None, device: str | None = None,
+             progress: bool = True) -> PretrainResult:
+    """Run (or resume) pretraining into ``run_dir``; see the module docstring.
+
+    Args:
+        resume: None for a fresh run, "auto" for the newest checkpoint in
+            ``run_dir`` if there is one, or a checkpoint path. A resumed run
+            uses the configuration saved in its checkpoint.
+        stop_at_step: save and stop after this optimizer step, leaving the LR
+            schedule and data plan untouched (a stand-in for preemption).
+        model: a pre-built model to train instead of ``cfg.model``'s preset.
+    """
+    run_dir = Path(run_dir)
+    rt = init_runtime(device)
+    ckpt = _resume_checkpoint(run_dir, resume)
+    meta = read_meta(ckpt) if ckpt is not None else None
+    if meta is not None:
+        cfg = apply_overrides(PretrainConfig(), meta["config"])  # the run's own settings win
+    seed_everything(cfg.seed + rt.rank, cfg.deterministic)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    model_cfg = model.cfg if model is not None else model_preset(cfg.model)
+    tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
+    if tok.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
+                          f"{model_cfg.vocab_size} embeddings")
+    if model is None:
+        model = build_model(model_cfg, rt.device)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
+                                       betas=cfg.betas)
+    step, tokens_seen, best_val = 0, 0, math.inf
+    nonfinite = {"in_row": 0, "total": 0}
+    mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
+                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+    loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
+                                num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
+                                token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
+    if meta is not None:
+        if meta.get("world_size", 1) != rt.world_size:
+            raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
+        load_weights(ckpt, model)
+        load_optimizer(ckpt, optimizer, meta)
+        loader.load_state_dict(meta["data"][rt.rank])
+        set_rng_state(meta["rng"])
+        step, tokens_seen, best_val = meta["step"], meta["tokens_seen"], meta.get("best_val_loss", math.inf)
+        nonfinite = meta.get("nonfinite", nonfinite)
+        if meta.get("complete"):
+            print(f"run in {run_dir} is already complete ({step} steps)")
+    val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
+                                           tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size)
+
+    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
+    if rt.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+    info = describe(cfg, model, rt, tok)
+    if rt.is_main:
+        (run_dir / "config.json").write_text(json.dumps(info, indent=1))
+        print(f"pretraining {cfg.model}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
+              f"({cfg.micro_batch}x{cfg.seq_len} x {info['accum_steps']} accum x {rt.world_size} ranks), "
+              f"{cfg.total_steps} steps, device {rt.device}"
+              + (f", ~{info['estimated_hours_at_40pct_mfu']} h at 40% MFU" if "estimated_hours_at_40pct_mfu" in info
+                 else "") + (f", resuming from {ckpt} at step {step}" if ckpt else ""))
+        print("effective config: " + json.dumps(cfg.to_dict()))
+    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None) if rt.is_main else None
+
+    def save(at_step: int, loss: float, last_val: dict, complete: bool = False) -> Path:
+        states = _gather(loader.state_dict(), rt)  # every rank takes part
+        path = step_dir(run_dir, at_step)
+        if rt.is_main:
+            meta_out = {"kind": "pretrain", "step": at_step, "tokens_seen": tokens_seen, "loss": loss,
+                        "val": last_val, "best_val_loss": best_val, "config": cfg.to_dict(),
+                        "model_config": model.cfg.to_dict(), "world_size": rt.world_size, "rng": rng_state(),
+                        "data": states, "nonfinite": nonfinite, "complete": complete,
+                        "tokenizer": "tokenizer.json"}
+            save_checkpoint(path, model, meta_out, optimizer, files={"tokenizer.json": tok.hf.to_str()})
+            prune_checkpoints(run_dir, cfg.keep_last)
+        if rt.distributed:
+            dist.barrier()
+        return path
+
+    peak_flops = device_peak_flops(rt.device)
+    flops_per_token = model.flops_per_token(cfg.seq_len)
+    accum = cfg.accum_steps(rt.world_size)
+    stop = StopRequested()
+    stopped, last_val, loss_value, saved_step = None, (meta or {}).get("val", {}), math.nan, step
+    batches = iter(loader)
+    bar = tqdm(total=cfg.total_steps, initial=step, disable=not (progress and rt.is_main), unit="step",
+               dynamic_ncols=True)
+    start = t_log = time.perf_counter()
+    tokens_at_log = tokens_seen
+    try:
+        with stop.installed():
+            while step < cfg.total_steps:
+                lr = lr_schedule(cfg, tokens_seen)
+                set_lr(optimizer, lr, cfg.peak_lr)
+                micro = [next(batches) for _ in range(accum)]
+                loss, grad_norm = train_step(train_model, micro, rt, cfg)
+                finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+                if finite:
+                    optimizer.step()
+                    nonfinite["in_row"] = 0
+                else:  # a bad batch or a spike: leave the weights as they were
+                    nonfinite["in_row"] += 1
+                    nonfinite["total"] += 1
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                tokens_seen += cfg.global_batch_tokens
+                loss_value = loss.item()
+                bar.update(1)
+                if not finite and logger:
+                    logger.log(step, {"tokens_seen": tokens_seen, "nonfinite_skipped": nonfinite["total"],
+                                      "loss": loss_value, "grad_norm": grad_norm.item()})
+                    bar.write(f"step {step}: non-finite loss/gradient, update skipped "
+                              f"({nonfinite['in_row']} in a row, {nonfinite['total']} in all)")
+                if nonfinite["in_row"] >= cfg.max_nonfinite:
+                    raise TrainingError(f"loss or gradient was non-finite for {nonfinite['in_row']} steps in a row "
+                                        f"(step {step}); lower peak_lr or check the data; last good checkpoint "
+                                        f"is in {run_dir}")
+                if step % cfg.log_every == 0 and finite:
+                    now = time.perf_counter()
+                    tok_s = (tokens_seen - tokens_at_log) / (now - t_log)
+                    record = {"tokens_seen": tokens_seen, "loss": loss_value, "lr": lr,
+                              "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
+                              "peak_mem_gb": peak_memory_gb(rt.device), "nonfinite_skipped": nonfinite["total"]}
+                    if peak_flops:
+                        record["mfu"] = flops_per_token * tok_s / (peak_flops * rt.world_size)
+                    t_log, tokens_at_log = now, tokens_seen
+                    if logger:
+                        logger.log(step, record)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                is_last = step == cfg.total_steps
+                if step % cfg.val_every == 0 or is_last:
+                    last_val = validate(model, val_batches, rt, cfg.document_masking)
+                    if logger:
+                        logger.log(step, {"tokens_seen": tokens_seen, **last_val})
+                    bar.write(f"step {step}: val_loss {last_val['val_loss']:.4f} " + " ".join(
+                        f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in last_val.items() if k.startswith("val_ppl/")))
+                    if last_val["val_loss"] < best_val:
+                        best_val = last_val["val_loss"]
+                        link_checkpoint(save(step, loss_value, last_val), "best") if rt.is_main else save(
+                            step, loss_value, last_val)
+                        saved_step = step
+                if step % cfg.ckpt_every == 0 or is_last or step == stop_at_step or stop:
+                    if saved_step != step or is_last:
+                        save(step, loss_value, last_val, complete=is_last)
+                        saved_step = step
+                    if is_last and rt.is_main:
+                        link_checkpoint(step_dir(run_dir, step), "final")
+                    if not is_last and (step == stop_at_step or stop):
+                        stopped = "stop_at_step" if step == stop_at_step else "signal"
+                        bar.write(f"stopped after step {step} ({stopped}); checkpoint saved, resume with "
+                                  f"--resume auto")
+                        break
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(
+            f"out of memory at micro_batch={cfg.micro_batch}, seq_len={cfg.seq_len}; try --set "
+            f"micro_batch={max(1, cfg.micro_batch // 2)} (accumulation grows to keep the global batch), "
+            f"--set activation_checkpointing=true, or a shorter --set seq_len") from None
+    finally:
+        bar.close()
+        if logger:
+            logger.close()
+    return PretrainResult(run_dir, step, tokens_seen, last_val, time.perf_counter() - start, stopped)
+
+
+def lr_schedule(cfg: PretrainConfig, tokens_seen: int) -> float:
+    return lr_at(tokens_seen, peak_lr=cfg.peak_lr, min_lr=cfg.min_lr, warmup_tokens=cfg.warmup_tokens,
+                 total_tokens=cfg.total_tokens)
+
+
+from .schedule import lr_at, set_lr  # noqa: E402  (kept beside its one user)
