@@ -241,6 +241,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
     start = t_log = time.perf_counter()
     tokens_at_log = tokens_seen
     try:
+        if step == 0:  # the starting point of every validation curve
+            last_val = validate(model, val_batches, rt, cfg.document_masking)
+            if logger:
+                logger.log(0, {"tokens_seen": 0, **last_val})
         with stop.installed():
             while step < cfg.total_steps:
                 lr = lr_schedule(cfg, tokens_seen)
