@@ -8,6 +8,7 @@ Subcommands::
     pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
     pure-transformer data export-bundled --out DIR
     pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
+    pure-transformer plot DIR [--out PNG]
 
 Every handler parses nothing itself and does no work beyond calling the library
 and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
@@ -72,6 +73,13 @@ def cmd_data_export(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+# ----------------------------------------------------------------------- plot
+def cmd_plot(args: argparse.Namespace) -> None:
+    from .plot import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+
+
 # --------------------------------------------------------------------- parser
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], None],
          help: str) -> argparse.ArgumentParser:
@@ -126,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("pretrain", help="phase 1: pretrain (same flags as run_train pretrain)")
     add_pretrain_args(p)
     p.set_defaults(func=run_pretrain)
+
+    p = groups.add_parser("plot", help="plot a run's training curves to PNG")
+    p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")
+    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .errors import UserError
@@ -37,6 +38,9 @@ def run_pretrain(args: argparse.Namespace) -> None:
     from .train.pretrain import pretrain
 
     cfg = pretrain_preset(args.config)
+    saved = saved_config(args.checkpoint_dir, args.resume)
+    if saved is not None:  # a resumed run starts from its own settings; flags may adjust execution only
+        cfg = apply_overrides(cfg, saved)
     overrides = load_yaml(args.config_file) if args.config_file else {}
     overrides.update({k: v for k, v in {"model": args.model, "num_workers": args.num_workers,
                                         "log_every": args.log_every}.items() if v is not None})
@@ -44,11 +48,22 @@ def run_pretrain(args: argparse.Namespace) -> None:
     cfg = apply_overrides(cfg, overrides)
     result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
                       device=args.device, progress=not args.no_progress)
+    if result.rank != 0:
+        return
     print(f"\n{'stopped early (' + result.stopped + ')' if result.stopped else 'done'}: step {result.step}, "
           f"{result.tokens_seen:,} tokens, {result.elapsed_s:.0f} s")
     for key, value in result.val.items():
         if key.startswith("val_ppl"):
             print(f"  {key:<28} {value:10.2f}")
+
+
+def saved_config(run_dir: str, resume: str | None) -> dict | None:
+    """The config stored in the checkpoint a ``--resume`` would load, if any."""
+    from .checkpoint import read_meta
+    from .train.pretrain import resume_checkpoint
+
+    ckpt = resume_checkpoint(Path(run_dir), resume)
+    return read_meta(ckpt)["config"] if ckpt is not None else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

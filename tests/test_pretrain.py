@@ -177,3 +177,33 @@ def test_debug_preset_learns(tmp_path: Path) -> None:
     val = [r for r in read_metrics(tmp_path / "logs" / "metrics.jsonl") if "val_loss" in r]
     assert val[0]["step"] == 0 and val[-1]["step"] == debug().total_steps
     assert val[-1]["val_loss"] < 0.6 * val[0]["val_loss"], (val[0], val[-1])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_resume_matches(tmp_path: Path, tiny_tokenizer) -> None:
+    """torchrun with 2 CPU ranks (gloo): a stopped-and-resumed run logs the same losses."""
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "pure_transformer.run_train", "pretrain", "--config", "debug", "--no-progress",
+            "--set", f"tokenizer={tiny_tokenizer.source}", "--set", "total_tokens=16384", "--set", "micro_batch=4",
+            "--set", "warmup_tokens=2048", "--set", "val_every=4", "--set", "ckpt_every=4", "--set", "log_every=1",
+            "--set", "val_tokens=4096", "--set", "deterministic=true"]
+    for name, extra in [("whole", []), ("split", ["--stop-at-step", "3"]), ("split", ["--resume"])]:
+        proc = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / name), *extra], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split") and len(losses(tmp_path / "whole")) == 8
+    meta = read_meta(tmp_path / "split" / "final")
+    assert meta["world_size"] == 2 and len(meta["data"]) == 2 and meta["data"][0] != meta["data"][1]
+
+
+def test_resume_may_change_execution_not_the_plan(tmp_path: Path, tiny_tokenizer) -> None:
+    from pure_transformer.errors import ConfigError
+
+    cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 4)
+    run(cfg, tmp_path, stop_at_step=2)
+    with pytest.raises(ConfigError, match="cannot change total_tokens when resuming"):
+        run(apply_overrides(cfg, {"total_tokens": 512 * 8}), tmp_path, resume="auto")
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run(cfg, tmp_path)
+    done = run(apply_overrides(cfg, {"micro_batch": 2}), tmp_path, resume="auto")  # 4 accumulation steps now
+    assert done.step == 4 and done.stopped is None

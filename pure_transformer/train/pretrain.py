@@ -30,7 +30,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          resolve_checkpoint, save_checkpoint, step_dir)
+                          resolve_checkpoint, save_checkpoint, step_dir, step_dirs)
 from ..config import model_preset
 from ..data.loader import build_train_loader, build_validation_batches
 from ..data.mixing import MixtureConfig, SourceWeight
@@ -52,6 +52,7 @@ class TrainingError(UserError):
 @dataclass
 class PretrainResult:
     run_dir: Path
+    rank: int
     step: int
     tokens_seen: int
     val: dict[str, float]
@@ -120,7 +121,17 @@ def _gather(obj: object, rt: Runtime) -> list:
     return out
 
 
-def _resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
+def agree(flag: bool, rt: Runtime) -> bool:
+    """True on every rank if any rank says so: a signal that reached one rank
+    stops all of them at the same step, so their collectives stay matched."""
+    if not rt.distributed:
+        return flag
+    t = torch.tensor(float(flag), device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
     """The checkpoint to resume from: None (fresh run), "auto" (newest here, if any) or a path."""
     if resume is None:
         return None
@@ -128,6 +139,23 @@ def _resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
         has_any = run_dir.is_dir() and any(p.name.startswith("step_") or p.name == "final" for p in run_dir.iterdir())
         return resolve_checkpoint(run_dir) if has_any else None
     return resolve_checkpoint(resume)
+
+
+# Fields that define what a run computes: changing one mid-run would silently make the
+# "resumed" run a different experiment (or break the saved data-stream state).
+PLAN_FIELDS = ("model", "tokenizer", "sources", "weight_by", "shuffle_buffer", "document_masking", "seq_len",
+               "global_batch_tokens", "total_tokens", "peak_lr", "min_lr", "embedding_lr", "warmup_tokens",
+               "betas", "weight_decay", "grad_clip", "seed", "num_workers")
+
+
+def check_resumable(saved: PretrainConfig, wanted: PretrainConfig) -> None:
+    """Resuming may change how a run executes (micro_batch, compile, activation
+    checkpointing, cadences) but not what it computes."""
+    changed = [f for f in PLAN_FIELDS if getattr(saved, f) != getattr(wanted, f)]
+    if changed:
+        f = changed[0]
+        raise ConfigError(f"cannot change {f} when resuming (checkpoint has {getattr(saved, f)!r}, asked for "
+                          f"{getattr(wanted, f)!r}); start a new --checkpoint-dir to change it")
 
 
 def describe(cfg: PretrainConfig, model: Transformer, rt: Runtime, tok: Tokenizer) -> dict:
@@ -161,10 +189,13 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
     """
     run_dir = Path(run_dir)
     rt = init_runtime(device)
-    ckpt = _resume_checkpoint(run_dir, resume)
+    ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
-        cfg = apply_overrides(PretrainConfig(), meta["config"])  # the run's own settings win
+        check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
+    elif resume is None and (step_dirs(run_dir) or (run_dir / "final").exists()):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                          f"or choose an empty --checkpoint-dir")
     seed_everything(cfg.seed + rt.rank, cfg.deterministic)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -194,7 +225,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
         set_rng_state(meta["rng"])
         step, tokens_seen, best_val = meta["step"], meta["tokens_seen"], meta.get("best_val_loss", math.inf)
         nonfinite = meta.get("nonfinite", nonfinite)
-        if meta.get("complete"):
+        if meta.get("complete") and rt.is_main:
             print(f"run in {run_dir} is already complete ({step} steps)")
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                            tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size)
@@ -238,6 +269,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
     batches = iter(loader)
     bar = tqdm(total=cfg.total_steps, initial=step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
+    say = bar.write if rt.is_main else (lambda msg: None)
     start = t_log = time.perf_counter()
     tokens_at_log = tokens_seen
     try:
@@ -247,7 +279,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                 logger.log(0, {"tokens_seen": 0, **last_val})
         with stop.installed():
             while step < cfg.total_steps:
-                lr = lr_schedule(cfg, tokens_seen)
+                lr = lr_schedule(cfg, tokens_seen + cfg.global_batch_tokens)  # step 1 must not run at lr 0
                 set_lr(optimizer, lr, cfg.peak_lr)
                 micro = [next(batches) for _ in range(accum)]
                 loss, grad_norm = train_step(train_model, micro, rt, cfg)
@@ -266,7 +298,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                 if not finite and logger:
                     logger.log(step, {"tokens_seen": tokens_seen, "nonfinite_skipped": nonfinite["total"],
                                       "loss": loss_value, "grad_norm": grad_norm.item()})
-                    bar.write(f"step {step}: non-finite loss/gradient, update skipped "
+                    say(f"step {step}: non-finite loss/gradient, update skipped "
                               f"({nonfinite['in_row']} in a row, {nonfinite['total']} in all)")
                 if nonfinite["in_row"] >= cfg.max_nonfinite:
                     raise TrainingError(f"loss or gradient was non-finite for {nonfinite['in_row']} steps in a row "
@@ -289,22 +321,23 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                     last_val = validate(model, val_batches, rt, cfg.document_masking)
                     if logger:
                         logger.log(step, {"tokens_seen": tokens_seen, **last_val})
-                    bar.write(f"step {step}: val_loss {last_val['val_loss']:.4f} " + " ".join(
+                    say(f"step {step}: val_loss {last_val['val_loss']:.4f} " + " ".join(
                         f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in last_val.items() if k.startswith("val_ppl/")))
                     if last_val["val_loss"] < best_val:
                         best_val = last_val["val_loss"]
                         link_checkpoint(save(step, loss_value, last_val), "best") if rt.is_main else save(
                             step, loss_value, last_val)
                         saved_step = step
-                if step % cfg.ckpt_every == 0 or is_last or step == stop_at_step or stop:
+                signalled = agree(bool(stop), rt)
+                if step % cfg.ckpt_every == 0 or is_last or step == stop_at_step or signalled:
                     if saved_step != step or is_last:
                         save(step, loss_value, last_val, complete=is_last)
                         saved_step = step
                     if is_last and rt.is_main:
                         link_checkpoint(step_dir(run_dir, step), "final")
-                    if not is_last and (step == stop_at_step or stop):
+                    if not is_last and (step == stop_at_step or signalled):
                         stopped = "stop_at_step" if step == stop_at_step else "signal"
-                        bar.write(f"stopped after step {step} ({stopped}); checkpoint saved, resume with "
+                        say(f"stopped after step {step} ({stopped}); checkpoint saved, resume with "
                                   f"--resume auto")
                         break
     except torch.cuda.OutOfMemoryError:
@@ -316,7 +349,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
         bar.close()
         if logger:
             logger.close()
-    return PretrainResult(run_dir, step, tokens_seen, last_val, time.perf_counter() - start, stopped)
+    return PretrainResult(run_dir, rt.rank, step, tokens_seen, last_val, time.perf_counter() - start, stopped)
 
 
 def lr_schedule(cfg: PretrainConfig, tokens_seen: int) -> float:

@@ -1,0 +1,169 @@
+"""Training curves from a run's ``logs/metrics.jsonl`` as one PNG.
+
+:func:`plot_run` draws a grid of panels: loss (validation overlaid) against
+tokens seen, learning rate, throughput (with MFU on a twin axis when logged),
+per-source validation perplexity and gradient norm. Any other numeric key (an
+RL run's ``reward`` or ``accuracy``, say) gets a panel of its own against step.
+
+It renders through ``Figure`` + ``FigureCanvasAgg`` rather than pyplot, so it
+needs no display, touches no global backend state and is safe in threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from pure_transformer.errors import DataError
+from pure_transformer.train.metrics import read_metrics
+
+NCOLS = 3
+PANEL_SIZE = (5.0, 3.5)  # inches per panel; with DPI this fixes the PNG's pixel size
+DPI = 100
+MAX_EXTRA_PANELS = 6  # a log with dozens of unknown keys should not yield a poster
+
+# Keys drawn by the fixed panels (or meaningless as a curve), so not "extra".
+_KNOWN = {"step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb",
+          "mfu", "nonfinite_skipped", "val_loss", "val_ppl"}
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the records holding a finite number under ``key``."""
+    pts = [(r["step"], float(r[key])) for r in records
+           if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+           and math.isfinite(r[key]) and "step" in r]
+    if not pts:
+        return np.empty(0), np.empty(0)
+    steps, values = zip(*pts)
+    return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+
+def _empty(ax: Axes, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xticks([])  # default 0..1 ticks on an empty panel would read as data
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"no metrics to plot: {path} not found")
+    try:
+        records = read_metrics(path)
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed metrics file {path}: {e.msg}") from None
+    records = [r for r in records if isinstance(r, dict)]
+    if not records:
+        raise DataError(f"no metrics to plot: {path} is empty")
+    return records
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Plot ``run_dir/logs/metrics.jsonl`` to ``out`` (default ``run_dir/curves.png``); returns the PNG path."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "logs" / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise DataError(f"no metrics to plot: {run_dir} not found")
+    records = _load(metrics)
+    train = [r for r in records if "loss" in r or "tokens_seen" in r]
+
+    # Validation records carry no tokens_seen, so map every step to tokens through
+    # the training records; without any, fall back to plotting against step.
+    tok_steps, tok_vals = _series(train, "tokens_seen")
+    if len(tok_steps):
+        xlabel = "tokens seen"
+
+        def to_x(steps: np.ndarray) -> np.ndarray:
+            return np.interp(steps, tok_steps, tok_vals)
+    else:
+        xlabel = "step"
+
+        def to_x(steps: np.ndarray) -> np.ndarray:
+            return steps
+
+    extra = sorted({k for r in records for k, v in r.items()
+                    if k not in _KNOWN and "/" not in k and isinstance(v, (int, float))
+                    and not isinstance(v, bool)})[:MAX_EXTRA_PANELS]
+    n_panels = 5 + len(extra)
+    nrows = math.ceil(n_panels / NCOLS)
+    fig = Figure(figsize=(PANEL_SIZE[0] * NCOLS, PANEL_SIZE[1] * nrows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to fig; savefig then renders with Agg
+    axes = list(fig.subplots(nrows, NCOLS, squeeze=False).flat)
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    ax_loss, ax_lr, ax_tps, ax_ppl, ax_gn = axes[:5]
+
+    # Loss, with validation loss overlaid on the same token axis.
+    s, v = _series(records, "loss")
+    vs, vv = _series(records, "val_loss")
+    if len(s) or len(vs):
+        ax_loss.plot(to_x(s), v, lw=1, label="train")
+        if len(vs):
+            ax_loss.plot(to_x(vs), vv, "o-", ms=3, label="val")
+        ax_loss.set_title("loss")
+        ax_loss.set_xlabel(xlabel)
+        ax_loss.xaxis.set_major_formatter(EngFormatter())  # 1.2M, not 1200000 running into its neighbour
+        ax_loss.legend()
+    else:
+        _empty(ax_loss, "loss")
+
+    for ax, key, title in ((ax_lr, "lr", "learning rate"), (ax_gn, "grad_norm", "grad norm")):
+        s, v = _series(records, key)
+        if len(s):
+            ax.plot(s, v, lw=1)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+        else:
+            _empty(ax, title)
+
+    s, v = _series(records, "tokens_per_s")
+    if len(s):
+        ax_tps.plot(s, v, lw=1, color="C0")
+        ax_tps.set_ylabel("tokens/s", color="C0")
+        ax_tps.yaxis.set_major_formatter(EngFormatter())
+        ax_tps.set_title("throughput")
+        ax_tps.set_xlabel("step")
+        ms, mv = _series(records, "mfu")
+        if len(ms):  # MFU is a fraction, tokens/s is ~1e4-1e6: a shared axis would flatten it
+            twin = ax_tps.twinx()
+            twin.plot(ms, mv, lw=1, color="C1")
+            twin.set_ylabel("MFU", color="C1")
+    else:
+        _empty(ax_tps, "throughput")
+
+    # One line per source; the aggregate val_ppl only when no per-source key exists.
+    sources = sorted({k for r in records for k in r if k.startswith("val_ppl/")}) or ["val_ppl"]
+    drawn = False
+    for key in sources:
+        s, v = _series(records, key)
+        if len(s):
+            ax_ppl.plot(to_x(s), v, "o-", ms=3, label=key.removeprefix("val_ppl/"))
+            drawn = True
+    if drawn:
+        ax_ppl.set_yscale("log")
+        ax_ppl.set_title("validation perplexity")
+        ax_ppl.set_xlabel(xlabel)
+        ax_ppl.xaxis.set_major_formatter(EngFormatter())
+        ax_ppl.legend(fontsize="small")
+    else:
+        _empty(ax_ppl, "validation perplexity")
+
+    for ax, key in zip(axes[5:], extra):
+        s, v = _series(records, key)
+        ax.plot(s, v, lw=1)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+
+    fig.suptitle(run_dir.resolve().name)
+    out_path = Path(out) if out is not None else run_dir / "curves.png"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, format="png")
+    return out_path

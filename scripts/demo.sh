@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's main job: the whole pipeline on the bundled offline data, CPU only.
+# Usage: make demo   (or RUN_DIR=... PY=... bash scripts/demo.sh)
+set -euo pipefail
+RUN_DIR=${RUN_DIR:-runs/demo}
+PY=${PY:-.venv/bin/python}
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::UserWarning}
+rm -rf "$RUN_DIR"
+mkdir -p "$RUN_DIR"
+start=$(date +%s)
+
+echo "== 1. model presets"
+for preset in tiny medium-large; do
+  $PY -m pure_transformer model info "$preset" | grep -E '^(preset|parameters|flops_per_token):'
+done
+
+echo; echo "== 2. tokenizer: byte-level BPE (4,096 tokens for the tiny model) on the bundled corpus"
+$PY -m pure_transformer tokenizer train --vocab-size 4096 --out "$RUN_DIR/tokenizer" --quiet
+
+echo; echo "== 3. data preview: packed 256-token blocks of the debug mixture"
+$PY -m pure_transformer data preview --tokenizer "$RUN_DIR/tokenizer" --show 1 --num-blocks 400
+
+echo; echo "== 4. contamination check: 13-gram overlap of the MCQ training text with the test questions"
+$PY -m pure_transformer data overlap --train bundled-mcq --eval bundled-mcq --eval-split test
+
+echo; echo "== 5. debug pretraining: tiny model, ~0.6M tokens"
+$PY -m pure_transformer.run_train pretrain --config debug --model tiny --checkpoint-dir "$RUN_DIR/pretrain" \
+  --set tokenizer="$RUN_DIR/tokenizer" --no-progress
+$PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
+
+echo; echo "demo finished in $(( $(date +%s) - start )) s; outputs in $RUN_DIR"

@@ -1,0 +1,103 @@
+"""The command line: model info, tokenizer train, data preview/overlap, and one
+clear line (exit 2, no traceback) for every user mistake."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pure_transformer.cli import main
+from pure_transformer.config import MODEL_PRESETS, model_preset
+from pure_transformer.model import Transformer
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("preset", list(MODEL_PRESETS))
+def test_model_info_prints_exact_count(capsys: pytest.CaptureFixture, preset: str) -> None:
+    code, out, _ = run_cli(capsys, "model", "info", preset)
+    assert code == 0
+    count = int(re.search(r"^parameters: (\d+)$", out, re.M).group(1))
+    with torch.device("meta"):
+        assert count == Transformer(model_preset(preset)).num_params()
+    assert re.search(r"^flops_per_token: \d+", out, re.M)
+    if preset == "medium-large":
+        assert 350_000_000 <= count <= 450_000_000
+
+
+def test_tokenizer_train_default_corpus_and_preview(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "tokenizer", "train", "--vocab-size", "600", "--out", str(tmp_path / "tok"),
+                           "--quiet")
+    assert code == 0 and (tmp_path / "tok" / "tokenizer.json").exists()
+    code, out, _ = run_cli(capsys, "data", "preview", "--tokenizer", str(tmp_path / "tok"), "--seq-len", "64",
+                           "--num-blocks", "400", "--show", "1")
+    assert code == 0
+    assert "=== block 0 (64 tokens) ===" in out and "<|endoftext|>" in out
+    rows = {m.group(1): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^(bundled-\w+)\s+([\d.]+)\s+([\d.]+)", out, re.M)}
+    assert set(rows) == {"bundled-general", "bundled-medical", "bundled-mcq"}
+    for target, achieved in rows.values():
+        assert abs(target - achieved) < 0.02
+
+
+def test_data_overlap_reports(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(capsys, "data", "overlap", "--train", "bundled-general", "--eval", "bundled-mcq",
+                           "--eval-split", "test", "--n", "13")
+    assert code == 0 and "13-gram overlap" in out and "400 eval items" in out
+
+
+def test_user_mistakes_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Path, tiny_tokenizer) -> None:
+    tok = tiny_tokenizer.source
+    assert_one_line_error(*run_cli(capsys, "model", "info", "huge")[::2], "unknown model preset 'huge'")
+    assert_one_line_error(*run_cli(capsys, "tokenizer", "train", "--input", str(tmp_path / "nope.jsonl"),
+                                   "--out", str(tmp_path / "t"))[::2], "nope.jsonl")
+    bad_tok = tmp_path / "bad" / "tokenizer.json"
+    bad_tok.parent.mkdir()
+    bad_tok.write_bytes(b"\x00garbage{")
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", str(bad_tok.parent))[::2],
+                          "not a valid tokenizer.json")
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", "wikipedia:1")[::2],
+                          "unknown dataset 'wikipedia'")
+
+    def mcq_file(name: str, record: dict) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps(record) + "\n")
+        return str(path)
+
+    five = mcq_file("five.jsonl", {"question": "Q?", "options": {k: k.lower() for k in "ABCDE"},
+                                   "answer_idx": "A", "answer": "a"})
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{five}:1")[::2],
+                          "5 options")
+    three = mcq_file("three.jsonl", {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c"},
+                                     "answer_idx": "A", "answer": "a"})
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{three}:1")[::2],
+                          "3 options")
+    missing = mcq_file("missing.jsonl", {"options": {k: k for k in "ABCD"}, "answer_idx": "A", "answer": "A"})
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{missing}:1")[::2],
+                          "question")
+
+
+def test_console_script_entry_points() -> None:
+    for argv in (["-m", "pure_transformer", "model", "info", "nope"], ["-m", "pure_transformer.run_train", "--help"]):
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "pure_transformer", "model", "info", "nope"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: unknown model preset 'nope'; choose one of: tiny, small, medium, medium-large")
