@@ -20,7 +20,8 @@ $PY -m pure_transformer tokenizer train --vocab-size 4096 --out "$RUN_DIR/tokeni
 echo; echo "== 3. data preview: packed 256-token blocks of the debug mixture"
 $PY -m pure_transformer data preview --tokenizer "$RUN_DIR/tokenizer" --show 1 --num-blocks 400
 
-echo; echo "== 4. contamination check: 13-gram overlap of the MCQ training text with the test questions"
+echo; echo "== 4. contamination: exact test questions are kept out of training; 13-gram overlap still shows the shared"
+echo "   clinical phrasing (test vignettes are new questions about facts the corpus teaches)"
 $PY -m pure_transformer data overlap --train bundled-mcq --eval bundled-mcq --eval-split test
 
 echo; echo "== 5. debug pretraining: tiny model, ~0.6M tokens"

@@ -181,8 +181,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
 
     Args:
         resume: None for a fresh run, "auto" for the newest checkpoint in
-            ``run_dir`` if there is one, or a checkpoint path. A resumed run
-            uses the configuration saved in its checkpoint.
+            ``run_dir`` if there is one, or a checkpoint path. ``cfg`` must
+            then agree with the saved config on every ``PLAN_FIELDS`` entry.
         stop_at_step: save and stop after this optimizer step, leaving the LR
             schedule and data plan untouched (a stand-in for preemption).
         model: a pre-built model to train instead of ``cfg.model``'s preset.
@@ -299,7 +299,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                     logger.log(step, {"tokens_seen": tokens_seen, "nonfinite_skipped": nonfinite["total"],
                                       "loss": loss_value, "grad_norm": grad_norm.item()})
                     say(f"step {step}: non-finite loss/gradient, update skipped "
-                              f"({nonfinite['in_row']} in a row, {nonfinite['total']} in all)")
+                        f"({nonfinite['in_row']} in a row, {nonfinite['total']} in all)")
                 if nonfinite["in_row"] >= cfg.max_nonfinite:
                     raise TrainingError(f"loss or gradient was non-finite for {nonfinite['in_row']} steps in a row "
                                         f"(step {step}); lower peak_lr or check the data; last good checkpoint "
@@ -317,6 +317,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                         logger.log(step, record)
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
                 is_last = step == cfg.total_steps
+                pause_start = time.perf_counter()  # validation and saving are not training throughput
                 if step % cfg.val_every == 0 or is_last:
                     last_val = validate(model, val_batches, rt, cfg.document_masking)
                     if logger:
@@ -325,9 +326,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                         f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in last_val.items() if k.startswith("val_ppl/")))
                     if last_val["val_loss"] < best_val:
                         best_val = last_val["val_loss"]
-                        link_checkpoint(save(step, loss_value, last_val), "best") if rt.is_main else save(
-                            step, loss_value, last_val)
+                        path = save(step, loss_value, last_val)
                         saved_step = step
+                        if rt.is_main:
+                            link_checkpoint(path, "best")
                 signalled = agree(bool(stop), rt)
                 if step % cfg.ckpt_every == 0 or is_last or step == stop_at_step or signalled:
                     if saved_step != step or is_last:
@@ -337,9 +339,9 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                         link_checkpoint(step_dir(run_dir, step), "final")
                     if not is_last and (step == stop_at_step or signalled):
                         stopped = "stop_at_step" if step == stop_at_step else "signal"
-                        say(f"stopped after step {step} ({stopped}); checkpoint saved, resume with "
-                                  f"--resume auto")
+                        say(f"stopped after step {step} ({stopped}); checkpoint saved, resume with --resume")
                         break
+                t_log += time.perf_counter() - pause_start
     except torch.cuda.OutOfMemoryError:
         raise TrainingError(
             f"out of memory at micro_batch={cfg.micro_batch}, seq_len={cfg.seq_len}; try --set "
