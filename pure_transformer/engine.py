@@ -1,0 +1,225 @@
+"""Batched sampling with a KV cache: the one generation engine behind GRPO
+rollouts, evaluation, ``generate`` and the HTTP server.
+
+How a call runs:
+
+1. Prompts of different lengths are left-padded into one batch and prefilled
+   **once**; for ``n`` samples per prompt the cache rows are then repeated, so
+   the 16 samples of a GRPO group share one prefill.
+2. Each step samples one token for every unfinished row, at a temperature and
+   optionally restricted to the top-k and/or top-p (nucleus) set.
+3. A row finishes on the end-of-text token, on a stop string or at
+   ``max_new_tokens``. Finished rows are dropped from the batch (the cache is
+   compacted once a quarter of the rows are done), so they stop costing compute.
+
+For RL every sample carries the log-probability of each token under the exact
+distribution it was drawn from, and the ids of the tokens that distribution
+kept (``keep_ids``), so the trainer can apply the same truncation when it
+recomputes the policy ("keep sampling mask", see docs/GRPO.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .model import KVCache, Transformer
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    """0 means greedy decoding."""
+    top_k: int | None = None
+    top_p: float = 1.0
+    stop_strings: tuple[str, ...] = ()
+    """Generation ends once the completion text contains one of these (it is cut before it)."""
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt."""
+
+    tokens: list[int]
+    """Generated ids, including the end-of-text or stop-string token that ended it."""
+    logprobs: torch.Tensor
+    """(len(tokens),) float32: log-probability of each token under the sampling distribution."""
+    keep_ids: torch.Tensor | None
+    """(len(tokens), K) long, -1 padded: the token ids the sampler could draw at each
+    step; None when the whole vocabulary was allowed (no top-k/top-p, or greedy)."""
+    finish_reason: Literal["stop", "length"]
+    text: str = ""
+    """Decoded completion, cut before a stop string, without the end-of-text token."""
+
+
+@dataclass
+class _Row:
+    prompt: int
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    keep: list[torch.Tensor] = field(default_factory=list)
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Draw one token per row from (R, V) logits.
+
+    Returns (tokens (R,), log-probs (R,) under the truncated, tempered
+    distribution, kept ids (R, K) or None). Greedy decoding reports the
+    log-softmax of the raw logits.
+    """
+    logits = logits.float()
+    if params.temperature == 0:
+        tokens = logits.argmax(dim=-1)
+        return tokens, F.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1), None
+    logits = logits / params.temperature
+    if params.top_k is None and params.top_p >= 1.0:
+        logp = F.log_softmax(logits, dim=-1)
+        tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+        return tokens, logp.gather(1, tokens[:, None]).squeeze(1), None
+    # Work in the sorted candidate set: the top-k logits, or the whole sorted vocabulary.
+    k = min(params.top_k or logits.shape[-1], logits.shape[-1])
+    values, ids = logits.topk(k, dim=-1)  # (R, K), descending
+    if params.top_p < 1.0:
+        probs = F.softmax(values, dim=-1)
+        # Drop a candidate once the mass before it already reaches top_p (the first always stays).
+        drop = probs.cumsum(dim=-1) - probs >= params.top_p
+        values = values.masked_fill(drop, float("-inf"))
+        ids = ids.masked_fill(drop, -1)
+    logp = F.log_softmax(values, dim=-1)  # (R, K)
+    choice = torch.multinomial(logp.exp(), 1, generator=generator)  # (R, 1)
+    return ids.gather(1, choice).squeeze(1), logp.gather(1, choice).squeeze(1), ids
+
+
+class Engine:
+    """Generates from a :class:`Transformer` with a :class:`Tokenizer`."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, *, compact_fraction: float = 0.25):
+        self.model = model
+        self.tok = tokenizer
+        self.compact_fraction = compact_fraction
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def _prefill(self, prompts: list[list[int]], capacity: int, dtype: torch.dtype
+                 ) -> tuple[KVCache, torch.Tensor]:
+        """Left-pad and run the prompts once; returns the cache and (P, V) last logits."""
+        longest = max(len(p) for p in prompts)
+        pad = torch.tensor([longest - len(p) for p in prompts], device=self.device)
+        ids = torch.full((len(prompts), longest), self.tok.pad_id, dtype=torch.long, device=self.device)
+        for i, p in enumerate(prompts):
+            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
+        cache = KVCache.empty(self.model.cfg, len(prompts), capacity, self.device, dtype, pad)
+        _, logits = self.model(ids, cache=cache)
+        return cache, logits[:, -1]
+
+    def _stopped(self, row: _Row, params: SamplingParams) -> bool:
+        if row.tokens[-1] == self.tok.eot_id:
+            return True
+        if not params.stop_strings:
+            return False
+        # Only the tail can complete a stop string that was not there one token ago.
+        tail = self.tok.decode(row.tokens[-16:])
+        return any(s in tail for s in params.stop_strings)
+
+    def _finish(self, row: _Row, reason: Literal["stop", "length"], params: SamplingParams) -> Sample:
+        body = row.tokens[:-1] if row.tokens and row.tokens[-1] == self.tok.eot_id else row.tokens
+        text = self.tok.decode(body)
+        for s in params.stop_strings:
+            if s in text:
+                text = text[:text.index(s)]
+        keep = None
+        if row.keep:
+            width = max(k.numel() for k in row.keep)
+            keep = torch.full((len(row.keep), width), -1, dtype=torch.long)
+            for t, k in enumerate(row.keep):
+                keep[t, :k.numel()] = k
+        return Sample(list(row.tokens), torch.tensor(row.logprobs, dtype=torch.float32), keep, reason, text)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams, num_samples: int = 1
+                 ) -> list[list[Sample]]:
+        """``num_samples`` completions for each prompt (token ids), grouped by prompt."""
+        return list(self._run(prompts, params, num_samples, stream=False))[-1]  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+        """Yield the tokens of one completion as they are generated."""
+        for event in self._run([prompt], params, 1, stream=True):
+            if isinstance(event, int):
+                yield event
+
+    def _run(self, prompts: list[list[int]], params: SamplingParams, num_samples: int, stream: bool):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        longest = max(len(p) for p in prompts)
+        capacity = min(longest + params.max_new_tokens, self.model.cfg.max_seq_len)
+        if capacity <= longest:
+            raise ValueError(f"prompt of {longest} tokens leaves no room in the {self.model.cfg.max_seq_len}-token "
+                             f"context")
+        was_training = self.model.training
+        self.model.eval()
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+        dtype = self.model.embed_tokens.weight.dtype
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16  # the cache in bf16 halves its memory; logits are sampled in fp32
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            cache, logits = self._prefill(prompts, capacity, dtype)
+            # Share each prompt's prefill among its samples: repeat its cache rows.
+            rows_idx = torch.arange(len(prompts), device=self.device).repeat_interleave(num_samples)
+            cache, logits = cache.select(rows_idx), logits[rows_idx]
+            rows = [_Row(prompt=i // num_samples) for i in range(len(prompts) * num_samples)]
+            active = list(range(len(rows)))  # rows[active[j]] lives in cache row j
+            live = torch.ones(len(active), dtype=torch.bool, device=self.device)
+            done: dict[int, Sample] = {}
+            for step in range(capacity - longest):
+                tokens, logps, keep = sample_next(logits, params, generator)
+                tokens_list, logps_list = tokens.tolist(), logps.tolist()
+                for j, r in enumerate(active):
+                    if not live[j]:
+                        continue
+                    row = rows[r]
+                    row.tokens.append(tokens_list[j])
+                    row.logprobs.append(logps_list[j])
+                    if keep is not None:
+                        row.keep.append(keep[j][keep[j] >= 0].cpu())
+                    if stream:
+                        yield tokens_list[j]
+                    if self._stopped(row, params):
+                        done[r] = self._finish(row, "stop", params)
+                        live[j] = False
+                if not live.any() or step == capacity - longest - 1:
+                    break
+                if (~live).sum() >= max(1, self.compact_fraction * len(active)):
+                    keep_rows = live.nonzero().squeeze(1)
+                    cache, tokens = cache.select(keep_rows), tokens[keep_rows]
+                    active = [active[j] for j in keep_rows.tolist()]
+                    live = torch.ones(len(active), dtype=torch.bool, device=self.device)
+                _, logits = self.model(tokens[:, None], cache=cache)
+                logits = logits[:, -1]
+        for r, row in enumerate(rows):
+            if r not in done:
+                done[r] = self._finish(row, "length", params)
+        self.model.train(was_training)
+        yield [[done[p * num_samples + s] for s in range(num_samples)] for p in range(len(prompts))]

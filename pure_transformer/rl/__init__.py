@@ -1,0 +1,1 @@
+"""Phase 2: GRPO fine-tuning on multiple-choice questions."""

@@ -1,0 +1,148 @@
+"""Sampling engine tests against independent references: the no-cache forward
+pass, hand-masked softmaxes, and runs with and without batch compaction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pure_transformer.config import ModelConfig
+from pure_transformer.engine import Engine, SamplingParams, sample_next
+from pure_transformer.model import KVCache, build_model
+
+CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_tokenizer) -> Engine:
+    torch.manual_seed(0)
+    return Engine(build_model(CFG).eval(), tiny_tokenizer)
+
+
+def prompts(tok) -> list[list[int]]:
+    texts = ["Question: A 45-year-old man presents with fever.", "The capital of", "Answer:"]
+    return [[tok.eot_id] + tok.encode(t) for t in texts]
+
+
+def greedy_without_cache(model, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(n):
+        _, logits = model(torch.tensor([ids]))
+        ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_cache_matches_full_forward_logits(engine: Engine) -> None:
+    model = engine.model
+    x = torch.randint(0, 512, (2, 12))
+    _, full = model(x)
+    cache = KVCache.empty(CFG, 2, 16, "cpu", torch.float32)
+    _, first = model(x[:, :7], cache=cache)
+    steps = [model(x[:, t:t + 1], cache=cache)[1] for t in range(7, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_kv_cache_equals_no_cache(engine: Engine) -> None:
+    ps = prompts(engine.tok)  # different lengths: exercises left padding
+    out = engine.generate(ps, SamplingParams(max_new_tokens=12, temperature=0))
+    for p, group in zip(ps, out):
+        expected = greedy_without_cache(engine.model, p, 12)
+        got = group[0].tokens
+        assert got == expected[:len(got)]
+        assert group[0].finish_reason == ("stop" if len(got) < 12 else "length")
+
+
+def test_logprobs_equal_full_forward_under_the_same_truncation(engine: Engine) -> None:
+    params = SamplingParams(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, seed=3)
+    ps = prompts(engine.tok)
+    for p, group in zip(ps, engine.generate(ps, params, num_samples=4)):
+        for s in group:
+            ids = torch.tensor([p + s.tokens])
+            _, logits = engine.model(ids)
+            step_logits = logits[0, len(p) - 1:-1] / params.temperature  # positions predicting the completion
+            assert s.keep_ids is not None and s.keep_ids.shape[0] == len(s.tokens)
+            for t, token in enumerate(s.tokens):
+                kept = s.keep_ids[t][s.keep_ids[t] >= 0]
+                assert token in kept.tolist() and len(kept) <= 20
+                expected = F.log_softmax(step_logits[t, kept], dim=-1)[kept.tolist().index(token)]
+                assert s.logprobs[t].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 50)
+    g = torch.Generator().manual_seed(0)
+    tokens, logp, keep = sample_next(logits, SamplingParams(temperature=1.5, top_k=4), g)
+    for r in range(6):
+        kept = logits[r].topk(4).indices
+        assert set(keep[r].tolist()) == set(kept.tolist()) and tokens[r] in kept
+        ref = torch.log_softmax(logits[r, kept] / 1.5, dim=0)[(kept == tokens[r]).nonzero()[0, 0]]
+        assert logp[r].item() == pytest.approx(ref.item(), abs=1e-6)
+    # top-p keeps the smallest prefix whose mass reaches p
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    _, _, keep = sample_next(probs, SamplingParams(top_p=0.75), g)
+    assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
+
+
+def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
+    ps = prompts(engine.tok)
+    a = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=7), num_samples=3)
+    b = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=7), num_samples=3)
+    c = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=8), num_samples=3)
+    tok = lambda out: [[s.tokens for s in g] for g in out]  # noqa: E731
+    assert tok(a) == tok(b) and tok(a) != tok(c)
+
+
+def test_prefill_once_per_prompt(engine: Engine) -> None:
+    batch_sizes = []
+    handle = engine.model.embed_tokens.register_forward_hook(lambda m, i, o: batch_sizes.append(tuple(i[0].shape)))
+    engine.generate(prompts(engine.tok), SamplingParams(max_new_tokens=3, temperature=1.0, seed=0), num_samples=16)
+    handle.remove()
+    assert batch_sizes[0][0] == 3 and batch_sizes[0][1] > 1  # one prefill of the 3 prompts
+    assert all(shape == (48, 1) for shape in batch_sizes[1:])  # then 3 x 16 rows, one token each
+
+
+def test_stop_on_eot_and_stop_strings_with_compaction(engine: Engine) -> None:
+    eot = engine.tok.eot_id
+    ps = prompts(engine.tok)
+    last_input: dict[str, torch.Tensor] = {}
+
+    def remember(module, args):
+        last_input["ids"] = args[0][:, -1]
+
+    def force_eot(module, inputs, logits):  # a row ends once its input token is odd: rows end at different steps
+        if logits.shape[1] != 1:
+            return logits
+        out = logits.clone()
+        out[last_input["ids"] % 2 == 1, -1, eot] = 1e4
+        return out
+
+    runs = []
+    for fraction in (0.0, 2.0):  # compact at every finish / never compact
+        hooks = [engine.model.register_forward_pre_hook(remember), engine.model.lm_head.register_forward_hook(force_eot)]
+        runs.append(Engine(engine.model, engine.tok, compact_fraction=fraction).generate(
+            ps, SamplingParams(max_new_tokens=10, temperature=0), num_samples=2))
+        for h in hooks:
+            h.remove()
+    lengths = [len(s.tokens) for g in runs[0] for s in g]
+    assert len(set(lengths)) > 1  # rows really finished at different steps
+    for out in runs:
+        for g in out:
+            for s in g:
+                assert s.finish_reason == ("stop" if s.tokens[-1] == eot else "length")
+                assert eot not in engine.tok.encode(s.text)
+    assert [[s.tokens for s in g] for g in runs[0]] == [[s.tokens for s in g] for g in runs[1]]
+
+    free = engine.generate(ps[:1], SamplingParams(max_new_tokens=12, temperature=0))[0][0]
+    stop = free.text[3:6]
+    cut = engine.generate(ps[:1], SamplingParams(max_new_tokens=12, temperature=0, stop_strings=(stop,)))[0][0]
+    assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
+    assert len(cut.tokens) < len(free.tokens) or free.finish_reason == "stop"
+
+
+def test_bad_requests() -> None:
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
