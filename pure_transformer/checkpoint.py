@@ -110,9 +110,11 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
-                    optimizer: torch.optim.Optimizer | None = None, files: dict[str, str] | None = None) -> Path:
-    """Write ``model`` (+ optimizer), ``meta`` and small text ``files`` (name ->
-    content, e.g. the tokenizer) to the folder ``path``, atomically."""
+                    optimizer: torch.optim.Optimizer | None = None, files: dict[str, str] | None = None,
+                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``model`` (+ optimizer), ``meta``, small text ``files`` (name ->
+    content, e.g. the tokenizer) and extra safetensors files (name -> tensors,
+    e.g. an RL reference model) to the folder ``path``, atomically."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
@@ -125,6 +127,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
         tensors, plain = optimizer_to_files(optimizer)
         _save_tensors(tmp / OPTIM_FILE, tensors)
         meta["optimizer"] = plain
+    for name, extra in (extra_tensors or {}).items():
+        _save_tensors(tmp / name, extra)
     for name, text in (files or {}).items():
         with open(tmp / name, "w") as f:
             f.write(text)
@@ -234,3 +238,17 @@ def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict) -> 
     device = optimizer.param_groups[0]["params"][0].device
     tensors = load_file(str(ckpt / OPTIM_FILE), device=str(device)) if (ckpt / OPTIM_FILE).exists() else {}
     optimizer.load_state_dict(optimizer_from_files(tensors, meta["optimizer"]))
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Any, dict, Path]:
+    """(model, tokenizer, meta, folder) from any checkpoint path: a step folder
+    or a run folder (final, else the newest). Works for pretrain and RL checkpoints."""
+    from .config import ModelConfig
+    from .model import build_model
+    from .tokenizer import Tokenizer
+
+    ckpt = resolve_checkpoint(path)
+    meta = read_meta(ckpt)
+    model = build_model(ModelConfig.from_dict(meta["model_config"]), device)
+    load_weights(ckpt, model)
+    return model, Tokenizer.load(ckpt / meta.get("tokenizer", "tokenizer.json")), meta, ckpt

@@ -8,6 +8,7 @@ Subcommands::
     pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
     pure-transformer data export-bundled --out DIR
     pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
+    pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
     pure-transformer plot DIR [--out PNG]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -129,11 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(data, "export-bundled", cmd_data_export, "write the bundled offline corpus as jsonl files")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    from .run_train import add_pretrain_args, run_pretrain
+    from .run_train import add_pretrain_args, add_rl_args, run_pretrain, run_rl
 
     p = groups.add_parser("pretrain", help="phase 1: pretrain (same flags as run_train pretrain)")
     add_pretrain_args(p)
     p.set_defaults(func=run_pretrain)
+    p = groups.add_parser("rl", help="phase 2: GRPO fine-tuning (same flags as run_train rl)")
+    add_rl_args(p)
+    p.set_defaults(func=run_rl)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")

@@ -66,12 +66,56 @@ def saved_config(run_dir: str, resume: str | None) -> dict | None:
     return read_meta(ckpt)["config"] if ckpt is not None else None
 
 
+def add_rl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="pretrained checkpoint: a step folder or a run folder (final, else the newest)")
+    p.add_argument("--config", default="debug", help="preset: debug | grpo_usmle_2day (default debug)")
+    p.add_argument("--checkpoint-dir", required=True, help="run folder for RL checkpoints and logs")
+    p.add_argument("--task", default="synthetic", help="synthetic (bundled questions) | medqa | medmcqa")
+    p.add_argument("--data-path", default=None, help="local MCQ files (jsonl/parquet, any supported schema)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
+                   help="resume the newest checkpoint in --checkpoint-dir, or the given one")
+    p.add_argument("--stop-at-step", type=int, default=None, help="save and stop after this step")
+    p.add_argument("--config-file", default=None, help="YAML file whose keys override the preset")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override one config field")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_rl(args: argparse.Namespace) -> None:
+    from .checkpoint import read_meta
+    from .errors import ConfigError
+    from .overrides import apply_overrides, load_yaml, parse_set
+    from .rl.config import grpo_preset
+    from .rl.train import grpo_train
+    from .train.pretrain import resume_checkpoint
+
+    cfg = grpo_preset(args.config)
+    ckpt = resume_checkpoint(Path(args.checkpoint_dir), args.resume)
+    if ckpt is not None:
+        cfg = apply_overrides(cfg, read_meta(ckpt)["config"])
+    elif args.checkpoint is None:
+        raise ConfigError("--checkpoint is required to start an RL run (the pretrained model to fine-tune)")
+    overrides = load_yaml(args.config_file) if args.config_file else {}
+    overrides.update(parse_set(args.set))
+    cfg = apply_overrides(cfg, overrides)
+    result = grpo_train(cfg, args.checkpoint or "", args.checkpoint_dir, task=args.task, data_path=args.data_path,
+                        resume=args.resume, stop_at_step=args.stop_at_step, device=args.device,
+                        progress=not args.no_progress)
+    status = f"stopped early ({result.stopped})" if result.stopped else "done"
+    acc = f"{result.val_accuracy:.3f}" if result.val_accuracy is not None else "n/a"
+    print(f"\n{status}: step {result.step}, validation accuracy {acc}, {result.elapsed_s:.0f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="phase", required=True)
     p = sub.add_parser("pretrain", help="phase 1: pretrain on the FineWeb-Edu/MedQA mixture")
     add_pretrain_args(p)
     p.set_defaults(func=run_pretrain)
+    p = sub.add_parser("rl", help="phase 2: GRPO fine-tuning on multiple-choice questions")
+    add_rl_args(p)
+    p.set_defaults(func=run_rl)
     return parser
 
 

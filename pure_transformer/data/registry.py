@@ -26,12 +26,15 @@ import functools
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
 from datasets.table import CastError
 
 from ..errors import DataError
+from .mcq import MCQ, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .sources import (
     SPLITS,
@@ -81,6 +84,15 @@ class HubSpec:
         to_text = _reader(self.kind, holdout, guard if split == "train" else None, self.text_field)
         return HFSource(self.name, open_dataset, to_text, shard, guard, retry)
 
+    def mcqs(self, split: Split) -> Iterator[MCQ]:
+        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every)
+        guard = None
+        if split == "train":
+            guard = ContaminationGuard()
+            for eval_split in self.eval_splits:
+                guard.add(eval_questions(_rows(self._load(eval_split), 256)))
+        yield from _admitted(_rows(self._load(hub_split), 256), f"{self.name} {split}", holdout, guard)
+
     def _load(self, hub_split: str) -> Any:
         import datasets
 
@@ -102,6 +114,9 @@ class BundledSpec:
         if split == "test":
             raise DataError(f"'{self.name}' has no test split; use train or validation")
         return getattr(corpus, self.part if split == "train" else f"{self.part}_validation")
+
+    def mcqs(self, split: Split) -> Iterator[MCQ]:
+        yield from self.records(split)
 
     def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
         if self.kind is SourceKind.MCQ and split == "train" and guard is None:
@@ -150,6 +165,16 @@ class LocalSpec:
         to_text = _reader(kind, holdout, guard if split == "train" else None)
         return HFSource(self.name, lambda: self._load(files), to_text, shard, guard, retry)
 
+    def mcqs(self, split: Split) -> Iterator[MCQ]:
+        files, holdout = self._files_for(split)
+        guard = None
+        if split == "train":
+            guard = ContaminationGuard()
+            for eval_split in ("validation", "test"):
+                if siblings := _siblings(self.files, eval_split):
+                    guard.add(eval_questions(_rows(self._load(siblings), 256)))
+        yield from _admitted(_rows(self._load(files), 256), f"{self.name} {split}", holdout, guard)
+
     def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | None]:
         if split == "train":
             has_validation = bool(_siblings(self.files, "validation"))
@@ -180,6 +205,31 @@ class LocalSpec:
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec
+
+
+def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | None,
+              guard: ContaminationGuard | None) -> Iterator[MCQ]:
+    """Normalised MCQs of ``rows`` that the split's hash hold-out and the
+    contamination guard let through."""
+    for i, row in enumerate(rows):
+        mcq = normalize_mcq(row, where=f"{where} record {i}")
+        if (holdout is None or holdout.admits(mcq.question)) and (guard is None or guard.admits(mcq.question)):
+            yield mcq
+
+
+def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
+    """The normalised questions of one split of an MCQ dataset (hub name,
+    bundled set or local files), with the same split rules as :func:`open_source`."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    spec = resolve_source(name)
+    kind = spec.kind if not isinstance(spec, LocalSpec) else (spec.kind or spec._detect_kind())
+    if kind is not SourceKind.MCQ:
+        raise DataError(f"'{name}' is a text dataset, not multiple-choice questions")
+    out = list(islice(spec.mcqs(split), limit))
+    if not out:
+        raise DataError(f"'{name}' has no questions in its {split} split")
+    return out
 
 
 def _resolve_split(

@@ -105,7 +105,8 @@ def masked_logprobs(logits: Tensor, tokens: Tensor, *, temperature: float = 1.0,
         raise ValueError(f"need logits (B, T, V) and tokens (B, T), got {tuple(logits.shape)} and {tuple(tokens.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    x = logits.float()
+    # Half-precision logits are normalised in float32; float32/float64 stay as they are.
+    x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     owned = x is not logits                       # a fresh copy may be edited in place
     if temperature != 1.0:
         x = x / temperature

@@ -1,0 +1,107 @@
+"""GRPO configuration and its named presets (typed functions; YAML and
+``--set key=value`` override any field, as for pretraining)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """One GRPO run on a multiple-choice task."""
+
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 16
+    """G: the group whose mean reward is each sample's baseline."""
+    micro_batch: int = 8
+    """Sequences per forward/backward of the gradient pass."""
+    epochs: float = 2.0
+    """Passes over the training questions; sets the number of steps."""
+    max_steps: int | None = None
+    """Stop earlier than ``epochs`` would (debug runs)."""
+
+    lr: float = 1e-5
+    embedding_lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    """Linear LR warmup; constant afterwards."""
+
+    temperature: float = 1.0
+    top_k: int | None = 40
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop_strings: tuple[str, ...] = ()
+
+    kl_coef: float = 0.01
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    """Upper clip (DAPO's "clip-higher" uses 0.28); None means ``clip_eps``."""
+    offpolicy_mask_delta: float | None = 0.5
+    """Mask a sequence's policy term when A < 0 and its mean log(pi_old/pi) exceeds this; None disables."""
+    scale_adv_by_std: bool = False
+    """DeepSeekMath divides advantages by the group std; Dr. GRPO and DeepSeek-V3.2 do not."""
+    updates_per_rollout: int = 1
+    """Optimizer passes over each batch of rollouts (>1 makes the data off-policy)."""
+    ref_refresh_every: int | None = None
+    """Copy the policy into the reference every N steps. None keeps the initial model:
+    refreshing weakens the KL anchor, since the penalty then only limits drift since
+    the last refresh rather than from the pretrained model."""
+    resample_zero_variance: bool = False
+    """Replace groups whose samples all got the same reward (no gradient) with new
+    prompts, up to 2 extra rounds (DAPO's dynamic sampling)."""
+    shuffle_options: bool = False
+    """Permute each prompt's options (once per group) against letter priors."""
+    format_weight: float = 0.0
+    """Weight of the optional format reward added to correctness."""
+
+    log_every: int = 1
+    val_every: int = 10
+    val_questions: int = 200
+    ckpt_every: int = 25
+    keep_last: int = 3
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "samples_per_prompt", "micro_batch", "max_new_tokens", "log_every",
+                     "val_every", "val_questions", "ckpt_every", "keep_last", "updates_per_rollout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.samples_per_prompt < 2:
+            raise ConfigError("samples_per_prompt must be >= 2: a group of one has no relative advantage")
+        if self.epochs <= 0 and self.max_steps is None:
+            raise ConfigError("epochs must be positive (or set max_steps)")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be > 0 for GRPO sampling")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def grpo_usmle_2day() -> GRPOConfig:
+    """The design's phase 2: 16 prompts x 16 samples, micro-batch 8, 2 epochs over
+    MedQA train, lr 1e-5 (embeddings 2e-4), KL 0.01, T=1.0, top-k 40, 512 new tokens."""
+    return GRPOConfig()
+
+
+def debug() -> GRPOConfig:
+    """The tiny model on the bundled questions, on CPU, in a few minutes: answers are
+    short, so generation stops at the first newline after at most 8 tokens."""
+    return GRPOConfig(prompts_per_step=16, samples_per_prompt=16, micro_batch=64, max_steps=60, lr=3e-4,
+                      embedding_lr=1e-3, max_new_tokens=8, stop_strings=("\n",), top_k=None,
+                      val_every=20, val_questions=200, ckpt_every=20, warmup_steps=5)
+
+
+GRPO_PRESETS: dict[str, Callable[[], GRPOConfig]] = {"grpo_usmle_2day": grpo_usmle_2day, "debug": debug}
+
+
+def grpo_preset(name: str) -> GRPOConfig:
+    try:
+        return GRPO_PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown rl config '{name}'; choose one of: {', '.join(GRPO_PRESETS)}") from None

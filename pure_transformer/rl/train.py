@@ -1,0 +1,273 @@
+"""Phase 2: GRPO fine-tuning on multiple-choice questions, as one importable function.
+
+Each step of ``grpo_train``:
+
+1. **Rollout**: the next ``prompts_per_step`` training questions (a seeded
+   permutation per epoch, so the step number alone fixes the data) are
+   prefilled once each and sampled ``samples_per_prompt`` times by the engine,
+   which records pi_old and the kept token sets.
+2. **Reward and advantage**: 1 when the extracted letter is the gold one
+   (plus an optional format term); A_i = r_i - mean(group).
+3. **Reference**: log pi_ref of every completion token from a frozen copy of
+   the starting model (optionally refreshed every N steps).
+4. **Update**: micro-batches of ``micro_batch`` sequences accumulate the
+   token-normalised GRPO loss (:func:`pure_transformer.rl.grpo.grpo_loss`),
+   then one clipped AdamW step (``updates_per_rollout`` passes in all).
+
+Left out, on purpose: a value model (GRPO's point is not needing one),
+multi-GPU rollouts (one process; the pretraining loop is the distributed one),
+and asynchronous generation. See docs/GRPO.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
+                          prune_checkpoints, read_meta, save_checkpoint, step_dir, step_dirs)
+from ..data.mcq import MCQ
+from ..data.registry import load_mcqs
+from ..engine import Engine, SamplingParams
+from ..errors import ConfigError
+from ..evaluation import greedy_mcq_accuracy
+from ..overrides import apply_overrides
+from ..train.metrics import MetricsLogger
+from ..train.pretrain import resume_checkpoint
+from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
+from .config import GRPOConfig
+from .grpo import GRPOLossConfig, grpo_loss
+from .rewards import RewardConfig, letter_distribution, make_reward
+from .rollout import RolloutBatch, build_batch, masked_entropy, sample_groups, sequence_logprobs
+
+TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}
+
+
+def task_source(task: str, data_path: str | None) -> str:
+    """The dataset name (or local path) behind a task."""
+    if data_path is not None:
+        return data_path
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def question_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def next_questions(train: list[MCQ], cursor: int, count: int, seed: int) -> list[MCQ]:
+    """Questions ``cursor .. cursor+count`` of the endless epoch-by-epoch shuffled stream."""
+    out = []
+    for i in range(cursor, cursor + count):
+        epoch, pos = divmod(i, len(train))
+        out.append(train[int(question_order(len(train), seed, epoch)[pos])])
+    return out
+
+
+@dataclass
+class RLResult:
+    run_dir: Path
+    step: int
+    val_accuracy: float | None
+    elapsed_s: float
+    stopped: str | None
+
+
+def rollout(engine: Engine, cfg: GRPOConfig, train: list[MCQ], cursor: int, step: int, reward_fn
+            ) -> tuple[RolloutBatch, int]:
+    """Sample and score one step's groups; returns the batch and the advanced cursor.
+    With ``resample_zero_variance``, uninformative groups are replaced by fresh
+    prompts for up to two more rounds."""
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                            top_p=cfg.top_p, stop_strings=cfg.stop_strings, seed=cfg.seed * 1_000_003 + step)
+    shuffle = random.Random(cfg.seed * 7919 + step) if cfg.shuffle_options else None
+    questions = next_questions(train, cursor, cfg.prompts_per_step, cfg.seed)
+    cursor += cfg.prompts_per_step
+    shown, prompts, groups = sample_groups(engine, questions, params, cfg.samples_per_prompt, shuffle)
+    for round_ in range(2 if cfg.resample_zero_variance else 0):
+        flat = build_batch(shown, prompts, groups, reward_fn)
+        bad = flat.zero_variance.nonzero().squeeze(1).tolist()
+        if not bad:
+            break
+        extra = next_questions(train, cursor, len(bad), cfg.seed)
+        cursor += len(bad)
+        retry = SamplingParams(**{**params.__dict__, "seed": params.seed + 7 * (round_ + 1)})
+        new_shown, new_prompts, new_groups = sample_groups(engine, extra, retry, cfg.samples_per_prompt, shuffle)
+        for slot, q, p, g in zip(bad, new_shown, new_prompts, new_groups):
+            shown[slot], prompts[slot], groups[slot] = q, p, g
+    return build_batch(shown, prompts, groups, reward_fn, scale_adv_by_std=cfg.scale_adv_by_std), cursor
+
+
+@torch.no_grad()
+def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfig) -> list[torch.Tensor]:
+    return [sequence_logprobs(ref, batch.rows(i, i + cfg.micro_batch), cfg.temperature)[0]
+            for i in range(0, batch.input_ids.shape[0], cfg.micro_batch)]
+
+
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, ref_logp: list,
+           cfg: GRPOConfig, loss_cfg: GRPOLossConfig, device: torch.device) -> dict[str, float]:
+    """``updates_per_rollout`` optimizer steps on one rollout batch; returns averaged stats."""
+    total_tokens = batch.num_completion_tokens
+    stats = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "masked_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
+    n = batch.input_ids.shape[0]
+    for _ in range(cfg.updates_per_rollout):
+        for k, start in enumerate(range(0, n, cfg.micro_batch)):
+            rows = {key: (v.to(device) if v is not None else None)
+                    for key, v in batch.rows(start, start + cfg.micro_batch).items()}
+            logp, logits = sequence_logprobs(model, rows, cfg.temperature)
+            out = grpo_loss(logp, rows["old_logp"], ref_logp[k].to(device), rows["advantages"], rows["mask"],
+                            loss_cfg, num_tokens=total_tokens)
+            out.loss.backward()
+            share = rows["input_ids"].shape[0] / n
+            stats["policy_loss"] += out.policy_loss / cfg.updates_per_rollout
+            stats["kl"] += out.kl / cfg.updates_per_rollout
+            stats["clip_frac"] += out.clip_frac / cfg.updates_per_rollout
+            stats["masked_frac"] += out.masked_frac * share / cfg.updates_per_rollout
+            stats["entropy"] += masked_entropy(logits, rows["mask"], cfg.temperature) / total_tokens / \
+                cfg.updates_per_rollout
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        stats["grad_norm"] += float(grad_norm) / cfg.updates_per_rollout
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
+def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path, *, task: str = "synthetic",
+               data_path: str | None = None, resume: str | None = None, stop_at_step: int | None = None,
+               device: str | None = None, progress: bool = True) -> RLResult:
+    """Fine-tune the model in ``init_checkpoint`` with GRPO; see the module docstring."""
+    run_dir = Path(run_dir)
+    rt = init_runtime(device)
+    if rt.distributed:
+        raise ConfigError("GRPO runs in one process; launch it without torchrun")
+    ckpt = resume_checkpoint(run_dir, resume)
+    meta = read_meta(ckpt) if ckpt is not None else None
+    if meta is None and resume is None and step_dirs(run_dir):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume or choose an empty --checkpoint-dir")
+    if meta is not None:
+        saved = apply_overrides(GRPOConfig(), meta["config"])
+        if saved != cfg:
+            changed = next(k for k in cfg.to_dict() if getattr(saved, k) != getattr(cfg, k))
+            raise ConfigError(f"cannot change {changed} when resuming an RL run")
+        init_checkpoint = meta["init_checkpoint"]
+    seed_everything(cfg.seed)
+    source = task_source(task, data_path)
+    train, val = load_mcqs(source, "train"), load_mcqs(source, "validation", limit=cfg.val_questions)
+
+    model, tok, init_meta, init_dir = load_model(init_checkpoint, rt.device)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = model.setup_optimizers(cfg.lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
+                                       betas=cfg.betas)
+    step, cursor, best = 0, 0, -math.inf
+    if meta is not None:
+        load_weights(ckpt, model)
+        load_optimizer(ckpt, optimizer, meta)
+        load_weights_from(ckpt / "reference.safetensors", ref)
+        set_rng_state(meta["rng"])
+        step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
+    engine = Engine(model, tok)
+    reward_fn = make_reward(RewardConfig(format_weight=cfg.format_weight))
+    loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
+                              offpolicy_mask_delta=cfg.offpolicy_mask_delta)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
+    if cfg.max_steps is not None:
+        total_steps = min(cfg.max_steps, math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"config": cfg.to_dict(), "task": task, "source": source, "init_checkpoint": str(init_dir),
+            "train_questions": len(train), "val_questions": len(val), "total_steps": total_steps,
+            "parameters": model.num_params(), "device": str(rt.device)}
+    (run_dir / "config.json").write_text(json.dumps(info, indent=1))
+    print(f"GRPO on {source}: {len(train)} train / {len(val)} validation questions, {total_steps} steps of "
+          f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples, from {init_dir}"
+          + (f", resuming at step {step}" if meta else ""))
+    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None)
+
+    def save(complete: bool = False) -> Path:
+        meta_out = {"kind": "rl", "step": step, "cursor": cursor, "config": cfg.to_dict(), "task": task,
+                    "source": source, "init_checkpoint": str(init_dir), "model_config": model.cfg.to_dict(),
+                    "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
+                    "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")}}
+        path = save_checkpoint(step_dir(run_dir, step), model, meta_out, optimizer,
+                               files={"tokenizer.json": tok.hf.to_str()},
+                               extra_tensors={"reference.safetensors": model_tensors(ref)})
+        prune_checkpoints(run_dir, cfg.keep_last)
+        return path
+
+    def validate() -> float:
+        result = greedy_mcq_accuracy(engine, val, max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
+        logger.log(step, {"val_accuracy": result.accuracy, "val_ci_low": result.ci95[0],
+                          "val_ci_high": result.ci95[1], "val_invalid_rate": result.invalid_rate})
+        return result.accuracy
+
+    stop = StopRequested()
+    stopped, val_acc = None, None
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        if step == 0:
+            val_acc = validate()
+            bar.write(f"step 0: greedy validation accuracy {val_acc:.3f}")
+        with stop.installed():
+            while step < total_steps:
+                lr_scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+                for group in optimizer.param_groups:
+                    group["lr"] = group["peak_lr"] * lr_scale
+                t0 = time.perf_counter()
+                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn)
+                t1 = time.perf_counter()
+                model.train()
+                ref_logp = reference_logprobs(ref, batch, cfg)
+                stats = update(model, optimizer, batch, ref_logp, cfg, loss_cfg, rt.device)
+                t2 = time.perf_counter()
+                step += 1
+                if cfg.ref_refresh_every and step % cfg.ref_refresh_every == 0:
+                    ref.load_state_dict(model.state_dict())
+                record = {
+                    "accuracy": float(batch.correct.mean()), "reward": float(batch.rewards.mean()),
+                    "reward_std": float(batch.rewards.std()), "zero_variance_frac": float(batch.zero_variance.float().mean()),
+                    **stats, "response_len": batch.generated_tokens / len(batch.completions),
+                    "rollout_tokens_per_s": batch.generated_tokens / (t1 - t0), "gen_time_s": t1 - t0,
+                    "train_time_s": t2 - t1, "lr": cfg.lr * lr_scale, "questions_seen": cursor,
+                    "letters": letter_distribution(batch.completions),
+                }
+                if step % cfg.log_every == 0:
+                    logger.log(step, record)
+                bar.update(1)
+                bar.set_postfix(acc=f"{record['accuracy']:.2f}", kl=f"{stats['kl']:.4f}")
+                if step % cfg.val_every == 0 or step == total_steps:
+                    val_acc = validate()
+                    bar.write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
+                              f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
+                    if val_acc > best:
+                        best = val_acc
+                        link_checkpoint(save(), "best")
+                if step % cfg.ckpt_every == 0 or step == total_steps or step == stop_at_step or stop:
+                    path = save(complete=step == total_steps)
+                    if step == total_steps:
+                        link_checkpoint(path, "final")
+                    elif step == stop_at_step or stop:
+                        stopped = "stop_at_step" if step == stop_at_step else "signal"
+                        bar.write(f"stopped after step {step} ({stopped}); resume with --resume")
+                        break
+    finally:
+        bar.close()
+        logger.close()
+    return RLResult(run_dir, step, val_acc, time.perf_counter() - start, stopped)
+
+
+def load_weights_from(path: Path, module: torch.nn.Module) -> None:
+    """Load a safetensors file written by :func:`model_tensors` into ``module``."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(path)), strict=False)
