@@ -39,14 +39,14 @@ from ..data.mcq import MCQ
 from ..data.registry import load_mcqs
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
-from ..evaluation import greedy_mcq_accuracy
+from ..evaluation import encode_prompt, greedy_mcq_accuracy
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
 from ..train.pretrain import resume_checkpoint
 from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
 from .config import GRPOConfig
 from .grpo import GRPOLossConfig, grpo_loss
-from .rewards import RewardConfig, letter_distribution, make_reward
+from .rewards import RewardConfig, RewardFn, letter_distribution, make_reward
 from .rollout import RolloutBatch, build_batch, masked_entropy, sample_groups, sequence_logprobs
 
 TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}
@@ -145,8 +145,12 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
 
 def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path, *, task: str = "synthetic",
                data_path: str | None = None, resume: str | None = None, stop_at_step: int | None = None,
-               device: str | None = None, progress: bool = True) -> RLResult:
-    """Fine-tune the model in ``init_checkpoint`` with GRPO; see the module docstring."""
+               device: str | None = None, progress: bool = True, reward_fn: RewardFn | None = None) -> RLResult:
+    """Fine-tune the model in ``init_checkpoint`` with GRPO; see the module docstring.
+
+    ``reward_fn`` replaces the configured reward (correctness plus
+    ``format_weight`` times the format reward) with any ``(MCQ, completion) -> float``.
+    """
     run_dir = Path(run_dir)
     rt = init_runtime(device)
     if rt.distributed:
@@ -176,8 +180,10 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         load_weights_from(ckpt / "reference.safetensors", ref)
         set_rng_state(meta["rng"])
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
+    train, val = (fitting(qs, tok, cfg.max_new_tokens, model.cfg.max_seq_len, name)
+                  for qs, name in ((train, "train"), (val, "validation")))
     engine = Engine(model, tok)
-    reward_fn = make_reward(RewardConfig(format_weight=cfg.format_weight))
+    reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight))
     loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
                               offpolicy_mask_delta=cfg.offpolicy_mask_delta)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
@@ -264,6 +270,18 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         bar.close()
         logger.close()
     return RLResult(run_dir, step, val_acc, time.perf_counter() - start, stopped)
+
+
+def fitting(questions: list[MCQ], tok, max_new_tokens: int, context: int, split: str) -> list[MCQ]:
+    """The questions whose prompt leaves room for ``max_new_tokens`` in the context;
+    the rest are dropped with a note rather than truncated mid-question."""
+    kept = [q for q in questions if len(encode_prompt(tok, q)) + max_new_tokens <= context]
+    if not kept:
+        raise ConfigError(f"no {split} question fits the {context}-token context with {max_new_tokens} new tokens")
+    if len(kept) < len(questions):
+        print(f"note: {len(questions) - len(kept)} of {len(questions)} {split} questions are too long for the "
+              f"{context}-token context and are skipped")
+    return kept
 
 
 def load_weights_from(path: Path, module: torch.nn.Module) -> None:

@@ -1,0 +1,125 @@
+"""GRPO training tests: batch layout against the engine's own log-probs, the data
+order, and a stopped-and-resumed run reproducing an uninterrupted one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pure_transformer.checkpoint import read_meta, save_checkpoint, step_dir
+from pure_transformer.config import ModelConfig
+from pure_transformer.data.synthetic import bundled_corpus
+from pure_transformer.engine import Engine, SamplingParams
+from pure_transformer.model import build_model
+from pure_transformer.overrides import apply_overrides
+from pure_transformer.rl.config import debug
+from pure_transformer.rl.rewards import correctness_reward
+from pure_transformer.rl.rollout import build_batch, sample_groups, sequence_logprobs
+from pure_transformer.rl.train import grpo_train, next_questions
+from pure_transformer.train.metrics import read_metrics
+
+CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=320)
+
+
+@pytest.fixture(scope="module")
+def init_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
+    """A 'pretrained' checkpoint: random weights, real tokenizer, real layout."""
+    torch.manual_seed(0)
+    model = build_model(CFG)
+    path = step_dir(tmp_path_factory.mktemp("pretrained"), 1)
+    save_checkpoint(path, model, {"kind": "pretrain", "step": 1, "model_config": CFG.to_dict(),
+                                  "tokenizer": "tokenizer.json"}, files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    return path
+
+
+def small_cfg(**changes: object):
+    base = dict(prompts_per_step=4, samples_per_prompt=4, micro_batch=8, max_steps=4, val_every=2, val_questions=8,
+                ckpt_every=2, max_new_tokens=4, top_k=20, lr=1e-3, embedding_lr=1e-3)
+    base.update(changes)
+    return apply_overrides(debug(), base)
+
+
+def test_batch_logprobs_match_the_sampler(tiny_tokenizer) -> None:
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    engine = Engine(model, tiny_tokenizer)
+    questions = bundled_corpus().mcq["train"][:3]
+    params = SamplingParams(max_new_tokens=5, temperature=0.9, top_k=12, seed=1)
+    shown, prompts, groups = sample_groups(engine, questions, params, 4)
+    batch = build_batch(shown, prompts, groups, correctness_reward)
+    assert batch.input_ids.shape[0] == 12 and batch.rewards.shape == (12,)
+    assert torch.allclose(batch.advantages.view(3, 4).sum(1), torch.zeros(3), atol=1e-6)  # relative within groups
+    rows = batch.rows(0, 12)
+    logp, _ = sequence_logprobs(model, rows, params.temperature)
+    mask = rows["mask"].bool()
+    assert int(mask.sum()) == batch.generated_tokens
+    torch.testing.assert_close(logp[mask], rows["old_logp"][mask], atol=1e-4, rtol=1e-4)
+    for i, (p, s) in enumerate((p, s) for p, g in zip(prompts, groups) for s in g):  # layout, row by row
+        assert rows["input_ids"][i, :len(p) + len(s.tokens)].tolist() == p + s.tokens
+        assert mask[i].nonzero().squeeze(1).tolist() == list(range(len(p) - 1, len(p) - 1 + len(s.tokens)))
+
+
+def test_question_stream_is_a_permutation_per_epoch() -> None:
+    train = bundled_corpus().mcq["train"][:10]
+    first = next_questions(train, 0, 10, seed=3)
+    assert sorted(q.question for q in first) == sorted(q.question for q in train)
+    assert next_questions(train, 10, 10, seed=3) != first  # a new order in the next epoch
+    assert next_questions(train, 4, 3, seed=3) == first[4:7]
+
+
+def test_resumed_run_repeats_the_same_rollouts(tmp_path: Path, init_ckpt: Path) -> None:
+    cfg = small_cfg()
+    whole = grpo_train(cfg, init_ckpt, tmp_path / "whole", progress=False)
+    part = grpo_train(cfg, init_ckpt, tmp_path / "split", stop_at_step=2, progress=False)
+    assert part.stopped == "stop_at_step" and part.step == 2
+    rest = grpo_train(cfg, init_ckpt, tmp_path / "split", resume="auto", progress=False)
+    assert rest.step == whole.step == 4
+
+    def trace(run: Path) -> list:
+        keys = ("accuracy", "reward", "kl", "policy_loss", "response_len", "letters", "val_accuracy")
+        return [{k: r[k] for k in keys if k in r} | {"step": r["step"]} for r in read_metrics(run / "logs/metrics.jsonl")]
+
+    assert trace(tmp_path / "whole") == trace(tmp_path / "split")
+    meta = read_meta(tmp_path / "split" / "final")
+    assert meta["kind"] == "rl" and meta["cursor"] == 16 and (tmp_path / "split/final/reference.safetensors").exists()
+    record = [r for r in read_metrics(tmp_path / "whole/logs/metrics.jsonl") if "accuracy" in r][0]
+    for key in ("reward_std", "zero_variance_frac", "kl", "policy_loss", "masked_frac", "clip_frac", "entropy",
+                "response_len", "rollout_tokens_per_s", "gen_time_s", "train_time_s"):
+        assert key in record
+
+
+def test_reference_stays_frozen_unless_refreshed(tmp_path: Path, init_ckpt: Path) -> None:
+    from safetensors.torch import load_file
+
+    initial = load_file(str(init_ckpt / "model.safetensors"))
+
+    def likes_e(mcq, completion: str) -> float:  # a random model never names a letter: reward something it does
+        return float("e" in completion)
+
+    cfg = small_cfg(max_steps=2, val_every=100, warmup_steps=0)
+    grpo_train(cfg, init_ckpt, tmp_path / "frozen", progress=False, reward_fn=likes_e)
+    ref = load_file(str(tmp_path / "frozen/final/reference.safetensors"))
+    policy = load_file(str(tmp_path / "frozen/final/model.safetensors"))
+    assert all(torch.equal(ref[k], initial[k]) for k in initial)
+    assert not all(torch.equal(policy[k], initial[k]) for k in initial)  # the policy did move
+    grpo_train(apply_overrides(cfg, {"ref_refresh_every": 2}), init_ckpt, tmp_path / "refresh", progress=False,
+               reward_fn=likes_e)
+    ref = load_file(str(tmp_path / "refresh/final/reference.safetensors"))
+    policy = load_file(str(tmp_path / "refresh/final/model.safetensors"))
+    assert all(torch.equal(ref[k], policy[k]) for k in policy)
+
+
+def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path) -> None:
+    cases = [([], "--checkpoint is required"),
+             (["--checkpoint", str(init_ckpt), "--task", "usmle-real"], "unknown task 'usmle-real'"),
+             (["--checkpoint", str(tmp_path / "nope")], "checkpoint path not found"),
+             (["--checkpoint", str(init_ckpt), "--config", "big"], "unknown rl config 'big'")]
+    for extra, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "pure_transformer.run_train", "rl", "--checkpoint-dir",
+                               str(tmp_path / "run"), *extra], capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
