@@ -128,7 +128,7 @@ class Engine:
         for i, p in enumerate(prompts):
             ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
         cache = KVCache.empty(self.model.cfg, len(prompts), capacity, self.device, dtype, pad)
-        _, logits = self.model(ids, cache=cache)
+        _, logits = self.model(ids, cache=cache, last_only=True)
         return cache, logits[:, -1]
 
     def _stopped(self, row: _Row, params: SamplingParams) -> bool:

@@ -263,8 +263,8 @@ class Transformer(nn.Module):
 
     # -------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, *,
-                doc_ids: torch.Tensor | None = None, cache: KVCache | None = None, reduction: str = "mean"
-                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+                doc_ids: torch.Tensor | None = None, cache: KVCache | None = None, reduction: str = "mean",
+                last_only: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Run the model on (B, T) token ids.
 
         Args:
@@ -275,6 +275,9 @@ class Transformer(nn.Module):
                 positions restart at each document.
             cache: a :class:`KVCache` to decode with: the tokens are appended
                 after its ``length`` filled slots, which then grows by T.
+            last_only: return logits for the last position only, (B, 1, V):
+                a prefill needs nothing else, and the (B, T, V) head output
+                is the largest tensor of a long prompt.
             reduction: ``"mean"`` for the mean loss over non-ignored targets,
                 ``"none"`` for the (B, T) per-token loss (0 at ignored targets),
                 which the RL phase weights itself.
@@ -309,7 +312,9 @@ class Transformer(nn.Module):
                 x = layer(x, cos, sin, doc_ids)
         if cache is not None:
             cache.length += T
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(self.norm(x))  # (B, T, V), or (B, 1, V) with last_only
         if labels is None:
             return None, logits
         loss = F.cross_entropy(logits.float().view(B * T, -1), labels.reshape(B * T),

@@ -109,10 +109,10 @@ def test_stop_on_eot_and_stop_strings_with_compaction(engine: Engine) -> None:
     last_input: dict[str, torch.Tensor] = {}
 
     def remember(module, args):
-        last_input["ids"] = args[0][:, -1]
+        last_input["ids"], last_input["prefill"] = args[0][:, -1], args[0].shape[1] > 1
 
     def force_eot(module, inputs, logits):  # a row ends once its input token is odd: rows end at different steps
-        if logits.shape[1] != 1:
+        if last_input["prefill"]:
             return logits
         out = logits.clone()
         out[last_input["ids"] % 2 == 1, -1, eot] = 1e4

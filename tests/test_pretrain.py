@@ -172,7 +172,7 @@ def test_debug_preset_learns(tmp_path: Path) -> None:
     """The real debug run, flags as documented: validation loss must fall clearly."""
     proc = subprocess.run([sys.executable, "-m", "pure_transformer.run_train", "pretrain", "--config", "debug",
                            "--model", "tiny", "--checkpoint-dir", str(tmp_path), "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     val = [r for r in read_metrics(tmp_path / "logs" / "metrics.jsonl") if "val_loss" in r]
     assert val[0]["step"] == 0 and val[-1]["step"] == debug().total_steps

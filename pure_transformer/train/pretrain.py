@@ -22,7 +22,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
                           resolve_checkpoint, save_checkpoint, step_dir, step_dirs)
 from ..config import model_preset
-from ..data.loader import build_train_loader, build_validation_batches
+from ..data.loader import TrainLoader, build_train_loader, build_validation_batches
 from ..data.mixing import MixtureConfig, SourceWeight
 from ..errors import ConfigError, UserError
 from ..model import Transformer, build_model
@@ -42,6 +42,7 @@ from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
 from .runtime import (Runtime, StopRequested, all_reduce_mean, init_runtime, peak_memory_gb, rng_state,
                       seed_everything, set_rng_state)
+from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
 
 
@@ -174,6 +175,108 @@ def describe(cfg: PretrainConfig, model: Transformer, rt: Runtime, tok: Tokenize
     return info
 
 
+@dataclass
+class Run:
+    """What a pretraining run holds between steps; counters go into every checkpoint."""
+
+    cfg: PretrainConfig
+    rt: Runtime
+    run_dir: Path
+    tok: Tokenizer
+    model: Transformer
+    train_model: torch.nn.Module  # compiled and/or DDP-wrapped view of ``model``
+    optimizer: torch.optim.Optimizer
+    loader: TrainLoader
+    val_batches: dict[str, list[dict]]
+    logger: MetricsLogger | None  # rank 0 only
+    step: int = 0
+    tokens_seen: int = 0
+    best_val: float = math.inf
+    last_val: dict = field(default_factory=dict)
+    nonfinite: dict = field(default_factory=lambda: {"in_row": 0, "total": 0})
+
+    def log(self, record: dict, step: int | None = None) -> None:
+        if self.logger:
+            self.logger.log(self.step if step is None else step, {"tokens_seen": self.tokens_seen, **record})
+
+    def save(self, loss: float, complete: bool = False) -> Path:
+        """Checkpoint the current step (every rank must call: data states are gathered)."""
+        states = _gather(self.loader.state_dict(), self.rt)
+        path = step_dir(self.run_dir, self.step)
+        if self.rt.is_main:
+            meta = {"kind": "pretrain", "step": self.step, "tokens_seen": self.tokens_seen, "loss": loss,
+                    "val": self.last_val, "best_val_loss": self.best_val, "config": self.cfg.to_dict(),
+                    "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
+                    "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
+                    "tokenizer": "tokenizer.json"}
+            save_checkpoint(path, self.model, meta, self.optimizer, files={"tokenizer.json": self.tok.hf.to_str()})
+            prune_checkpoints(self.run_dir, self.cfg.keep_last)
+        if self.rt.distributed:
+            dist.barrier()
+        return path
+
+
+def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transformer | None,
+          device: str | None) -> Run:
+    """Build (or restore) every piece of a run; prints the effective settings."""
+    rt = init_runtime(device)
+    ckpt = resume_checkpoint(run_dir, resume)
+    meta = read_meta(ckpt) if ckpt is not None else None
+    if meta is not None:
+        check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
+        if meta.get("world_size", 1) != rt.world_size:
+            raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
+    elif resume is None and (step_dirs(run_dir) or (run_dir / "final").exists()):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                          f"or choose an empty --checkpoint-dir")
+    seed_everything(cfg.seed + rt.rank, cfg.deterministic)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    model_cfg = model.cfg if model is not None else model_preset(cfg.model)
+    tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
+    if tok.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
+                          f"{model_cfg.vocab_size} embeddings")
+    model = model if model is not None else build_model(model_cfg, rt.device)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
+                                       betas=cfg.betas)
+    mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
+                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+    loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
+                                num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
+                                token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
+    val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
+                                           tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size)
+    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
+    if rt.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if meta is not None:
+        load_weights(ckpt, model)
+        load_optimizer(ckpt, optimizer, meta)
+        loader.load_state_dict(meta["data"][rt.rank])
+        set_rng_state(meta["rng"])
+    run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
+              MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None) if rt.is_main else None)
+    if meta is not None:
+        run.step, run.tokens_seen, run.last_val = meta["step"], meta["tokens_seen"], meta.get("val", {})
+        run.best_val, run.nonfinite = meta.get("best_val_loss", math.inf), meta.get("nonfinite", run.nonfinite)
+
+    info = describe(cfg, model, rt, tok)
+    if rt.is_main:
+        (run_dir / "config.json").write_text(json.dumps(info, indent=1))
+        est = info.get("estimated_hours_at_40pct_mfu")
+        print(f"pretraining {cfg.model}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
+              f"({cfg.micro_batch}x{cfg.seq_len} x {info['accum_steps']} accum x {rt.world_size} ranks), "
+              f"{cfg.total_steps} steps, device {rt.device}" + (f", ~{est} h at 40% MFU" if est else "")
+              + (f", resuming from {ckpt} at step {run.step}" if ckpt else ""))
+        print("effective config: " + json.dumps(cfg.to_dict()))
+        if meta is not None and meta.get("complete"):
+            print(f"run in {run_dir} is already complete ({run.step} steps)")
+    return run
+
+
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = None,
              stop_at_step: int | None = None, model: Transformer | None = None, device: str | None = None,
              progress: bool = True) -> PretrainResult:
@@ -187,159 +290,78 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
             schedule and data plan untouched (a stand-in for preemption).
         model: a pre-built model to train instead of ``cfg.model``'s preset.
     """
-    run_dir = Path(run_dir)
-    rt = init_runtime(device)
-    ckpt = resume_checkpoint(run_dir, resume)
-    meta = read_meta(ckpt) if ckpt is not None else None
-    if meta is not None:
-        check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
-    elif resume is None and (step_dirs(run_dir) or (run_dir / "final").exists()):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
-                          f"or choose an empty --checkpoint-dir")
-    seed_everything(cfg.seed + rt.rank, cfg.deterministic)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    model_cfg = model.cfg if model is not None else model_preset(cfg.model)
-    tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
-    if tok.vocab_size > model_cfg.vocab_size:
-        raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
-                          f"{model_cfg.vocab_size} embeddings")
-    if model is None:
-        model = build_model(model_cfg, rt.device)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
-                                       betas=cfg.betas)
-    step, tokens_seen, best_val = 0, 0, math.inf
-    nonfinite = {"in_row": 0, "total": 0}
-    mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
-                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
-    loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
-                                num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
-                                token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
-    if meta is not None:
-        if meta.get("world_size", 1) != rt.world_size:
-            raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
-        load_weights(ckpt, model)
-        load_optimizer(ckpt, optimizer, meta)
-        loader.load_state_dict(meta["data"][rt.rank])
-        set_rng_state(meta["rng"])
-        step, tokens_seen, best_val = meta["step"], meta["tokens_seen"], meta.get("best_val_loss", math.inf)
-        nonfinite = meta.get("nonfinite", nonfinite)
-        if meta.get("complete") and rt.is_main:
-            print(f"run in {run_dir} is already complete ({step} steps)")
-    val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
-                                           tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size)
-
-    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
-    if rt.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-
-    info = describe(cfg, model, rt, tok)
-    if rt.is_main:
-        (run_dir / "config.json").write_text(json.dumps(info, indent=1))
-        print(f"pretraining {cfg.model}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
-              f"({cfg.micro_batch}x{cfg.seq_len} x {info['accum_steps']} accum x {rt.world_size} ranks), "
-              f"{cfg.total_steps} steps, device {rt.device}"
-              + (f", ~{info['estimated_hours_at_40pct_mfu']} h at 40% MFU" if "estimated_hours_at_40pct_mfu" in info
-                 else "") + (f", resuming from {ckpt} at step {step}" if ckpt else ""))
-        print("effective config: " + json.dumps(cfg.to_dict()))
-    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None) if rt.is_main else None
-
-    def save(at_step: int, loss: float, last_val: dict, complete: bool = False) -> Path:
-        states = _gather(loader.state_dict(), rt)  # every rank takes part
-        path = step_dir(run_dir, at_step)
-        if rt.is_main:
-            meta_out = {"kind": "pretrain", "step": at_step, "tokens_seen": tokens_seen, "loss": loss,
-                        "val": last_val, "best_val_loss": best_val, "config": cfg.to_dict(),
-                        "model_config": model.cfg.to_dict(), "world_size": rt.world_size, "rng": rng_state(),
-                        "data": states, "nonfinite": nonfinite, "complete": complete,
-                        "tokenizer": "tokenizer.json"}
-            save_checkpoint(path, model, meta_out, optimizer, files={"tokenizer.json": tok.hf.to_str()})
-            prune_checkpoints(run_dir, cfg.keep_last)
-        if rt.distributed:
-            dist.barrier()
-        return path
-
-    peak_flops = device_peak_flops(rt.device)
-    flops_per_token = model.flops_per_token(cfg.seq_len)
-    accum = cfg.accum_steps(rt.world_size)
-    stop = StopRequested()
-    stopped, last_val, loss_value, saved_step = None, (meta or {}).get("val", {}), math.nan, step
-    batches = iter(loader)
-    bar = tqdm(total=cfg.total_steps, initial=step, disable=not (progress and rt.is_main), unit="step",
+    run = setup(cfg, Path(run_dir), resume, model, device)
+    rt, accum = run.rt, cfg.accum_steps(run.rt.world_size)
+    peak_flops, flops_per_token = device_peak_flops(rt.device), run.model.flops_per_token(cfg.seq_len)
+    stop, stopped, saved_step = StopRequested(), None, run.step
+    batches = iter(run.loader)
+    bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
     say = bar.write if rt.is_main else (lambda msg: None)
     start = t_log = time.perf_counter()
-    tokens_at_log = tokens_seen
+    tokens_at_log = run.tokens_seen
     try:
-        if step == 0:  # the starting point of every validation curve
-            last_val = validate(model, val_batches, rt, cfg.document_masking)
-            if logger:
-                logger.log(0, {"tokens_seen": 0, **last_val})
+        if run.step == 0:  # the starting point of every validation curve
+            run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking)
+            run.log(run.last_val)
         with stop.installed():
-            while step < cfg.total_steps:
-                lr = lr_schedule(cfg, tokens_seen + cfg.global_batch_tokens)  # step 1 must not run at lr 0
-                set_lr(optimizer, lr, cfg.peak_lr)
-                micro = [next(batches) for _ in range(accum)]
-                loss, grad_norm = train_step(train_model, micro, rt, cfg)
+            while run.step < cfg.total_steps:
+                lr = lr_schedule(cfg, run.tokens_seen + cfg.global_batch_tokens)  # step 1 must not run at lr 0
+                set_lr(run.optimizer, lr, cfg.peak_lr)
+                loss, grad_norm = train_step(run.train_model, [next(batches) for _ in range(accum)], rt, cfg)
                 finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
                 if finite:
-                    optimizer.step()
-                    nonfinite["in_row"] = 0
-                else:  # a bad batch or a spike: leave the weights as they were
-                    nonfinite["in_row"] += 1
-                    nonfinite["total"] += 1
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                tokens_seen += cfg.global_batch_tokens
+                    run.optimizer.step()
+                run.optimizer.zero_grad(set_to_none=True)
+                run.nonfinite["in_row"] = 0 if finite else run.nonfinite["in_row"] + 1
+                run.nonfinite["total"] += 0 if finite else 1
+                run.step += 1
+                run.tokens_seen += cfg.global_batch_tokens
                 loss_value = loss.item()
                 bar.update(1)
-                if not finite and logger:
-                    logger.log(step, {"tokens_seen": tokens_seen, "nonfinite_skipped": nonfinite["total"],
-                                      "loss": loss_value, "grad_norm": grad_norm.item()})
-                    say(f"step {step}: non-finite loss/gradient, update skipped "
-                        f"({nonfinite['in_row']} in a row, {nonfinite['total']} in all)")
-                if nonfinite["in_row"] >= cfg.max_nonfinite:
-                    raise TrainingError(f"loss or gradient was non-finite for {nonfinite['in_row']} steps in a row "
-                                        f"(step {step}); lower peak_lr or check the data; last good checkpoint "
-                                        f"is in {run_dir}")
-                if step % cfg.log_every == 0 and finite:
+                if not finite:  # a bad batch or a spike: the weights were left as they were
+                    run.log({"loss": loss_value, "grad_norm": grad_norm.item(),
+                             "nonfinite_skipped": run.nonfinite["total"]})
+                    say(f"step {run.step}: non-finite loss/gradient, update skipped "
+                        f"({run.nonfinite['in_row']} in a row, {run.nonfinite['total']} in all)")
+                    if run.nonfinite["in_row"] >= cfg.max_nonfinite:
+                        raise TrainingError(
+                            f"loss or gradient was non-finite for {run.nonfinite['in_row']} steps in a row (step "
+                            f"{run.step}); lower peak_lr or check the data; last good checkpoint is in {run.run_dir}")
+                elif run.step % cfg.log_every == 0:
                     now = time.perf_counter()
-                    tok_s = (tokens_seen - tokens_at_log) / (now - t_log)
-                    record = {"tokens_seen": tokens_seen, "loss": loss_value, "lr": lr,
-                              "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
-                              "peak_mem_gb": peak_memory_gb(rt.device), "nonfinite_skipped": nonfinite["total"]}
+                    tok_s = (run.tokens_seen - tokens_at_log) / (now - t_log)
+                    record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
+                              "peak_mem_gb": peak_memory_gb(rt.device), "nonfinite_skipped": run.nonfinite["total"]}
                     if peak_flops:
                         record["mfu"] = flops_per_token * tok_s / (peak_flops * rt.world_size)
-                    t_log, tokens_at_log = now, tokens_seen
-                    if logger:
-                        logger.log(step, record)
+                    run.log(record)
+                    t_log, tokens_at_log = now, run.tokens_seen
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-                is_last = step == cfg.total_steps
+
+                is_last = run.step == cfg.total_steps
                 pause_start = time.perf_counter()  # validation and saving are not training throughput
-                if step % cfg.val_every == 0 or is_last:
-                    last_val = validate(model, val_batches, rt, cfg.document_masking)
-                    if logger:
-                        logger.log(step, {"tokens_seen": tokens_seen, **last_val})
-                    say(f"step {step}: val_loss {last_val['val_loss']:.4f} " + " ".join(
-                        f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in last_val.items() if k.startswith("val_ppl/")))
-                    if last_val["val_loss"] < best_val:
-                        best_val = last_val["val_loss"]
-                        path = save(step, loss_value, last_val)
-                        saved_step = step
+                if run.step % cfg.val_every == 0 or is_last:
+                    run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking)
+                    run.log(run.last_val)
+                    say(f"step {run.step}: val_loss {run.last_val['val_loss']:.4f} " + " ".join(
+                        f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in run.last_val.items()
+                        if k.startswith("val_ppl/")))
+                    if run.last_val["val_loss"] < run.best_val:
+                        run.best_val = run.last_val["val_loss"]
+                        path, saved_step = run.save(loss_value), run.step
                         if rt.is_main:
                             link_checkpoint(path, "best")
                 signalled = agree(bool(stop), rt)
-                if step % cfg.ckpt_every == 0 or is_last or step == stop_at_step or signalled:
-                    if saved_step != step or is_last:
-                        save(step, loss_value, last_val, complete=is_last)
-                        saved_step = step
+                if run.step % cfg.ckpt_every == 0 or is_last or run.step == stop_at_step or signalled:
+                    if saved_step != run.step or is_last:
+                        run.save(loss_value, complete=is_last)
+                        saved_step = run.step
                     if is_last and rt.is_main:
-                        link_checkpoint(step_dir(run_dir, step), "final")
-                    if not is_last and (step == stop_at_step or signalled):
-                        stopped = "stop_at_step" if step == stop_at_step else "signal"
-                        say(f"stopped after step {step} ({stopped}); checkpoint saved, resume with --resume")
+                        link_checkpoint(step_dir(run.run_dir, run.step), "final")
+                    if not is_last and (run.step == stop_at_step or signalled):
+                        stopped = "stop_at_step" if run.step == stop_at_step else "signal"
+                        say(f"stopped after step {run.step} ({stopped}); checkpoint saved, resume with --resume")
                         break
                 t_log += time.perf_counter() - pause_start
     except torch.cuda.OutOfMemoryError:
@@ -349,14 +371,12 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
             f"--set activation_checkpointing=true, or a shorter --set seq_len") from None
     finally:
         bar.close()
-        if logger:
-            logger.close()
-    return PretrainResult(run_dir, rt.rank, step, tokens_seen, last_val, time.perf_counter() - start, stopped)
+        if run.logger:
+            run.logger.close()
+    return PretrainResult(run.run_dir, rt.rank, run.step, run.tokens_seen, run.last_val,
+                          time.perf_counter() - start, stopped)
 
 
 def lr_schedule(cfg: PretrainConfig, tokens_seen: int) -> float:
     return lr_at(tokens_seen, peak_lr=cfg.peak_lr, min_lr=cfg.min_lr, warmup_tokens=cfg.warmup_tokens,
                  total_tokens=cfg.total_tokens)
-
-
-from .schedule import lr_at, set_lr  # noqa: E402  (kept beside its one user)
