@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import ConfigError
+from .overrides import pick_preset
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,4 @@ MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
 
 def model_preset(name: str) -> ModelConfig:
     """The named preset's config; an unknown name raises a one-line ConfigError."""
-    try:
-        return MODEL_PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown model preset '{name}'; choose one of: {', '.join(MODEL_PRESETS)}") from None
+    return pick_preset(MODEL_PRESETS, name, "model preset")

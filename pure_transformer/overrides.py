@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -96,3 +96,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of key: value")
     return data
+
+
+def pick_preset(presets: dict[str, Callable[[], C]], name: str, what: str) -> C:
+    """``presets[name]()``; an unknown name is a one-line ConfigError listing the choices."""
+    if name not in presets:
+        raise ConfigError(f"unknown {what} '{name}'; choose one of: {', '.join(presets)}")
+    return presets[name]()

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import UserError
 
 
 def add_pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -120,16 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    from .cli import dispatch
+
+    return dispatch(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError
+from ..overrides import pick_preset
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,4 @@ GRPO_PRESETS: dict[str, Callable[[], GRPOConfig]] = {"grpo_usmle_2day": grpo_usm
 
 
 def grpo_preset(name: str) -> GRPOConfig:
-    try:
-        return GRPO_PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown rl config '{name}'; choose one of: {', '.join(GRPO_PRESETS)}") from None
+    return pick_preset(GRPO_PRESETS, name, "rl config")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from ..errors import ConfigError
+from ..overrides import pick_preset
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,4 @@ PRETRAIN_PRESETS: dict[str, Callable[[], PretrainConfig]] = {
 
 
 def pretrain_preset(name: str) -> PretrainConfig:
-    try:
-        return PRETRAIN_PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown pretrain config '{name}'; choose one of: {', '.join(PRETRAIN_PRESETS)}") from None
+    return pick_preset(PRETRAIN_PRESETS, name, "pretrain config")
