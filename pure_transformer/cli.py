@@ -9,6 +9,7 @@ Subcommands::
     pure-transformer data export-bundled --out DIR
     pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
     pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
+    pure-transformer evaluate --checkpoint CKPT --task synthetic --split test   (= python -m pure_transformer.evaluate)
     pure-transformer plot DIR [--out PNG]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("rl", help="phase 2: GRPO fine-tuning (same flags as run_train rl)")
     add_rl_args(p)
     p.set_defaults(func=run_rl)
+
+    from .evaluate import add_args as add_evaluate_args, run as run_evaluate
+
+    p = groups.add_parser("evaluate", help="MCQ accuracy of a checkpoint with 95%% CIs (= python -m "
+                                           "pure_transformer.evaluate)")
+    add_evaluate_args(p)
+    p.set_defaults(func=run_evaluate)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")

@@ -1,6 +1,15 @@
 """Multiple-choice accuracy with honest error bars.
 
-Generation-mode scoring: the GRPO prompt, greedy decoding, ``extract_answer``.
+Two scoring modes:
+
+- **generate**: the GRPO prompt, greedy decoding, ``extract_answer``; also the
+  invalid-answer rate and the distribution of answered letters (position bias).
+- **loglikelihood**: as lm-evaluation-harness's ``medqa_4options``: the prompt
+  ``"Question: ...\nA. ...\n...\nD. ...\nAnswer:"`` is scored with each
+  continuation " A".." D" and the most likely letter wins; the softmax over
+  the four scores gives a confidence, summarised by the expected calibration
+  error (ECE, 10 equal-width bins).
+
 Every accuracy comes with a 95% Wilson interval and its question count; a
 before/after comparison on the same questions gets a paired bootstrap
 interval for the difference, which is much tighter than comparing two
@@ -15,9 +24,26 @@ from typing import Sequence
 
 import numpy as np
 
-from .data.mcq import MCQ, extract_answer, format_prompt
+import torch
+from tqdm.auto import tqdm
+
+from .data.mcq import LETTERS, MCQ, extract_answer, format_prompt
 from .engine import Engine, SamplingParams
+from .errors import DataError
 from .tokenizer import Tokenizer
+
+
+TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}
+"""Task name -> dataset (the registry's name for it)."""
+
+
+def task_source(task: str, data_path: str | None = None) -> str:
+    """The dataset name (or local path, which wins) behind a task."""
+    if data_path is not None:
+        return data_path
+    if task not in TASKS:
+        raise DataError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    return TASKS[task]
 
 
 def encode_prompt(tok: Tokenizer, mcq: MCQ) -> list[int]:
@@ -56,21 +82,87 @@ class MCQScore:
     n: int
     correct: list[bool]
     predictions: list[str | None]
+    ece: float | None = None
+    """Expected calibration error (loglikelihood mode only)."""
+
+    @classmethod
+    def of(cls, predictions: list[str | None], questions: Sequence[MCQ], ece: float | None = None) -> "MCQScore":
+        correct = [p == q.answer for p, q in zip(predictions, questions)]
+        n = len(questions)
+        return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions, ece)
 
     @property
     def invalid_rate(self) -> float:
         return sum(p is None for p in self.predictions) / max(1, self.n)
 
+    @property
+    def letter_distribution(self) -> dict[str, float]:
+        return {k: sum(p == k for p in self.predictions) / max(1, self.n) for k in (*LETTERS, None)}
+
+    def report(self) -> dict:
+        """JSON-ready summary (per-question lists omitted)."""
+        out = {"accuracy": self.accuracy, "ci95": list(self.ci95), "n": self.n, "invalid_rate": self.invalid_rate,
+               "letters": {str(k): v for k, v in self.letter_distribution.items()}}
+        if self.ece is not None:
+            out["ece"] = self.ece
+        return out
+
+
+def harness_prompt(mcq: MCQ) -> str:
+    """lm-evaluation-harness ``medqa_4options`` prompt (single newlines, no trailing space)."""
+    options = "\n".join(f"{k}. {v}" for k, v in mcq.options.items())
+    return f"Question: {mcq.question}\n{options}\nAnswer:"
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """Sum over equal-width confidence bins of |accuracy - confidence| weighted by bin size."""
+    conf, hit = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+@torch.no_grad()
+def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
+                               batch_size: int = 16, progress: bool = False) -> MCQScore:
+    """Score " A".." D" after :func:`harness_prompt`; accuracy, CI and ECE."""
+    model.eval()
+    device = next(model.parameters()).device
+    conts = [tok.encode(f" {letter}") for letter in LETTERS]
+    predictions, confidence = [], []
+    for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="loglikelihood"):
+        chunk = questions[start:start + batch_size]
+        context = model.cfg.max_seq_len  # over-long prompts keep their end, as lm-evaluation-harness does
+        seqs = [([tok.eot_id] + tok.encode(harness_prompt(q)) + c)[-context:] for q in chunk for c in conts]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, :len(seq)] = torch.tensor(seq)
+        _, logits = model(ids.to(device))
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (4b, W, V)
+        scores = torch.zeros(len(seqs))
+        for i, seq in enumerate(seqs):
+            n = len(conts[i % len(LETTERS)])
+            positions = torch.arange(len(seq) - n - 1, len(seq) - 1)
+            scores[i] = logp[i, positions, torch.tensor(seq[-n:])].sum()
+        probs = torch.softmax(scores.view(len(chunk), len(LETTERS)), dim=-1)  # (b, 4)
+        conf, best = probs.max(dim=-1)
+        predictions += [LETTERS[i] for i in best.tolist()]
+        confidence += conf.tolist()
+    score = MCQScore.of(predictions, questions)
+    score.ece = expected_calibration_error(confidence, score.correct)
+    return score
+
 
 def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], *, max_new_tokens: int = 8,
-                        stop_strings: tuple[str, ...] = ("\n",), batch_size: int = 64) -> MCQScore:
+                        stop_strings: tuple[str, ...] = ("\n",), batch_size: int = 64,
+                        progress: bool = False) -> MCQScore:
     """Greedy-decode an answer to each question and score ``extract_answer`` against gold."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=stop_strings)
     predictions: list[str | None] = []
-    for start in range(0, len(questions), batch_size):
+    for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="generate"):
         chunk = questions[start:start + batch_size]
-        groups = engine.generate([encode_prompt(engine.tok, q) for q in chunk], params)
+        room = engine.model.cfg.max_seq_len - max_new_tokens  # over-long prompts keep their end, as harnesses do
+        groups = engine.generate([encode_prompt(engine.tok, q)[-room:] for q in chunk], params)
         predictions += [extract_answer(g[0].text) for g in groups]
-    correct = [p == q.answer for p, q in zip(predictions, questions)]
-    n = len(questions)
-    return MCQScore(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions)
+    return MCQScore.of(predictions, questions)

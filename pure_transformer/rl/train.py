@@ -39,7 +39,7 @@ from ..data.mcq import MCQ
 from ..data.registry import load_mcqs
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
-from ..evaluation import encode_prompt, greedy_mcq_accuracy
+from ..evaluation import encode_prompt, greedy_mcq_accuracy, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
 from ..train.pretrain import resume_checkpoint
@@ -48,18 +48,6 @@ from .config import GRPOConfig
 from .grpo import GRPOLossConfig, grpo_loss
 from .rewards import RewardConfig, RewardFn, letter_distribution, make_reward
 from .rollout import RolloutBatch, build_batch, masked_entropy, sample_groups, sequence_logprobs
-
-TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}
-
-
-def task_source(task: str, data_path: str | None) -> str:
-    """The dataset name (or local path) behind a task."""
-    if data_path is not None:
-        return data_path
-    if task not in TASKS:
-        raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
-    return TASKS[task]
-
 
 def question_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)

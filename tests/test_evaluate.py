@@ -1,0 +1,98 @@
+"""Evaluation: interval arithmetic by hand, log-likelihood scoring against an
+independent forward pass, and the evaluate command on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pure_transformer.checkpoint import save_checkpoint, step_dir
+from pure_transformer.config import ModelConfig
+from pure_transformer.data.synthetic import bundled_corpus
+from pure_transformer.evaluate import main as evaluate_main
+from pure_transformer.evaluation import (expected_calibration_error, harness_prompt, loglikelihood_mcq_accuracy,
+                                         paired_bootstrap_ci, wilson_interval)
+from pure_transformer.model import build_model
+
+CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
+    torch.manual_seed(0)
+    path = step_dir(tmp_path_factory.mktemp("run"), 3)
+    save_checkpoint(path, build_model(CFG), {"kind": "pretrain", "step": 3, "model_config": CFG.to_dict(),
+                                             "tokenizer": "tokenizer.json"},
+                    files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    return path
+
+
+def test_wilson_interval_by_hand() -> None:
+    low, high = wilson_interval(50, 100)
+    assert (round(low, 4), round(high, 4)) == (0.4038, 0.5962)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # bin [0.9, 1.0): confidences 0.95, 0.95, one right -> |0.5 - 0.95| * 2/4; bin [0.3, 0.4): 0.35, 0.35, both right
+    ece = expected_calibration_error([0.95, 0.95, 0.35, 0.35], [True, False, True, True])
+    assert ece == pytest.approx(0.45 * 0.5 + 0.65 * 0.5)
+
+
+def test_paired_bootstrap_ci() -> None:
+    rng = np.random.default_rng(0)
+    before = rng.random(400) < 0.25
+    after = before | (rng.random(400) < 0.2)  # strictly better on the same questions
+    low, high = paired_bootstrap_ci(before, after)
+    diff = after.mean() - before.mean()
+    assert 0 < low < diff < high
+    low, high = paired_bootstrap_ci(before, before)
+    assert low == high == 0.0
+
+
+def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokenizer) -> None:
+    from pure_transformer.checkpoint import load_model
+
+    model, tok, _, _ = load_model(tiny_ckpt)
+    questions = bundled_corpus().mcq["test"][:6]
+    score = loglikelihood_mcq_accuracy(model, tok, questions, batch_size=4)
+    for q, predicted in zip(questions, score.predictions):
+        totals = []
+        for letter in "ABCD":
+            prompt = [tok.eot_id] + tok.encode(harness_prompt(q))
+            cont = tok.encode(f" {letter}")
+            with torch.no_grad():
+                _, logits = model(torch.tensor([prompt + cont]))
+            logp = torch.log_softmax(logits[0], dim=-1)
+            totals.append(sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(cont)))
+        assert predicted == "ABCD"[int(np.argmax(totals))]
+    assert harness_prompt(questions[0]).endswith("\nD. " + questions[0].options["D"] + "\nAnswer:")
+    assert 0 <= score.ece <= 1 and score.n == 6
+
+
+def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "report.json"
+    code = evaluate_main(["--checkpoint", str(tiny_ckpt.parent), "--task", "synthetic", "--split", "test",
+                          "--limit", "12", "--mode", "both", "--output", str(out), "--no-progress"])
+    assert code == 0
+    reports = json.loads(out.read_text())
+    assert [r["mode"] for r in reports] == ["generate", "loglikelihood"]
+    for r in reports:
+        assert r["task"] == "synthetic" and r["n"] == 12 and r["step"] == 3
+        assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+        assert math.isclose(sum(r["letters"].values()), 1.0)
+    assert "loglikelihood" in capsys.readouterr().out
+
+
+def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    code = evaluate_main(["--checkpoint", str(tiny_ckpt), "--data-path", str(bundled_dir / "medqa_train.jsonl"),
+                          "--split", "test", "--limit", "5", "--mode", "loglikelihood", "--no-progress"])
+    assert code == 0 and "medqa_train.jsonl test" in capsys.readouterr().out
+    assert evaluate_main(["--checkpoint", str(tiny_ckpt), "--task", "usmle"]) == 2
+    assert "unknown task 'usmle'" in capsys.readouterr().err
