@@ -10,6 +10,7 @@ Subcommands::
     pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
     pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
     pure-transformer evaluate --checkpoint CKPT --task synthetic --split test   (= python -m pure_transformer.evaluate)
+    pure-transformer generate --checkpoint CKPT --prompt TEXT   (= python -m pure_transformer.generate)
     pure-transformer plot DIR [--out PNG]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "pure_transformer.evaluate)")
     add_evaluate_args(p)
     p.set_defaults(func=run_evaluate)
+
+    from .generate import add_args as add_generate_args, run as run_generate
+
+    p = groups.add_parser("generate", help="stream a completion (= python -m pure_transformer.generate)")
+    add_generate_args(p)
+    p.set_defaults(func=run_generate)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")

@@ -1,0 +1,98 @@
+"""``python -m pure_transformer.generate``: stream a completion to the terminal.
+
+    python -m pure_transformer.generate --checkpoint runs/rl --prompt "Question: ..." --temperature 0.7
+
+Without ``--prompt`` it reads prompts interactively until end of input. Every
+prompt starts after an end-of-text token, as every training document did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Iterator, Sequence
+
+import torch
+
+from .checkpoint import load_model
+from .engine import Engine, SamplingParams
+
+
+def stream_text(engine: Engine, prompt: str, params: SamplingParams) -> Iterator[str]:
+    """Yield the completion of ``prompt`` as text pieces, as tokens arrive.
+
+    Byte-level BPE can split one character over several tokens, so the text is
+    re-decoded and only the new, complete suffix is emitted (a trailing U+FFFD
+    means a character is still incomplete).
+    """
+    ids = [engine.tok.eot_id] + engine.tok.encode(prompt)
+    tokens: list[int] = []
+    shown = ""
+    for token in engine.stream(ids, params):
+        if token == engine.tok.eot_id:
+            break
+        tokens.append(token)
+        text = engine.tok.decode(tokens)
+        if text.endswith("\ufffd"):
+            continue
+        stop = next((s for s in params.stop_strings if s in text), None)
+        if stop is not None:
+            text = text[:text.index(stop)]
+        if len(text) > len(shown):
+            yield text[len(shown):]
+            shown = text
+        if stop is not None:
+            break
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="step folder or run folder (final, else the newest)")
+    p.add_argument("--prompt", default=None, help="text to continue; omitted: interactive prompts from stdin")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="fixes the sample")
+    p.add_argument("--device", default=None)
+
+
+def run(args: argparse.Namespace) -> None:
+    from .errors import ConfigError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok, _, _ = load_model(args.checkpoint, device)
+    try:
+        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, stop_strings=tuple(args.stop), seed=args.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    engine = Engine(model, tok)
+    prompts = [args.prompt] if args.prompt is not None else _interactive()
+    for prompt in prompts:
+        for piece in stream_text(engine, prompt, params):
+            print(piece, end="", flush=True)
+        print()
+
+
+def _interactive() -> Iterator[str]:
+    while True:
+        try:
+            line = input("> " if sys.stdin.isatty() else "")
+        except EOFError:
+            return
+        if line.strip():
+            yield line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .cli import dispatch
+
+    parser = argparse.ArgumentParser(prog="python -m pure_transformer.generate", description=__doc__.split("\n")[0])
+    add_args(parser)
+    parser.set_defaults(func=run)
+    return dispatch(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
