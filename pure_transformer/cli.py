@@ -11,6 +11,7 @@ Subcommands::
     pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
     pure-transformer evaluate --checkpoint CKPT --task synthetic --split test   (= python -m pure_transformer.evaluate)
     pure-transformer generate --checkpoint CKPT --prompt TEXT   (= python -m pure_transformer.generate)
+    pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("generate", help="stream a completion (= python -m pure_transformer.generate)")
     add_generate_args(p)
     p.set_defaults(func=run_generate)
+
+    from .export import add_args as add_export_args, run as run_export
+
+    p = groups.add_parser("export", help="write a checkpoint as a Hugging Face LlamaForCausalLM folder")
+    add_export_args(p)
+    p.set_defaults(func=run_export)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")

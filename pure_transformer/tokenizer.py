@@ -135,6 +135,14 @@ class Tokenizer:
         """Text of ``ids``; special tokens are kept as their literal strings."""
         return self._hf.decode(ids, skip_special_tokens=False)
 
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``tokenizer.json`` and the transformers config files into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self._hf.save(str(out / "tokenizer.json"))
+        _write_transformers_files(out, eos=self._hf.id_to_token(self.eot_id), pad=self._hf.id_to_token(self.pad_id))
+        return out
+
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size}, backend={self.backend!r})"
 
@@ -255,9 +263,9 @@ def _find_eot_id(hf: tokenizers.Tokenizer, source: str) -> int:
     )
 
 
-def _write_transformers_files(out: Path) -> None:
+def _write_transformers_files(out: Path, eos: str = EOT, pad: str = PAD) -> None:
     """The two files that let ``PreTrainedTokenizerFast.from_pretrained(out)`` find the specials."""
-    specials = {"bos_token": EOT, "eos_token": EOT, "pad_token": PAD}
+    specials = {"bos_token": eos, "eos_token": eos, "pad_token": pad}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **specials,

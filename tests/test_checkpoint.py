@@ -131,3 +131,32 @@ def test_kill_during_save_leaves_loadable_checkpoint(tmp_path: Path) -> None:
     assert torch.all(model.norm.weight == meta["step"])  # weights and meta belong together
     prune_checkpoints(tmp_path, keep_last=3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+class _Canary:
+    """Unpickling this runs os.system: it must never happen when loading a checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_never_unpickled(tmp_path: Path) -> None:
+    import pickle
+
+    model, opt = trained_pair()
+    ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1}, opt)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Canary(marker))
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        (ckpt / name).write_bytes(payload)
+        torch.save({"x": _Canary(marker)}, ckpt / "extra.pt")  # a stray torch pickle beside it is ignored
+    with pytest.raises(CheckpointError, match="corrupt or incomplete"):
+        resolve_checkpoint(ckpt)
+    with pytest.raises(Exception):
+        load_weights(ckpt, build_model(CFG))
+    assert not marker.exists()

@@ -117,3 +117,25 @@ def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFi
     assert streamed == whole.rstrip("\ufffd") and first == streamed + "\n"  # a cut-off character is held back
     assert generate_main(["--checkpoint", str(tiny_ckpt), "--prompt", "x", "--top-p", "0"]) == 2
     assert "top_p" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tokenizer, tied: bool) -> None:
+    transformers = pytest.importorskip("transformers")
+    from pure_transformer.cli import main as cli_main
+
+    cfg = CFG.replace(tie_embeddings=tied, n_kv_heads=2)
+    torch.manual_seed(1)
+    ours = build_model(cfg).eval()
+    ckpt = save_checkpoint(step_dir(tmp_path / "run", 1), ours, {"kind": "rl", "step": 1, "model_config": cfg.to_dict(),
+                                                                "tokenizer": "tokenizer.json"},
+                           files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    assert cli_main(["export", "--checkpoint", str(ckpt.parent), "--out", str(tmp_path / "hf")]) == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "Question: A 45-year-old man presents with fever. Answer:"
+    ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+    assert ids == tiny_tokenizer.encode(text) and hf_tok.eos_token_id == tiny_tokenizer.eot_id
+    x = torch.tensor([[tiny_tokenizer.eot_id] + ids])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, ours(x)[1], atol=1e-4, rtol=1e-4)
