@@ -29,4 +29,21 @@ $PY -m pure_transformer.run_train pretrain --config debug --model tiny --checkpo
   --set tokenizer="$RUN_DIR/tokenizer" --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
 
+echo; echo "== 6. GRPO debug: 20 steps of 16 questions x 16 samples on the bundled training questions"
+$PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config debug \
+  --checkpoint-dir "$RUN_DIR/rl" --set max_steps=20 --no-progress
+
+echo; echo "== 7. held-out test accuracy (400 bundled test questions), before and after GRPO"
+for stage in pretrain rl; do
+  echo "-- $stage"
+  $PY -m pure_transformer.evaluate --checkpoint "$RUN_DIR/$stage" --task synthetic --split test --mode both \
+    --output "$RUN_DIR/eval-$stage.json" --no-progress | tail -n 4
+done
+
+echo; echo "== 8. one generated answer"
+$PY -c "from pure_transformer.data.synthetic import bundled_corpus; from pure_transformer.data.mcq import format_prompt; print(format_prompt(bundled_corpus().mcq['test'][0]).rstrip())" > "$RUN_DIR/question.txt"
+cat "$RUN_DIR/question.txt"
+$PY -m pure_transformer.generate --checkpoint "$RUN_DIR/rl" --prompt "$(cat "$RUN_DIR/question.txt")" \
+  --temperature 0 --max-new-tokens 24 --stop $'\n'
+
 echo; echo "demo finished in $(( $(date +%s) - start )) s; outputs in $RUN_DIR"

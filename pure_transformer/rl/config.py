@@ -93,8 +93,8 @@ def grpo_usmle_2day() -> GRPOConfig:
 def debug() -> GRPOConfig:
     """The tiny model on the bundled questions, on CPU, in a few minutes: answers are
     short, so generation stops at the first newline after at most 8 tokens."""
-    return GRPOConfig(prompts_per_step=16, samples_per_prompt=16, micro_batch=64, max_steps=60, lr=3e-4,
-                      embedding_lr=1e-3, max_new_tokens=8, stop_strings=("\n",), top_k=None,
+    return GRPOConfig(prompts_per_step=16, samples_per_prompt=16, micro_batch=64, max_steps=60, lr=5e-5,
+                      embedding_lr=5e-4, kl_coef=0.04, max_new_tokens=8, stop_strings=("\n",), top_k=None,
                       val_every=20, val_questions=200, ckpt_every=20, warmup_steps=5)
 
 
