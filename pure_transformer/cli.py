@@ -22,6 +22,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, Sequence
 
@@ -142,24 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_rl_args(p)
     p.set_defaults(func=run_rl)
 
-    from .evaluate import add_args as add_evaluate_args, run as run_evaluate
-
-    p = groups.add_parser("evaluate", help="MCQ accuracy of a checkpoint with 95%% CIs (= python -m "
-                                           "pure_transformer.evaluate)")
-    add_evaluate_args(p)
-    p.set_defaults(func=run_evaluate)
-
-    from .generate import add_args as add_generate_args, run as run_generate
-
-    p = groups.add_parser("generate", help="stream a completion (= python -m pure_transformer.generate)")
-    add_generate_args(p)
-    p.set_defaults(func=run_generate)
-
-    from .export import add_args as add_export_args, run as run_export
-
-    p = groups.add_parser("export", help="write a checkpoint as a Hugging Face LlamaForCausalLM folder")
-    add_export_args(p)
-    p.set_defaults(func=run_export)
+    # Commands with their own ``python -m`` entry point: each module has add_args() and run().
+    for name, module, help in (
+        ("evaluate", "evaluate", "MCQ accuracy of a checkpoint with 95%% CIs (= python -m pure_transformer.evaluate)"),
+        ("generate", "generate", "stream a completion (= python -m pure_transformer.generate)"),
+        ("export", "export", "write a checkpoint as a Hugging Face LlamaForCausalLM folder"),
+    ):
+        mod = importlib.import_module(f".{module}", __package__)
+        p = groups.add_parser(name, help=help, description=help)
+        mod.add_args(p)
+        p.set_defaults(func=mod.run)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")
@@ -183,6 +176,15 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(build_parser().parse_args(argv))
+
+
+def module_main(prog: str, doc: str, add_args: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], None], argv: Sequence[str] | None = None) -> int:
+    """The ``main()`` of a ``python -m pure_transformer.X`` entry point."""
+    parser = argparse.ArgumentParser(prog=f"python -m pure_transformer.{prog}", description=doc.split("\n")[0])
+    add_args(parser)
+    parser.set_defaults(func=run)
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

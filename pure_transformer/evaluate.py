@@ -84,12 +84,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import dispatch
+    from .cli import module_main
 
-    parser = argparse.ArgumentParser(prog="python -m pure_transformer.evaluate", description=__doc__.split("\n")[0])
-    add_args(parser)
-    parser.set_defaults(func=run)
-    return dispatch(parser.parse_args(argv))
+    return module_main("evaluate", __doc__, add_args, run, argv)
 
 
 if __name__ == "__main__":
