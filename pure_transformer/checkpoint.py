@@ -223,9 +223,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no valid checkpoint in {p} (expected final/ or step_XXXXXXX/ folders)")
 
 
-def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model`` (tied weights restored by sharing)."""
-    tensors = load_file(str(ckpt / MODEL_FILE), device=str(next(model.parameters()).device))
+def load_weights(ckpt: Path, model: torch.nn.Module, filename: str = MODEL_FILE) -> None:
+    """Load ``ckpt/filename`` into ``model`` (tied weights restored by sharing)."""
+    tensors = load_file(str(ckpt / filename), device=str(next(model.parameters()).device))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     shared = {name for name, t in model.state_dict().items() if name not in tensors
               and any(t.data_ptr() == o.data_ptr() for o in model.state_dict().values() if o is not t)}

@@ -49,6 +49,8 @@ from .grpo import GRPOLossConfig, grpo_loss
 from .rewards import RewardConfig, RewardFn, letter_distribution, make_reward
 from .rollout import RolloutBatch, build_batch, masked_entropy, sample_groups, sequence_logprobs
 
+REFERENCE_FILE = "reference.safetensors"
+
 def question_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -155,6 +157,8 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         init_checkpoint = meta["init_checkpoint"]
     seed_everything(cfg.seed)
     source = task_source(task, data_path)
+    if meta is not None and meta["source"] != source:
+        raise ConfigError(f"this run trained on {meta['source']}; resume it with the same task or --data-path")
     train, val = load_mcqs(source, "train"), load_mcqs(source, "validation", limit=cfg.val_questions)
 
     model, tok, init_meta, init_dir = load_model(init_checkpoint, rt.device)
@@ -165,18 +169,18 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     if meta is not None:
         load_weights(ckpt, model)
         load_optimizer(ckpt, optimizer, meta)
-        load_weights_from(ckpt / "reference.safetensors", ref)
+        load_weights(ckpt, ref, REFERENCE_FILE)
         set_rng_state(meta["rng"])
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
-    train, val = (fitting(qs, tok, cfg.max_new_tokens, model.cfg.max_seq_len, name)
-                  for qs, name in ((train, "train"), (val, "validation")))
+    train = fitting(train, tok, cfg.max_new_tokens, model.cfg.max_seq_len, "train")
+    val = fitting(val, tok, cfg.max_new_tokens, model.cfg.max_seq_len, "validation")
     engine = Engine(model, tok)
     reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight))
     loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
                               offpolicy_mask_delta=cfg.offpolicy_mask_delta)
-    total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
+    total_steps = math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
     if cfg.max_steps is not None:
-        total_steps = min(cfg.max_steps, math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step))
+        total_steps = min(total_steps, cfg.max_steps)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"config": cfg.to_dict(), "task": task, "source": source, "init_checkpoint": str(init_dir),
             "train_questions": len(train), "val_questions": len(val), "total_steps": total_steps,
@@ -194,7 +198,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")}}
         path = save_checkpoint(step_dir(run_dir, step), model, meta_out, optimizer,
                                files={"tokenizer.json": tok.hf.to_str()},
-                               extra_tensors={"reference.safetensors": model_tensors(ref)})
+                               extra_tensors={REFERENCE_FILE: model_tensors(ref)})
         prune_checkpoints(run_dir, cfg.keep_last)
         return path
 
@@ -270,10 +274,3 @@ def fitting(questions: list[MCQ], tok, max_new_tokens: int, context: int, split:
         print(f"note: {len(questions) - len(kept)} of {len(questions)} {split} questions are too long for the "
               f"{context}-token context and are skipped")
     return kept
-
-
-def load_weights_from(path: Path, module: torch.nn.Module) -> None:
-    """Load a safetensors file written by :func:`model_tensors` into ``module``."""
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(str(path)), strict=False)
