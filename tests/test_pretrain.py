@@ -207,3 +207,19 @@ def test_resume_may_change_execution_not_the_plan(tmp_path: Path, tiny_tokenizer
         run(cfg, tmp_path)
     done = run(apply_overrides(cfg, {"micro_batch": 2}), tmp_path, resume="auto")  # 4 accumulation steps now
     assert done.step == 4 and done.stopped is None
+
+
+def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny_tokenizer) -> None:
+    cfg = small_cfg(tiny_tokenizer.source)
+    torch.manual_seed(cfg.seed)
+    model = build_model(TINY)
+
+    def oom(module, inputs, output):  # what a CUDA allocation failure raises mid-forward
+        if module.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return output
+
+    model.norm.register_forward_hook(oom)
+    with pytest.raises(TrainingError, match="out of memory at micro_batch=4, seq_len=64") as err:
+        pretrain(cfg, tmp_path, model=model, progress=False)
+    assert "micro_batch=2" in str(err.value) and "activation_checkpointing=true" in str(err.value)

@@ -293,7 +293,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
     run = setup(cfg, Path(run_dir), resume, model, device)
     rt, accum = run.rt, cfg.accum_steps(run.rt.world_size)
     peak_flops, flops_per_token = device_peak_flops(rt.device), run.model.flops_per_token(cfg.seq_len)
-    stop, stopped, saved_step = StopRequested(), None, run.step
+    stop, stopped, saved_step, estimated = StopRequested(), None, run.step, False
     batches = iter(run.loader)
     bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
@@ -336,6 +336,11 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
                     if peak_flops:
                         record["mfu"] = flops_per_token * tok_s / (peak_flops * rt.world_size)
                     run.log(record)
+                    if not estimated:  # the planning figure, from measured rather than assumed speed
+                        hours = (cfg.total_tokens - run.tokens_seen) / tok_s / 3600
+                        say(f"measured {tok_s:,.0f} tokens/s: about {hours:.2f} h to go "
+                            f"(~{hours + (now - start) / 3600:.2f} h in all)")
+                        estimated = True
                     t_log, tokens_at_log = now, run.tokens_seen
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
 
