@@ -11,6 +11,7 @@ Subcommands::
     pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
     pure-transformer evaluate --checkpoint CKPT --task synthetic --split test   (= python -m pure_transformer.evaluate)
     pure-transformer generate --checkpoint CKPT --prompt TEXT   (= python -m pure_transformer.generate)
+    pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help in (
         ("evaluate", "evaluate", "MCQ accuracy of a checkpoint with 95%% CIs (= python -m pure_transformer.evaluate)"),
         ("generate", "generate", "stream a completion (= python -m pure_transformer.generate)"),
+        ("serve", "serve", "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)"),
         ("export", "export", "write a checkpoint as a Hugging Face LlamaForCausalLM folder"),
     ):
         mod = importlib.import_module(f".{module}", __package__)

@@ -123,29 +123,33 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
 
 
 @torch.no_grad()
-def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
-                               batch_size: int = 16, progress: bool = False) -> MCQScore:
-    """Score " A".." D" after :func:`harness_prompt`; accuracy, CI and ECE."""
+def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> torch.Tensor:
+    """(len(questions), 4) summed log-likelihoods of " A".." D" after :func:`harness_prompt`.
+
+    Over-long prompts keep their end, as lm-evaluation-harness does. Rows are
+    right-padded, so the scored positions never see the padding.
+    """
     model.eval()
     device = next(model.parameters()).device
+    context = model.cfg.max_seq_len
     conts = [tok.encode(f" {letter}") for letter in LETTERS]
+    seqs = [([tok.eot_id] + tok.encode(harness_prompt(q)) + c)[-context:] for q in questions for c in conts]
+    ids = torch.full((len(seqs), max(map(len, seqs))), tok.pad_id, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, :len(seq)] = torch.tensor(seq)
+    _, logits = model(ids.to(device))
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (4b, W, V)
+    scores = torch.stack([logp[i, torch.arange(len(seq) - len(cont) - 1, len(seq) - 1), torch.tensor(seq[-len(cont):])]
+                          .sum() for i, (seq, cont) in enumerate(zip(seqs, conts * len(questions)))])
+    return scores.view(len(questions), len(LETTERS)).cpu()
+
+
+def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
+                               batch_size: int = 16, progress: bool = False) -> MCQScore:
+    """The most likely letter per question (:func:`letter_scores`); accuracy, CI and ECE."""
     predictions, confidence = [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="loglikelihood"):
-        chunk = questions[start:start + batch_size]
-        context = model.cfg.max_seq_len  # over-long prompts keep their end, as lm-evaluation-harness does
-        seqs = [([tok.eot_id] + tok.encode(harness_prompt(q)) + c)[-context:] for q in chunk for c in conts]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)
-        for i, seq in enumerate(seqs):
-            ids[i, :len(seq)] = torch.tensor(seq)
-        _, logits = model(ids.to(device))
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (4b, W, V)
-        scores = torch.zeros(len(seqs))
-        for i, seq in enumerate(seqs):
-            n = len(conts[i % len(LETTERS)])
-            positions = torch.arange(len(seq) - n - 1, len(seq) - 1)
-            scores[i] = logp[i, positions, torch.tensor(seq[-n:])].sum()
-        probs = torch.softmax(scores.view(len(chunk), len(LETTERS)), dim=-1)  # (b, 4)
+        probs = torch.softmax(letter_scores(model, tok, questions[start:start + batch_size]), dim=-1)  # (b, 4)
         conf, best = probs.max(dim=-1)
         predictions += [LETTERS[i] for i in best.tolist()]
         confidence += conf.tolist()

@@ -47,9 +47,7 @@ batches, and a client that disconnects stops its generation.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
-import hmac
+import dataclasses
 import json
 import sys
 import time
@@ -57,19 +55,20 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Literal, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 import torch
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .data.mcq import LETTERS, MCQ
-from .engine import Engine, Sample, SamplingParams
+from .data.mcq import MCQ
+from .engine import Engine, SamplingParams
 from .errors import ConfigError, DataError, UserError
-from .evaluation import harness_prompt
 from .generate import stream_text
+from .serving.http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease,
+                           install_error_handlers)
+from .serving.worker import ModelWorker, TokenTap, mcq_probabilities
 
 CHAT_STOP = "\nUser:"
 PAGE = Path(__file__).parent / "web" / "index.html"
@@ -93,140 +92,6 @@ class ServerLimits:
         for name in ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServerLimits.{name} must be >= 1, got {getattr(self, name)}")
-
-
-# ------------------------------------------------------------------ errors
-class APIError(Exception):
-    """A request problem that becomes an OpenAI-shaped error response."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 type: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.type, self.code = status, message, param, type, code
-
-
-def error_response(status: int, message: str, *, param: str | None = None, type: str = "invalid_request_error",
-                   code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """One line naming the first bad field, without pydantic's multi-line dump."""
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
-    param = ".".join(loc) or None
-    return f"{param or 'body'}: {first.get('msg', 'invalid value')}", param
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, type=exc.type, code=exc.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return error_response(400, message, param=param)
-
-    @app.exception_handler(json.JSONDecodeError)
-    async def _json(_: Request, exc: json.JSONDecodeError) -> JSONResponse:
-        return error_response(400, f"request body is not valid JSON: {exc.msg}")
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(exc.status_code, str(exc.detail), type=kind)
-
-    @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        # A bug must cost one request, not the server; the traceback still goes to the log.
-        import traceback
-
-        traceback.print_exception(exc)
-        return error_response(500, f"internal error: {type(exc).__name__}", type="server_error")
-
-
-# -------------------------------------------------------------- middleware
-class BodyLimitMiddleware:
-    """413 for bodies over ``limit`` bytes, checked before any parsing.
-
-    The body is buffered (it is small by construction) and replayed to the app,
-    so chunked uploads without Content-Length are bounded too."""
-
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        too_big = error_response(413, f"request body exceeds {self.limit} bytes", code="request_too_large")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await too_big(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await too_big(scope, receive, send)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: disconnect notices, for streaming
-
-        await self.app(scope, replay, send)
-
-
-class ApiKeyMiddleware:
-    """401 on ``/v1/*`` unless ``Authorization: Bearer KEY`` matches (constant-time)."""
-
-    def __init__(self, app: Any, api_key: str):
-        self.app, self.expected = app, f"Bearer {api_key}".encode()
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = error_response(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
-                                          type="authentication_error", code="invalid_api_key")
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
-
-
-class ConcurrencyGate:
-    """Counts requests in flight; past the limit a request is refused, not queued.
-
-    Only the event loop touches the counter, so no lock is needed."""
-
-    def __init__(self, limit: int):
-        self.limit, self.active = limit, 0
-
-    def acquire(self) -> "_Lease":
-        if self.active >= self.limit:
-            raise APIError(429, f"server busy: {self.limit} requests already in flight, retry shortly",
-                           type="rate_limit_error", code="rate_limit_exceeded")
-        self.active += 1
-        return _Lease(self)
-
-
-class _Lease:
-    def __init__(self, gate: ConcurrencyGate):
-        self.gate, self.held = gate, True
-
-    def release(self) -> None:
-        if self.held:  # idempotent: streams release from several exit paths
-            self.held = False
-            self.gate.active -= 1
 
 
 # ---------------------------------------------------------------- requests
@@ -291,120 +156,31 @@ def sampling_params(req: _Sampling, prompt_tokens: int, context: int, limits: Se
                           stop_strings=tuple(stops) + extra_stop, seed=req.seed)
 
 
-# ------------------------------------------------------------------ worker
-@dataclass
-class _Job:
-    prompt: list[int]
-    params: SamplingParams
-    n: int
-    future: asyncio.Future
-
-
-class Generator:
-    """Owns the engine and its one worker thread; batches compatible requests."""
-
-    def __init__(self, engine: Engine, window_s: float):
-        self.engine, self.window_s = engine, window_s
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.batches = 0  # generate calls so far, for tests and /health
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._batch_loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the model thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    async def generate(self, prompt: list[int], params: SamplingParams, n: int) -> list[Sample]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(prompt, params, n, future))
-        return await future
-
-    async def _batch_loop(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            await asyncio.sleep(self.window_s)  # let concurrent requests join this batch
-            while not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
-            groups: dict[Any, list[_Job]] = {}
-            for job in jobs:
-                # A seeded request runs alone: its samples must not depend on its batch-mates.
-                key = (job.params, job.n) if job.params.seed is None else id(job)
-                groups.setdefault(key, []).append(job)
-            for group in groups.values():
-                await self._run_group(group)
-
-    async def _run_group(self, group: list[_Job]) -> None:
-        self.batches += 1
-        try:
-            results = await self.call(self.engine.generate, [j.prompt for j in group], group[0].params, group[0].n)
-        except Exception as e:  # noqa: BLE001 - delivered to each waiting request instead of killing the loop
-            for job in group:
-                if not job.future.done():
-                    job.future.set_exception(e)
-            return
-        for job, samples in zip(group, results):
-            if not job.future.done():  # a cancelled waiter (client gone) just drops its result
-                job.future.set_result(samples)
-
-
-class _TokenTap:
-    """Stands in for an Engine in :func:`stream_text` and records the tokens, so a
-    stream can report its finish reason and token count."""
-
-    def __init__(self, engine: Engine):
-        self.engine, self.tok, self.tokens = engine, engine.tok, []
-
-    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        for token in self.engine.stream(prompt, params):
-            self.tokens.append(token)
-            yield token
-
-    def finish_reason(self, params: SamplingParams) -> str:
-        if self.tokens and self.tokens[-1] == self.tok.eot_id:
-            return "stop"
-        text = self.tok.decode(self.tokens)
-        return "stop" if any(s in text for s in params.stop_strings) else "length"
-
-
-# --------------------------------------------------------------------- mcq
-@torch.no_grad()
-def mcq_probabilities(model: torch.nn.Module, tok: Any, mcq: MCQ) -> dict[str, float]:
-    """Softmax over the log-likelihoods of " A".." D" after the harness prompt."""
-    model.eval()
-    device = next(model.parameters()).device
-    context = model.cfg.max_seq_len
-    head = [tok.eot_id] + tok.encode(harness_prompt(mcq))
-    seqs = [(head + tok.encode(f" {letter}"))[-context:] for letter in LETTERS]
-    conts = [len(tok.encode(f" {letter}")) for letter in LETTERS]
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)
-    for i, seq in enumerate(seqs):  # right-padded: the scored positions never see the padding
-        ids[i, :len(seq)] = torch.tensor(seq)
-    _, logits = model(ids.to(device))
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    scores = torch.stack([logp[i, torch.arange(len(s) - n - 1, len(s) - 1), torch.tensor(s[-n:])].sum()
-                          for i, (s, n) in enumerate(zip(seqs, conts))])
-    return dict(zip(LETTERS, torch.softmax(scores, dim=0).tolist()))
-
-
 # --------------------------------------------------------------------- app
 def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj)}\n\n"
+
+
+class LeasedStream(StreamingResponse):
+    """Releases its concurrency lease however the response ends, including a client that
+    leaves before the body generator has even started (its own ``finally`` would never run)."""
+
+    def __init__(self, content: AsyncIterator[str], lease: Lease, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.lease = lease
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.lease.release()
 
 
 def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | None = None,
                limits: ServerLimits = ServerLimits()) -> FastAPI:
     """The HTTP app around an already-loaded model (tests pass a tiny random one)."""
     engine = Engine(model, tokenizer)
-    worker = Generator(engine, limits.batch_window_s)
+    worker = ModelWorker(engine, limits.batch_window_s)
     gate = ConcurrencyGate(limits.max_concurrency)
     context = model.cfg.max_seq_len
     created = int(time.time())
@@ -434,8 +210,8 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                 "model": model_name}
         if req.stream:
             head["object"] = "chat.completion.chunk" if chat else "text_completion"
-            return StreamingResponse(stream(request, prompt, params, req.n, chat, head, lease),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return LeasedStream(stream(request, prompt, params, req.n, chat, head, lease), lease,
+                                media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             groups = await worker.generate(ids, params, req.n)
         except ValueError as e:  # the engine's own input checks
@@ -452,11 +228,11 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                 "usage": {"prompt_tokens": len(ids), "completion_tokens": used, "total_tokens": len(ids) + used}}
 
     async def stream(request: Request, prompt: str, params: SamplingParams, n: int, chat: bool, head: dict,
-                     lease: _Lease) -> AsyncIterator[str]:
+                     lease: Lease) -> AsyncIterator[str]:
         # n streams advance round-robin, one piece per hop to the model thread.
         seeds = [params.seed + i if params.seed is not None else None for i in range(n)]
-        taps = [_TokenTap(engine) for _ in range(n)]
-        pieces = [stream_text(tap, prompt, SamplingParams(**{**params.__dict__, "seed": s}))  # type: ignore[arg-type]
+        taps = [TokenTap(engine) for _ in range(n)]
+        pieces = [stream_text(tap, prompt, dataclasses.replace(params, seed=s))  # type: ignore[arg-type]
                   for tap, s in zip(taps, seeds)]
         live, started = set(range(n)), [False] * n
         done = object()
@@ -550,6 +326,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    import socket
+
     import uvicorn
 
     from .checkpoint import load_model
@@ -557,22 +335,27 @@ def run(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
     limits = ServerLimits(max_concurrency=args.max_concurrency, max_tokens=args.max_tokens)
+    # Bind before loading the model: a taken port fails in a second, as one line, not after the load
+    # (uvicorn itself would log the error and exit with its own status).
+    try:
+        sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
+                                    else socket.AF_INET)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    if args.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
+              file=sys.stderr)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, _, folder = load_model(args.checkpoint, device)
-    app = create_app(model, tok, model_name=args.name or folder.name, api_key=args.api_key, limits=limits)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    except OSError as e:  # e.g. the port is taken
-        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+    name = args.name or f"{folder.parent.name}/{folder.name}"
+    app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import dispatch
+    from .cli import module_main
 
-    parser = argparse.ArgumentParser(prog="python -m pure_transformer.serve", description=__doc__.split("\n")[0])
-    add_args(parser)
-    parser.set_defaults(func=run)
-    return dispatch(parser.parse_args(argv))
+    return module_main("serve", __doc__, add_args, run, argv)
 
 
 if __name__ == "__main__":

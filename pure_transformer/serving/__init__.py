@@ -1,0 +1,1 @@
+"""Helpers behind :mod:`pure_transformer.serve` (HTTP plumbing and the model worker)."""

@@ -1,0 +1,106 @@
+"""The model side of :mod:`pure_transformer.serve`: one worker thread that owns
+the engine, a queue that batches compatible non-streaming requests, and the
+MCQ scorer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from ..data.mcq import LETTERS, MCQ
+from ..engine import Engine, Sample, SamplingParams
+from ..evaluation import letter_scores
+
+
+# ------------------------------------------------------------------ worker
+@dataclass
+class _Job:
+    prompt: list[int]
+    params: SamplingParams
+    n: int
+    future: asyncio.Future
+
+
+class ModelWorker:
+    """Owns the engine and its one worker thread; batches compatible requests."""
+
+    def __init__(self, engine: Engine, window_s: float):
+        self.engine, self.window_s = engine, window_s
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.batches = 0  # generate calls so far, for tests and /health
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._batch_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def generate(self, prompt: list[int], params: SamplingParams, n: int) -> list[Sample]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(prompt, params, n, future))
+        return await future
+
+    async def _batch_loop(self) -> None:
+        while True:
+            jobs = [await self.queue.get()]
+            await asyncio.sleep(self.window_s)  # let concurrent requests join this batch
+            while not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+            groups: dict[Any, list[_Job]] = {}
+            for job in jobs:
+                # A seeded request runs alone: its samples must not depend on its batch-mates.
+                key = (job.params, job.n) if job.params.seed is None else id(job)
+                groups.setdefault(key, []).append(job)
+            for group in groups.values():
+                await self._run_group(group)
+
+    async def _run_group(self, group: list[_Job]) -> None:
+        self.batches += 1
+        try:
+            results = await self.call(self.engine.generate, [j.prompt for j in group], group[0].params, group[0].n)
+        except Exception as e:  # noqa: BLE001 - delivered to each waiting request instead of killing the loop
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(e)
+            return
+        for job, samples in zip(group, results):
+            if not job.future.done():  # a cancelled waiter (client gone) just drops its result
+                job.future.set_result(samples)
+
+
+class TokenTap:
+    """Stands in for an Engine in :func:`stream_text` and records the tokens, so a
+    stream can report its finish reason and token count."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.tok, self.tokens = engine, engine.tok, []
+
+    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+        for token in self.engine.stream(prompt, params):
+            self.tokens.append(token)
+            yield token
+
+    def finish_reason(self, params: SamplingParams) -> str:
+        if self.tokens and self.tokens[-1] == self.tok.eot_id:
+            return "stop"
+        text = self.tok.decode(self.tokens)
+        return "stop" if any(s in text for s in params.stop_strings) else "length"
+
+
+# --------------------------------------------------------------------- mcq
+def mcq_probabilities(model: torch.nn.Module, tok: Any, mcq: MCQ) -> dict[str, float]:
+    """Softmax over the log-likelihoods of " A".." D" after the harness prompt."""
+    return dict(zip(LETTERS, torch.softmax(letter_scores(model, tok, [mcq])[0], dim=0).tolist()))
