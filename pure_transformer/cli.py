@@ -135,14 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(data, "export-bundled", cmd_data_export, "write the bundled offline corpus as jsonl files")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    from .run_train import add_pretrain_args, add_rl_args, run_pretrain, run_rl
+    from .run_train import add_phases
 
-    p = groups.add_parser("pretrain", help="phase 1: pretrain (same flags as run_train pretrain)")
-    add_pretrain_args(p)
-    p.set_defaults(func=run_pretrain)
-    p = groups.add_parser("rl", help="phase 2: GRPO fine-tuning (same flags as run_train rl)")
-    add_rl_args(p)
-    p.set_defaults(func=run_rl)
+    add_phases(groups)  # pretrain, rl: the same flags as python -m pure_transformer.run_train
 
     # Commands with their own ``python -m`` entry point: each module has add_args() and run().
     for name, module, help in (

@@ -106,15 +106,19 @@ def run_rl(args: argparse.Namespace) -> None:
     print(f"\n{status}: step {result.step}, validation accuracy {acc}, {result.elapsed_s:.0f} s")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="phase", required=True)
+def add_phases(sub: argparse._SubParsersAction) -> None:
+    """The ``pretrain`` and ``rl`` subcommands (shared with ``pure-transformer``)."""
     p = sub.add_parser("pretrain", help="phase 1: pretrain on the FineWeb-Edu/MedQA mixture")
     add_pretrain_args(p)
     p.set_defaults(func=run_pretrain)
     p = sub.add_parser("rl", help="phase 2: GRPO fine-tuning on multiple-choice questions")
     add_rl_args(p)
     p.set_defaults(func=run_rl)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train", description=__doc__.split("\n")[0])
+    add_phases(parser.add_subparsers(dest="phase", required=True))
     return parser
 
 
