@@ -101,3 +101,38 @@ def test_console_script_entry_points() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: unknown model preset 'nope'; choose one of: tiny, small, medium, medium-large")
+
+
+# Every command and flag of the public interface. A new flag is a deliberate decision: add it here.
+FROZEN_FLAGS = {
+    "data export-bundled": "--out --seed",
+    "data overlap": "--eval --eval-split --max-train-docs --n --train",
+    "data preview": "--mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
+    "evaluate": "--batch-size --checkpoint --data-path --device --limit --max-new-tokens --mode --no-progress "
+                "--output --split --task",
+    "export": "--checkpoint --out",
+    "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
+    "model info": "",
+    "plot": "--out",
+    "pretrain": "--checkpoint-dir --config --config-file --device --log-every --model --no-progress --num-workers "
+                "--resume --set --stop-at-step",
+    "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --resume --set "
+          "--stop-at-step --task",
+    "serve": "--api-key --checkpoint --device --host --max-concurrency --max-tokens --name --port",
+    "tokenizer train": "--input --max-docs --out --quiet --text-field --vocab-size",
+}
+
+
+def test_cli_surface_is_frozen() -> None:
+    import argparse
+
+    from pure_transformer.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return {prefix: " ".join(sorted(o for a in parser._actions for o in a.option_strings
+                                            if o.startswith("--") and o != "--help"))}
+        return {k: v for name, sub in subs[0].choices.items() for k, v in leaves(sub, f"{prefix} {name}".strip()).items()}
+
+    assert leaves(build_parser()) == FROZEN_FLAGS
