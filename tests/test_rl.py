@@ -18,7 +18,7 @@ from pure_transformer.model import build_model
 from pure_transformer.overrides import apply_overrides
 from pure_transformer.rl.config import debug
 from pure_transformer.rl.rewards import correctness_reward
-from pure_transformer.rl.rollout import build_batch, sample_groups, sequence_logprobs
+from pure_transformer.rl.rollout import build_batch, completion_logprobs, sample_groups
 from pure_transformer.rl.train import grpo_train, next_questions
 from pure_transformer.train.metrics import read_metrics
 
@@ -43,24 +43,42 @@ def small_cfg(**changes: object):
     return apply_overrides(debug(), base)
 
 
-def test_batch_logprobs_match_the_sampler(tiny_tokenizer) -> None:
+def test_shared_prefix_logprobs_match_sampler_and_full_forward(tiny_tokenizer) -> None:
     torch.manual_seed(0)
-    model = build_model(CFG).eval()
+    model = build_model(CFG)
     engine = Engine(model, tiny_tokenizer)
     questions = bundled_corpus().mcq["train"][:3]
     params = SamplingParams(max_new_tokens=5, temperature=0.9, top_k=12, seed=1)
     shown, prompts, groups = sample_groups(engine, questions, params, 4)
     batch = build_batch(shown, prompts, groups, correctness_reward)
-    assert batch.input_ids.shape[0] == 12 and batch.rewards.shape == (12,)
+    assert batch.size == 12 and batch.rewards.shape == (12,)
     assert torch.allclose(batch.advantages.view(3, 4).sum(1), torch.zeros(3), atol=1e-6)  # relative within groups
-    rows = batch.rows(0, 12)
-    logp, _ = sequence_logprobs(model, rows, params.temperature)
-    mask = rows["mask"].bool()
-    assert int(mask.sum()) == batch.generated_tokens
-    torch.testing.assert_close(logp[mask], rows["old_logp"][mask], atol=1e-4, rtol=1e-4)
-    for i, (p, s) in enumerate((p, s) for p, g in zip(prompts, groups) for s in g):  # layout, row by row
-        assert rows["input_ids"][i, :len(p) + len(s.tokens)].tolist() == p + s.tokens
-        assert mask[i].nonzero().squeeze(1).tolist() == list(range(len(p) - 1, len(p) - 1 + len(s.tokens)))
+    samples = [s for g in groups for s in g]
+    assert [batch.completions[i, :len(s.tokens)].tolist() for i, s in enumerate(samples)] == [s.tokens for s in samples]
+    on = batch.mask.bool()
+
+    # Rows 2..9 straddle three groups: one prompt pass each, cache rows repeated per sample.
+    model.train()
+    shared, _ = completion_logprobs(model, batch, 2, 10, params.temperature)
+    torch.testing.assert_close(shared[on[2:10]], batch.old_logp[2:10][on[2:10]], atol=1e-4, rtol=1e-4)
+    (shared * batch.mask[2:10]).sum().backward()
+    shared_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    # Independent reference: each row's whole sequence through the model, no cache, masked by hand.
+    total = 0.0
+    for i in range(2, 10):
+        prompt, s = prompts[i // 4], samples[i]
+        _, logits = model(torch.tensor([prompt + s.tokens]))
+        step_logits = logits[0, len(prompt) - 1:-1] / params.temperature  # positions predicting the completion
+        for t, token in enumerate(s.tokens):
+            kept = s.keep_ids[t][s.keep_ids[t] >= 0]
+            logp = torch.log_softmax(step_logits[t, kept], dim=-1)[kept.tolist().index(token)]
+            assert shared[i - 2, t].item() == pytest.approx(logp.item(), abs=1e-4)
+            total = total + logp
+    total.backward()
+    for a, p in zip(shared_grads, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-4, rtol=1e-3)
 
 
 def test_question_stream_is_a_permutation_per_epoch() -> None:

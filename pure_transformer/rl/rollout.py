@@ -1,10 +1,17 @@
-"""From questions to a training batch: sample groups, score them, and lay the
-sequences out as tensors for the policy, reference and old-policy log-probs.
+"""From questions to a training batch: sample groups, score them, and compute the
+log-probabilities of the sampled completions with one prompt pass per group.
 
-Layout of a :class:`RolloutBatch` (N sequences, L = longest prompt + completion):
-``input_ids`` (N, L) is right-padded; every other per-token tensor is (N, L-1)
-and aligned with the *targets* ``input_ids[:, 1:]``, so position t holds
-what the model predicts after reading tokens 0..t.
+Layout of a :class:`RolloutBatch` (N = groups x G sequences, C = longest
+completion): every per-token tensor is (N, C) and aligned on the completion,
+so column t is completion token t of each row (right-padded, masked).
+
+Shared-prefix scoring. The G samples of a group share their prompt, and for
+multiple-choice answers the prompt is most of the sequence. So
+:func:`completion_logprobs` runs each distinct prompt once, with a KV cache
+that stays in the autograd graph, repeats the cache rows for the group's
+samples, and runs only the completion tokens on top. The gradient still flows
+into the prompt's activations, through the repeated cache; tests check both
+the log-probs and the gradients against full forward passes.
 """
 
 from __future__ import annotations
@@ -18,34 +25,32 @@ import torch
 from ..data.mcq import MCQ
 from ..engine import Engine, Sample, SamplingParams
 from ..evaluation import encode_prompt
+from ..model import KVCache
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
 from .rewards import RewardFn, correctness_reward, prepare_question, score
 
 
 @dataclass
 class RolloutBatch:
-    input_ids: torch.Tensor  # (N, L) prompt + completion, right-padded
-    completion_mask: torch.Tensor  # (N, L-1) 1.0 where the target is a completion token
-    old_logp: torch.Tensor  # (N, L-1) log pi_old of the targets (0 outside completions)
-    keep_ids: torch.Tensor | None  # (N, L-1, K) sampler's kept ids, -1 padded; None = full vocabulary
+    prompts: list[list[int]]  # one per group
+    group_size: int
+    completions: torch.Tensor  # (N, C) sampled token ids, right-padded with 0
+    mask: torch.Tensor  # (N, C) 1.0 on real completion tokens
+    old_logp: torch.Tensor  # (N, C) log pi_old of each token (0 on padding)
+    keep_ids: torch.Tensor | None  # (N, C, K) sampler's kept ids, -1 padded; None = full vocabulary
     rewards: torch.Tensor  # (N,)
     correct: torch.Tensor  # (N,) 1.0 when the extracted letter was right
     advantages: torch.Tensor  # (N,)
-    zero_variance: torch.Tensor  # (num_groups,) bool
-    completions: list[str]
-    generated_tokens: int
+    zero_variance: torch.Tensor  # (groups,) bool
+    texts: list[str]
+
+    @property
+    def size(self) -> int:
+        return self.completions.shape[0]
 
     @property
     def num_completion_tokens(self) -> float:
-        return float(self.completion_mask.sum())
-
-    def rows(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
-        """One micro-batch, trimmed to its own longest sequence."""
-        width = int((self.input_ids[start:end] != -1).sum(dim=1).max()) if end > start else 0
-        keep = self.keep_ids[start:end, :width - 1] if self.keep_ids is not None else None
-        return {"input_ids": self.input_ids[start:end, :width].clamp(min=0),
-                "mask": self.completion_mask[start:end, :width - 1], "old_logp": self.old_logp[start:end, :width - 1],
-                "keep_ids": keep, "advantages": self.advantages[start:end]}
+        return float(self.mask.sum())
 
 
 def sample_groups(engine: Engine, questions: Sequence[MCQ], params: SamplingParams, group_size: int,
@@ -59,39 +64,55 @@ def sample_groups(engine: Engine, questions: Sequence[MCQ], params: SamplingPara
 
 def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: Sequence[list[Sample]],
                 reward_fn: RewardFn, *, scale_adv_by_std: bool = False) -> RolloutBatch:
-    """Score every sample, compute group-relative advantages and build the tensors."""
+    """Score every sample, compute group-relative advantages and lay out the tensors."""
     group_size = len(groups[0])
-    flat = [(q, p, s) for q, p, g in zip(questions, prompts, groups) for s in g]
-    texts = [s.text for _, _, s in flat]
-    rewards = score(reward_fn, [q for q, _, _ in flat], texts)
-    correct = score(correctness_reward, [q for q, _, _ in flat], texts)
-    length = max(len(p) + len(s.tokens) for _, p, s in flat)
-    n = len(flat)
-    ids = torch.full((n, length), -1, dtype=torch.long)  # -1 marks padding until rows() clamps it
-    mask = torch.zeros(n, length - 1)
-    old = torch.zeros(n, length - 1)
-    truncated = any(s.keep_ids is not None for _, _, s in flat)
-    width = max((s.keep_ids.shape[1] for _, _, s in flat if s.keep_ids is not None), default=0)
-    keep = torch.full((n, length - 1, width), -1, dtype=torch.long) if truncated else None
-    for i, (_, p, s) in enumerate(flat):
-        seq = p + s.tokens
-        ids[i, :len(seq)] = torch.tensor(seq)
-        span = slice(len(p) - 1, len(seq) - 1)  # target positions of the completion tokens
-        mask[i, span] = 1.0
-        old[i, span] = s.logprobs
+    samples = [s for g in groups for s in g]
+    shown = [q for q in questions for _ in range(group_size)]
+    texts = [s.text for s in samples]
+    rewards = score(reward_fn, shown, texts)
+    n, width = len(samples), max(len(s.tokens) for s in samples)
+    completions = torch.zeros(n, width, dtype=torch.long)
+    mask, old = torch.zeros(n, width), torch.zeros(n, width)
+    k = max((s.keep_ids.shape[1] for s in samples if s.keep_ids is not None), default=0)
+    keep = torch.full((n, width, k), -1, dtype=torch.long) if k else None
+    for i, s in enumerate(samples):
+        length = len(s.tokens)
+        completions[i, :length] = torch.tensor(s.tokens)
+        mask[i, :length] = 1.0
+        old[i, :length] = s.logprobs
         if keep is not None and s.keep_ids is not None:
-            keep[i, span, :s.keep_ids.shape[1]] = s.keep_ids
-    return RolloutBatch(ids, mask, old, keep, rewards, correct,
+            keep[i, :length, :s.keep_ids.shape[1]] = s.keep_ids
+    return RolloutBatch(list(prompts), group_size, completions, mask, old, keep, rewards,
+                        score(correctness_reward, shown, texts),
                         group_advantages(rewards, group_size, scale_by_std=scale_adv_by_std),
-                        zero_variance_groups(rewards, group_size), texts, sum(len(s.tokens) for _, _, s in flat))
+                        zero_variance_groups(rewards, group_size), texts)
 
 
-def sequence_logprobs(model: torch.nn.Module, rows: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the targets, logits) for one micro-batch, under the sampler's
-    temperature and kept sets."""
-    ids = rows["input_ids"]
-    _, logits = model(ids[:, :-1])  # (b, L-1, V)
-    return masked_logprobs(logits, ids[:, 1:], temperature=temperature, keep_ids=rows["keep_ids"]), logits
+def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int, end: int, temperature: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs (R, C), logits (R, C, V)) of rows ``start:end``'s completion tokens
+    under the sampler's temperature and kept sets, with one prompt pass per group."""
+    device = next(model.parameters()).device
+    first, last = start // batch.group_size, (end - 1) // batch.group_size
+    prompts = batch.prompts[first:last + 1]
+    longest = max(map(len, prompts))
+    pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)  # left-padded prompts (P, Lp)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p):] = torch.tensor(p, device=device)
+    tokens = batch.completions[start:end].to(device)  # (R, C)
+    cache = KVCache.empty(model.cfg, len(prompts), longest + tokens.shape[1], device,
+                          next(model.parameters()).dtype, pad)
+    _, first_logits = model(ids, cache=cache, last_only=True)  # (P, 1, V): predicts completion token 0
+    rows = torch.arange(start, end, device=device) // batch.group_size - first  # (R,) row -> its prompt
+    cache = cache.select(rows)  # differentiable: gradients reach the prompt through the copies
+    parts = [first_logits[rows]]
+    if tokens.shape[1] > 1:
+        _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
+        parts.append(rest)
+    logits = torch.cat(parts, dim=1)  # (R, C, V)
+    keep = batch.keep_ids[start:end].to(device) if batch.keep_ids is not None else None
+    return masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep), logits
 
 
 @torch.no_grad()

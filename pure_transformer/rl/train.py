@@ -47,7 +47,7 @@ from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everyth
 from .config import GRPOConfig
 from .grpo import GRPOLossConfig, grpo_loss
 from .rewards import RewardConfig, RewardFn, letter_distribution, make_reward
-from .rollout import RolloutBatch, build_batch, masked_entropy, sample_groups, sequence_logprobs
+from .rollout import RolloutBatch, build_batch, completion_logprobs, masked_entropy, sample_groups
 
 REFERENCE_FILE = "reference.safetensors"
 
@@ -98,10 +98,13 @@ def rollout(engine: Engine, cfg: GRPOConfig, train: list[MCQ], cursor: int, step
     return build_batch(shown, prompts, groups, reward_fn, scale_adv_by_std=cfg.scale_adv_by_std), cursor
 
 
+def micro_batches(batch: RolloutBatch, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, batch.size)) for i in range(0, batch.size, size)]
+
+
 @torch.no_grad()
 def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfig) -> list[torch.Tensor]:
-    return [sequence_logprobs(ref, batch.rows(i, i + cfg.micro_batch), cfg.temperature)[0]
-            for i in range(0, batch.input_ids.shape[0], cfg.micro_batch)]
+    return [completion_logprobs(ref, batch, s, e, cfg.temperature)[0] for s, e in micro_batches(batch, cfg.micro_batch)]
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, ref_logp: list,
@@ -109,22 +112,19 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     """``updates_per_rollout`` optimizer steps on one rollout batch; returns averaged stats."""
     total_tokens = batch.num_completion_tokens
     stats = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "masked_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    n = batch.input_ids.shape[0]
     for _ in range(cfg.updates_per_rollout):
-        for k, start in enumerate(range(0, n, cfg.micro_batch)):
-            rows = {key: (v.to(device) if v is not None else None)
-                    for key, v in batch.rows(start, start + cfg.micro_batch).items()}
-            logp, logits = sequence_logprobs(model, rows, cfg.temperature)
-            out = grpo_loss(logp, rows["old_logp"], ref_logp[k].to(device), rows["advantages"], rows["mask"],
-                            loss_cfg, num_tokens=total_tokens)
+        for k, (start, end) in enumerate(micro_batches(batch, cfg.micro_batch)):
+            logp, logits = completion_logprobs(model, batch, start, end, cfg.temperature)
+            mask = batch.mask[start:end].to(device)
+            out = grpo_loss(logp, batch.old_logp[start:end].to(device), ref_logp[k], batch.advantages[start:end].to(device),
+                            mask, loss_cfg, num_tokens=total_tokens)
             out.loss.backward()
-            share = rows["input_ids"].shape[0] / n
+            share = (end - start) / batch.size
             stats["policy_loss"] += out.policy_loss / cfg.updates_per_rollout
             stats["kl"] += out.kl / cfg.updates_per_rollout
             stats["clip_frac"] += out.clip_frac / cfg.updates_per_rollout
             stats["masked_frac"] += out.masked_frac * share / cfg.updates_per_rollout
-            stats["entropy"] += masked_entropy(logits, rows["mask"], cfg.temperature) / total_tokens / \
-                cfg.updates_per_rollout
+            stats["entropy"] += masked_entropy(logits, mask, cfg.temperature) / total_tokens / cfg.updates_per_rollout
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         stats["grad_norm"] += float(grad_norm) / cfg.updates_per_rollout
         if torch.isfinite(grad_norm):
@@ -234,10 +234,10 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
                 record = {
                     "accuracy": float(batch.correct.mean()), "reward": float(batch.rewards.mean()),
                     "reward_std": float(batch.rewards.std()), "zero_variance_frac": float(batch.zero_variance.float().mean()),
-                    **stats, "response_len": batch.generated_tokens / len(batch.completions),
-                    "rollout_tokens_per_s": batch.generated_tokens / (t1 - t0), "gen_time_s": t1 - t0,
+                    **stats, "response_len": batch.num_completion_tokens / batch.size,
+                    "rollout_tokens_per_s": batch.num_completion_tokens / (t1 - t0), "gen_time_s": t1 - t0,
                     "train_time_s": t2 - t1, "lr": cfg.lr * lr_scale, "questions_seen": cursor,
-                    "letters": letter_distribution(batch.completions),
+                    "letters": letter_distribution(batch.texts),
                 }
                 if step % cfg.log_every == 0:
                     logger.log(step, record)
