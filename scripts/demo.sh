@@ -29,9 +29,9 @@ $PY -m pure_transformer.run_train pretrain --config debug --model tiny --checkpo
   --set tokenizer="$RUN_DIR/tokenizer" --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
 
-echo; echo "== 6. GRPO debug: 20 steps of 16 questions x 16 samples on the bundled training questions"
+echo; echo "== 6. GRPO debug: 60 steps of 16 questions x 16 samples on the bundled training questions"
 $PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config debug \
-  --checkpoint-dir "$RUN_DIR/rl" --set max_steps=20 --no-progress
+  --checkpoint-dir "$RUN_DIR/rl" --no-progress
 
 echo; echo "== 7. held-out test accuracy (400 bundled test questions), before and after GRPO"
 for stage in pretrain rl; do
