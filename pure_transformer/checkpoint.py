@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
@@ -193,7 +193,10 @@ def validate_checkpoint(ckpt: Path) -> str | None:
         read_meta(ckpt)
         for name in (MODEL_FILE, OPTIM_FILE):
             if (ckpt / name).exists() or name == MODEL_FILE:
-                load_file(str(ckpt / name))  # parses the header and reads every tensor
+                # Opening parses the header and checks that the file covers every tensor it
+                # declares (a truncated write fails here) without reading gigabytes twice.
+                with safe_open(str(ckpt / name), "pt"):
+                    pass
     except (OSError, ValueError, SafetensorError) as e:
         return f"{type(e).__name__}: {e}".splitlines()[0]
     return None
