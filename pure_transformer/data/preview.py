@@ -7,13 +7,14 @@ These back ``pure-transformer data preview`` and ``pure-transformer data overlap
 from __future__ import annotations
 
 import time
-from itertools import islice, takewhile
+from itertools import islice
 
 from ..tokenizer import Tokenizer
 from .contamination import ngram_overlap
 from .loader import build_train_loader, document_spans
 from .mixing import MixtureConfig, parse_mixture
 from .registry import open_source
+from .sources import first_pass
 
 DEFAULT_PREVIEW_MIXTURE = "bundled-general:0.5,bundled-medical:0.35,bundled-mcq:0.15"
 """The debug pretraining mixture: the offline stand-ins for FineWeb-Edu and MedQA."""
@@ -61,11 +62,9 @@ def overlap(train: str, eval_source: str, *, eval_split: str = "test", n: int = 
             print_fn=print) -> dict:
     """n-gram overlap between the first ``max_train_docs`` training documents of
     ``train`` and one pass over ``eval_source``'s ``eval_split``."""
-    def one_pass(name: str, split: str):
-        return (d.text for d in takewhile(lambda d: d.epoch == 0, open_source(name, split)))  # type: ignore[arg-type]
-
-    eval_texts = list(one_pass(eval_source, eval_split))
-    report = ngram_overlap(islice(one_pass(train, "train"), max_train_docs), eval_texts, n=n)
+    eval_texts = [d.text for d in first_pass(open_source(eval_source, eval_split))]  # type: ignore[arg-type]
+    train_texts = (d.text for d in first_pass(open_source(train, "train")))
+    report = ngram_overlap(islice(train_texts, max_train_docs), eval_texts, n=n)
     print_fn(report.summary())
     return {"n": report.n, "train_docs": report.train_docs, "eval_items": report.eval_items,
             "contaminated_items": report.contaminated_items, "eval_ngrams": report.eval_ngrams,

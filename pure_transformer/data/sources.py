@@ -28,9 +28,10 @@ question that also appears in the dataset's evaluation splits.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
@@ -62,6 +63,11 @@ class Document:
 
     text: str
     epoch: int
+
+
+def first_pass(docs: Iterable[Document]) -> Iterator[Document]:
+    """The documents of one pass over a source (sources loop forever)."""
+    return itertools.takewhile(lambda d: d.epoch == 0, docs)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ exactly as it was trained.
 
 from __future__ import annotations
 
-from itertools import islice, takewhile
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 import torch.distributed as dist
 
 from ..data.registry import open_source
+from ..data.sources import first_pass
 from ..tokenizer import Tokenizer, train_tokenizer
 
 
@@ -24,7 +25,7 @@ def sample_texts(sources: dict[str, float], max_docs: int) -> Iterator[str]:
     for name, weight in sources.items():
         docs = open_source(name, "train")
         quota = max(1, int(max_docs * weight / total))
-        yield from (d.text for d in islice(takewhile(lambda d: d.epoch == 0, docs), quota))
+        yield from (d.text for d in islice(first_pass(docs), quota))
 
 
 def prepare_tokenizer(name_or_path: str | None, run_dir: Path, vocab_size: int, sources: dict[str, float],
