@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import ConfigError, UserError
 
 MODEL_FILE, OPTIM_FILE, META_FILE = "model.safetensors", "optimizer.safetensors", "meta.json"
 STEP_RE = re.compile(r"^step_(\d{7,})$")
@@ -224,6 +224,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return cand
         warnings.warn(f"skipping unloadable checkpoint {cand}: {reason}", stacklevel=2)
     raise CheckpointError(f"no valid checkpoint in {p} (expected final/ or step_XXXXXXX/ folders)")
+
+
+def resume_checkpoint(run_dir: str | Path, resume: str | None) -> Path | None:
+    """The checkpoint a run in ``run_dir`` starts from.
+
+    ``resume`` None is a fresh run, refused when ``run_dir`` already holds
+    checkpoints (it would interleave two runs); "auto" is the newest valid
+    checkpoint there, or a fresh run when there is none yet (so a launcher can
+    always pass it); anything else is a checkpoint path.
+    """
+    run = Path(run_dir)
+    has_any = run.is_dir() and any(STEP_RE.match(p.name) or p.name == "final" for p in run.iterdir())
+    if resume is None:
+        if has_any:
+            raise ConfigError(f"{run} already holds checkpoints; pass --resume to continue that run, "
+                              f"or choose an empty --checkpoint-dir")
+        return None
+    if resume == "auto":
+        return resolve_checkpoint(run) if has_any else None
+    return resolve_checkpoint(resume)
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module, filename: str = MODEL_FILE) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 
@@ -31,20 +33,27 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run_pretrain(args: argparse.Namespace) -> None:
+def effective_config(preset: T, args: argparse.Namespace, flags: dict[str, object] | None = None) -> tuple[T, bool]:
+    """The preset, then the config saved in the checkpoint a ``--resume`` would load
+    (a resumed run starts from its own settings), then ``--config-file``, the
+    dedicated ``flags`` that were given, and ``--set``. Also says whether resuming."""
+    from .checkpoint import read_meta, resume_checkpoint
     from .overrides import apply_overrides, load_yaml, parse_set
+
+    ckpt = resume_checkpoint(Path(args.checkpoint_dir), args.resume)
+    cfg = apply_overrides(preset, read_meta(ckpt)["config"]) if ckpt is not None else preset
+    overrides = load_yaml(args.config_file) if args.config_file else {}
+    overrides.update({k: v for k, v in (flags or {}).items() if v is not None})
+    overrides.update(parse_set(args.set))
+    return apply_overrides(cfg, overrides), ckpt is not None
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
     from .train.config import pretrain_preset
     from .train.pretrain import pretrain
 
-    cfg = pretrain_preset(args.config)
-    saved = saved_config(args.checkpoint_dir, args.resume)
-    if saved is not None:  # a resumed run starts from its own settings; flags may adjust execution only
-        cfg = apply_overrides(cfg, saved)
-    overrides = load_yaml(args.config_file) if args.config_file else {}
-    overrides.update({k: v for k, v in {"model": args.model, "num_workers": args.num_workers,
-                                        "log_every": args.log_every}.items() if v is not None})
-    overrides.update(parse_set(args.set))
-    cfg = apply_overrides(cfg, overrides)
+    cfg, _ = effective_config(pretrain_preset(args.config), args, {"model": args.model, "num_workers": args.num_workers,
+                                                                    "log_every": args.log_every})
     result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
                       device=args.device, progress=not args.no_progress)
     if result.rank != 0:
@@ -54,15 +63,6 @@ def run_pretrain(args: argparse.Namespace) -> None:
     for key, value in result.val.items():
         if key.startswith("val_ppl"):
             print(f"  {key:<28} {value:10.2f}")
-
-
-def saved_config(run_dir: str, resume: str | None) -> dict | None:
-    """The config stored in the checkpoint a ``--resume`` would load, if any."""
-    from .checkpoint import read_meta
-    from .train.pretrain import resume_checkpoint
-
-    ckpt = resume_checkpoint(Path(run_dir), resume)
-    return read_meta(ckpt)["config"] if ckpt is not None else None
 
 
 def add_rl_args(p: argparse.ArgumentParser) -> None:
@@ -82,22 +82,13 @@ def add_rl_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_rl(args: argparse.Namespace) -> None:
-    from .checkpoint import read_meta
     from .errors import ConfigError
-    from .overrides import apply_overrides, load_yaml, parse_set
     from .rl.config import grpo_preset
     from .rl.train import grpo_train
-    from .train.pretrain import resume_checkpoint
 
-    cfg = grpo_preset(args.config)
-    ckpt = resume_checkpoint(Path(args.checkpoint_dir), args.resume)
-    if ckpt is not None:
-        cfg = apply_overrides(cfg, read_meta(ckpt)["config"])
-    elif args.checkpoint is None:
+    cfg, resuming = effective_config(grpo_preset(args.config), args)
+    if not resuming and args.checkpoint is None:
         raise ConfigError("--checkpoint is required to start an RL run (the pretrained model to fine-tune)")
-    overrides = load_yaml(args.config_file) if args.config_file else {}
-    overrides.update(parse_set(args.set))
-    cfg = apply_overrides(cfg, overrides)
     result = grpo_train(cfg, args.checkpoint or "", args.checkpoint_dir, task=args.task, data_path=args.data_path,
                         resume=args.resume, stop_at_step=args.stop_at_step, device=args.device,
                         progress=not args.no_progress)

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
-                          prune_checkpoints, read_meta, save_checkpoint, step_dir, step_dirs)
+                          prune_checkpoints, read_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..data.mcq import MCQ
 from ..data.registry import load_mcqs
 from ..engine import Engine, SamplingParams
@@ -42,7 +42,6 @@ from ..errors import ConfigError
 from ..evaluation import encode_prompt, greedy_mcq_accuracy, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
-from ..train.pretrain import resume_checkpoint
 from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
 from .config import GRPOConfig
 from .grpo import GRPOLossConfig, grpo_loss
@@ -147,8 +146,6 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         raise ConfigError("GRPO runs in one process; launch it without torchrun")
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
-    if meta is None and resume is None and step_dirs(run_dir):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume or choose an empty --checkpoint-dir")
     if meta is not None:
         saved = apply_overrides(GRPOConfig(), meta["config"])
         if saved != cfg:

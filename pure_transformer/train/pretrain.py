@@ -30,7 +30,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          resolve_checkpoint, save_checkpoint, step_dir, step_dirs)
+                          resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches
 from ..data.mixing import MixtureConfig, SourceWeight
@@ -132,16 +132,6 @@ def agree(flag: bool, rt: Runtime) -> bool:
     return bool(t.item())
 
 
-def resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint to resume from: None (fresh run), "auto" (newest here, if any) or a path."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        has_any = run_dir.is_dir() and any(p.name.startswith("step_") or p.name == "final" for p in run_dir.iterdir())
-        return resolve_checkpoint(run_dir) if has_any else None
-    return resolve_checkpoint(resume)
-
-
 # Fields that define what a run computes: changing one mid-run would silently make the
 # "resumed" run a different experiment (or break the saved data-stream state).
 PLAN_FIELDS = ("model", "tokenizer", "sources", "weight_by", "shuffle_buffer", "document_masking", "seq_len",
@@ -226,9 +216,6 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
         if meta.get("world_size", 1) != rt.world_size:
             raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
-    elif resume is None and (step_dirs(run_dir) or (run_dir / "final").exists()):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
-                          f"or choose an empty --checkpoint-dir")
     seed_everything(cfg.seed + rt.rank, cfg.deterministic)
     run_dir.mkdir(parents=True, exist_ok=True)
 
