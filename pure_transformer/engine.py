@@ -107,6 +107,22 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return ids.gather(1, choice).squeeze(1), logp.gather(1, choice).squeeze(1), ids
 
 
+def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0
+            ) -> tuple[KVCache, torch.Tensor]:
+    """Left-pad the prompts into one batch and run them once into a fresh cache of
+    ``capacity`` slots; returns the cache and the (P, 1, V) last-position logits.
+    Under autograd the cache stays in the graph (the GRPO trainer relies on it)."""
+    device = model.embed_tokens.weight.device
+    longest = max(len(p) for p in prompts)
+    pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)  # (P, L)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
+    cache = KVCache.empty(model.cfg, len(prompts), capacity, device, dtype, pad)
+    _, logits = model(ids, cache=cache, last_only=True)
+    return cache, logits
+
+
 class Engine:
     """Generates from a :class:`Transformer` with a :class:`Tokenizer`."""
 
@@ -118,18 +134,6 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.model.embed_tokens.weight.device
-
-    def _prefill(self, prompts: list[list[int]], capacity: int, dtype: torch.dtype
-                 ) -> tuple[KVCache, torch.Tensor]:
-        """Left-pad and run the prompts once; returns the cache and (P, V) last logits."""
-        longest = max(len(p) for p in prompts)
-        pad = torch.tensor([longest - len(p) for p in prompts], device=self.device)
-        ids = torch.full((len(prompts), longest), self.tok.pad_id, dtype=torch.long, device=self.device)
-        for i, p in enumerate(prompts):
-            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-        cache = KVCache.empty(self.model.cfg, len(prompts), capacity, self.device, dtype, pad)
-        _, logits = self.model(ids, cache=cache, last_only=True)
-        return cache, logits[:, -1]
 
     def _stopped(self, row: _Row, params: SamplingParams) -> bool:
         if row.tokens[-1] == self.tok.eot_id:
@@ -185,7 +189,8 @@ class Engine:
         if self.device.type == "cuda":
             dtype = torch.bfloat16  # the cache in bf16 halves its memory; logits are sampled in fp32
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            cache, logits = self._prefill(prompts, capacity, dtype)
+            cache, logits = prefill(self.model, prompts, capacity, dtype, self.tok.pad_id)
+            logits = logits[:, -1]
             # Share each prompt's prefill among its samples: repeat its cache rows.
             rows_idx = torch.arange(len(prompts), device=self.device).repeat_interleave(num_samples)
             cache, logits = cache.select(rows_idx), logits[rows_idx]

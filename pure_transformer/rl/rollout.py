@@ -23,9 +23,8 @@ from typing import Sequence
 import torch
 
 from ..data.mcq import MCQ
-from ..engine import Engine, Sample, SamplingParams
+from ..engine import Engine, Sample, SamplingParams, prefill
 from ..evaluation import encode_prompt
-from ..model import KVCache
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
 from .rewards import RewardFn, correctness_reward, prepare_question, score
 
@@ -95,15 +94,10 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int,
     device = next(model.parameters()).device
     first, last = start // batch.group_size, (end - 1) // batch.group_size
     prompts = batch.prompts[first:last + 1]
-    longest = max(map(len, prompts))
-    pad = torch.tensor([longest - len(p) for p in prompts], device=device)
-    ids = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)  # left-padded prompts (P, Lp)
-    for i, p in enumerate(prompts):
-        ids[i, longest - len(p):] = torch.tensor(p, device=device)
     tokens = batch.completions[start:end].to(device)  # (R, C)
-    cache = KVCache.empty(model.cfg, len(prompts), longest + tokens.shape[1], device,
-                          next(model.parameters()).dtype, pad)
-    _, first_logits = model(ids, cache=cache, last_only=True)  # (P, 1, V): predicts completion token 0
+    capacity = max(map(len, prompts)) + tokens.shape[1]
+    # first_logits (P, 1, V) predicts completion token 0
+    cache, first_logits = prefill(model, prompts, capacity, next(model.parameters()).dtype)
     rows = torch.arange(start, end, device=device) // batch.group_size - first  # (R,) row -> its prompt
     cache = cache.select(rows)  # differentiable: gradients reach the prompt through the copies
     parts = [first_logits[rows]]
