@@ -40,6 +40,9 @@ for stage in pretrain rl; do
     --output "$RUN_DIR/eval-$stage.json" --no-progress | tail -n 4
 done
 
+echo "-- does the pretrained model read the options? After \"Answer: C.\" it should continue with option C's text"
+$PY scripts/probe_option_reading.py copy --checkpoint "$RUN_DIR/pretrain"
+
 echo; echo "== 8. one generated answer"
 $PY -c "from pure_transformer.data.synthetic import bundled_corpus; from pure_transformer.data.mcq import format_prompt; print(format_prompt(bundled_corpus().mcq['test'][0]).rstrip())" > "$RUN_DIR/question.txt"
 cat "$RUN_DIR/question.txt"

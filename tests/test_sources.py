@@ -185,3 +185,32 @@ def test_empty_shard_raises_instead_of_looping_forever(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "one.jsonl", [{"text": "only document"}])
     with pytest.raises(DataError, match="has no documents"):
         next(iter(open_source(str(path), shard=Shard(1, 2))))
+
+
+@pytest.mark.parametrize("where", ["bundled", "local"])
+def test_repeated_mcq_epochs_reorder_options_reproducibly(bundled_dir, where):
+    path = "bundled-mcq" if where == "bundled" else str(bundled_dir / "medqa_train.jsonl")
+    first = open_source(path)
+    n = sum(1 for _ in first_epoch(open_source(path)))
+    docs = list(islice(first, 2 * n))
+    epoch0, epoch1 = [d.text for d in docs[:n]], [d.text for d in docs[n:]]
+    assert {d.epoch for d in docs[:n]} == {0} and {d.epoch for d in docs[n:]} == {1}
+    assert epoch0 == first_epoch(open_source(path))  # epoch 0 is the data as given
+
+    def parts(text: str) -> tuple[str, set[str], str]:
+        question, rest = text.split("\n\nA. ", 1)
+        options, answer = rest.split("\n\nAnswer: ", 1)
+        shown = dict(line.split(". ", 1) for line in ("A. " + options).splitlines())
+        letter, gold = answer.split("\n")[0].split(". ", 1)
+        assert shown[letter] == gold  # the answer letter moved with its text
+        return question, set(shown.values()), gold
+
+    changed = 0
+    for a, b in zip(epoch0, epoch1):
+        qa, oa, gold_a = parts(a)
+        qb, ob, gold_b = parts(b)
+        assert (qa, oa, gold_a) == (qb, ob, gold_b)  # same question, options and gold text
+        changed += a != b
+    assert changed > 0.6 * n  # 23 of 24 permutations move something
+    # Reproducible: a new source renders epoch 1 the same way.
+    assert [d.text for d in islice(open_source(path), 2 * n)][n:] == epoch1

@@ -127,7 +127,7 @@ class BundledSpec:
     def approx_train_tokens(self) -> int:
         # Countable; ~4 characters per token for English BPE vocabularies.
         to_text = _reader(self.kind, None, None)
-        return sum(len(to_text(r, self.name) or "") for r in self.records("train")) // 4
+        return sum(len(to_text(r, self.name, 0) or "") for r in self.records("train")) // 4
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,16 @@ then skips exactly those.
 MCQ records are normalised by :func:`~pure_transformer.data.mcq.normalize_mcq`
 and rendered with ``format_pretrain_text``; in the ``train`` split a
 :class:`~pure_transformer.data.contamination.ContaminationGuard` drops any
-question that also appears in the dataset's evaluation splits.
+question that also appears in the dataset's evaluation splits. From the second
+epoch on, each question shows its options in a new order (:func:`epoch_options`),
+so a source that repeats cannot be learnt as "this question -> letter C".
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,6 +44,7 @@ from datasets.table import CastError
 
 from ..errors import DataError
 from .contamination import ContaminationGuard
+from .mcq import MCQ, format_pretrain_text, normalize_mcq, shuffle_options
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -48,6 +52,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # OSError covers ConnectionError, TimeoutError, huggingface_hub's HfHubHTTPError
 # and the fsspec/aiohttp socket errors a long streaming read runs into.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
+ToText = Callable[[Any, str, int], str | None]
+"""(record, where it came from, epoch) -> training text, or None to skip the record."""
 
 
 class SourceKind(Enum):
@@ -128,7 +135,7 @@ class DocumentSource(ABC):
     def __init__(
         self,
         name: str,
-        to_text: Callable[[Any, str], str | None],
+        to_text: ToText,
         shard: Shard,
         guard: ContaminationGuard | None,
         start: Any,
@@ -184,7 +191,7 @@ class ListSource(DocumentSource):
         self,
         name: str,
         records: Sequence[Any],
-        to_text: Callable[[Any, str], str | None],
+        to_text: ToText,
         shard: Shard = Shard(),
         guard: ContaminationGuard | None = None,
     ) -> None:
@@ -194,7 +201,8 @@ class ListSource(DocumentSource):
     def _read_epoch(self) -> Iterator[str]:
         while self.position < len(self._records):
             self.position += 1
-            text = self._to_text(self._records[self.position - 1], f"{self.name} item {self.position - 1}")
+            index = self.position - 1
+            text = self._to_text(self._records[index], f"{self.name} item {index}", self.epoch)
             if text is not None:
                 yield text
 
@@ -214,7 +222,7 @@ class HFSource(DocumentSource):
         self,
         name: str,
         open_dataset: Callable[[], Any],
-        to_text: Callable[[Any, str], str | None],
+        to_text: ToText,
         shard: Shard = Shard(),
         guard: ContaminationGuard | None = None,
         retry: RetryPolicy = RetryPolicy(),
@@ -249,7 +257,8 @@ class HFSource(DocumentSource):
                     records = self.position["records"] + 1
                     self.position = {"hf": ds.state_dict(), "records": records}
                     failures = 0
-                    text = self._to_text(record, f"{self.name} record {records} ({self.shard}, epoch {self.epoch})")
+                    where = f"{self.name} record {records} ({self.shard}, epoch {self.epoch})"
+                    text = self._to_text(record, where, self.epoch)
                     if text is not None:
                         yield text
                 return
@@ -286,8 +295,8 @@ def _one_line(err: BaseException) -> str:
 # --------------------------------------------------------------------------- record -> text
 
 
-def _text_field(field: str, holdout: HoldOut | None) -> Callable[[Any, str], str | None]:
-    def to_text(record: Any, where: str) -> str | None:
+def _text_field(field: str, holdout: HoldOut | None) -> ToText:
+    def to_text(record: Any, where: str, epoch: int = 0) -> str | None:
         text = record.get(field) if isinstance(record, dict) else record
         if not isinstance(text, str):
             raise DataError(f"{where}: expected a string field '{field}'")
@@ -299,21 +308,28 @@ def _text_field(field: str, holdout: HoldOut | None) -> Callable[[Any, str], str
     return to_text
 
 
-def _reader(
-    kind: SourceKind, holdout: HoldOut | None, guard: ContaminationGuard | None, field: str = "text"
-) -> Callable[[Any, str], str | None]:
+def _reader(kind: SourceKind, holdout: HoldOut | None, guard: ContaminationGuard | None, field: str = "text"
+            ) -> ToText:
     return _mcq_text(holdout, guard) if kind is SourceKind.MCQ else _text_field(field, holdout)
 
 
-def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None) -> Callable[[Any, str], str | None]:
-    from .mcq import MCQ, format_pretrain_text, normalize_mcq
+def epoch_options(mcq: MCQ, epoch: int) -> MCQ:
+    """``mcq`` as shown in ``epoch``: as given in epoch 0, then with its options
+    permuted by a seed of (epoch, question), so every pass is reproducible and a
+    resumed run renders the same text. Repeated passes then teach reading the
+    options instead of memorising each question's letter."""
+    if epoch == 0:
+        return mcq
+    return shuffle_options(mcq, random.Random(f"options-{epoch}-{mcq.question}"))
 
-    def to_text(record: Any, where: str) -> str | None:
+
+def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None) -> ToText:
+    def to_text(record: Any, where: str, epoch: int = 0) -> str | None:
         mcq = record if isinstance(record, MCQ) else normalize_mcq(record, where=where)
         if holdout is not None and not holdout.admits(mcq.question):
             return None
         if guard is not None and not guard.admits(mcq.question):
             return None
-        return format_pretrain_text(mcq)
+        return format_pretrain_text(epoch_options(mcq, epoch))
 
     return to_text
