@@ -33,13 +33,14 @@ from .tokenizer import Tokenizer
 def option_copy_accuracy(model: Transformer, tok: Tokenizer, questions: Sequence[MCQ]) -> float:
     """Fraction of questions where, after the prompt and ``" L."`` (L cycling
     A, B, C, D so every letter is asked equally), the greedy next token is the
-    first token of option L's text."""
+    first token of option L's text. Prompts longer than the context keep their end."""
     model.eval()
     device = next(model.parameters()).device
     hits = 0
     for i, q in enumerate(questions):
         letter = LETTERS[i % len(LETTERS)]
         ids = encode_prompt(tok, q) + tok.encode(f" {letter}.")  # as in training text: "Answer: C. Warfarin"
+        ids = ids[-model.cfg.max_seq_len:]  # a long question loses its start; the options stay
         _, logits = model(torch.tensor([ids], device=device), last_only=True)  # (1, 1, V)
         hits += int(logits[0, -1].argmax()) == tok.encode(" " + q.options[letter])[0]
     return hits / max(1, len(questions))

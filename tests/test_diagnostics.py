@@ -4,6 +4,7 @@ probe scores a model that can copy options above one that cannot."""
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import torch
 
@@ -45,6 +46,7 @@ class _Copier(torch.nn.Module):
     def __init__(self, tok, vocab_size: int):
         super().__init__()
         self.tok, self.vocab_size = tok, vocab_size
+        self.cfg = types.SimpleNamespace(max_seq_len=4096)
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, ids, last_only=False):
