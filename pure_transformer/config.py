@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import ConfigError
-from .overrides import pick_preset
+from .overrides import pick_preset, require_positive
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"), "ModelConfig.")
         if self.dim % self.n_heads:
             raise ConfigError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.head_dim % 2:

@@ -98,6 +98,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def require_positive(cfg: Any, names: tuple[str, ...], label: str = "") -> None:
+    """Raise a one-line ConfigError naming the first of ``names`` that is not > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value <= 0:
+            raise ConfigError(f"{label}{name} must be positive, got {value}")
+
+
 def pick_preset(presets: dict[str, Callable[[], C]], name: str, what: str) -> C:
     """``presets[name]()``; an unknown name is a one-line ConfigError listing the choices."""
     if name not in presets:

@@ -66,6 +66,7 @@ from .data.mcq import MCQ
 from .engine import Engine, SamplingParams
 from .errors import ConfigError, DataError, UserError
 from .generate import stream_text
+from .overrides import require_positive
 from .serving.http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease,
                            install_error_handlers)
 from .serving.worker import ModelWorker, TokenTap, mcq_probabilities
@@ -89,9 +90,8 @@ class ServerLimits:
     """How long a non-streaming request waits for batch-mates."""
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ServerLimits.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency"),
+                         "ServerLimits.")
 
 
 # ---------------------------------------------------------------- requests

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError
-from ..overrides import pick_preset
+from ..overrides import pick_preset, require_positive
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,8 @@ class GRPOConfig:
     seed: int = 1234
 
     def __post_init__(self) -> None:
-        for name in ("prompts_per_step", "samples_per_prompt", "micro_batch", "max_new_tokens", "log_every",
-                     "val_every", "val_questions", "ckpt_every", "keep_last", "updates_per_rollout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("prompts_per_step", "samples_per_prompt", "micro_batch", "max_new_tokens", "log_every",
+                                "val_every", "val_questions", "ckpt_every", "keep_last", "updates_per_rollout"))
         if self.samples_per_prompt < 2:
             raise ConfigError("samples_per_prompt must be >= 2: a group of one has no relative advantage")
         if self.epochs <= 0 and self.max_steps is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from ..errors import ConfigError
-from ..overrides import pick_preset
+from ..overrides import pick_preset, require_positive
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,8 @@ class PretrainConfig:
     """Stop after this many consecutive non-finite losses or gradients."""
 
     def __post_init__(self) -> None:
-        positive = ("seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every", "val_every",
-                    "ckpt_every", "keep_last", "max_nonfinite")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every",
+                                "val_every", "ckpt_every", "keep_last", "max_nonfinite"))
         if not self.sources or any(w <= 0 for w in self.sources.values()):
             raise ConfigError(f"sources must map names to positive weights, got {self.sources}")
         if not 0 <= self.min_lr <= self.peak_lr:
