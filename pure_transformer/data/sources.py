@@ -296,7 +296,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def _text_field(field: str, holdout: HoldOut | None) -> ToText:
-    def to_text(record: Any, where: str, epoch: int = 0) -> str | None:
+    def to_text(record: Any, where: str, epoch: int) -> str | None:
         text = record.get(field) if isinstance(record, dict) else record
         if not isinstance(text, str):
             raise DataError(f"{where}: expected a string field '{field}'")
@@ -324,7 +324,7 @@ def epoch_options(mcq: MCQ, epoch: int) -> MCQ:
 
 
 def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None) -> ToText:
-    def to_text(record: Any, where: str, epoch: int = 0) -> str | None:
+    def to_text(record: Any, where: str, epoch: int) -> str | None:
         mcq = record if isinstance(record, MCQ) else normalize_mcq(record, where=where)
         if holdout is not None and not holdout.admits(mcq.question):
             return None
