@@ -20,13 +20,14 @@ import time
 import torch
 
 from pure_transformer.config import model_preset
-from pure_transformer.data.synthetic import bundled_corpus
+from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.engine import Engine, SamplingParams
 from pure_transformer.model import build_model
 from pure_transformer.rl.grpo import masked_logprobs
 from pure_transformer.rl.rewards import correctness_reward
 from pure_transformer.rl.rollout import RolloutBatch, build_batch, completion_logprobs, sample_groups
-from pure_transformer.tokenizer import iter_training_texts, train_tokenizer
+from pure_transformer.bundled.synthetic import training_texts
+from pure_transformer.tokenizer import train_tokenizer
 
 
 def whole_sequence_logprobs(model: torch.nn.Module, batch: RolloutBatch, temperature: float) -> torch.Tensor:
@@ -54,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = model_preset(args.model)
-    tok = train_tokenizer(iter_training_texts(None), cfg.vocab_size, "/tmp/bench_rl_tok", show_progress=False)
+    tok = train_tokenizer(training_texts(), cfg.vocab_size, "/tmp/bench_rl_tok", show_progress=False)
     model = build_model(cfg.replace(vocab_size=max(cfg.vocab_size, tok.vocab_size)))
     questions = bundled_corpus().mcq["train"][:args.prompts]
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)

@@ -33,6 +33,7 @@ from dataclasses import dataclass  # noqa: E402
 
 import torch  # noqa: E402
 
+from pure_transformer.bundled.synthetic import training_texts  # noqa: E402
 from pure_transformer.data.packing import pack_texts  # noqa: E402
 from pure_transformer.tokenizer import (  # noqa: E402
     DEFAULT_VOCAB_SIZE,
@@ -95,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     pinning = pin_to_one_core()
-    corpus = list(iter_training_texts(args.inputs))
+    corpus = list(iter_training_texts(args.inputs) if args.inputs else training_texts())
 
     if args.tokenizer:
         tok = Tokenizer.load(args.tokenizer)

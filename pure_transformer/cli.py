@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 from typing import Callable, Sequence
 
 from .errors import UserError
@@ -51,9 +52,15 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------- tokenizer train
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from itertools import islice
+
+    from .bundled.synthetic import training_texts
     from .tokenizer import iter_training_texts, train_tokenizer
 
-    texts = iter_training_texts(args.input or None, text_field=args.text_field, max_docs=args.max_docs)
+    if args.input:
+        texts = iter_training_texts(args.input, text_field=args.text_field, max_docs=args.max_docs)
+    else:
+        texts = islice(training_texts(), args.max_docs)
     tok = train_tokenizer(texts, args.vocab_size, args.out, show_progress=not args.quiet)
     print(f"wrote {args.out}/tokenizer.json (vocab {tok.vocab_size}, eot={tok.eot_id}, pad={tok.pad_id})")
 
@@ -73,7 +80,7 @@ def cmd_data_overlap(args: argparse.Namespace) -> None:
 
 
 def cmd_data_export(args: argparse.Namespace) -> None:
-    from .data.synthetic import write_bundled
+    from .bundled.synthetic import write_bundled
 
     for name, path in write_bundled(args.out, seed=args.seed).items():
         print(f"{name}: {path}")
@@ -81,12 +88,30 @@ def cmd_data_export(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------- plot
 def cmd_plot(args: argparse.Namespace) -> None:
-    from .plot import plot_run
+    from .train.plot import plot_run
 
     print(f"wrote {plot_run(args.run_dir, args.out)}")
 
 
 # --------------------------------------------------------------------- parser
+# The commands whose flags live beside their stage, and the module of each.
+COMMANDS = {
+    "pretrain": "phase 1: pretrain on the FineWeb-Edu/MedQA mixture (= python -m pure_transformer.run_train pretrain)",
+    "rl": "phase 2: GRPO fine-tuning on multiple-choice questions (= python -m pure_transformer.run_train rl)",
+    "evaluate": "MCQ accuracy of a checkpoint with 95%% CIs (= python -m pure_transformer.evaluate)",
+    "generate": "stream a completion (= python -m pure_transformer.generate)",
+    "serve": "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)",
+    "export": "write a checkpoint as a Hugging Face LlamaForCausalLM folder",
+}
+_MODULES = {"pretrain": ".train.command", "rl": ".rl.command", "evaluate": ".eval.command",
+            "generate": ".serving.generate", "serve": ".serving.app", "export": ".export"}
+
+
+def _command_module(name: str) -> ModuleType:
+    # Imported on use: `model info` should not pay for FastAPI, and each stage stays importable alone.
+    return importlib.import_module(_MODULES[name], __package__)
+
+
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], None],
          help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
@@ -135,21 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(data, "export-bundled", cmd_data_export, "write the bundled offline corpus as jsonl files")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    from .run_train import add_phases
-
-    add_phases(groups)  # pretrain, rl: the same flags as python -m pure_transformer.run_train
-
-    # Commands with their own ``python -m`` entry point: each module has add_args() and run().
-    for name, module, help in (
-        ("evaluate", "evaluate", "MCQ accuracy of a checkpoint with 95%% CIs (= python -m pure_transformer.evaluate)"),
-        ("generate", "generate", "stream a completion (= python -m pure_transformer.generate)"),
-        ("serve", "serve", "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)"),
-        ("export", "export", "write a checkpoint as a Hugging Face LlamaForCausalLM folder"),
-    ):
-        mod = importlib.import_module(f".{module}", __package__)
+    # Commands that are also ``python -m pure_transformer.X``: each module has add_args() and run().
+    for name, help in COMMANDS.items():
         p = groups.add_parser(name, help=help, description=help)
-        mod.add_args(p)
-        p.set_defaults(func=mod.run)
+        _command_module(name).add_args(p)
+        p.set_defaults(func=_command_module(name).run)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")
@@ -175,12 +190,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(build_parser().parse_args(argv))
 
 
-def module_main(prog: str, doc: str, add_args: Callable[[argparse.ArgumentParser], None],
-                run: Callable[[argparse.Namespace], None], argv: Sequence[str] | None = None) -> int:
-    """The ``main()`` of a ``python -m pure_transformer.X`` entry point."""
-    parser = argparse.ArgumentParser(prog=f"python -m pure_transformer.{prog}", description=doc.split("\n")[0])
-    add_args(parser)
-    parser.set_defaults(func=run)
+def command_main(name: str, argv: Sequence[str] | None = None) -> int:
+    """The ``main()`` of ``python -m pure_transformer.{evaluate,generate,serve}``."""
+    module = _command_module(name)
+    doc = module.__doc__ or name
+    parser = argparse.ArgumentParser(prog=f"python -m pure_transformer.{name}", description=doc.split("\n")[0])
+    module.add_args(parser)
+    parser.set_defaults(func=module.run)
+    return dispatch(parser.parse_args(argv))
+
+
+def run_train_main(argv: Sequence[str] | None = None) -> int:
+    """The ``main()`` of ``python -m pure_transformer.run_train pretrain|rl``."""
+    parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train",
+                                     description="pretraining (phase 1) and GRPO (phase 2)")
+    phases = parser.add_subparsers(dest="phase", required=True)
+    for name in ("pretrain", "rl"):
+        p = phases.add_parser(name, help=COMMANDS[name].split(" (=")[0])  # as before the move
+        _command_module(name).add_args(p)
+        p.set_defaults(func=_command_module(name).run)
     return dispatch(parser.parse_args(argv))
 
 

@@ -228,3 +228,30 @@ class Engine:
                 done[r] = self._finish(row, "length", params)
         self.model.train(was_training)
         yield [[done[p * num_samples + s] for s in range(num_samples)] for p in range(len(prompts))]
+
+
+def stream_text(engine: Engine, prompt: str, params: SamplingParams) -> Iterator[str]:
+    """Yield the completion of ``prompt`` as text pieces, as tokens arrive.
+
+    Byte-level BPE can split one character over several tokens, so the text is
+    re-decoded and only the new, complete suffix is emitted (a trailing U+FFFD
+    means a character is still incomplete).
+    """
+    ids = [engine.tok.eot_id] + engine.tok.encode(prompt)
+    tokens: list[int] = []
+    shown = ""
+    for token in engine.stream(ids, params):
+        if token == engine.tok.eot_id:
+            break
+        tokens.append(token)
+        text = engine.tok.decode(tokens)
+        if text.endswith("\ufffd"):
+            continue
+        stop = next((s for s in params.stop_strings if s in text), None)
+        if stop is not None:
+            text = text[:text.index(stop)]
+        if len(text) > len(shown):
+            yield text[len(shown):]
+            shown = text
+        if stop is not None:
+            break

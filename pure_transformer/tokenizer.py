@@ -199,24 +199,21 @@ def train_tokenizer(
 
 
 def iter_training_texts(
-    inputs: list[str] | None,
+    inputs: list[str],
     *,
     text_field: str = "text",
     max_docs: int | None = None,
 ) -> Iterator[str]:
     """Documents to train a tokenizer on.
 
-    ``inputs=None`` means the bundled offline corpus. Otherwise each input is a
-    ``.txt`` (one document per blank-line-separated paragraph), ``.jsonl``,
+    Each input is a ``.txt`` (one document per blank-line-separated paragraph), ``.jsonl``,
     ``.json`` or ``.parquet`` file (``text_field`` of each record), a folder or
     glob of such files, or ``hf:owner/name[:config]`` for a hub dataset.
     Inputs are checked up front, so a missing path fails before training starts.
+    The bundled offline corpus is :func:`pure_transformer.bundled.synthetic.training_texts`.
     """
-    if inputs is None:
-        docs: Iterable[str] = _bundled_texts()
-    else:
-        sources = [source for spec in inputs for source in _expand_input(spec)]
-        docs = chain.from_iterable(_read_source(source, text_field) for source in sources)
+    sources = [source for spec in inputs for source in _expand_input(spec)]
+    docs = chain.from_iterable(_read_source(source, text_field) for source in sources)
     return islice((doc for doc in docs if doc.strip()), max_docs)
 
 
@@ -411,17 +408,6 @@ class _CountingIterator:
         item = next(self._items)
         self.count += 1
         return item
-
-
-def _bundled_texts() -> Iterator[str]:
-    # Imported here: the bundled corpus is only needed when no input is given.
-    from pure_transformer.data.mcq import format_pretrain_text
-    from pure_transformer.data.synthetic import bundled_corpus
-
-    corpus = bundled_corpus()
-    yield from corpus.medical
-    yield from corpus.general
-    yield from (format_pretrain_text(mcq) for mcq in corpus.mcq["train"])
 
 
 def _expand_input(spec: str) -> list[str | Path]:

@@ -44,7 +44,7 @@ echo "-- does the pretrained model read the options? After \"Answer: C.\" it sho
 $PY scripts/probe_option_reading.py copy --checkpoint "$RUN_DIR/pretrain"
 
 echo; echo "== 8. one generated answer"
-$PY -c "from pure_transformer.data.synthetic import bundled_corpus; from pure_transformer.data.mcq import format_prompt; print(format_prompt(bundled_corpus().mcq['test'][0]).rstrip())" > "$RUN_DIR/question.txt"
+$PY -c "from pure_transformer.bundled.synthetic import bundled_corpus; from pure_transformer.mcq import format_prompt; print(format_prompt(bundled_corpus().mcq['test'][0]).rstrip())" > "$RUN_DIR/question.txt"
 cat "$RUN_DIR/question.txt"
 $PY -m pure_transformer.generate --checkpoint "$RUN_DIR/rl" --prompt "$(cat "$RUN_DIR/question.txt")" \
   --temperature 0 --max-new-tokens 24 --stop $'\n'

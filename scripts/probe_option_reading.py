@@ -21,8 +21,8 @@ from pure_transformer.checkpoint import load_model
 from pure_transformer.cli import dispatch
 from pure_transformer.config import model_preset
 from pure_transformer.data.registry import load_mcqs
-from pure_transformer.diagnostics import lookup_drill, option_copy_accuracy
-from pure_transformer.evaluation import wilson_interval
+from pure_transformer.eval.probes import lookup_drill, option_copy_accuracy
+from pure_transformer.eval.scoring import wilson_interval
 
 
 def run_copy(args: argparse.Namespace) -> None:

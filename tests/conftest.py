@@ -18,7 +18,7 @@ import pytest
 @pytest.fixture(scope="session")
 def bundled():
     """The in-memory bundled corpus (seed 0), as the bundled-* sources see it."""
-    from pure_transformer.data.synthetic import bundled_corpus
+    from pure_transformer.bundled.synthetic import bundled_corpus
 
     return bundled_corpus(seed=0)
 
@@ -26,7 +26,7 @@ def bundled():
 @pytest.fixture(scope="session")
 def bundled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled corpus written as files: general.jsonl, medical.jsonl, medqa_{train,validation,test}.jsonl."""
-    from pure_transformer.data.synthetic import write_bundled
+    from pure_transformer.bundled.synthetic import write_bundled
 
     out = tmp_path_factory.mktemp("bundled")
     write_bundled(out, seed=0)
@@ -36,7 +36,7 @@ def bundled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory, bundled):
     """A 512-token byte-level BPE trained on the bundled text (fast to train, real merges)."""
-    from pure_transformer.data.mcq import format_pretrain_text
+    from pure_transformer.mcq import format_pretrain_text
     from pure_transformer.tokenizer import train_tokenizer
 
     texts = bundled.general + bundled.medical + [format_pretrain_text(m) for m in bundled.mcq["train"]]

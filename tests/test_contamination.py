@@ -8,7 +8,7 @@ from itertools import takewhile
 import pytest
 
 from pure_transformer.data.contamination import ContaminationGuard, ngram_overlap, normalize_question
-from pure_transformer.data.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.mcq import format_pretrain_text, normalize_mcq
 from pure_transformer.data.registry import open_source
 
 

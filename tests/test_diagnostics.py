@@ -9,9 +9,9 @@ import types
 import torch
 
 from pure_transformer.config import model_preset
-from pure_transformer.data.mcq import LETTERS, MCQ
-from pure_transformer.diagnostics import drill_batches, lookup_drill, option_copy_accuracy
-from pure_transformer.evaluation import encode_prompt
+from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.eval.probes import drill_batches, lookup_drill, option_copy_accuracy
+from pure_transformer.eval.scoring import encode_prompt
 
 
 def test_drill_answer_is_the_key_paired_with_the_asked_value():

@@ -13,9 +13,9 @@ import torch
 
 from pure_transformer.checkpoint import save_checkpoint, step_dir
 from pure_transformer.config import ModelConfig
-from pure_transformer.data.synthetic import bundled_corpus
+from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.evaluate import main as evaluate_main
-from pure_transformer.evaluation import (expected_calibration_error, harness_prompt, loglikelihood_mcq_accuracy,
+from pure_transformer.eval.scoring import (expected_calibration_error, harness_prompt, loglikelihood_mcq_accuracy,
                                          paired_bootstrap_ci, wilson_interval)
 from pure_transformer.model import build_model
 
@@ -101,7 +101,8 @@ def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, cap
 def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint import load_model
     from pure_transformer.engine import Engine, SamplingParams
-    from pure_transformer.generate import main as generate_main, stream_text
+    from pure_transformer.engine import stream_text
+    from pure_transformer.generate import main as generate_main
 
     args = ["--checkpoint", str(tiny_ckpt), "--prompt", "The capital of", "--max-new-tokens", "12", "--seed", "5",
             "--temperature", "1.0"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pure_transformer.data.mcq import (
+from pure_transformer.mcq import (
     LETTERS,
     MCQ,
     extract_answer,

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.image import imread
 
 from pure_transformer.errors import DataError
-from pure_transformer.plot import DPI, NCOLS, PANEL_SIZE, plot_run
+from pure_transformer.train.plot import DPI, NCOLS, PANEL_SIZE, plot_run
 from pure_transformer.train.metrics import MetricsLogger
 
 

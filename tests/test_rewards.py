@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from pure_transformer.data.mcq import LETTERS, MCQ
+from pure_transformer.mcq import LETTERS, MCQ
 from pure_transformer.rl.rewards import (
     RewardConfig,
     correctness_reward,

@@ -12,7 +12,7 @@ import torch
 
 from pure_transformer.checkpoint import read_meta, save_checkpoint, step_dir
 from pure_transformer.config import ModelConfig
-from pure_transformer.data.synthetic import bundled_corpus
+from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.engine import Engine, SamplingParams
 from pure_transformer.model import build_model
 from pure_transformer.overrides import apply_overrides

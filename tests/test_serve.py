@@ -17,7 +17,8 @@ import uvicorn
 
 from pure_transformer.config import ModelConfig
 from pure_transformer.model import build_model
-from pure_transformer.serve import ChatMessage, ServerLimits, chat_prompt, create_app
+from pure_transformer.serving.app import create_app
+from pure_transformer.serving.schemas import ChatMessage, ServerLimits, chat_prompt
 
 MCQ_BODY = {"question": "Which vitamin deficiency causes scurvy?",
             "options": {"A": "Vitamin A", "B": "Vitamin B12", "C": "Vitamin C", "D": "Vitamin D"}}

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import IterableDataset
 
-from pure_transformer.data.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.mcq import format_pretrain_text, normalize_mcq
 from pure_transformer.data.registry import open_source
 from pure_transformer.data.sources import (
     HFSource,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.data.facts import FACTS, Fact, Relation
-from pure_transformer.data.mcq import LETTERS, MCQ, format_pretrain_text, normalize_mcq
-from pure_transformer.data.synthetic import (
+from pure_transformer.bundled.facts import FACTS, Fact, Relation
+from pure_transformer.mcq import LETTERS, MCQ, format_pretrain_text, normalize_mcq
+from pure_transformer.bundled.synthetic import (
     TRAIN_WORDINGS,
     BundledCorpus,
     bundled_corpus,
@@ -54,7 +54,7 @@ def corpus() -> BundledCorpus:
 def test_same_seed_same_files_even_in_a_fresh_process(tmp_path: Path) -> None:
     here = write_bundled(tmp_path / "here", seed=0)
     # A fresh interpreter with another str-hash salt: set or dict ordering must not leak in.
-    script = f"from pure_transformer.data.synthetic import write_bundled; write_bundled({str(tmp_path / 'there')!r})"
+    script = f"from pure_transformer.bundled.synthetic import write_bundled; write_bundled({str(tmp_path / 'there')!r})"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", script], env=env, cwd=Path(__file__).resolve().parents[1], check=True)
     for name, path in here.items():

@@ -254,7 +254,10 @@ def test_missing_text_field(tmp_path: Path) -> None:
 
 
 def test_bundled_corpus_texts() -> None:
-    pytest.importorskip("pure_transformer.data.synthetic")
-    docs = list(iter_training_texts(None, max_docs=20))
+    from itertools import islice
+
+    from pure_transformer.bundled.synthetic import training_texts
+
+    docs = list(islice(training_texts(), 20))
     assert len(docs) == 20
     assert all(isinstance(d, str) and d.strip() for d in docs)

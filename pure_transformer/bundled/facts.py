@@ -5,7 +5,7 @@ the :class:`Fact` record they are flattened into. Nothing here is meant as
 clinical guidance: the facts are simplified so that each question built from
 them has exactly one defensible answer.
 
-Conventions that the generator in :mod:`pure_transformer.data.synthetic`
+Conventions that the generator in :mod:`pure_transformer.bundled.synthetic`
 relies on:
 
 * Within one relation every value is unique, so a value that is true for one
@@ -19,7 +19,7 @@ relies on:
   so a question cannot be answered by matching words.
 
 The general-knowledge tables for the non-medical stand-in text live in
-:mod:`pure_transformer.data.general_text`.
+:mod:`pure_transformer.bundled.general_text`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Small non-medical tables (countries, planets, elements, physics concepts,
 cooking techniques, animals and history) and the sentence templates that turn
 each row into short educational passages. :func:`general_passages` is
-re-exported by :mod:`pure_transformer.data.synthetic`, which bundles this text
+re-exported by :mod:`pure_transformer.bundled.synthetic`, which bundles this text
 with the medical passages and questions.
 
 Passages draw from a ``random.Random`` seeded with a string built from
@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pure_transformer.data.templates import cap
+from pure_transformer.bundled.templates import cap
 
 # --------------------------------------------------------------------------
 # General-knowledge tables for the FineWeb-Edu stand-in (non-medical prose)

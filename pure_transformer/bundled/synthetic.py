@@ -1,6 +1,6 @@
 """A deterministic, offline stand-in for the real training and evaluation data.
 
-:func:`bundled_corpus` turns the fact base in :mod:`pure_transformer.data.facts`
+:func:`bundled_corpus` turns the fact base in :mod:`pure_transformer.bundled.facts`
 into three things that mirror the real pipeline's sources:
 
 * ``medical``: textbook-style passages (the MedQA-like domain text). Every fact
@@ -8,7 +8,7 @@ into three things that mirror the real pipeline's sources:
   comparisons between subjects and in short clinical-reasoning chains.
 * ``general``: educational prose on geography, astronomy, chemistry, physics,
   cooking, animals and history (the FineWeb-Edu stand-in), built in
-  :mod:`pure_transformer.data.general_text`.
+  :mod:`pure_transformer.bundled.general_text`.
 * ``mcq``: USMLE-style vignettes whose answer is decided by a chain of one to
   three facts (presentation -> disease -> first-line drug -> drug fact) and
   whose three distractors are other values of the same category.
@@ -18,7 +18,7 @@ across splits (the model must learn them from the passages), but no
 validation or test question text appears in any training text. Held-out
 validation text uses sentence templates that the training text never uses.
 
-Sentence and vignette templates live in :mod:`pure_transformer.data.templates`.
+Sentence and vignette templates live in :mod:`pure_transformer.bundled.templates`.
 
 Each part draws from its own ``random.Random`` seeded with a string built from
 ``seed`` (string seeds do not depend on ``PYTHONHASHSEED``), and nothing
@@ -31,14 +31,14 @@ import functools
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pure_transformer.data import facts as fb
-from pure_transformer.data.facts import FACTS, Fact, Relation
-from pure_transformer.data.general_text import general_passages
-from pure_transformer.data.mcq import LETTERS, MCQ
-from pure_transformer.data.templates import (
+from pure_transformer.bundled import facts as fb
+from pure_transformer.bundled.facts import FACTS, Fact, Relation
+from pure_transformer.bundled.general_text import general_passages
+from pure_transformer.bundled.templates import (
     AGES,
     ASKS,
     COMPARE_INTROS,
@@ -56,6 +56,7 @@ from pure_transformer.data.templates import (
     cap,
 )
 from pure_transformer.errors import DataError
+from pure_transformer.mcq import LETTERS, MCQ, format_pretrain_text
 
 SPLITS = ("train", "validation", "test")
 EVAL_SIZES = {"validation": 200, "test": 400}  # train gets the rest (a multiple of 4)
@@ -373,6 +374,15 @@ def bundled_corpus(seed: int = 0) -> BundledCorpus:
         general_validation=general_validation,
         medical_validation=medical_validation,
     )
+
+
+def training_texts(seed: int = 0) -> Iterator[str]:
+    """The documents a tokenizer trains on when no input is given: medical and
+    general passages, then the training questions as pretraining text."""
+    corpus = bundled_corpus(seed)
+    yield from corpus.medical
+    yield from corpus.general
+    yield from (format_pretrain_text(mcq) for mcq in corpus.mcq["train"])
 
 
 def _medqa_record(mcq: MCQ) -> dict[str, object]:

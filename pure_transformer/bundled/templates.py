@@ -1,17 +1,17 @@
 """Wording for the bundled medical text: fact sentences, passage openers and vignette parts.
 
 These are plain tables of sentence templates used by
-:mod:`pure_transformer.data.synthetic`; the logic that fills them in lives
+:mod:`pure_transformer.bundled.synthetic`; the logic that fills them in lives
 there. Changing, adding or reordering any template changes the generated
 corpus (and its hashes), because template choice is drawn from seeded RNGs
 by index. :func:`cap` is the small capitalisation helper shared with
-:mod:`pure_transformer.data.general_text`.
+:mod:`pure_transformer.bundled.general_text`.
 """
 
 from __future__ import annotations
 
-from pure_transformer.data import facts as fb
-from pure_transformer.data.facts import Relation
+from pure_transformer.bundled import facts as fb
+from pure_transformer.bundled.facts import Relation
 
 
 def cap(text: str) -> str:

@@ -1,1 +1,1 @@
-"""Data pipeline: sources -> mixture -> packing -> loader, plus MCQ helpers and the bundled offline data."""
+"""Data pipeline: sources -> mixture -> packing -> loader, and the contamination guard."""

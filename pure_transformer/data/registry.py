@@ -34,7 +34,7 @@ import pyarrow as pa
 from datasets.table import CastError
 
 from ..errors import DataError
-from .mcq import MCQ, normalize_mcq
+from ..mcq import MCQ, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .sources import (
     SPLITS,
@@ -101,7 +101,7 @@ class HubSpec:
 
 @dataclass(frozen=True)
 class BundledSpec:
-    """A part of the offline bundled corpus (:mod:`pure_transformer.data.synthetic`)."""
+    """A part of the offline bundled corpus (:mod:`pure_transformer.bundled.synthetic`)."""
 
     name: str
     kind: SourceKind
@@ -248,7 +248,7 @@ def _resolve_split(
 
 @functools.lru_cache(maxsize=1)
 def _bundled() -> Any:
-    from .synthetic import bundled_corpus
+    from ..bundled.synthetic import bundled_corpus
 
     return bundled_corpus(seed=0)
 

@@ -19,7 +19,7 @@ A missing ``validation`` split is derived as a deterministic slice of ``train``
 text, or of the question for MCQs) is 0 modulo ``every``; the ``train`` split
 then skips exactly those.
 
-MCQ records are normalised by :func:`~pure_transformer.data.mcq.normalize_mcq`
+MCQ records are normalised by :func:`~pure_transformer.mcq.normalize_mcq`
 and rendered with ``format_pretrain_text``; in the ``train`` split a
 :class:`~pure_transformer.data.contamination.ContaminationGuard` drops any
 question that also appears in the dataset's evaluation splits. From the second
@@ -44,7 +44,7 @@ from datasets.table import CastError
 
 from ..errors import DataError
 from .contamination import ContaminationGuard
-from .mcq import MCQ, format_pretrain_text, normalize_mcq, shuffle_options
+from ..mcq import MCQ, format_pretrain_text, normalize_mcq, shuffle_options
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -1,4 +1,4 @@
-"""``python -m pure_transformer.evaluate``: MCQ accuracy of a checkpoint, with 95% CIs.
+"""The ``evaluate`` command (``python -m pure_transformer.evaluate``): MCQ accuracy of a checkpoint, with 95% CIs.
 
     python -m pure_transformer.evaluate --checkpoint runs/rl --task synthetic --split test --mode both \\
         --output report.json
@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .checkpoint import load_model
-from .data.registry import load_mcqs
-from .engine import Engine
-from .evaluation import TASKS, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, task_source
+from ..checkpoint import load_model
+from ..data.registry import load_mcqs
+from ..engine import Engine
+from .scoring import TASKS, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, task_source
 
 MODES = ("generate", "loglikelihood")
 
@@ -81,13 +80,3 @@ def run(args: argparse.Namespace) -> None:
     if args.output:
         Path(args.output).write_text(json.dumps(reports, indent=1))
         print(f"wrote {args.output}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import module_main
-
-    return module_main("evaluate", __doc__, add_args, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,11 +22,11 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
-from .data.mcq import LETTERS, MCQ
-from .evaluation import encode_prompt
-from .model import Transformer, build_model
-from .tokenizer import Tokenizer
+from ..config import ModelConfig
+from ..mcq import LETTERS, MCQ
+from .scoring import encode_prompt
+from ..model import Transformer, build_model
+from ..tokenizer import Tokenizer
 
 
 @torch.no_grad()

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.mcq import LETTERS, MCQ, extract_answer, format_prompt
-from .engine import Engine, SamplingParams
-from .errors import DataError
-from .tokenizer import Tokenizer
+from ..mcq import LETTERS, MCQ, extract_answer, format_prompt
+from ..engine import Engine, SamplingParams
+from ..errors import DataError
+from ..tokenizer import Tokenizer
 
 
 TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}

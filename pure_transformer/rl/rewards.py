@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pure_transformer.data.mcq import LETTERS, MCQ, extract_answer, shuffle_options
+from pure_transformer.mcq import LETTERS, MCQ, extract_answer, shuffle_options
 
 RewardFn = Callable[[MCQ, str], float]
 """(question, completion text) -> scalar reward."""

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import torch
 
-from ..data.mcq import MCQ
+from ..mcq import MCQ
 from ..engine import Engine, Sample, SamplingParams, prefill
-from ..evaluation import encode_prompt
+from ..eval.scoring import encode_prompt
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
 from .rewards import RewardFn, correctness_reward, prepare_question, score
 

@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, resume_checkpoint, save_checkpoint, step_dir)
-from ..data.mcq import MCQ
+from ..mcq import MCQ
 from ..data.registry import load_mcqs
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
-from ..evaluation import encode_prompt, greedy_mcq_accuracy, task_source
+from ..eval.scoring import encode_prompt, greedy_mcq_accuracy, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
 from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state

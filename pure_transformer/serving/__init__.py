@@ -1,1 +1,1 @@
-"""Helpers behind :mod:`pure_transformer.serve` (HTTP plumbing and the model worker)."""
+"""Using a trained model: the generate command, the OpenAI-compatible HTTP app, its request schemas, the batching worker and the web page."""

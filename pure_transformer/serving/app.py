@@ -1,4 +1,4 @@
-"""``python -m pure_transformer.serve``: an OpenAI-compatible HTTP server for one checkpoint.
+"""The ``serve`` command (``python -m pure_transformer.serve``): an OpenAI-compatible HTTP server for one checkpoint.
 
     python -m pure_transformer.serve --checkpoint runs/rl [--port 8000] [--api-key KEY]
 
@@ -11,20 +11,13 @@ Endpoints:
   (``logprobs``, ``echo``, ``user``...) are ignored.
 - ``POST /v1/mcq``: ``{question, options: {A..D}}`` -> ``{answer, probabilities}``,
   the softmax over the log-likelihoods of " A".." D" after the
-  lm-evaluation-harness prompt (:func:`~pure_transformer.evaluation.harness_prompt`);
+  lm-evaluation-harness prompt (:func:`~pure_transformer.eval.scoring.harness_prompt`);
   over-long prompts keep their end, as the harness does.
 - ``GET /v1/models``, ``GET /health`` and ``GET /`` (a small demo page).
 
-Chat template (the model is a plain LM, so chat is a text convention)::
-
-    {system messages, joined by blank lines}\\n\\n      (only if there are any)
-    User: {content}\\n
-    Assistant: {content}\\n                           (earlier turns)
-    User: {content}\\n
-    Assistant:
-
-Generation stops at ``"\\nUser:"`` (plus any ``stop`` strings) and the reply is
-stripped of surrounding whitespace.
+Chats are rendered with the text template in :mod:`.schemas` and stop at
+``"\\nUser:"`` (plus any ``stop`` strings); the reply is stripped of
+surrounding whitespace.
 
 Limits (:class:`ServerLimits`): ``max_tokens`` cap, ``prompt + max_tokens`` must
 fit the model context, ``n`` cap, request body size (413) and concurrent
@@ -53,107 +46,22 @@ import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Sequence
+from typing import Any, AsyncIterator
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from .data.mcq import MCQ
-from .engine import Engine, SamplingParams
-from .errors import ConfigError, DataError, UserError
-from .generate import stream_text
-from .overrides import require_positive
-from .serving.http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease,
-                           install_error_handlers)
-from .serving.worker import ModelWorker, TokenTap, mcq_probabilities
+from ..engine import Engine, SamplingParams, stream_text
+from ..errors import ConfigError, DataError, UserError
+from ..mcq import MCQ
+from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers
+from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
+                      chat_prompt, sampling_params)
+from .worker import ModelWorker, TokenTap, mcq_probabilities
 
-CHAT_STOP = "\nUser:"
 PAGE = Path(__file__).parent / "web" / "index.html"
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    max_tokens: int = 512
-    """Largest ``max_tokens`` a request may ask for."""
-    default_max_tokens: int = 128
-    """Used when a request gives none (lowered to what the context leaves)."""
-    max_n: int = 16
-    max_stop: int = 4
-    max_body_bytes: int = 64 * 1024
-    max_concurrency: int = 8
-    """Requests being served at once (streams count until they end); more get 429."""
-    batch_window_s: float = 0.005
-    """How long a non-streaming request waits for batch-mates."""
-
-    def __post_init__(self) -> None:
-        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency"),
-                         "ServerLimits.")
-
-
-# ---------------------------------------------------------------- requests
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
-
-
-class CompletionRequest(_Sampling):
-    prompt: str
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-
-
-class MCQRequest(BaseModel):
-    question: str
-    options: dict[str, str]
-
-
-def chat_prompt(messages: Sequence[ChatMessage]) -> str:
-    """Render messages with the template in the module docstring."""
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
-    turns = "".join(f"{'User' if m.role == 'user' else 'Assistant'}: {m.content.strip()}\n"
-                    for m in messages if m.role != "system")
-    return (f"{system}\n\n" if system else "") + turns + "Assistant:"
-
-
-def sampling_params(req: _Sampling, prompt_tokens: int, context: int, limits: ServerLimits,
-                    extra_stop: tuple[str, ...] = ()) -> SamplingParams:
-    """Check the request against the limits and the context; 400 naming the numbers."""
-    if req.n > limits.max_n:
-        raise APIError(400, f"n={req.n} exceeds the server limit of {limits.max_n}", param="n")
-    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(stops) > limits.max_stop or any(not s for s in stops):
-        raise APIError(400, f"stop takes at most {limits.max_stop} non-empty strings", param="stop")
-    room = context - prompt_tokens
-    if req.max_tokens is None:
-        max_tokens = min(limits.default_max_tokens, limits.max_tokens, room)
-    elif req.max_tokens > limits.max_tokens:
-        raise APIError(400, f"max_tokens={req.max_tokens} exceeds the server limit of {limits.max_tokens}",
-                       param="max_tokens")
-    else:
-        max_tokens = req.max_tokens
-    if prompt_tokens + max(max_tokens, 1) > context:
-        raise APIError(400, f"prompt of {prompt_tokens} tokens + max_tokens={max(max_tokens, 1)} exceeds the model "
-                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
-    return SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                          stop_strings=tuple(stops) + extra_stop, seed=req.seed)
 
 
 # --------------------------------------------------------------------- app
@@ -201,7 +109,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     def encode(prompt: str) -> list[int]:
         return [tokenizer.eot_id] + tokenizer.encode(prompt)  # as every training document starts
 
-    async def run(request: Request, req: _Sampling, prompt: str, chat: bool) -> Any:
+    async def run(request: Request, req: SamplingRequest, prompt: str, chat: bool) -> Any:
         ids = encode(prompt)
         params = sampling_params(req, len(ids), context, limits, (CHAT_STOP,) if chat else ())
         lease = gate.acquire()
@@ -330,7 +238,7 @@ def run(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
@@ -350,13 +258,3 @@ def run(args: argparse.Namespace) -> None:
     name = args.name or f"{folder.parent.name}/{folder.name}"
     app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits)
     uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import module_main
-
-    return module_main("serve", __doc__, add_args, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m pure_transformer.generate``: stream a completion to the terminal.
+"""The ``generate`` command (``python -m pure_transformer.generate``): stream a completion to the terminal.
 
     python -m pure_transformer.generate --checkpoint runs/rl --prompt "Question: ..." --temperature 0.7
 
@@ -10,39 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 
-from .checkpoint import load_model
-from .engine import Engine, SamplingParams
-
-
-def stream_text(engine: Engine, prompt: str, params: SamplingParams) -> Iterator[str]:
-    """Yield the completion of ``prompt`` as text pieces, as tokens arrive.
-
-    Byte-level BPE can split one character over several tokens, so the text is
-    re-decoded and only the new, complete suffix is emitted (a trailing U+FFFD
-    means a character is still incomplete).
-    """
-    ids = [engine.tok.eot_id] + engine.tok.encode(prompt)
-    tokens: list[int] = []
-    shown = ""
-    for token in engine.stream(ids, params):
-        if token == engine.tok.eot_id:
-            break
-        tokens.append(token)
-        text = engine.tok.decode(tokens)
-        if text.endswith("\ufffd"):
-            continue
-        stop = next((s for s in params.stop_strings if s in text), None)
-        if stop is not None:
-            text = text[:text.index(stop)]
-        if len(text) > len(shown):
-            yield text[len(shown):]
-            shown = text
-        if stop is not None:
-            break
+from ..checkpoint import load_model
+from ..engine import Engine, SamplingParams, stream_text
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +31,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, _, _ = load_model(args.checkpoint, device)
@@ -83,13 +56,3 @@ def _interactive() -> Iterator[str]:
             return
         if line.strip():
             yield line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import module_main
-
-    return module_main("generate", __doc__, add_args, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

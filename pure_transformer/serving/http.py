@@ -1,4 +1,4 @@
-"""HTTP plumbing for :mod:`pure_transformer.serve`: OpenAI-shaped errors, the
+"""HTTP plumbing for :mod:`pure_transformer.serving.app`: OpenAI-shaped errors, the
 body-size and API-key middlewares, and the concurrency gate.
 
 The middlewares are plain ASGI (not ``BaseHTTPMiddleware``) so they run before

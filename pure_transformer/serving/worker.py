@@ -1,4 +1,4 @@
-"""The model side of :mod:`pure_transformer.serve`: one worker thread that owns
+"""The model side of :mod:`pure_transformer.serving.app`: one worker thread that owns
 the engine, a queue that batches compatible non-streaming requests, and the
 MCQ scorer.
 """
@@ -12,9 +12,9 @@ from typing import Any, Iterator
 
 import torch
 
-from ..data.mcq import LETTERS, MCQ
+from ..mcq import LETTERS, MCQ
 from ..engine import Engine, Sample, SamplingParams
-from ..evaluation import letter_scores
+from ..eval.scoring import letter_scores
 
 
 # ------------------------------------------------------------------ worker

@@ -22,8 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from pure_transformer.errors import DataError
-from pure_transformer.train.metrics import read_metrics
+from ..errors import DataError
+from .metrics import read_metrics
 
 NCOLS = 3
 PANEL_SIZE = (5.0, 3.5)  # inches per panel; with DPI this fixes the PNG's pixel size

@@ -1,0 +1,1 @@
+"""The bundled offline dataset: a clinical fact base, textbook passages, general prose and the synthetic MCQ set."""
