@@ -69,8 +69,10 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.preview import preview
 
+    from .answer_format import AnswerFormat
+
     preview(args.tokenizer, args.mixture, seq_len=args.seq_len, num_blocks=args.num_blocks, show=args.show,
-            weight_by=args.weight_by, seed=args.seed)
+            weight_by=args.weight_by, seed=args.seed, answer_format=AnswerFormat(args.answer_format))
 
 
 def cmd_data_overlap(args: argparse.Namespace) -> None:
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-by", choices=["tokens", "documents"], default="tokens",
                    help="what the weights count (default tokens)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--answer-format", choices=["letter", "text", "explain"], default="letter",
+                   help="how MCQ records are written (the pretraining config's answer_format; default letter)")
     p = _add(data, "overlap", cmd_data_overlap, "n-gram overlap between a training stream and an eval split")
     p.add_argument("--train", required=True, help="training source name or path")
     p.add_argument("--eval", required=True, help="eval source name or path (an MCQ set)")

@@ -5,24 +5,13 @@ MedMCQA, the bundled synthetic set) is turned into a single :class:`MCQ`
 record by :func:`normalize_mcq`, so prompt formatting, answer extraction and
 scoring never need to know where a question came from.
 
-The prompt format is fixed by the design::
-
-    Question: {question}
-
-    A. {option A}
-    B. {option B}
-    C. {option C}
-    D. {option D}
-
-    Answer: 
-
-and the model is expected to continue with the answer letter.
+How a record is asked and answered (letter, cloze text, or explanation first)
+lives in :mod:`pure_transformer.answer_format`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -195,115 +184,6 @@ def mcq_to_record(mcq: MCQ) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------
-
-
-def format_prompt(mcq: MCQ) -> str:
-    """The evaluation prompt; it ends with ``"Answer: "`` so the next token is the letter."""
-    lines = "\n".join(f"{letter}. {mcq.options[letter]}" for letter in LETTERS)
-    return f"Question: {mcq.question}\n\n{lines}\n\nAnswer: "
-
-
-def format_pretrain_text(mcq: MCQ) -> str:
-    """A worked example for training text: the prompt, the gold option and the explanation."""
-    text = f"{format_prompt(mcq)}{mcq.answer}. {mcq.answer_text}"
-    if mcq.explanation:
-        text += f"\nExplanation: {mcq.explanation}"
-    return text
-
-
-# --------------------------------------------------------------------------
-# Answer extraction
-# --------------------------------------------------------------------------
-
-# Rule 1: an explicit cue and then a letter. "answer" outranks "option"/"choice",
-# so "Option A is tempting, but the answer is C" gives C.
-def _cue(words: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(?i:\b(?:{words})\b(?:\s+(?:is|would\s+be|should\s+be))?)"
-        r"\s*[:=\-]?\s*(?i:(?:probably|likely|clearly)\s+)?"
-        r"[(\[*\"']*(?P<letter>[A-Da-d])(?![A-Za-z0-9])"
-    )
-
-
-_CUES = (_cue("answer"), _cue("option|choice"))
-# Rule 2: the completion starts with the letter ("C", "C.", "(B)", "**D**").
-_LEADING = re.compile(r"[(\[*\s]*(?P<letter>[A-D])(?=$|[\s.):\],*\-])")
-_LEADING_LOWER = re.compile(r"(?:\((?P<a>[a-d])\)|(?P<b>[a-d])\)|(?P<c>[a-d])\.?\s*$)")
-# Rule 3: a verdict in free text ("it's D", "I'd go with B", "D is correct").
-_VERDICT = re.compile(
-    r"(?i:\b(?:is|it's|it\s+is|be|choose|pick|select|go\s+with)\s+)[(\[*]*(?P<a>[A-D])(?![A-Za-z0-9])"
-    r"|\b(?P<b>[A-D])\)?\s+(?i:is\s+(?:the\s+)?(?:correct|right|best|answer))"
-)
-# "A and B", "B or C": naming two letters together is not a single answer.
-_CONJOINED = re.compile(r"\s*(?:,|/|\band\b|\bor\b)\s*[(\[*]*[A-Da-d](?![A-Za-z0-9])")
-# "A patient ...": a capital A followed by a lowercase word is the article.
-_ARTICLE = re.compile(r"A\s+[a-z]")
-
-
-def _conjoined(text: str, end: int) -> bool:
-    return _CONJOINED.match(text, end) is not None
-
-
-def _lowercase_ok(text: str, end: int) -> bool:
-    """After a cue, accept a lowercase letter only if no word follows it ("answer: b",
-    not "the answer is a beta blocker")."""
-    rest = text[end:]
-    return re.match(r"\s*(?:$|[.):\],*\n])", rest) is not None
-
-
-def extract_answer(text: str) -> str | None:
-    """Return the answer letter (A-D) in a model completion, or None.
-
-    ``text`` is what the model generated after ``"Answer: "``. Rules, in order;
-    the first one that matches decides:
-
-    1. **Explicit cue.** ``answer`` (or, failing that, ``option``/``choice``),
-       optionally followed by ``is``, ``:`` or ``-``, and then a letter: "The
-       answer is B", "Answer: (C)", "Correct option: d". The *first* cue wins, so
-       "Answer: C\\nExplanation: A is wrong" gives C.
-    2. **Leading letter.** The completion (after whitespace, ``(``, ``[`` or
-       ``*``) starts with a capital letter standing alone: "C", " C.", "C) foo",
-       "(B)", "**D**", "A. Aspirin".
-    3. **Verdict in prose.** "I think it's D because ...", "I'd go with B",
-       "C is correct".
-
-    Case policy: capital letters are accepted everywhere, except a capital "A"
-    directly followed by a lowercase word ("A patient ..."), which is the article.
-    A lowercase letter is accepted only when it cannot be an English word: right
-    after a cue with no word following ("Answer: b"), in brackets ("(b)", "b)"),
-    or as the whole completion ("b", "b."). So "a patient ..." gives None.
-
-    Anything naming two letters together ("Both A and B", "A or C"), letters
-    outside A-D ("E"), glued letters ("AB") and answers with no letter ("None of
-    the above", "") give None.
-    """
-    text = text.strip()
-    if not text:
-        return None
-
-    for cue in _CUES:
-        for match in cue.finditer(text):
-            letter = match.group("letter")
-            if letter.islower() and not _lowercase_ok(text, match.end()):
-                continue
-            return None if _conjoined(text, match.end()) else letter.upper()
-
-    leading = _LEADING.match(text)
-    if leading and not _ARTICLE.match(text, leading.start("letter")):
-        return None if _conjoined(text, leading.end()) else leading.group("letter")
-    lower = _LEADING_LOWER.match(text)
-    if lower:
-        return (lower.group("a") or lower.group("b") or lower.group("c")).upper()
-
-    verdicts = {m.group("a") or m.group("b") for m in _VERDICT.finditer(text)}
-    if len(verdicts) == 1:
-        return verdicts.pop()
-    return None
-
-
-# --------------------------------------------------------------------------
 # Option shuffling
 # --------------------------------------------------------------------------
 
@@ -325,3 +205,14 @@ def shuffle_options(mcq: MCQ, rng: random.Random) -> MCQ:
         explanation=mcq.explanation,
         subject=mcq.subject,
     )
+
+
+def rotate_options(mcq: MCQ, shift: int) -> MCQ:
+    """The options re-lettered cyclically: option A moves to letter ``shift`` (mod 4), and
+    the answer letter moves with its text. A gain that survives every rotation is not a
+    letter prior."""
+    shift %= len(LETTERS)
+    options = {LETTERS[(i + shift) % len(LETTERS)]: mcq.options[k] for i, k in enumerate(LETTERS)}
+    answer = LETTERS[(LETTERS.index(mcq.answer) + shift) % len(LETTERS)]
+    return MCQ(question=mcq.question, options=options, answer=answer, explanation=mcq.explanation,
+               subject=mcq.subject)

@@ -36,10 +36,10 @@ def bundled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory, bundled):
     """A 512-token byte-level BPE trained on the bundled text (fast to train, real merges)."""
-    from pure_transformer.mcq import format_pretrain_text
+    from pure_transformer.answer_format import AnswerFormat
     from pure_transformer.tokenizer import train_tokenizer
 
-    texts = bundled.general + bundled.medical + [format_pretrain_text(m) for m in bundled.mcq["train"]]
+    texts = bundled.general + bundled.medical + [AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]]
     return train_tokenizer(texts, 512, tmp_path_factory.mktemp("tok"), show_progress=False)
 
 

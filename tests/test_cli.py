@@ -107,9 +107,9 @@ def test_console_script_entry_points() -> None:
 FROZEN_FLAGS = {
     "data export-bundled": "--out --seed",
     "data overlap": "--eval --eval-split --max-train-docs --n --train",
-    "data preview": "--mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
-    "evaluate": "--batch-size --checkpoint --data-path --device --limit --max-new-tokens --mode --no-progress "
-                "--output --split --task",
+    "data preview": "--answer-format --mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
+    "evaluate": "--baseline --batch-size --checkpoint --data-path --device --format --k --limit --max-new-tokens --mode --no-progress "
+                "--output --rotate --split --task",
     "export": "--checkpoint --out",
     "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
     "model info": "",

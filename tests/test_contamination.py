@@ -7,9 +7,14 @@ from itertools import takewhile
 
 import pytest
 
-from pure_transformer.data.contamination import ContaminationGuard, ngram_overlap, normalize_question
-from pure_transformer.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.answer_format import AnswerFormat
+from pure_transformer.data.contamination import (
+    ContaminationGuard,
+    ngram_overlap,
+    normalize_question,
+)
 from pure_transformer.data.registry import open_source
+from pure_transformer.mcq import normalize_mcq
 
 
 def read_jsonl(path) -> list[dict]:
@@ -29,7 +34,7 @@ def test_eval_questions_injected_into_training_are_dropped_and_counted(tmp_path,
 
     source = open_source(str(tmp_path / "medqa_train.jsonl"), "train")
     texts = [d.text for d in takewhile(lambda d: d.epoch == 0, source)]
-    eval_texts = {format_pretrain_text(normalize_mcq(r)) for r in test + validation}
+    eval_texts = {AnswerFormat.LETTER.pretrain_text(normalize_mcq(r)) for r in test + validation}
     assert not eval_texts & set(texts)
     clean = [r for r in train[:40] if r["question"] not in {e["question"] for e in test + validation}]
     assert len(texts) == len(clean)
@@ -40,9 +45,9 @@ def test_eval_questions_injected_into_training_are_dropped_and_counted(tmp_path,
 def test_bundled_mcq_training_stream_excludes_its_eval_questions(bundled):
     source = open_source("bundled-mcq", "train")
     texts = {d.text for d in takewhile(lambda d: d.epoch == 0, source)}
-    held = {format_pretrain_text(m) for split in ("validation", "test") for m in bundled.mcq[split]}
+    held = {AnswerFormat.LETTER.pretrain_text(m) for split in ("validation", "test") for m in bundled.mcq[split]}
     assert not texts & held
-    assert len(texts) + source.guard.dropped >= len(set(format_pretrain_text(m) for m in bundled.mcq["train"]))
+    assert len(texts) + source.guard.dropped >= len(set(AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]))
 
 
 def test_guard_normalises_formatting():

@@ -11,12 +11,21 @@ import numpy as np
 import pytest
 import torch
 
+from pure_transformer.answer_format import AnswerFormat
+from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.checkpoint import save_checkpoint, step_dir
 from pure_transformer.config import ModelConfig
-from pure_transformer.bundled.synthetic import bundled_corpus
+from pure_transformer.eval.scoring import (
+    cloze_mcq_accuracy,
+    expected_calibration_error,
+    harness_prompt,
+    loglikelihood_mcq_accuracy,
+    paired_bootstrap_ci,
+    passk_mcq_accuracy,
+    sample_answers,
+    wilson_interval,
+)
 from pure_transformer.evaluate import main as evaluate_main
-from pure_transformer.eval.scoring import (expected_calibration_error, harness_prompt, loglikelihood_mcq_accuracy,
-                                         paired_bootstrap_ci, wilson_interval)
 from pure_transformer.model import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=512)
@@ -82,12 +91,71 @@ def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys:
                           "--limit", "12", "--mode", "both", "--output", str(out), "--no-progress"])
     assert code == 0
     reports = json.loads(out.read_text())
-    assert [r["mode"] for r in reports] == ["generate", "loglikelihood"]
+    assert [r["mode"] for r in reports] == ["generate/letter", "loglikelihood"]
     for r in reports:
         assert r["task"] == "synthetic" and r["n"] == 12 and r["step"] == 3
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
         assert math.isclose(sum(r["letters"].values()), 1.0)
+        assert [q["correct"] for q in r["questions"]] == [q["prediction"] == q["gold"] for q in r["questions"]]
+        assert len({q["id"] for q in r["questions"]}) == 12
     assert "loglikelihood" in capsys.readouterr().out
+
+
+def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
+    from pure_transformer.checkpoint import load_model
+
+    model, tok, _, _ = load_model(tiny_ckpt)
+    questions = bundled_corpus().mcq["test"][:5]
+    score = cloze_mcq_accuracy(model, tok, questions, batch_size=3)
+    hits_norm = 0
+    for q, predicted in zip(questions, score.predictions):
+        totals, normed = [], []
+        for letter in "ABCD":
+            prompt = [tok.eot_id] + tok.encode(f"Question: {q.question}\nAnswer:")
+            cont = tok.encode(f" {q.options[letter]}")
+            with torch.no_grad():
+                _, logits = model(torch.tensor([prompt + cont]))
+            logp = torch.log_softmax(logits[0], dim=-1)
+            totals.append(sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(cont)))
+            normed.append(totals[-1] / len(f" {q.options[letter]}"))
+        assert predicted == "ABCD"[int(np.argmax(totals))]
+        hits_norm += "ABCD"[int(np.argmax(normed))] == q.answer
+    assert score.extra["acc_norm"] == pytest.approx(hits_norm / 5)
+
+
+def test_passk_counts_by_hand(tiny_ckpt: Path) -> None:
+    from pure_transformer.checkpoint import load_model
+    from pure_transformer.engine import Engine
+
+    model, tok, _, _ = load_model(tiny_ckpt)
+    questions = bundled_corpus().mcq["test"][:4]
+    engine = Engine(model, tok)
+    score = passk_mcq_accuracy(engine, questions, AnswerFormat.LETTER, k=4, max_new_tokens=3, seed=5)
+    answers = sample_answers(engine, questions, AnswerFormat.LETTER, samples=4, temperature=1.0, max_new_tokens=3,
+                             seed=5)
+    hits = [[a == q.answer for a in group] for q, group in zip(questions, answers)]
+    assert score.extra["pass@1"] == pytest.approx(sum(map(sum, hits)) / 16)
+    assert score.extra["pass@4"] == pytest.approx(sum(map(any, hits)) / 4)
+    assert score.extra["pass@4"] >= score.extra["pass@1"]
+
+
+def test_baseline_gain_and_rotation(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = tmp_path / "base.json"
+    args = ["--checkpoint", str(tiny_ckpt), "--limit", "8", "--mode", "loglikelihood,cloze", "--no-progress"]
+    assert evaluate_main([*args, "--output", str(base)]) == 0
+    capsys.readouterr()
+    assert evaluate_main([*args, "--baseline", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "gain vs baseline" in out and out.count("+0.000 [+0.000, +0.000]") == 2  # the same model gains nothing
+    rotated = tmp_path / "rot.json"
+    assert evaluate_main([*args, "--rotate", "1", "--output", str(rotated)]) == 0
+    plain, turned = json.loads(base.read_text())[0], json.loads(rotated.read_text())[0]
+    letters = "ABCD"
+    assert [letters[(letters.index(q["gold"]) + 1) % 4] for q in plain["questions"]] == \
+        [q["gold"] for q in turned["questions"]]
+    assert evaluate_main([*args, "--baseline", str(tmp_path / "missing.json")]) == 2
+    assert evaluate_main([*args, "--mode", "vibes"]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
 
 
 def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -100,8 +168,7 @@ def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, cap
 
 def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint import load_model
-    from pure_transformer.engine import Engine, SamplingParams
-    from pure_transformer.engine import stream_text
+    from pure_transformer.engine import Engine, SamplingParams, stream_text
     from pure_transformer.generate import main as generate_main
 
     args = ["--checkpoint", str(tiny_ckpt), "--prompt", "The capital of", "--max-new-tokens", "12", "--seed", "5",

@@ -9,9 +9,6 @@ import pytest
 from pure_transformer.mcq import (
     LETTERS,
     MCQ,
-    extract_answer,
-    format_pretrain_text,
-    format_prompt,
     mcq_to_record,
     normalize_mcq,
     shuffle_options,
@@ -126,82 +123,6 @@ def test_round_trip_through_normalised_record(explanation: str | None, subject: 
     record = mcq_to_record(mcq)
     assert set(record) == {"question", "options", "answer"} | ({"explanation", "subject"} if subject else set())
     assert normalize_mcq(record) == mcq
-
-
-# --------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------
-
-
-def test_format_prompt_exact() -> None:
-    assert format_prompt(_mcq()) == (
-        "Question: Which drug inhibits vitamin K epoxide reductase?\n\n"
-        "A. Aspirin\nB. Heparin\nC. Warfarin\nD. Alteplase\n\nAnswer: "
-    )
-
-
-def test_format_pretrain_text() -> None:
-    plain = _mcq()
-    assert format_pretrain_text(plain) == format_prompt(plain) + "C. Warfarin"
-    explained = _mcq(explanation="Warfarin blocks VKORC1.")
-    assert format_pretrain_text(explained) == (
-        format_prompt(plain) + "C. Warfarin\nExplanation: Warfarin blocks VKORC1."
-    )
-
-
-# --------------------------------------------------------------------------
-# extract_answer
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "completion, expected",
-    [
-        ("C", "C"),
-        (" C.", "C"),
-        ("C) foo", "C"),
-        ("(B)", "B"),
-        ("**D**", "D"),
-        ("A. Aspirin", "A"),
-        ("A", "A"),
-        ("\n\n  B\n", "B"),
-        ("D because the vignette describes X", "D"),
-        ("B, since the rash is photosensitive", "B"),
-        ("The answer is B", "B"),
-        ("the answer is (c)", "C"),
-        ("Answer: b", "B"),
-        ("Answer: C\nExplanation: A is wrong", "C"),
-        ("**Answer: D**", "D"),
-        ("Correct option: d.", "D"),
-        ("Option A looks tempting, but the answer is C.", "C"),
-        ("I think it's D because of the rash.", "D"),
-        ("It is B.", "B"),
-        ("I would go with A here.", "A"),
-        ("C is correct.", "C"),
-        ("A is the best choice", "A"),
-        ("(b)", "B"),
-        ("c)", "C"),
-        ("b", "B"),
-        ("d.", "D"),
-        ("", None),
-        ("   \n", None),
-        ("None of the above", None),
-        ("E", None),
-        ("The answer is E", None),
-        ("AB", None),
-        ("Both A and B", None),
-        ("A or B", None),
-        ("The answer is A or C", None),
-        ("a patient with these findings needs surgery", None),
-        ("A patient with these findings needs surgery", None),
-        ("the answer is a beta blocker", None),
-        ("Vitamin D deficiency", None),
-        ("I am not sure.", None),
-        ("Bartonella henselae", None),
-    ],
-)
-def test_extract_answer(completion: str, expected: str | None) -> None:
-    assert extract_answer(completion) == expected
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from pure_transformer.answer_format import AnswerFormat
 from pure_transformer.mcq import LETTERS, MCQ
 from pure_transformer.rl.rewards import (
     RewardConfig,
@@ -62,12 +63,21 @@ def test_format_reward_accepts_a_leading_letter(completion: str) -> None:
     assert format_reward(_mcq(), completion) == 1.0
 
 
-@pytest.mark.parametrize(
-    "completion",
-    ["", "A patient", "The answer is C", "(C)", "**C**", "A or B", "CD", "c", "E."],
-)
+@pytest.mark.parametrize("completion", ["", "A patient", "A 49-year-old", "D-dimer", "A or B", "CD", "E.", "It is C"])
 def test_format_reward_rejects_other_forms(completion: str) -> None:
     assert format_reward(_mcq(), completion) == 0.0
+
+
+def test_rewards_read_the_run_format() -> None:
+    explain = AnswerFormat.EXPLAIN
+    assert correctness_reward(_mcq("C"), " Warfarin blocks VKORC1.\nAnswer: Warfarin", explain) == 1.0
+    assert correctness_reward(_mcq("C"), " Warfarin blocks VKORC1.\nAnswer: C", explain) == 0.0
+    assert correctness_reward(_mcq("C"), " Warfarin blocks VKORC1.", explain) == 0.0
+    assert format_reward(_mcq("C"), " x\nAnswer: Heparin", explain) == 1.0
+    assert format_reward(_mcq("C"), " x\nAnswer: Heparin or warfarin", explain) == 0.0
+    reward = make_reward(RewardConfig(format_weight=0.5, answer_format=explain))
+    assert reward(_mcq("C"), " x\nAnswer: Warfarin") == pytest.approx(1.5)
+    assert reward(_mcq("C"), " x\nAnswer: Heparin") == pytest.approx(0.5)
 
 
 def test_format_reward_ignores_correctness() -> None:
@@ -76,7 +86,6 @@ def test_format_reward_ignores_correctness() -> None:
 
 def test_default_reward_is_correctness_only() -> None:
     reward = make_reward(RewardConfig())
-    assert make_reward() is correctness_reward
     assert reward(_mcq("C"), "C. Warfarin") == 1.0
     assert reward(_mcq("C"), "D. Alteplase") == 0.0  # well formed, wrong: no format bonus
     assert reward(_mcq("C"), "The answer is C") == 1.0
@@ -86,7 +95,7 @@ def test_combined_reward_weights() -> None:
     reward = make_reward(RewardConfig(format_weight=0.25))
     assert reward(_mcq("C"), "C. Warfarin") == pytest.approx(1.25)
     assert reward(_mcq("C"), "D. Alteplase") == pytest.approx(0.25)
-    assert reward(_mcq("C"), "The answer is C") == pytest.approx(1.0)
+    assert reward(_mcq("C"), "The answer is C") == pytest.approx(1.25)  # a leading cue is the answer form too
     assert reward(_mcq("C"), "a patient") == 0.0
 
 
@@ -163,11 +172,12 @@ def test_prepare_question_moves_the_gold_letter() -> None:
 
 
 def test_letter_distribution_fractions() -> None:
-    dist = letter_distribution(["A", "A. Aspirin", "The answer is B", "a patient", "", "D"])
+    completions = ["A", "A. Aspirin", "The answer is B", "a patient", "", "D"]
+    dist = letter_distribution([_mcq()] * len(completions), completions)
     assert set(dist) == {"A", "B", "C", "D", "None"}
     assert sum(dist.values()) == pytest.approx(1.0)
     assert dist == pytest.approx({"A": 2 / 6, "B": 1 / 6, "C": 0.0, "D": 1 / 6, "None": 2 / 6})
 
 
 def test_letter_distribution_empty() -> None:
-    assert letter_distribution([]) == {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0, "None": 0.0}
+    assert letter_distribution([], []) == {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0, "None": 0.0}

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import IterableDataset
 
-from pure_transformer.mcq import format_pretrain_text, normalize_mcq
+from pure_transformer.answer_format import AnswerFormat
 from pure_transformer.data.registry import open_source
 from pure_transformer.data.sources import (
     HFSource,
@@ -20,6 +20,7 @@ from pure_transformer.data.sources import (
     in_holdout,
 )
 from pure_transformer.errors import DataError
+from pure_transformer.mcq import normalize_mcq
 
 DOCS = [f"document number {i} about topic {i % 7}" for i in range(300)]
 
@@ -70,13 +71,13 @@ def test_medqa_hub_schema_file_from_write_bundled(bundled_dir):
     texts = first_epoch(source)
     # The sibling medqa_{validation,test}.jsonl are the eval splits: no hold-out of
     # train, only exact eval questions are dropped.
-    expected = [format_pretrain_text(normalize_mcq(r)) for r in records]
+    expected = [AnswerFormat.LETTER.pretrain_text(normalize_mcq(r)) for r in records]
     assert len(texts) == len(expected) - source.guard.dropped
     assert set(texts) <= set(expected)
 
     validation = first_epoch(open_source(str(bundled_dir / "medqa_train.jsonl"), "validation"))
     val_records = [json.loads(line) for line in (bundled_dir / "medqa_validation.jsonl").open()]
-    assert validation == [format_pretrain_text(normalize_mcq(r)) for r in val_records]
+    assert validation == [AnswerFormat.LETTER.pretrain_text(normalize_mcq(r)) for r in val_records]
 
 
 def test_bundled_sources(bundled):
@@ -85,7 +86,7 @@ def test_bundled_sources(bundled):
         t.strip() for t in bundled.medical_validation if t.strip()
     ]
     mcq_val = first_epoch(open_source("bundled-mcq", "validation"))
-    assert mcq_val == [format_pretrain_text(m) for m in bundled.mcq["validation"]]
+    assert mcq_val == [AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["validation"]]
 
 
 def test_unknown_name_and_missing_path_messages(tmp_path):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pure_transformer.answer_format import AnswerFormat
 from pure_transformer.bundled.facts import FACTS, Fact, Relation
-from pure_transformer.mcq import LETTERS, MCQ, format_pretrain_text, normalize_mcq
 from pure_transformer.bundled.synthetic import (
     TRAIN_WORDINGS,
     BundledCorpus,
@@ -27,17 +27,18 @@ from pure_transformer.bundled.synthetic import (
     write_bundled,
 )
 from pure_transformer.errors import DataError
+from pure_transformer.mcq import LETTERS, MCQ, normalize_mcq
 
 
 def _digest(corpus: BundledCorpus) -> str:
     parts = [*corpus.medical, *corpus.general, *corpus.medical_validation, *corpus.general_validation]
     for split in sorted(corpus.mcq):
-        parts += [split, *(format_pretrain_text(m) + m.answer for m in corpus.mcq[split])]
+        parts += [split, *(AnswerFormat.LETTER.pretrain_text(m) + m.answer for m in corpus.mcq[split])]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def _training_text(corpus: BundledCorpus) -> str:
-    train_mcq = [format_pretrain_text(m) for m in corpus.mcq["train"]]
+    train_mcq = [AnswerFormat.LETTER.pretrain_text(m) for m in corpus.mcq["train"]]
     return "\n".join([*corpus.medical, *corpus.general, *train_mcq])
 
 

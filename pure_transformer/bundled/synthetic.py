@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pure_transformer.answer_format import AnswerFormat
 from pure_transformer.bundled import facts as fb
 from pure_transformer.bundled.facts import FACTS, Fact, Relation
 from pure_transformer.bundled.general_text import general_passages
@@ -56,7 +57,7 @@ from pure_transformer.bundled.templates import (
     cap,
 )
 from pure_transformer.errors import DataError
-from pure_transformer.mcq import LETTERS, MCQ, format_pretrain_text
+from pure_transformer.mcq import LETTERS, MCQ
 
 SPLITS = ("train", "validation", "test")
 EVAL_SIZES = {"validation": 200, "test": 400}  # train gets the rest (a multiple of 4)
@@ -117,6 +118,17 @@ def state_fact(fact: Fact, wording: int = 0) -> str:
     """One sentence stating ``fact`` with template number ``wording``."""
     template = FACT_TEMPLATES[fact.relation][wording]
     return cap(template.format(s=fact.subject, v=fact.value))
+
+
+# Explanations state the clue before what it points to ("A patient who develops {clue} most likely
+# has {disease}."): the clue is copied from the vignette, so the next fact follows from the words just
+# written. A small model reasons far more easily forward from nearby text than back across the prompt.
+EXPLANATION_WORDING = {Relation.PRESENTATION: 3}
+
+
+def explain(facts: tuple[Fact, ...]) -> str:
+    """The worked explanation of a question decided by ``facts`` (the chain, in order)."""
+    return " ".join(state_fact(f, EXPLANATION_WORDING.get(f.relation, 0)) for f in facts)
 
 
 def _patient_fields(band: str, rng: random.Random) -> dict[str, str]:
@@ -265,7 +277,7 @@ def _assemble(drafts: list[tuple[str, _Item, list[str]]], rng: random.Random) ->
             question=question,
             options={key: option_text(value) for key, value in zip(LETTERS, values)},
             answer=letter,
-            explanation=" ".join(state_fact(f) for f in item.facts),
+            explanation=explain(item.facts),
             subject=item.category,
         )
         questions.append(GeneratedQuestion(mcq, item.facts, item.category))
@@ -382,7 +394,7 @@ def training_texts(seed: int = 0) -> Iterator[str]:
     corpus = bundled_corpus(seed)
     yield from corpus.medical
     yield from corpus.general
-    yield from (format_pretrain_text(mcq) for mcq in corpus.mcq["train"])
+    yield from (AnswerFormat.LETTER.pretrain_text(mcq) for mcq in corpus.mcq["train"])
 
 
 def _medqa_record(mcq: MCQ) -> dict[str, object]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..answer_format import AnswerFormat
 from ..errors import DataError
 from .mixing import MixtureConfig, build_mixture, warn_on_repeats
 from .packing import ENCODE_BATCH, Block, Encoder, Packer
@@ -263,6 +264,7 @@ def build_validation_batches(
     tokens_per_source: int = 1_000_000,
     rank: int = 0,
     world_size: int = 1,
+    answer_format: AnswerFormat = AnswerFormat.LETTER,
 ) -> dict[str, list[Batch]]:
     """Fixed held-out batches per source: the same rows on every call.
 
@@ -273,7 +275,7 @@ def build_validation_batches(
     """
     out: dict[str, list[Batch]] = {}
     for name in names:
-        blocks = _validation_blocks(name, encoder, seq_len, max(1, tokens_per_source // (seq_len + 1)))
+        blocks = _validation_blocks(name, encoder, seq_len, max(1, tokens_per_source // (seq_len + 1)), answer_format)
         usable = len(blocks) - len(blocks) % world_size
         if usable == 0:
             raise DataError(
@@ -284,11 +286,12 @@ def build_validation_batches(
     return out
 
 
-def _validation_blocks(name: str, encoder: Encoder, seq_len: int, max_blocks: int) -> list[Block]:
+def _validation_blocks(name: str, encoder: Encoder, seq_len: int, max_blocks: int,
+                       answer_format: AnswerFormat) -> list[Block]:
     packer = Packer(seq_len, encoder.eot_id)
     blocks: list[Block] = []
     texts: list[str] = []
-    docs = iter(open_source(name, "validation"))
+    docs = iter(open_source(name, "validation", answer_format=answer_format))
 
     def flush() -> None:
         for ids in encoder.encode_batch(texts):

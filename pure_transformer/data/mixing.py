@@ -36,6 +36,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from ..answer_format import AnswerFormat
 from ..errors import DataError
 from .packing import ENCODE_BATCH, Encoder, encode_documents
 from .registry import open_source
@@ -70,6 +71,7 @@ class MixtureConfig:
     stopping: Stopping | None = None
     shuffle_buffer: int | None = 10_000  # documents per shuffle window; None = stream order
     seed: int = 0
+    answer_format: AnswerFormat = AnswerFormat.LETTER  # how MCQ records become text
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -250,7 +252,7 @@ def build_mixture(
     """The training mixture for one shard: every source's train split, windowed."""
     windows = []
     for i, s in enumerate(config.sources):
-        source = open_source(s.name, "train", shard=shard, retry=retry)
+        source = open_source(s.name, "train", shard=shard, retry=retry, answer_format=config.answer_format)
         windows.append(ShuffleWindow(source, encoder, config.shuffle_buffer, config.seed, stream_id=i))
     return Mixture(windows, config)
 

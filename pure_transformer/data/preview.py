@@ -9,29 +9,33 @@ from __future__ import annotations
 import time
 from itertools import islice
 
+from ..answer_format import AnswerFormat, has_explanation
 from ..tokenizer import Tokenizer
 from .contamination import ngram_overlap
 from .loader import build_train_loader, document_spans
 from .mixing import MixtureConfig, parse_mixture
-from .registry import open_source
-from .sources import first_pass
+from .registry import load_mcqs, open_source, source_kind
+from .sources import SourceKind, first_pass
 
 DEFAULT_PREVIEW_MIXTURE = "bundled-general:0.5,bundled-medical:0.35,bundled-mcq:0.15"
 """The debug pretraining mixture: the offline stand-ins for FineWeb-Edu and MedQA."""
 
 
 def preview(tokenizer: str, mixture: str | None = None, *, seq_len: int = 256, num_blocks: int = 200, show: int = 2,
-            weight_by: str = "tokens", seed: int = 0, print_fn=print) -> dict:
+            weight_by: str = "tokens", seed: int = 0, answer_format: AnswerFormat = AnswerFormat.LETTER,
+            print_fn=print) -> dict:
     """Pack ``num_blocks`` rows of ``seq_len`` tokens from ``mixture``
     ("name:weight,..."), print ``show`` of them decoded (documents separated),
     then a per-source table of target versus achieved token shares.
 
     Returns the table as ``{source: {"target", "share", "tokens", "docs", "epoch"}}``
-    plus ``"tokens_per_s"``.
+    plus ``"tokens_per_s"``. With the ``explain`` format it also counts, per MCQ
+    source, the training records that have no explanation and so are written in
+    the ``text`` form (``"no_explanation"``).
     """
     tok = Tokenizer.load(tokenizer)
     cfg = MixtureConfig(parse_mixture(mixture or DEFAULT_PREVIEW_MIXTURE), weight_by=weight_by,  # type: ignore[arg-type]
-                        seed=seed, shuffle_buffer=1000)
+                        seed=seed, shuffle_buffer=1000, answer_format=answer_format)
     loader = build_train_loader(cfg, tok, seq_len=seq_len, batch_size=1, num_workers=0)
     start = time.perf_counter()
     shown = 0
@@ -55,6 +59,14 @@ def preview(tokenizer: str, mixture: str | None = None, *, seq_len: int = 256, n
         table[s.name] = {"target": s.target_share, "share": s.share, "tokens": s.tokens, "docs": s.docs,
                          "epoch": s.epoch}
     table["tokens_per_s"] = total / elapsed
+    if answer_format is AnswerFormat.EXPLAIN:
+        for s in stats:
+            if source_kind(s.name) is SourceKind.MCQ:
+                records = load_mcqs(s.name, "train")
+                missing = sum(not has_explanation(m) for m in records)
+                table[s.name]["no_explanation"] = missing
+                print_fn(f"{s.name}: {missing:,} of {len(records):,} training questions have no explanation and are "
+                         f"written in the text form (answer line only)")
     return table
 
 

@@ -34,6 +34,7 @@ import pyarrow as pa
 from datasets.table import CastError
 
 from ..errors import DataError
+from ..answer_format import AnswerFormat
 from ..mcq import MCQ, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .sources import (
@@ -68,7 +69,8 @@ class HubSpec:
     approx_train_tokens: int | None
     text_field: str = "text"
 
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
+    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
+             answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
         hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every)
         fill_guard = split == "train" and self.kind is SourceKind.MCQ and guard is None
         if fill_guard:
@@ -81,7 +83,7 @@ class HubSpec:
                     guard.add(eval_questions(_rows(self._load(eval_split), 256)))
             return self._load(hub_split)
 
-        to_text = _reader(self.kind, holdout, guard if split == "train" else None, self.text_field)
+        to_text = _reader(self.kind, holdout, guard if split == "train" else None, self.text_field, answer_format)
         return HFSource(self.name, open_dataset, to_text, shard, guard, retry)
 
     def mcqs(self, split: Split) -> Iterator[MCQ]:
@@ -118,10 +120,12 @@ class BundledSpec:
     def mcqs(self, split: Split) -> Iterator[MCQ]:
         yield from self.records(split)
 
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
+    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
+             answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
         if self.kind is SourceKind.MCQ and split == "train" and guard is None:
             guard = ContaminationGuard(m.question for s in ("validation", "test") for m in self.records(s))
-        return ListSource(self.name, self.records(split), _reader(self.kind, None, guard), shard, guard)
+        to_text = _reader(self.kind, None, guard, answer_format=answer_format)
+        return ListSource(self.name, self.records(split), to_text, shard, guard)
 
     @property
     def approx_train_tokens(self) -> int:
@@ -153,7 +157,8 @@ class LocalSpec:
         # JSON keys inflate it, so repeat warnings err on the quiet side.
         return sum(f.stat().st_size for f in self.files) // 4
 
-    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None) -> DocumentSource:
+    def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
+             answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
         files, holdout = self._files_for(split)
         kind = self.kind or self._detect_kind()
         if kind is SourceKind.MCQ and split == "train" and guard is None:
@@ -162,7 +167,7 @@ class LocalSpec:
                 siblings = _siblings(self.files, eval_split)
                 if siblings:
                     guard.add(eval_questions(_rows(self._load(siblings), 256)))
-        to_text = _reader(kind, holdout, guard if split == "train" else None)
+        to_text = _reader(kind, holdout, guard if split == "train" else None, answer_format=answer_format)
         return HFSource(self.name, lambda: self._load(files), to_text, shard, guard, retry)
 
     def mcqs(self, split: Split) -> Iterator[MCQ]:
@@ -217,14 +222,19 @@ def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | Non
             yield mcq
 
 
+def source_kind(name: str) -> SourceKind:
+    """Whether a named dataset or local path holds text or multiple-choice questions."""
+    spec = resolve_source(name)
+    return spec.kind if not isinstance(spec, LocalSpec) else (spec.kind or spec._detect_kind())
+
+
 def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
     """The normalised questions of one split of an MCQ dataset (hub name,
     bundled set or local files), with the same split rules as :func:`open_source`."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     spec = resolve_source(name)
-    kind = spec.kind if not isinstance(spec, LocalSpec) else (spec.kind or spec._detect_kind())
-    if kind is not SourceKind.MCQ:
+    if source_kind(name) is not SourceKind.MCQ:
         raise DataError(f"'{name}' is a text dataset, not multiple-choice questions")
     out = list(islice(spec.mcqs(split), limit))
     if not out:
@@ -355,8 +365,11 @@ def open_source(
     shard: Shard = Shard(),
     retry: RetryPolicy = RetryPolicy(),
     guard: ContaminationGuard | None = None,
+    answer_format: AnswerFormat = AnswerFormat.LETTER,
 ) -> DocumentSource:
     """Open one shard of one split of a named dataset or local path.
+
+    MCQ records become text in ``answer_format`` (:mod:`pure_transformer.answer_format`).
 
     ``guard`` replaces the default contamination guard of MCQ training splits
     (the dataset's own evaluation questions); pass a bigger one to also block
@@ -364,7 +377,7 @@ def open_source(
     """
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    return resolve_source(name).open(split, shard, retry, guard)
+    return resolve_source(name).open(split, shard, retry, guard, answer_format)
 
 
 def approx_train_tokens(name: str) -> int | None:

@@ -20,7 +20,7 @@ text, or of the question for MCQs) is 0 modulo ``every``; the ``train`` split
 then skips exactly those.
 
 MCQ records are normalised by :func:`~pure_transformer.mcq.normalize_mcq`
-and rendered with ``format_pretrain_text``; in the ``train`` split a
+and rendered with ``AnswerFormat.pretrain_text`` (the run's answer format); in the ``train`` split a
 :class:`~pure_transformer.data.contamination.ContaminationGuard` drops any
 question that also appears in the dataset's evaluation splits. From the second
 epoch on, each question shows its options in a new order (:func:`epoch_options`),
@@ -44,7 +44,8 @@ from datasets.table import CastError
 
 from ..errors import DataError
 from .contamination import ContaminationGuard
-from ..mcq import MCQ, format_pretrain_text, normalize_mcq, shuffle_options
+from ..answer_format import AnswerFormat
+from ..mcq import MCQ, normalize_mcq, shuffle_options
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -308,9 +309,9 @@ def _text_field(field: str, holdout: HoldOut | None) -> ToText:
     return to_text
 
 
-def _reader(kind: SourceKind, holdout: HoldOut | None, guard: ContaminationGuard | None, field: str = "text"
-            ) -> ToText:
-    return _mcq_text(holdout, guard) if kind is SourceKind.MCQ else _text_field(field, holdout)
+def _reader(kind: SourceKind, holdout: HoldOut | None, guard: ContaminationGuard | None, field: str = "text",
+            answer_format: AnswerFormat = AnswerFormat.LETTER) -> ToText:
+    return _mcq_text(holdout, guard, answer_format) if kind is SourceKind.MCQ else _text_field(field, holdout)
 
 
 def epoch_options(mcq: MCQ, epoch: int) -> MCQ:
@@ -323,13 +324,13 @@ def epoch_options(mcq: MCQ, epoch: int) -> MCQ:
     return shuffle_options(mcq, random.Random(f"options-{epoch}-{mcq.question}"))
 
 
-def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None) -> ToText:
+def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None, answer_format: AnswerFormat) -> ToText:
     def to_text(record: Any, where: str, epoch: int) -> str | None:
         mcq = record if isinstance(record, MCQ) else normalize_mcq(record, where=where)
         if holdout is not None and not holdout.admits(mcq.question):
             return None
         if guard is not None and not guard.admits(mcq.question):
             return None
-        return format_pretrain_text(epoch_options(mcq, epoch))
+        return answer_format.pretrain_text(epoch_options(mcq, epoch))
 
     return to_text

@@ -21,39 +21,74 @@ import torch
 from ..checkpoint import load_model
 from ..data.registry import load_mcqs
 from ..engine import Engine
-from .scoring import TASKS, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, task_source
+from ..answer_format import AnswerFormat
+from ..errors import DataError
+from ..mcq import rotate_options
+from .scoring import (TASKS, cloze_mcq_accuracy, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, paired_gain,
+                      passk_mcq_accuracy, task_source)
 
-MODES = ("generate", "loglikelihood")
+MODES = ("generate", "passk", "loglikelihood", "cloze")
+"""generate and passk answer in the checkpoint's format; loglikelihood scores letters, cloze option texts."""
 
 
 def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, data_path: str | None = None,
-             modes: Sequence[str] = MODES, limit: int | None = None, max_new_tokens: int = 8,
-             batch_size: int = 32, device: str | None = None, progress: bool = True) -> list[dict]:
-    """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode."""
+             modes: Sequence[str] = ("generate", "loglikelihood"), answer_format: AnswerFormat | None = None,
+             limit: int | None = None, rotate: int = 0, max_new_tokens: int | None = None, k: int = 16,
+             batch_size: int = 32,
+             device: str | None = None, progress: bool = True) -> list[dict]:
+    """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode.
+    ``answer_format`` None means the checkpoint's own; ``rotate`` re-letters every
+    question's options cyclically (:func:`~pure_transformer.mcq.rotate_options`)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, meta, ckpt = load_model(checkpoint, device)
+    fmt = answer_format or AnswerFormat.of_checkpoint(meta)
     source = task_source(task, data_path)
-    questions = load_mcqs(source, split, limit=limit)  # type: ignore[arg-type]
+    questions = [rotate_options(q, rotate) for q in load_mcqs(source, split, limit=limit)]  # type: ignore[arg-type]
+    engine = Engine(model, tok)
     reports = []
     for mode in modes:
         if mode == "generate":
-            score = greedy_mcq_accuracy(Engine(model, tok), questions, max_new_tokens=max_new_tokens,
-                                        batch_size=batch_size, progress=progress)
-        else:
+            score = greedy_mcq_accuracy(engine, questions, fmt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                        progress=progress)
+        elif mode == "passk":
+            score = passk_mcq_accuracy(engine, questions, fmt, k=k, max_new_tokens=max_new_tokens,
+                                       batch_size=max(batch_size, k), progress=progress)
+        elif mode == "loglikelihood":
             score = loglikelihood_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4),
                                                progress=progress)
-        reports.append({"task": task, "source": source, "split": split, "mode": mode, "checkpoint": str(ckpt),
-                        "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), **score.report()})
+        else:
+            score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4), progress=progress)
+        label = f"{mode}/{fmt.value}" if mode in ("generate", "passk") else mode
+        reports.append({"task": task, "source": source, "split": split, "mode": label, "checkpoint": str(ckpt),
+                        "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), "answer_format": fmt.value,
+                        "rotate": rotate % 4,
+                        **score.report()})
     return reports
 
 
-def print_table(reports: list[dict]) -> None:
-    print(f"{'mode':<15}{'n':>6}{'accuracy':>10}{'95% CI':>17}{'invalid':>9}{'ECE':>7}   letters A/B/C/D")
+def print_table(reports: list[dict], baseline: list[dict] | None = None) -> None:
+    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain."""
+    before = {r["mode"]: r for r in baseline or []}
+    print(f"{'mode':<18}{'n':>5}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
+          + ("   gain vs baseline [95% paired CI]" if baseline else ""))
     for r in reports:
-        letters = "/".join(f"{r['letters'][k]:.2f}" for k in "ABCD")
-        ece = f"{r['ece']:.3f}" if "ece" in r else "-"
-        print(f"{r['mode']:<15}{r['n']:>6}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
-              f"{r['invalid_rate']:>9.3f}{ece:>7}   {letters}")
+        extra = "  ".join(f"{key} {r[key]:.3f}" for key in r if key in ("ece", "acc_norm") or key.startswith("pass@"))
+        line = (f"{r['mode']:<18}{r['n']:>5}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+                f"{r['invalid_rate']:>11.3f}   {extra:<28}")
+        if r["mode"] in before:
+            gain, (low, high), _ = paired_gain(before[r["mode"]], r)
+            line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}]"
+        print(line)
+
+
+def parse_modes(spec: str) -> tuple[str, ...]:
+    """``both`` (generate and loglikelihood), ``all``, or a comma-separated list of modes."""
+    named = {"both": ("generate", "loglikelihood"), "all": MODES}
+    modes = named.get(spec) or tuple(m.strip() for m in spec.split(","))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise DataError(f"unknown mode '{unknown[0]}'; choose from {', '.join(MODES)}, both or all")
+    return modes
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -61,22 +96,45 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="synthetic", help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--split", default="test", help="test | validation | train (MedMCQA: validation)")
     p.add_argument("--data-path", default=None, help="local MCQ files instead of the task's dataset")
-    p.add_argument("--mode", choices=[*MODES, "both"], default="both")
+    p.add_argument("--mode", default="both", metavar="MODE[,MODE]",
+                   help=f"{', '.join(MODES)}; both = generate,loglikelihood; all (default both)")
+    p.add_argument("--format", default=None, choices=[f.value for f in AnswerFormat],
+                   help="answer format of generate/passk (default: the checkpoint's)")
+    p.add_argument("--k", type=int, default=16, help="samples per question in passk mode (default 16)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N questions")
-    p.add_argument("--max-new-tokens", type=int, default=8, help="generation budget per answer (generate mode)")
+    p.add_argument("--rotate", type=int, default=0, metavar="K",
+                   help="re-letter every question's options cyclically by K (a letter prior does not survive it)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget per answer (default: the format's, 24 or 96 for explain)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--output", default=None, help="write the JSON report here")
+    p.add_argument("--baseline", default=None, metavar="REPORT.json",
+                   help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
 
 
+def _read_report(path: str) -> list[dict]:
+    try:
+        reports = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read baseline report '{path}': {type(err).__name__}") from None
+    if not isinstance(reports, list) or not all(isinstance(r, dict) and "questions" in r for r in reports):
+        raise DataError(f"'{path}' is not an evaluate report with per-question results")
+    return reports
+
+
 def run(args: argparse.Namespace) -> None:
-    modes = MODES if args.mode == "both" else (args.mode,)
-    reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=modes,
-                       limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                       device=args.device, progress=not args.no_progress)
+    baseline = _read_report(args.baseline) if args.baseline else None
+    if args.k < 1:
+        raise DataError(f"--k must be >= 1, got {args.k}")
+    reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
+                       answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
+                       rotate=args.rotate,
+                       max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
+                       progress=not args.no_progress)
     print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
-    print_table(reports)
+    print_table(reports, baseline)
     if args.output:
         Path(args.output).write_text(json.dumps(reports, indent=1))
         print(f"wrote {args.output}")

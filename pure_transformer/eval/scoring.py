@@ -1,23 +1,31 @@
-"""Multiple-choice accuracy with honest error bars.
+"""Multiple-choice accuracy with honest error bars, in every formulation.
 
-Two scoring modes:
+Scoring modes:
 
-- **generate**: the GRPO prompt, greedy decoding, ``extract_answer``; also the
-  invalid-answer rate and the distribution of answered letters (position bias).
-- **loglikelihood**: as lm-evaluation-harness's ``medqa_4options``: the prompt
-  ``"Question: ...\nA. ...\n...\nD. ...\nAnswer:"`` is scored with each
-  continuation " A".." D" and the most likely letter wins; the softmax over
-  the four scores gives a confidence, summarised by the expected calibration
-  error (ECE, 10 equal-width bins).
+- **generate**: the prompt of the checkpoint's :class:`AnswerFormat`, greedy
+  decoding, and that format's strict parser; also the rate of answers that name
+  no option, and the distribution of answered letters (position bias).
+- **passk**: ``k`` samples per question at temperature 1 under the same parser:
+  pass@1 (mean correctness) and pass@k (any correct). GRPO can only sharpen
+  what sampling already finds, so measure this before a long RL run.
+- **loglikelihood** (letter): as lm-evaluation-harness's ``medqa_4options``: the
+  prompt ``"Question: ...\nA. ...\n...\nD. ...\nAnswer:"`` is scored with
+  each continuation " A".." D"; the softmax over the four scores gives a
+  confidence, summarised by the expected calibration error (ECE, 10 bins).
+- **cloze**: the question without its options, then ``"Answer:"``, scored with
+  each option's text as the continuation (OLMES's cloze formulation): ``acc``
+  takes the largest summed log-likelihood, ``acc_norm`` the largest per
+  character of the option (lm-eval's ``acc_norm``).
 
-Every accuracy comes with a 95% Wilson interval and its question count; a
-before/after comparison on the same questions gets a paired bootstrap
-interval for the difference, which is much tighter than comparing two
-independent intervals.
+Every accuracy comes with a 95% Wilson interval and its question count, and
+reports carry per-question results, so a before/after comparison on the same
+questions gets a paired bootstrap interval for the difference.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,9 +35,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..mcq import LETTERS, MCQ, extract_answer, format_prompt
+from ..answer_format import AnswerFormat
 from ..engine import Engine, SamplingParams
 from ..errors import DataError
+from ..mcq import LETTERS, MCQ
 from ..tokenizer import Tokenizer
 
 
@@ -46,12 +55,17 @@ def task_source(task: str, data_path: str | None = None) -> str:
     return TASKS[task]
 
 
-def encode_prompt(tok: Tokenizer, mcq: MCQ) -> list[int]:
+def encode_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat = AnswerFormat.LETTER) -> list[int]:
     """Token ids of the MCQ prompt, preceded by end-of-text (every training document
-    starts with it). The prompt's trailing space is left to the model: in training
-    text the space is fused with the answer letter (" C"), so a prompt ending in a
-    lone " " token would ask for a token sequence the model never saw."""
-    return [tok.eot_id] + tok.encode(format_prompt(mcq).rstrip(" "))
+    starts with it). The prompt ends at the cue ("Answer:"): in training text the
+    space after it is fused with the answer (" C"), so a prompt ending in a lone
+    " " token would ask for a token sequence the model never saw."""
+    return [tok.eot_id] + tok.encode(answer_format.prompt(mcq))
+
+
+def question_id(mcq: MCQ) -> str:
+    """A stable id of a question (its text and options), to pair results across reports."""
+    return hashlib.sha1(json.dumps([mcq.question, mcq.options], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -82,14 +96,17 @@ class MCQScore:
     n: int
     correct: list[bool]
     predictions: list[str | None]
-    ece: float | None = None
-    """Expected calibration error (loglikelihood mode only)."""
+    ids: list[str]
+    gold: list[str]
+    extra: dict[str, float]
+    """Mode-specific figures (ece, acc_norm, pass@k ...), reported beside the accuracy."""
 
     @classmethod
-    def of(cls, predictions: list[str | None], questions: Sequence[MCQ], ece: float | None = None) -> "MCQScore":
+    def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: float) -> "MCQScore":
         correct = [p == q.answer for p, q in zip(predictions, questions)]
         n = len(questions)
-        return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions, ece)
+        return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions,
+                   [question_id(q) for q in questions], [q.answer for q in questions], dict(extra))
 
     @property
     def invalid_rate(self) -> float:
@@ -100,12 +117,21 @@ class MCQScore:
         return {k: sum(p == k for p in self.predictions) / max(1, self.n) for k in (*LETTERS, None)}
 
     def report(self) -> dict:
-        """JSON-ready summary (per-question lists omitted)."""
-        out = {"accuracy": self.accuracy, "ci95": list(self.ci95), "n": self.n, "invalid_rate": self.invalid_rate,
-               "letters": {str(k): v for k, v in self.letter_distribution.items()}}
-        if self.ece is not None:
-            out["ece"] = self.ece
-        return out
+        """JSON-ready summary, with one ``{id, prediction, gold, correct}`` record per question."""
+        return {"accuracy": self.accuracy, "ci95": list(self.ci95), "n": self.n, "invalid_rate": self.invalid_rate,
+                "letters": {str(k): v for k, v in self.letter_distribution.items()}, **self.extra,
+                "questions": [{"id": i, "prediction": p, "gold": g, "correct": c}
+                              for i, p, g, c in zip(self.ids, self.predictions, self.gold, self.correct)]}
+
+
+def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], int]:
+    """(mean gain, its 95% paired bootstrap CI, questions paired) between two reports' per-question results."""
+    a = {q["id"]: q["correct"] for q in before["questions"]}
+    pairs = [(a[q["id"]], q["correct"]) for q in after["questions"] if q["id"] in a]
+    if not pairs:
+        raise DataError("the two reports share no question")
+    b_, a_ = zip(*pairs)
+    return float(np.mean(a_) - np.mean(b_)), paired_bootstrap_ci(b_, a_), len(pairs)
 
 
 def harness_prompt(mcq: MCQ) -> str:
@@ -123,25 +149,39 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
 
 
 @torch.no_grad()
-def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> torch.Tensor:
-    """(len(questions), 4) summed log-likelihoods of " A".." D" after :func:`harness_prompt`.
+def continuation_logprobs(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+    """(len(pairs),) summed log-likelihood of each continuation after its context.
 
-    Over-long prompts keep their end, as lm-evaluation-harness does. Rows are
-    right-padded, so the scored positions never see the padding.
+    Both start after end-of-text. Over-long sequences keep their end, as
+    lm-evaluation-harness does; rows are right-padded, so the scored positions
+    never see the padding.
     """
     model.eval()
     device = next(model.parameters()).device
     context = model.cfg.max_seq_len
-    conts = [tok.encode(f" {letter}") for letter in LETTERS]
-    seqs = [([tok.eot_id] + tok.encode(harness_prompt(q)) + c)[-context:] for q in questions for c in conts]
+    seqs, conts = [], []
+    for ctx, cont in pairs:
+        cont_ids = tok.encode(cont)
+        seqs.append(([tok.eot_id] + tok.encode(ctx) + cont_ids)[-context:])
+        conts.append(len(cont_ids))
     ids = torch.full((len(seqs), max(map(len, seqs))), tok.pad_id, dtype=torch.long)
     for i, seq in enumerate(seqs):
         ids[i, :len(seq)] = torch.tensor(seq)
     _, logits = model(ids.to(device))
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (4b, W, V)
-    scores = torch.stack([logp[i, torch.arange(len(seq) - len(cont) - 1, len(seq) - 1), torch.tensor(seq[-len(cont):])]
-                          .sum() for i, (seq, cont) in enumerate(zip(seqs, conts * len(questions)))])
-    return scores.view(len(questions), len(LETTERS)).cpu()
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (R, W, V)
+    return torch.stack([logp[i, torch.arange(len(seq) - n - 1, len(seq) - 1), torch.tensor(seq[-n:])].sum()
+                        for i, (seq, n) in enumerate(zip(seqs, conts))]).cpu()
+
+
+def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> torch.Tensor:
+    """(len(questions), 4) summed log-likelihoods of " A".." D" after :func:`harness_prompt`."""
+    pairs = [(harness_prompt(q), f" {letter}") for q in questions for letter in LETTERS]
+    return continuation_logprobs(model, tok, pairs).view(len(questions), len(LETTERS))
+
+
+def cloze_prompt(mcq: MCQ) -> str:
+    """The cloze formulation: the question without its options (lm-eval's ``*_cloze`` tasks)."""
+    return f"Question: {mcq.question}\nAnswer:"
 
 
 def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
@@ -153,20 +193,70 @@ def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions
         conf, best = probs.max(dim=-1)
         predictions += [LETTERS[i] for i in best.tolist()]
         confidence += conf.tolist()
-    score = MCQScore.of(predictions, questions)
-    score.ece = expected_calibration_error(confidence, score.correct)
-    return score
+    correct = [p == q.answer for p, q in zip(predictions, questions)]
+    return MCQScore.of(predictions, questions, ece=expected_calibration_error(confidence, correct))
 
 
-def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], *, max_new_tokens: int = 8,
-                        stop_strings: tuple[str, ...] = ("\n",), batch_size: int = 64,
-                        progress: bool = False) -> MCQScore:
-    """Greedy-decode an answer to each question and score ``extract_answer`` against gold."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_strings=stop_strings)
-    predictions: list[str | None] = []
-    for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="generate"):
+def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
+                       batch_size: int = 16, progress: bool = False) -> MCQScore:
+    """The option text with the largest log-likelihood after :func:`cloze_prompt` (``acc``);
+    ``acc_norm`` divides each score by the option's length in characters."""
+    predictions, normed = [], []
+    for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="cloze"):
         chunk = questions[start:start + batch_size]
-        room = engine.model.cfg.max_seq_len - max_new_tokens  # over-long prompts keep their end, as harnesses do
-        groups = engine.generate([encode_prompt(engine.tok, q)[-room:] for q in chunk], params)
-        predictions += [extract_answer(g[0].text) for g in groups]
-    return MCQScore.of(predictions, questions)
+        pairs = [(cloze_prompt(q), f" {q.options[k]}") for q in chunk for k in LETTERS]
+        scores = continuation_logprobs(model, tok, pairs).view(len(chunk), len(LETTERS))  # (b, 4)
+        lengths = torch.tensor([[len(f" {q.options[k]}") for k in LETTERS] for q in chunk], dtype=torch.float)
+        predictions += [LETTERS[i] for i in scores.argmax(-1).tolist()]
+        normed += [LETTERS[i] for i in (scores / lengths).argmax(-1).tolist()]
+    acc_norm = sum(p == q.answer for p, q in zip(normed, questions)) / max(1, len(questions))
+    return MCQScore.of(predictions, questions, acc_norm=acc_norm)
+
+
+def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat, *, samples: int = 1,
+                   temperature: float = 0.0, max_new_tokens: int | None = None, batch_size: int = 64,
+                   seed: int = 0, progress: bool = False, desc: str = "generate") -> list[list[str | None]]:
+    """``samples`` answers per question in ``answer_format``, each read by the format's parser.
+
+    Generation stops at the format's stop strings (a run-on into a new question)
+    and at end-of-text; over-long prompts keep their end, as harnesses do.
+    """
+    budget = max_new_tokens or answer_format.max_new_tokens()
+    params = SamplingParams(max_new_tokens=budget, temperature=temperature, stop_strings=answer_format.stop_strings(),
+                            seed=seed if temperature > 0 else None)
+    room = engine.model.cfg.max_seq_len - budget
+    per_batch = max(1, batch_size // samples)
+    out: list[list[str | None]] = []
+    for start in tqdm(range(0, len(questions), per_batch), disable=not progress, desc=desc):
+        chunk = questions[start:start + per_batch]
+        groups = engine.generate([encode_prompt(engine.tok, q, answer_format)[-room:] for q in chunk], params, samples)
+        out += [[answer_format.parse(q, s.text) for s in group] for q, group in zip(chunk, groups)]
+    return out
+
+
+def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat = AnswerFormat.LETTER,
+                        *, max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> MCQScore:
+    """Greedy-decode an answer to each question in ``answer_format`` and score it against gold."""
+    answers = sample_answers(engine, questions, answer_format, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             progress=progress)
+    return MCQScore.of([a[0] for a in answers], questions)
+
+
+def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat, *, k: int = 16,
+                       max_new_tokens: int | None = None, batch_size: int = 64, seed: int = 0,
+                       progress: bool = False) -> MCQScore:
+    """``k`` samples per question at temperature 1: the score's accuracy is pass@1 (the mean
+    correctness of the samples); ``pass@k`` (any sample correct) is reported beside it.
+    With exactly ``k`` samples the unbiased pass@k estimator is "any of them is right".
+    Per-question predictions are the most frequent answer."""
+    answers = sample_answers(engine, questions, answer_format, samples=k, temperature=1.0,
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
+                             desc="passk")
+    hits = [[a == q.answer for a in group] for q, group in zip(questions, answers)]
+    majority = [max(LETTERS, key=group.count) if any(a is not None for a in group) else None for group in answers]
+    score = MCQScore.of(majority, questions)
+    pass1 = float(np.mean([np.mean(h) for h in hits])) if hits else 0.0
+    passk = float(np.mean([any(h) for h in hits])) if hits else 0.0
+    score.extra.update({"pass@1": pass1, f"pass@{k}": passk, "majority_accuracy": score.accuracy})
+    score.accuracy, score.ci95 = pass1, wilson_interval(round(pass1 * len(questions) * k), len(questions) * k)
+    return score

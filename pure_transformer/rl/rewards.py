@@ -1,13 +1,16 @@
 """Rewards for GRPO on multiple-choice questions.
 
 A reward function is any callable ``(mcq, completion) -> float`` (:data:`RewardFn`);
-``completion`` is the text the policy generated after the prompt's ``"Answer: "``.
-The trainer takes a :data:`RewardFn`, so plugging in a new reward means passing a
-new callable: there is no registry and no string dispatch.
+``completion`` is the text the policy generated after the prompt of the run's
+:class:`~pure_transformer.answer_format.AnswerFormat`. The trainer takes a
+:data:`RewardFn`, so plugging in a new reward means passing a new callable:
+there is no registry and no string dispatch.
 
-The default reward (:func:`make_reward` with a default :class:`RewardConfig`) is
-plain correctness, 1.0 or 0.0. :func:`format_reward` is an optional shaping term,
-off unless ``format_weight`` is set.
+The default reward (:func:`make_reward`) is plain correctness, 1.0 or 0.0, as
+read by the format's strict parser: the leading letter, or the option named on
+the final ``Answer:`` line (never an option named in the explanation, never a
+letter in prose). :func:`format_reward` is an optional shaping term, off unless
+``format_weight`` is set.
 
 :func:`prepare_question` shuffles options against letter priors, and
 :func:`letter_distribution` reports which letters the policy picks, to spot a
@@ -17,43 +20,34 @@ position bias (e.g. always "A") that correctness alone would hide.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from pure_transformer.mcq import LETTERS, MCQ, extract_answer, shuffle_options
+from ..answer_format import AnswerFormat
+from ..mcq import LETTERS, MCQ, shuffle_options
 
 RewardFn = Callable[[MCQ, str], float]
 """(question, completion text) -> scalar reward."""
 
-# "C", "C.", "C. Aspirin", "C\n...": a capital letter first, then ".", whitespace or the end.
-_FORMAT = re.compile(r"\s*(?P<letter>[A-D])(?:\.|(?=\s)|$)")
-
 NO_ANSWER = "None"
-"""The :func:`letter_distribution` key for completions with no extractable letter."""
+"""The :func:`letter_distribution` key for completions that answer no option."""
 
 
-def correctness_reward(mcq: MCQ, completion: str) -> float:
-    """1.0 when :func:`extract_answer` finds the gold letter in ``completion``, else 0.0."""
-    return 1.0 if extract_answer(completion) == mcq.answer else 0.0
+def correctness_reward(mcq: MCQ, completion: str, answer_format: AnswerFormat = AnswerFormat.LETTER) -> float:
+    """1.0 when ``completion`` answers the gold option under ``answer_format``'s parser, else 0.0."""
+    return 1.0 if answer_format.parse(mcq, completion) == mcq.answer else 0.0
 
 
-def format_reward(mcq: MCQ, completion: str) -> float:
-    """1.0 when the completion *starts* with one answer letter in the expected form.
+def format_reward(mcq: MCQ, completion: str, answer_format: AnswerFormat = AnswerFormat.LETTER) -> float:
+    """1.0 when the completion gives exactly one answer in the expected form, right or wrong.
 
-    The expected form is the letter alone or followed by ``"."`` or whitespace
-    ("C", "C.", "C. Warfarin"), and :func:`extract_answer` must read that same
-    letter (so "A patient ...", "A or B" and "(C)" score 0.0). Whether the letter
-    is right does not matter; that is :func:`correctness_reward`'s job. ``mcq`` is
-    unused and kept for the :data:`RewardFn` signature.
+    ``letter``: it starts with one answer letter ("C", "C.", "C. Warfarin").
+    ``text``/``explain``: its (final) answer line names exactly one option.
+    Whether that answer is right is :func:`correctness_reward`'s job.
     """
-    del mcq
-    match = _FORMAT.match(completion)
-    if match is None:
-        return 0.0
-    return 1.0 if extract_answer(completion) == match.group("letter") else 0.0
+    return 1.0 if answer_format.parse(mcq, completion) is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -61,21 +55,20 @@ class RewardConfig:
     """Weights of the default reward: ``correctness + format_weight * format``."""
 
     format_weight: float = 0.0
+    answer_format: AnswerFormat = AnswerFormat.LETTER
 
 
 def make_reward(cfg: RewardConfig | None = None) -> RewardFn:
     """The default reward for ``cfg``: correctness plus ``format_weight`` times format.
 
-    With ``format_weight == 0`` (the default) this is :func:`correctness_reward`
-    itself, and the format term is never computed.
+    With ``format_weight == 0`` (the default) the format term is never computed.
     """
     cfg = cfg if cfg is not None else RewardConfig()
-    weight = float(cfg.format_weight)
-    if weight == 0.0:
-        return correctness_reward
+    weight, fmt = float(cfg.format_weight), cfg.answer_format
 
     def reward(mcq: MCQ, completion: str) -> float:
-        return correctness_reward(mcq, completion) + weight * format_reward(mcq, completion)
+        value = correctness_reward(mcq, completion, fmt)
+        return value + weight * format_reward(mcq, completion, fmt) if weight else value
 
     return reward
 
@@ -109,15 +102,21 @@ def prepare_question(mcq: MCQ, rng: random.Random | None) -> MCQ:
     return mcq if rng is None else shuffle_options(mcq, rng)
 
 
-def letter_distribution(completions: Sequence[str]) -> dict[str, float]:
-    """Fraction of ``completions`` answering A, B, C, D, or none (key ``"None"``).
+def letter_distribution(questions: Sequence[MCQ], completions: Sequence[str],
+                        answer_format: AnswerFormat = AnswerFormat.LETTER) -> dict[str, float]:
+    """Fraction of ``completions[i]`` (answers to ``questions[i]``) choosing A, B, C, D,
+    or none (key ``"None"``), under ``answer_format``'s parser.
 
     The fractions sum to 1 for a non-empty input; all are 0.0 for an empty one.
     A distribution far from the gold-letter distribution points to position bias.
     """
+    return answer_histogram([answer_format.parse(q, c) for q, c in zip(questions, completions)])
+
+
+def answer_histogram(answers: Sequence[str | None]) -> dict[str, float]:
+    """Fraction of parsed ``answers`` that are A, B, C, D, or None (key ``"None"``)."""
     counts = dict.fromkeys((*LETTERS, NO_ANSWER), 0)
-    for completion in completions:
-        letter = extract_answer(completion)
+    for letter in answers:
         counts[letter if letter is not None else NO_ANSWER] += 1
-    total = len(completions)
+    total = len(answers)
     return {key: (n / total if total else 0.0) for key, n in counts.items()}

@@ -22,11 +22,12 @@ from typing import Sequence
 
 import torch
 
-from ..mcq import MCQ
+from ..answer_format import AnswerFormat
 from ..engine import Engine, Sample, SamplingParams, prefill
 from ..eval.scoring import encode_prompt
+from ..mcq import MCQ
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
-from .rewards import RewardFn, correctness_reward, prepare_question, score
+from .rewards import RewardFn, prepare_question, score
 
 
 @dataclass
@@ -38,10 +39,11 @@ class RolloutBatch:
     old_logp: torch.Tensor  # (N, C) log pi_old of each token (0 on padding)
     keep_ids: torch.Tensor | None  # (N, C, K) sampler's kept ids, -1 padded; None = full vocabulary
     rewards: torch.Tensor  # (N,)
-    correct: torch.Tensor  # (N,) 1.0 when the extracted letter was right
+    correct: torch.Tensor  # (N,) 1.0 when the parsed answer was right
     advantages: torch.Tensor  # (N,)
     zero_variance: torch.Tensor  # (groups,) bool
     texts: list[str]
+    answers: list[str | None]  # (N,) the letter each completion answers under the run's format
 
     @property
     def size(self) -> int:
@@ -53,16 +55,19 @@ class RolloutBatch:
 
 
 def sample_groups(engine: Engine, questions: Sequence[MCQ], params: SamplingParams, group_size: int,
-                  shuffle_rng: random.Random | None = None) -> tuple[list[MCQ], list[list[int]], list[list[Sample]]]:
-    """``group_size`` completions per question. With ``shuffle_rng`` each question's
-    options are permuted once, so the whole group sees the same letter order."""
+                  shuffle_rng: random.Random | None = None, answer_format: AnswerFormat = AnswerFormat.LETTER
+                  ) -> tuple[list[MCQ], list[list[int]], list[list[Sample]]]:
+    """``group_size`` completions per question, asked in ``answer_format``. With
+    ``shuffle_rng`` each question's options are permuted once, so the whole group
+    sees the same letter order."""
     shown = [prepare_question(q, shuffle_rng) for q in questions]
-    prompts = [encode_prompt(engine.tok, q) for q in shown]
+    prompts = [encode_prompt(engine.tok, q, answer_format) for q in shown]
     return shown, prompts, engine.generate(prompts, params, group_size)
 
 
 def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: Sequence[list[Sample]],
-                reward_fn: RewardFn, *, scale_adv_by_std: bool = False) -> RolloutBatch:
+                reward_fn: RewardFn, *, scale_adv_by_std: bool = False,
+                answer_format: AnswerFormat = AnswerFormat.LETTER) -> RolloutBatch:
     """Score every sample, compute group-relative advantages and lay out the tensors."""
     group_size = len(groups[0])
     samples = [s for g in groups for s in g]
@@ -81,10 +86,11 @@ def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: 
         old[i, :length] = s.logprobs
         if keep is not None and s.keep_ids is not None:
             keep[i, :length, :s.keep_ids.shape[1]] = s.keep_ids
-    return RolloutBatch(list(prompts), group_size, completions, mask, old, keep, rewards,
-                        score(correctness_reward, shown, texts),
+    answers = [answer_format.parse(q, t) for q, t in zip(shown, texts)]
+    correct = torch.tensor([float(a == q.answer) for a, q in zip(answers, shown)])
+    return RolloutBatch(list(prompts), group_size, completions, mask, old, keep, rewards, correct,
                         group_advantages(rewards, group_size, scale_by_std=scale_adv_by_std),
-                        zero_variance_groups(rewards, group_size), texts)
+                        zero_variance_groups(rewards, group_size), texts, answers)
 
 
 def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int, end: int, temperature: float

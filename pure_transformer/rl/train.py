@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..answer_format import AnswerFormat
 from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..mcq import MCQ
@@ -45,7 +46,7 @@ from ..train.metrics import MetricsLogger
 from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
 from .config import GRPOConfig
 from .grpo import GRPOLossConfig, grpo_loss
-from .rewards import RewardConfig, RewardFn, letter_distribution, make_reward
+from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward
 from .rollout import RolloutBatch, build_batch, completion_logprobs, masked_entropy, sample_groups
 
 REFERENCE_FILE = "reference.safetensors"
@@ -72,29 +73,37 @@ class RLResult:
     stopped: str | None
 
 
-def rollout(engine: Engine, cfg: GRPOConfig, train: list[MCQ], cursor: int, step: int, reward_fn
-            ) -> tuple[RolloutBatch, int]:
+def sampling_budget(cfg: GRPOConfig, fmt: AnswerFormat) -> tuple[int, tuple[str, ...]]:
+    """(max new tokens, stop strings) of a run: the config's, else the format's; the
+    format's stops (a new "Question:", the answer line's end) always apply."""
+    return cfg.max_new_tokens or fmt.max_new_tokens(), tuple(dict.fromkeys(cfg.stop_strings + fmt.stop_strings()))
+
+
+def rollout(engine: Engine, cfg: GRPOConfig, train: list[MCQ], cursor: int, step: int, reward_fn: RewardFn,
+            fmt: AnswerFormat) -> tuple[RolloutBatch, int]:
     """Sample and score one step's groups; returns the batch and the advanced cursor.
     With ``resample_zero_variance``, uninformative groups are replaced by fresh
     prompts for up to two more rounds."""
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                            top_p=cfg.top_p, stop_strings=cfg.stop_strings, seed=cfg.seed * 1_000_003 + step)
+    budget, stops = sampling_budget(cfg, fmt)
+    params = SamplingParams(max_new_tokens=budget, temperature=cfg.temperature, top_k=cfg.top_k,
+                            top_p=cfg.top_p, stop_strings=stops, seed=cfg.seed * 1_000_003 + step)
     shuffle = random.Random(cfg.seed * 7919 + step) if cfg.shuffle_options else None
     questions = next_questions(train, cursor, cfg.prompts_per_step, cfg.seed)
     cursor += cfg.prompts_per_step
-    shown, prompts, groups = sample_groups(engine, questions, params, cfg.samples_per_prompt, shuffle)
+    shown, prompts, groups = sample_groups(engine, questions, params, cfg.samples_per_prompt, shuffle, fmt)
     for round_ in range(2 if cfg.resample_zero_variance else 0):
-        flat = build_batch(shown, prompts, groups, reward_fn)
+        flat = build_batch(shown, prompts, groups, reward_fn, answer_format=fmt)
         bad = flat.zero_variance.nonzero().squeeze(1).tolist()
         if not bad:
             break
         extra = next_questions(train, cursor, len(bad), cfg.seed)
         cursor += len(bad)
         retry = SamplingParams(**{**params.__dict__, "seed": params.seed + 7 * (round_ + 1)})
-        new_shown, new_prompts, new_groups = sample_groups(engine, extra, retry, cfg.samples_per_prompt, shuffle)
+        new_shown, new_prompts, new_groups = sample_groups(engine, extra, retry, cfg.samples_per_prompt, shuffle, fmt)
         for slot, q, p, g in zip(bad, new_shown, new_prompts, new_groups):
             shown[slot], prompts[slot], groups[slot] = q, p, g
-    return build_batch(shown, prompts, groups, reward_fn, scale_adv_by_std=cfg.scale_adv_by_std), cursor
+    return build_batch(shown, prompts, groups, reward_fn, scale_adv_by_std=cfg.scale_adv_by_std,
+                       answer_format=fmt), cursor
 
 
 def micro_batches(batch: RolloutBatch, size: int) -> list[tuple[int, int]]:
@@ -169,10 +178,12 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         load_weights(ckpt, ref, REFERENCE_FILE)
         set_rng_state(meta["rng"])
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
-    train = fitting(train, tok, cfg.max_new_tokens, model.cfg.max_seq_len, "train")
-    val = fitting(val, tok, cfg.max_new_tokens, model.cfg.max_seq_len, "validation")
+    fmt = AnswerFormat(cfg.answer_format) if cfg.answer_format else AnswerFormat.of_checkpoint(init_meta)
+    budget, _ = sampling_budget(cfg, fmt)
+    train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train")
+    val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation")
     engine = Engine(model, tok)
-    reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight))
+    reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
     loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
                               offpolicy_mask_delta=cfg.offpolicy_mask_delta)
     total_steps = math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
@@ -184,12 +195,14 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
             "parameters": model.num_params(), "device": str(rt.device)}
     (run_dir / "config.json").write_text(json.dumps(info, indent=1))
     print(f"GRPO on {source}: {len(train)} train / {len(val)} validation questions, {total_steps} steps of "
-          f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples, from {init_dir}"
+          f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
+          f"from {init_dir}"
           + (f", resuming at step {step}" if meta else ""))
     logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None)
 
     def save(complete: bool = False) -> Path:
         meta_out = {"kind": "rl", "step": step, "cursor": cursor, "config": cfg.to_dict(), "task": task,
+                    "answer_format": fmt.value,
                     "source": source, "init_checkpoint": str(init_dir), "model_config": model.cfg.to_dict(),
                     "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")}}
@@ -200,7 +213,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
         return path
 
     def validate() -> float:
-        result = greedy_mcq_accuracy(engine, val, max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
+        result = greedy_mcq_accuracy(engine, val, fmt, max_new_tokens=budget)
         logger.log(step, {"val_accuracy": result.accuracy, "val_ci_low": result.ci95[0],
                           "val_ci_high": result.ci95[1], "val_invalid_rate": result.invalid_rate})
         return result.accuracy
@@ -219,7 +232,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * lr_scale
                 t0 = time.perf_counter()
-                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn)
+                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt)
                 t1 = time.perf_counter()
                 model.train()
                 ref_logp = reference_logprobs(ref, batch, cfg)
@@ -234,7 +247,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
                     **stats, "response_len": batch.num_completion_tokens / batch.size,
                     "rollout_tokens_per_s": batch.num_completion_tokens / (t1 - t0), "gen_time_s": t1 - t0,
                     "train_time_s": t2 - t1, "lr": cfg.lr * lr_scale, "questions_seen": cursor,
-                    "letters": letter_distribution(batch.texts),
+                    "letters": answer_histogram(batch.answers),
                 }
                 if step % cfg.log_every == 0:
                     logger.log(step, record)
@@ -261,10 +274,10 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     return RLResult(run_dir, step, val_acc, time.perf_counter() - start, stopped)
 
 
-def fitting(questions: list[MCQ], tok, max_new_tokens: int, context: int, split: str) -> list[MCQ]:
+def fitting(questions: list[MCQ], tok, fmt: AnswerFormat, max_new_tokens: int, context: int, split: str) -> list[MCQ]:
     """The questions whose prompt leaves room for ``max_new_tokens`` in the context;
     the rest are dropped with a note rather than truncated mid-question."""
-    kept = [q for q in questions if len(encode_prompt(tok, q)) + max_new_tokens <= context]
+    kept = [q for q in questions if len(encode_prompt(tok, q, fmt)) + max_new_tokens <= context]
     if not kept:
         raise ConfigError(f"no {split} question fits the {context}-token context with {max_new_tokens} new tokens")
     if len(kept) < len(questions):

@@ -34,6 +34,9 @@ class PretrainConfig:
     """Documents in each source's seeded shuffle window."""
     document_masking: bool = False
     """Mask attention across the documents packed into one sequence."""
+    answer_format: Literal["letter", "text", "explain"] = "letter"
+    """How MCQ records are written as training text (:class:`~pure_transformer.answer_format.AnswerFormat`);
+    saved with every checkpoint, so RL, evaluate and serve ask questions the same way."""
 
     seq_len: int = 2048
     micro_batch: int = 16
@@ -121,10 +124,21 @@ def debug() -> PretrainConfig:
     )
 
 
+def demo() -> PretrainConfig:
+    """``make demo``'s pretraining: the tiny model learns the bundled questions in the
+    explanation-first format, stopped while GRPO still has headroom (greedy well
+    below the ceiling, pass@16 far above pass@1; docs/GRPO.md)."""
+    return dataclasses.replace(
+        debug(), answer_format="explain", total_tokens=2_000_000, val_every=250, ckpt_every=250,
+        sources={"bundled-general": 0.1, "bundled-medical": 0.4, "bundled-mcq": 0.5},
+    )
+
+
 PRETRAIN_PRESETS: dict[str, Callable[[], PretrainConfig]] = {
     "a100_2day": a100_2day,
     "h200_1day": h200_1day,
     "debug": debug,
+    "demo": demo,
 }
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..answer_format import AnswerFormat
 from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
                           resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
@@ -229,12 +230,14 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
                                        betas=cfg.betas)
     mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
-                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                            answer_format=AnswerFormat(cfg.answer_format))
     loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                 num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
                                 token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
-                                           tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size)
+                                           tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size,
+                                           answer_format=AnswerFormat(cfg.answer_format))
     train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
     if rt.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
