@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv if needed, then run the main job on the bundled data
+#   (make demo-long: the same with longer pretraining and GRPO, about 30 minutes)
 #   make test   - create .venv if needed, then run the test suite
 #
 # TORCH_SPEC picks the PyTorch build. The default pin resolves to the CPU wheel
@@ -10,10 +11,12 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/demo
+LONG_PRETRAIN_TOKENS ?= 2500000
+LONG_RL_STEPS ?= 300
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-long test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	RUN_DIR=$(RUN_DIR) PY=$(PY) bash scripts/demo.sh
+
+demo-long: $(STAMP)
+	RUN_DIR=runs/demo-long PY=$(PY) PRETRAIN_TOKENS=$(LONG_PRETRAIN_TOKENS) RL_STEPS=$(LONG_RL_STEPS) bash scripts/demo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The README's main job: the whole pipeline on the bundled offline data, CPU only, in about 10 minutes.
-# Usage: make demo   (or RUN_DIR=... PY=... bash scripts/demo.sh)
+# The README's main job: the whole pipeline on the bundled offline data, CPU only.
+# Usage: make demo        (about 10 minutes on 2 cores)
+#        make demo-long   (about 30 minutes: longer pretraining and GRPO, where the gain is larger)
+#        RUN_DIR=... PY=... PRETRAIN_TOKENS=... RL_STEPS=... bash scripts/demo.sh
 set -euo pipefail
 RUN_DIR=${RUN_DIR:-runs/demo}
 PY=${PY:-.venv/bin/python}
+PRETRAIN_TOKENS=${PRETRAIN_TOKENS:-}   # empty: the demo preset's
+RL_STEPS=${RL_STEPS:-}                 # empty: the demo preset's
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::UserWarning}
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
@@ -26,19 +30,21 @@ echo; echo "== 4. contamination: exact test questions are kept out of training; 
 echo "   clinical phrasing (test vignettes are new questions about facts the corpus teaches)"
 $PY -m pure_transformer data overlap --train bundled-mcq --eval bundled-mcq --eval-split test
 
-echo; echo "== 5. pretraining: tiny model, 2M tokens, MCQs written explanation first; stopped while GRPO has headroom"
+echo; echo "== 5. pretraining: tiny model, ${PRETRAIN_TOKENS:-2000000} tokens, MCQs written explanation first; stopped while GRPO has headroom"
 $PY -m pure_transformer.run_train pretrain --config demo --checkpoint-dir "$RUN_DIR/pretrain" \
-  --set tokenizer="$RUN_DIR/tokenizer" --no-progress
+  --set tokenizer="$RUN_DIR/tokenizer" ${PRETRAIN_TOKENS:+--set total_tokens=$PRETRAIN_TOKENS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
 
-echo; echo "== 6. before GRPO: 400 held-out test questions in every formulation; passk says whether GRPO has signal"
-echo "   (pass@16 well above pass@1: sampling finds right answers that greedy decoding misses)"
-"${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode generate,passk,loglikelihood,cloze \
+echo; echo "== 6. before GRPO: 400 held-out test questions in every formulation (generate: explanation first,"
+echo "   then the answer line; loglikelihood: the letter; cloze: the option text without the options shown)"
+"${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode generate,loglikelihood,cloze \
   --output "$RUN_DIR/eval-pretrain.json" | tail -n +2
+echo "-- does GRPO have signal? pass@16 well above pass@1 means sampling finds answers greedy decoding misses"
+"${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode passk --limit 100 | tail -n 1
 
-echo; echo "== 7. GRPO: 16 training questions x 16 samples per step, reward = the option named on the final Answer: line"
+echo; echo "== 7. GRPO: 8 training questions x 8 samples per step, reward = the option named on the final Answer: line"
 $PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config demo \
-  --checkpoint-dir "$RUN_DIR/rl" --no-progress
+  --checkpoint-dir "$RUN_DIR/rl" ${RL_STEPS:+--set max_steps=$RL_STEPS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/rl" --out "$RUN_DIR/rl/curves.png"
 
 echo; echo "== 8. after GRPO, on the same 400 held-out questions: the gain is paired per question (bootstrap 95% CI)"

@@ -82,7 +82,7 @@ def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokeniz
             totals.append(sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(cont)))
         assert predicted == "ABCD"[int(np.argmax(totals))]
     assert harness_prompt(questions[0]).endswith("\nD. " + questions[0].options["D"] + "\nAnswer:")
-    assert 0 <= score.ece <= 1 and score.n == 6
+    assert 0 <= score.extra["ece"] <= 1 and score.n == 6
 
 
 def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

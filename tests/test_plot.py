@@ -36,6 +36,7 @@ def _write(run_dir: Path, val: bool = True, mfu: bool = True, extra: bool = Fals
             rec["nonfinite_skipped"] = 1
         if extra:
             rec["reward"] = step / 40
+            rec["letters"] = {"A": 0.25 + step / 160, "B": 0.25, "C": 0.25 - step / 160, "D": 0.25, "None": 0.0}
         log.log(step, rec)
         if val and step % 10 == 0:
             loss = rec["loss"] + 0.1
@@ -72,9 +73,9 @@ def test_train_only_no_mfu(tmp_path: Path) -> None:
     _check_png(plot_run(tmp_path), _expected_shape(5))
 
 
-def test_extra_numeric_key_gets_panel(tmp_path: Path) -> None:
-    _write(tmp_path, extra=True)
-    _check_png(plot_run(tmp_path), _expected_shape(6))
+def test_extra_numeric_key_and_answer_shares_get_panels(tmp_path: Path) -> None:
+    _write(tmp_path, extra=True)  # reward (a number) and letters (RL's answer shares, a dict)
+    _check_png(plot_run(tmp_path), _expected_shape(7))
 
 
 def test_missing_run_dir(tmp_path: Path) -> None:

@@ -361,3 +361,18 @@ def test_page_answers_in_headless_chromium(url):
     assert "Not medical advice" in out.stdout, out.stderr[-2000:]
     assert 'id="mcq-answer"' in out.stdout and "Model's answer:" in out.stdout, out.stdout[-3000:]
     assert out.stdout.count('class="fill"') >= 4  # one probability bar per letter
+
+
+@pytest.mark.parametrize("fmt", ["text", "explain"])
+def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer) -> None:
+    """A text/explain model is asked the way it was trained: the option texts are scored
+    (after a greedy explanation for explain), and the probabilities are a distribution."""
+    from pure_transformer.answer_format import AnswerFormat
+
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", answer_format=AnswerFormat(fmt))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        body = c.post("/v1/mcq", json=MCQ_BODY).json()
+    assert body["answer_format"] == fmt and body["answer"] in "ABCD"
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+    assert body["answer"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert ("explanation" in body) == (fmt == "explain")

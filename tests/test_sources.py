@@ -215,3 +215,34 @@ def test_repeated_mcq_epochs_reorder_options_reproducibly(bundled_dir, where):
     assert changed > 0.6 * n  # 23 of 24 permutations move something
     # Reproducible: a new source renders epoch 1 the same way.
     assert [d.text for d in islice(open_source(path), 2 * n)][n:] == epoch1
+
+
+def test_mcq_sources_write_the_run_answer_format(bundled, bundled_dir):
+    explain = AnswerFormat.EXPLAIN
+    mcq_val = first_epoch(open_source("bundled-mcq", "validation", answer_format=explain))
+    assert mcq_val == [explain.pretrain_text(m) for m in bundled.mcq["validation"]]
+    assert all(t.endswith(f"\nAnswer: {m.answer_text}") for t, m in zip(mcq_val, bundled.mcq["validation"]))
+    # GBaker's MedQA schema has no explanation: explain writes those records in the text form.
+    local = first_epoch(open_source(str(bundled_dir / "medqa_train.jsonl"), "validation", answer_format=explain))
+    records = [normalize_mcq(json.loads(line)) for line in (bundled_dir / "medqa_validation.jsonl").open()]
+    assert local == [AnswerFormat.TEXT.pretrain_text(m) for m in records]
+    assert "Explanation:" not in "".join(local)
+
+
+def test_preview_counts_records_without_explanation(bundled_dir, tiny_tokenizer, tmp_path):
+    from pure_transformer.data.preview import preview
+
+    tiny_tokenizer.save(tmp_path / "tok")
+    lines: list[str] = []
+    table = preview(str(tmp_path / "tok"), f"bundled-mcq:0.5,{bundled_dir / 'medqa_train.jsonl'}:0.5", seq_len=64,
+                    num_blocks=20, show=0, answer_format=AnswerFormat.EXPLAIN, print_fn=lines.append)
+    local = str(bundled_dir / "medqa_train.jsonl")
+    assert table["bundled-mcq"]["no_explanation"] == 0
+    assert table[local]["no_explanation"] == len(list((bundled_dir / "medqa_train.jsonl").open())) > 0
+    assert any("written in the text form" in line for line in lines)
+
+
+def test_checkpoints_say_their_format():
+    assert AnswerFormat.of_checkpoint({"config": {"answer_format": "explain"}}) is AnswerFormat.EXPLAIN
+    assert AnswerFormat.of_checkpoint({"answer_format": "text", "config": {}}) is AnswerFormat.TEXT
+    assert AnswerFormat.of_checkpoint({"config": {"lr": 1.0}}) is AnswerFormat.LETTER  # older than formats

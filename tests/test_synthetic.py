@@ -190,6 +190,10 @@ def _longest(mcq: MCQ) -> str:
     return max(LETTERS, key=lambda letter: len(mcq.options[letter]))
 
 
+def _shortest(mcq: MCQ) -> str:
+    return min(LETTERS, key=lambda letter: len(mcq.options[letter]))
+
+
 def _most_overlap(mcq: MCQ) -> str:
     stem = _words(mcq.question)
     return max(LETTERS, key=lambda letter: len(stem & _words(mcq.options[letter])))
@@ -199,7 +203,7 @@ def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus) -> None:
     test = corpus.mcq["test"]
     scores = {
         baseline.__name__: sum(baseline(m) == m.answer for m in test) / len(test)
-        for baseline in (_always_a, _longest, _most_overlap)
+        for baseline in (_always_a, _longest, _shortest, _most_overlap)
     }
     assert all(score <= 0.35 for score in scores.values()), f"shortcut baselines on test: {scores}"
 

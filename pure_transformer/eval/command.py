@@ -52,7 +52,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
                                         progress=progress)
         elif mode == "passk":
             score = passk_mcq_accuracy(engine, questions, fmt, k=k, max_new_tokens=max_new_tokens,
-                                       batch_size=max(batch_size, k), progress=progress)
+                                       batch_size=max(batch_size, 256), progress=progress)  # rows per call
         elif mode == "loglikelihood":
             score = loglikelihood_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4),
                                                progress=progress)

@@ -84,9 +84,15 @@ def paired_bootstrap_ci(before: Sequence[bool], after: Sequence[bool], *, sample
     a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if a.shape != b.shape or a.size == 0:
         raise ValueError("before and after must score the same, non-empty set of questions")
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(samples, a.size))
-    diffs = (b[idx] - a[idx]).mean(axis=1)
-    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+    return bootstrap_ci(b - a, samples=samples, seed=seed)
+
+
+def bootstrap_ci(values: Sequence[float], *, samples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of per-question ``values`` (questions resampled)."""
+    x = np.asarray(values, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(samples, x.size))
+    means = x[idx].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 @dataclass
@@ -258,5 +264,6 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
     pass1 = float(np.mean([np.mean(h) for h in hits])) if hits else 0.0
     passk = float(np.mean([any(h) for h in hits])) if hits else 0.0
     score.extra.update({"pass@1": pass1, f"pass@{k}": passk, "majority_accuracy": score.accuracy})
-    score.accuracy, score.ci95 = pass1, wilson_interval(round(pass1 * len(questions) * k), len(questions) * k)
+    # The k samples of a question are not independent: the interval resamples questions.
+    score.accuracy, score.ci95 = pass1, bootstrap_ci([float(np.mean(h)) for h in hits])
     return score

@@ -95,12 +95,19 @@ def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: 
 
 def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int, end: int, temperature: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs (R, C), logits (R, C, V)) of rows ``start:end``'s completion tokens
-    under the sampler's temperature and kept sets, with one prompt pass per group."""
+    """(log-probs (R, C), logits (R, W, V)) of rows ``start:end``'s completion tokens
+    under the sampler's temperature and kept sets, with one prompt pass per group.
+
+    Only the first W columns are run, W being the longest completion among these
+    rows: completions vary in length (an explanation may stop after 20 tokens or
+    run to the budget), and padding columns would cost as much as real ones.
+    Log-probs are zero beyond W, like every padded position."""
     device = next(model.parameters()).device
     first, last = start // batch.group_size, (end - 1) // batch.group_size
     prompts = batch.prompts[first:last + 1]
-    tokens = batch.completions[start:end].to(device)  # (R, C)
+    full_width = batch.completions.shape[1]
+    width = max(1, int(batch.mask[start:end].sum(1).max()))
+    tokens = batch.completions[start:end, :width].to(device)  # (R, W)
     capacity = max(map(len, prompts)) + tokens.shape[1]
     # first_logits (P, 1, V) predicts completion token 0
     cache, first_logits = prefill(model, prompts, capacity, next(model.parameters()).dtype)
@@ -110,9 +117,10 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int,
     if tokens.shape[1] > 1:
         _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
         parts.append(rest)
-    logits = torch.cat(parts, dim=1)  # (R, C, V)
-    keep = batch.keep_ids[start:end].to(device) if batch.keep_ids is not None else None
-    return masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep), logits
+    logits = torch.cat(parts, dim=1)  # (R, W, V)
+    keep = batch.keep_ids[start:end, :width].to(device) if batch.keep_ids is not None else None
+    logp = masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep)  # (R, W)
+    return torch.nn.functional.pad(logp, (0, full_width - width)), logits
 
 
 @torch.no_grad()

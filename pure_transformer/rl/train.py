@@ -132,7 +132,8 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
             stats["kl"] += out.kl / cfg.updates_per_rollout
             stats["clip_frac"] += out.clip_frac / cfg.updates_per_rollout
             stats["masked_frac"] += out.masked_frac * share / cfg.updates_per_rollout
-            stats["entropy"] += masked_entropy(logits, mask, cfg.temperature) / total_tokens / cfg.updates_per_rollout
+            stats["entropy"] += (masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature) / total_tokens
+                                 / cfg.updates_per_rollout)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         stats["grad_norm"] += float(grad_norm) / cfg.updates_per_rollout
         if torch.isfinite(grad_norm):

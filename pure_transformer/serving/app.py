@@ -9,10 +9,12 @@ Endpoints:
   ``top_p``, ``n``, ``stop``, ``seed``, ``stream``). ``stream: true`` answers with
   server-sent events, ``data: {chunk}`` ... ``data: [DONE]``. Unknown fields
   (``logprobs``, ``echo``, ``user``...) are ignored.
-- ``POST /v1/mcq``: ``{question, options: {A..D}}`` -> ``{answer, probabilities}``,
-  the softmax over the log-likelihoods of " A".." D" after the
-  lm-evaluation-harness prompt (:func:`~pure_transformer.eval.scoring.harness_prompt`);
-  over-long prompts keep their end, as the harness does.
+- ``POST /v1/mcq``: ``{question, options: {A..D}}`` -> ``{answer, probabilities}``
+  in the checkpoint's answer format (:func:`~pure_transformer.serving.worker.mcq_answer`):
+  for ``letter`` the softmax over the log-likelihoods of " A".." D" after the
+  lm-evaluation-harness prompt, for ``text``/``explain`` over the option texts
+  (after a greedy ``explanation``, which is returned); over-long prompts keep
+  their end, as the harness does.
 - ``GET /v1/models``, ``GET /health`` and ``GET /`` (a small demo page).
 
 Chats are rendered with the text template in :mod:`.schemas` and stop at
@@ -53,13 +55,14 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from ..answer_format import AnswerFormat
 from ..engine import Engine, SamplingParams, stream_text
 from ..errors import ConfigError, DataError, UserError
 from ..mcq import MCQ
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
                       chat_prompt, sampling_params)
-from .worker import ModelWorker, TokenTap, mcq_probabilities
+from .worker import ModelWorker, TokenTap, mcq_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -85,8 +88,9 @@ class LeasedStream(StreamingResponse):
 
 
 def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | None = None,
-               limits: ServerLimits = ServerLimits()) -> FastAPI:
-    """The HTTP app around an already-loaded model (tests pass a tiny random one)."""
+               limits: ServerLimits = ServerLimits(), answer_format: AnswerFormat = AnswerFormat.LETTER) -> FastAPI:
+    """The HTTP app around an already-loaded model (tests pass a tiny random one);
+    ``/v1/mcq`` asks questions in ``answer_format`` (the checkpoint's)."""
     engine = Engine(model, tokenizer)
     worker = ModelWorker(engine, limits.batch_window_s)
     gate = ConcurrencyGate(limits.max_concurrency)
@@ -196,11 +200,10 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
         lease = gate.acquire()
         try:
-            probs = await worker.call(mcq_probabilities, model, tokenizer, question)
+            result = await worker.call(mcq_answer, engine, question, answer_format)
         finally:
             lease.release()
-        return {"object": "mcq.answer", "model": model_name, "answer": max(probs, key=probs.get),
-                "probabilities": probs}
+        return {"object": "mcq.answer", "model": model_name, "answer_format": answer_format.value, **result}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -254,7 +257,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
               file=sys.stderr)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok, _, folder = load_model(args.checkpoint, device)
+    model, tok, meta, folder = load_model(args.checkpoint, device)
     name = args.name or f"{folder.parent.name}/{folder.name}"
-    app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits)
+    app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits,
+                     answer_format=AnswerFormat.of_checkpoint(meta))
     uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

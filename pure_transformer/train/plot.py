@@ -30,6 +30,8 @@ PANEL_SIZE = (5.0, 3.5)  # inches per panel; with DPI this fixes the PNG's pixel
 DPI = 100
 MAX_EXTRA_PANELS = 6  # a log with dozens of unknown keys should not yield a poster
 
+# Extra keys drawn first when present: what an RL run is judged by.
+_FIRST = ("reward", "val_accuracy", "kl", "entropy", "response_len")
 # Keys drawn by the fixed panels (or meaningless as a curve), so not "extra".
 _KNOWN = {"step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb",
           "mfu", "nonfinite_skipped", "val_loss", "val_ppl"}
@@ -89,10 +91,12 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         def to_x(steps: np.ndarray) -> np.ndarray:
             return steps
 
-    extra = sorted({k for r in records for k, v in r.items()
-                    if k not in _KNOWN and "/" not in k and isinstance(v, (int, float))
-                    and not isinstance(v, bool)})[:MAX_EXTRA_PANELS]
-    n_panels = 5 + len(extra)
+    numeric = {k for r in records for k, v in r.items()
+               if k not in _KNOWN and "/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    extra = ([k for k in _FIRST if k in numeric] + sorted(numeric - set(_FIRST)))[:MAX_EXTRA_PANELS]
+    # RL runs log the share of each parsed answer per step: a collapse onto one letter shows here.
+    shares = [r for r in records if isinstance(r.get("letters"), dict)]
+    n_panels = 5 + len(extra) + bool(shares)
     nrows = math.ceil(n_panels / NCOLS)
     fig = Figure(figsize=(PANEL_SIZE[0] * NCOLS, PANEL_SIZE[1] * nrows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself to fig; savefig then renders with Agg
@@ -161,6 +165,15 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.plot(s, v, lw=1)
         ax.set_title(key)
         ax.set_xlabel("step")
+
+    if shares:
+        ax = axes[5 + len(extra)]
+        steps = np.array([r["step"] for r in shares])
+        for key in shares[0]["letters"]:
+            ax.plot(steps, [r["letters"].get(key, 0.0) for r in shares], lw=1, label=key)
+        ax.set_title("answers (share of samples)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small", ncol=5)
 
     fig.suptitle(run_dir.resolve().name)
     out_path = Path(out) if out is not None else run_dir / "curves.png"
