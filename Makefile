@@ -12,7 +12,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/demo
 LONG_PRETRAIN_TOKENS ?= 2500000
-LONG_RL_STEPS ?= 300
+LONG_RL_STEPS ?= 150
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

@@ -150,6 +150,10 @@ class Engine:
         for s in params.stop_strings:
             if s in text:
                 text = text[:text.index(s)]
+        if reason == "length":
+            # The budget can end inside a multi-byte character; its bytes decode to U+FFFD,
+            # which is no text the model wrote (stream_text holds it back the same way).
+            text = text.rstrip("\ufffd")
         keep = None
         if row.keep:
             width = max(k.numel() for k in row.keep)

@@ -111,11 +111,19 @@ def test_stop_on_eot_and_stop_strings_with_compaction(engine: Engine) -> None:
     def remember(module, args):
         last_input["ids"], last_input["prefill"] = args[0][:, -1], args[0].shape[1] > 1
 
-    def force_eot(module, inputs, logits):  # a row ends once its input token is odd: rows end at different steps
-        if last_input["prefill"]:
-            return logits
-        out = logits.clone()
-        out[last_input["ids"] % 2 == 1, -1, eot] = 1e4
+    # Every row counts up from its prompt's last token (the next token is always input + 1) and ends
+    # with EOT on reaching a fixed id, so rows end at different steps whatever the weights or the
+    # tokenizer's ids are: the row whose prompt ends in the largest id first, the others later or
+    # at the length limit.
+    ends = sorted({p[-1] for p in ps})
+    assert len(ends) > 1 and eot not in range(ends[0], ends[-1] + 4)
+    finish_at = ends[-1] + 3
+
+    def force_eot(module, inputs, logits):
+        ids = last_input["ids"]  # (B,) the token each row was fed last
+        nxt = torch.where(ids + 1 >= finish_at, torch.full_like(ids, eot), ids + 1)
+        out = torch.full_like(logits, -1e4)
+        out[torch.arange(len(ids)), -1, nxt] = 1e4
         return out
 
     runs = []
