@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv if needed, then run the main job on the bundled data
-#   (make demo-long: the same with longer pretraining and GRPO, about 30 minutes)
+#   (make demo-long: the same with longer pretraining and GRPO, about 18 minutes)
 #   make test   - create .venv if needed, then run the test suite
 #
 # TORCH_SPEC picks the PyTorch build. The default pin resolves to the CPU wheel
