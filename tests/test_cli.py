@@ -74,6 +74,9 @@ def test_user_mistakes_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Pat
                           "not a valid tokenizer.json")
     assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", "wikipedia:1")[::2],
                           "unknown dataset 'wikipedia'")
+    assert_one_line_error(*run_cli(capsys, "pretrain", "--checkpoint-dir", str(tmp_path / "pt"), "--set",
+                                   "answer_format=vibes")[::2],
+                          "answer_format must be one of letter, text, explain, got 'vibes'")
 
     def mcq_file(name: str, record: dict) -> str:
         path = tmp_path / name

@@ -155,7 +155,9 @@ def test_baseline_gain_and_rotation(tiny_ckpt: Path, tmp_path: Path, capsys: pyt
         [q["gold"] for q in turned["questions"]]
     assert evaluate_main([*args, "--baseline", str(tmp_path / "missing.json")]) == 2
     assert evaluate_main([*args, "--mode", "vibes"]) == 2
-    assert capsys.readouterr().err.count("error:") == 2
+    assert evaluate_main([*args, "--mode", "passk", "--k", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3 and "Traceback" not in err and "--k must be >= 1" in err
 
 
 def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, capsys: pytest.CaptureFixture) -> None:

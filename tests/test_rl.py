@@ -135,7 +135,10 @@ def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path) -> None:
     cases = [([], "--checkpoint is required"),
              (["--checkpoint", str(init_ckpt), "--task", "usmle-real"], "unknown task 'usmle-real'"),
              (["--checkpoint", str(tmp_path / "nope")], "checkpoint path not found"),
-             (["--checkpoint", str(init_ckpt), "--config", "big"], "unknown rl config 'big'")]
+             (["--checkpoint", str(init_ckpt), "--config", "big"], "unknown rl config 'big'"),
+             (["--checkpoint", str(init_ckpt), "--set", "answer_format=vibes"],
+              "answer_format must be one of letter, text, explain, got 'vibes'"),
+             (["--checkpoint", str(init_ckpt), "--set", "max_new_tokens=0"], "max_new_tokens must be positive")]
     for extra, message in cases:
         proc = subprocess.run([sys.executable, "-m", "pure_transformer.run_train", "rl", "--checkpoint-dir",
                                str(tmp_path / "run"), *extra], capture_output=True, text=True, timeout=120)

@@ -132,12 +132,12 @@ class MCQScore:
 
 def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], int]:
     """(mean gain, its 95% paired bootstrap CI, questions paired) between two reports' per-question results."""
-    a = {q["id"]: q["correct"] for q in before["questions"]}
-    pairs = [(a[q["id"]], q["correct"]) for q in after["questions"] if q["id"] in a]
+    earlier = {q["id"]: q["correct"] for q in before["questions"]}
+    pairs = [(earlier[q["id"]], q["correct"]) for q in after["questions"] if q["id"] in earlier]
     if not pairs:
         raise DataError("the two reports share no question")
-    b_, a_ = zip(*pairs)
-    return float(np.mean(a_) - np.mean(b_)), paired_bootstrap_ci(b_, a_), len(pairs)
+    was, now = zip(*pairs)
+    return float(np.mean(now) - np.mean(was)), paired_bootstrap_ci(was, now), len(pairs)
 
 
 def harness_prompt(mcq: MCQ) -> str:
