@@ -26,7 +26,7 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .errors import UserError
 
@@ -121,7 +121,13 @@ def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Na
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The whole command tree; only the stage commands in ``stages`` get their flags.
+
+    A stage's flags live in its module, and importing one costs seconds (torch, FastAPI);
+    :func:`main` therefore builds only the stage it is about to run. The others are listed
+    in ``--help`` all the same.
+    """
     parser = argparse.ArgumentParser(prog="pure-transformer", description=__doc__.split("\n\n")[0])
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
@@ -167,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that are also ``python -m pure_transformer.X``: each module has add_args() and run().
     for name, help in COMMANDS.items():
         p = groups.add_parser(name, help=help, description=help)
-        _command_module(name).add_args(p)
-        p.set_defaults(func=_command_module(name).run)
+        if name in stages:
+            module = _command_module(name)
+            module.add_args(p)
+            p.set_defaults(func=module.run)
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")
@@ -191,7 +199,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(build_parser().parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stage = argv[0] if argv and argv[0] in COMMANDS else None
+    return dispatch(build_parser(stages=(stage,) if stage else ()).parse_args(argv))
 
 
 def command_main(name: str, argv: Sequence[str] | None = None) -> int:
@@ -209,10 +219,13 @@ def run_train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train",
                                      description="pretraining (phase 1) and GRPO (phase 2)")
     phases = parser.add_subparsers(dest="phase", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
     for name in ("pretrain", "rl"):
         p = phases.add_parser(name, help=COMMANDS[name].split(" (=")[0])  # as before the move
-        _command_module(name).add_args(p)
-        p.set_defaults(func=_command_module(name).run)
+        if not argv or argv[0] == name or argv[0].startswith("-"):  # build the phase that runs
+            module = _command_module(name)
+            module.add_args(p)
+            p.set_defaults(func=module.run)
     return dispatch(parser.parse_args(argv))
 
 

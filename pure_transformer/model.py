@@ -220,7 +220,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Decoder-only Transformer. Build with :func:`build_model` (meta-device init)."""
+    """Decoder-only Transformer. Build with :func:`build_model`, which initialises it."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -377,11 +377,17 @@ class Transformer(nn.Module):
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
                 ) -> Transformer:
-    """Construct on the meta device (no memory, no init cost), then materialise on
-    ``device`` and run the single :meth:`Transformer.init_weights`."""
-    with torch.device("meta"):
+    """Construct on ``device`` and run the single :meth:`Transformer.init_weights`.
+
+    Not on the meta device: its first ``normal_`` imports torch's Python reference
+    kernels (sympy included), about 2 s of every ``evaluate``/``generate`` start, while
+    the constructors' throw-away init costs milliseconds. Their draws happen on a forked
+    RNG, so ``init_weights`` sees the seed's stream exactly as a meta-device build would.
+    """
+    device = torch.device(device)
+    accel = [] if device.type == "cpu" else [device.index if device.index is not None else 0]
+    with torch.random.fork_rng(devices=accel, device_type=device.type), device:
         model = Transformer(cfg)
-    model.to_empty(device=device)
     model.init_weights()
     if dtype is not None:
         model.to(dtype)

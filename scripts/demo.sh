@@ -40,7 +40,7 @@ echo "   then the answer line; loglikelihood: the letter; cloze: the option text
 "${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode generate,loglikelihood,cloze \
   --output "$RUN_DIR/eval-pretrain.json" | tail -n +2
 echo "-- does GRPO have signal? pass@16 well above pass@1 means sampling finds answers greedy decoding misses"
-"${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode passk --limit 100 | tail -n 1
+"${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode passk --limit 50 | tail -n 1
 
 echo; echo "== 7. GRPO: 8 training questions x 8 samples per step, reward = the option named on the final Answer: line"
 $PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config demo \

@@ -139,3 +139,15 @@ def test_cli_surface_is_frozen() -> None:
         return {k: v for name, sub in subs[0].choices.items() for k, v in leaves(sub, f"{prefix} {name}".strip()).items()}
 
     assert leaves(build_parser()) == FROZEN_FLAGS
+
+
+def test_commands_import_only_what_they_run() -> None:
+    # `--help` answers without torch, and `model info` without FastAPI or datasets: the CLI builds
+    # only the stage it runs (each import costs seconds on a CPU machine).
+    probe = ("import sys\nfrom pure_transformer.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print('loaded:', *(m for m in ('torch', 'datasets', 'fastapi') if m in sys.modules))")
+    for argv, loaded in ((["--help"], "loaded:"), (["model", "info", "tiny"], "loaded: torch")):
+        proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == loaded

@@ -85,6 +85,29 @@ def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokeniz
     assert 0 <= score.extra["ece"] <= 1 and score.n == 6
 
 
+def test_continuation_logprobs_match_one_forward_per_pair(tiny_ckpt: Path) -> None:
+    # Shared contexts share a row, one-token and longer continuations mix, and an over-long pair
+    # keeps its last max_seq_len inputs (lm-eval's rule): each value against its own forward pass.
+    from pure_transformer.checkpoint import load_model
+    from pure_transformer.eval.scoring import continuation_logprobs
+
+    model, tok, _, _ = load_model(tiny_ckpt)
+    q = bundled_corpus().mcq["test"][0]
+    long_ctx = " ".join([q.question] * 40)
+    pairs = [(harness_prompt(q), " A"), (harness_prompt(q), " B"), (harness_prompt(q), f" {q.options['C']}"),
+             ("Question: fever\nAnswer:", " A"), (long_ctx, " B"), (long_ctx, f" {q.options['D']}")]
+    assert len(tok.encode(long_ctx)) > CFG.max_seq_len
+    got = continuation_logprobs(model, tok, pairs)
+    for value, (ctx, cont) in zip(got.tolist(), pairs):
+        cont_ids = tok.encode(cont)
+        inputs = ([tok.eot_id] + tok.encode(ctx) + cont_ids)[-CFG.max_seq_len - 1:-1]
+        with torch.no_grad():
+            _, logits = model(torch.tensor([inputs]))
+        logp = torch.log_softmax(logits[0].double(), dim=-1)
+        first = len(inputs) - len(cont_ids)
+        assert value == pytest.approx(sum(logp[first + i, t].item() for i, t in enumerate(cont_ids)), abs=1e-4)
+
+
 def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "report.json"
     code = evaluate_main(["--checkpoint", str(tiny_ckpt.parent), "--task", "synthetic", "--split", "test",

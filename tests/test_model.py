@@ -39,6 +39,27 @@ def test_medium_large_is_the_design_model() -> None:
     assert 350_000_000 <= n <= 450_000_000, n
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_build_model_draws_the_seed_stream_of_a_meta_build(tied: bool) -> None:
+    # build_model constructs on the target device; its constructors' init must not shift the
+    # RNG, or a seed would give other weights than the meta-device build every run used so far.
+    cfg = SMALL.replace(tie_embeddings=tied)
+    with torch.device("meta"):
+        reference = Transformer(cfg)
+    reference.to_empty(device="cpu")
+    torch.manual_seed(5)
+    reference.init_weights()
+    after_reference = torch.rand(3)
+    torch.manual_seed(5)
+    model = build_model(cfg)
+    assert torch.equal(torch.rand(3), after_reference)
+    assert model.lm_head.weight is model.embed_tokens.weight if tied else model.lm_head.weight is not model.embed_tokens.weight
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert torch.equal(model.rope_cos, reference.rope_cos)
+
+
 def test_unknown_preset_and_bad_config() -> None:
     with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
         model_preset("huge")

@@ -30,8 +30,6 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-import pyarrow as pa
-from datasets.table import CastError
 
 from ..errors import DataError
 from ..answer_format import AnswerFormat
@@ -48,6 +46,7 @@ from .sources import (
     SourceKind,
     Split,
     _one_line,
+    parse_errors,
     _reader,
     _rows,
 )
@@ -194,7 +193,7 @@ class LocalSpec:
     def _detect_kind(self) -> SourceKind:
         try:
             first = next(_rows(self._load(self.files)), None)
-        except (pa.ArrowInvalid, CastError) as err:
+        except parse_errors() as err:
             raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err
         if first is None:
             raise DataError(f"'{self.name}' contains no records")

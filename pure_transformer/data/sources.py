@@ -40,7 +40,6 @@ from enum import Enum
 from typing import Any, Literal
 
 import pyarrow as pa
-from datasets.table import CastError
 
 from ..errors import DataError
 from .contamination import ContaminationGuard
@@ -270,9 +269,21 @@ class HFSource(DocumentSource):
                         f"reading '{self.name}' failed {failures} times in a row; last error: {_one_line(err)}"
                     ) from err
                 self._sleep(self._retry.delay(failures))
-            except (pa.ArrowInvalid, CastError) as err:
+            except parse_errors() as err:
                 # Malformed JSON/Parquet, or files of one source with different columns.
                 raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err
+
+
+def parse_errors() -> tuple[type[BaseException], ...]:
+    """What a malformed JSON/Parquet file raises while streaming.
+
+    A function, not a constant: ``datasets`` costs a second to import, and the bundled
+    sources and every command that only reads a checkpoint never need it. An ``except``
+    clause evaluates it only when an exception is being matched.
+    """
+    from datasets.table import CastError
+
+    return (pa.ArrowInvalid, CastError)
 
 
 def _rows(ds: Any, batch_size: int = 1) -> Iterator[dict[str, Any]]:

@@ -160,23 +160,30 @@ def continuation_logprobs(model: torch.nn.Module, tok: Tokenizer, pairs: Sequenc
 
     Both start after end-of-text. Over-long sequences keep their end, as
     lm-evaluation-harness does; rows are right-padded, so the scored positions
-    never see the padding.
+    never see the padding. The last continuation token is a target, never an
+    input, so pairs with one context and one-token continuations (the letters
+    " A".." D") share a single forward row.
     """
     model.eval()
     device = next(model.parameters()).device
     context = model.cfg.max_seq_len
-    seqs, conts = [], []
+    rows: dict[tuple[int, ...], int] = {}  # distinct model inputs -> row
+    scored = []  # per pair: (row, first scored position, target ids)
     for ctx, cont in pairs:
         cont_ids = tok.encode(cont)
-        seqs.append(([tok.eot_id] + tok.encode(ctx) + cont_ids)[-context:])
-        conts.append(len(cont_ids))
-    ids = torch.full((len(seqs), max(map(len, seqs))), tok.pad_id, dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        ids[i, :len(seq)] = torch.tensor(seq)
-    _, logits = model(ids.to(device))
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (R, W, V)
-    return torch.stack([logp[i, torch.arange(len(seq) - n - 1, len(seq) - 1), torch.tensor(seq[-n:])].sum()
-                        for i, (seq, n) in enumerate(zip(seqs, conts))]).cpu()
+        seq = ([tok.eot_id] + tok.encode(ctx) + cont_ids)[-context - 1:]
+        inputs, targets = tuple(seq[:-1]), seq[-len(cont_ids):]
+        row = rows.setdefault(inputs, len(rows))
+        scored.append((row, len(inputs) - len(targets), targets))
+    ids = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long)
+    for inputs, row in rows.items():
+        ids[row, :len(inputs)] = torch.tensor(inputs)
+    _, logits = model(ids.to(device))  # (R, W, V)
+    sums = []
+    for row, start, targets in scored:
+        logp = torch.log_softmax(logits[row, start:start + len(targets)].float(), dim=-1)  # (n, V): scored rows only
+        sums.append(logp[torch.arange(len(targets)), torch.tensor(targets, device=logp.device)].sum())
+    return torch.stack(sums).cpu()
 
 
 def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> torch.Tensor:
