@@ -1,4 +1,57 @@
 """pure_transformer: a small decoder-only Transformer trained from scratch and
-specialised with GRPO for USMLE-style medical multiple-choice questions."""
+specialised with GRPO for USMLE-style medical multiple-choice questions.
+
+The main entry points are importable from the package itself (the README's
+"From Python" section runs them end to end): ``train_tokenizer``, ``pretrain``,
+``grpo``, ``evaluate``, ``load_model``, ``Engine``/``SamplingParams`` and ``export``,
+with their configs and presets.
+
+Names resolve on first use, so ``import pure_transformer`` stays cheap (the
+command line's ``--help`` never loads torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_EXPORTS = {
+    "AnswerFormat": ("answer_format", "AnswerFormat"),
+    "MCQ": ("mcq", "MCQ"),
+    "ModelConfig": ("config", "ModelConfig"),
+    "Transformer": ("model", "Transformer"),
+    "build_model": ("model", "build_model"),
+    "Tokenizer": ("tokenizer", "Tokenizer"),
+    "train_tokenizer": ("tokenizer", "train_tokenizer"),
+    "bundled_texts": ("bundled.synthetic", "training_texts"),
+    "load_model": ("checkpoint", "load_model"),
+    "Engine": ("engine", "Engine"),
+    "SamplingParams": ("engine", "SamplingParams"),
+    "PretrainConfig": ("train.config", "PretrainConfig"),
+    "pretrain_preset": ("train.config", "pretrain_preset"),
+    "pretrain": ("train.pretrain", "pretrain"),
+    "GRPOConfig": ("rl.config", "GRPOConfig"),
+    "grpo_preset": ("rl.config", "grpo_preset"),
+    "grpo": ("rl.train", "grpo_train"),
+    "load_mcqs": ("data.registry", "load_mcqs"),
+    "evaluate": ("eval.command", "evaluate"),
+    "export": ("export", "export_hf"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pure_transformer' has no attribute '{name}'")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -19,6 +19,7 @@ to the newest valid checkpoint with a warning.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -57,10 +58,23 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+@functools.cache
+def _file_mode() -> int:
+    """What open() gives a new file. os.umask can only be read by setting it, so it is
+    read once, on the first save (a race only with threads creating files that instant)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, fsynced, with the permissions of a normal file
+    (safetensors writes 0600, which other users and containers cannot read)."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+    os.chmod(path, _file_mode())
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -121,14 +135,14 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _save_tensors(tmp / MODEL_FILE, model_tensors(model))
+    save_safetensors(tmp / MODEL_FILE, model_tensors(model))
     meta = dict(meta)
     if optimizer is not None:
         tensors, plain = optimizer_to_files(optimizer)
-        _save_tensors(tmp / OPTIM_FILE, tensors)
+        save_safetensors(tmp / OPTIM_FILE, tensors)
         meta["optimizer"] = plain
     for name, extra in (extra_tensors or {}).items():
-        _save_tensors(tmp / name, extra)
+        save_safetensors(tmp / name, extra)
     for name, text in (files or {}).items():
         with open(tmp / name, "w") as f:
             f.write(text)

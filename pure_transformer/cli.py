@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    pure-transformer model info PRESET
+    pure-transformer model info PRESET [PRESET ...]
     pure-transformer tokenizer train [--input ...] [--vocab-size N] --out DIR
     pure-transformer data preview --tokenizer DIR [--mixture NAME:WEIGHT,...]
     pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .errors import UserError
 
@@ -38,16 +40,17 @@ def cmd_model_info(args: argparse.Namespace) -> None:
     from .config import model_preset
     from .model import Transformer
 
-    cfg = model_preset(args.preset)
-    with torch.device("meta"):  # counting needs shapes only, so even 0.4B is instant
-        model = Transformer(cfg)
-    print(f"preset: {args.preset}")
-    for key, value in cfg.to_dict().items():
-        print(f"  {key}: {value}")
-    print(f"  head_dim: {cfg.head_dim}")
-    print(f"parameters: {model.num_params()}")
-    print(f"parameters_without_embedding: {model.num_params(exclude_embedding=True)}")
-    print(f"flops_per_token: {model.flops_per_token()} (training, at seq_len {cfg.max_seq_len})")
+    for preset in args.preset:
+        cfg = model_preset(preset)
+        with torch.device("meta"):  # counting needs shapes only, so even 0.4B is instant
+            model = Transformer(cfg)
+        print(f"preset: {preset}")
+        for key, value in cfg.to_dict().items():
+            print(f"  {key}: {value}")
+        print(f"  head_dim: {cfg.head_dim}")
+        print(f"parameters: {model.num_params()}")
+        print(f"parameters_without_embedding: {model.num_params(exclude_embedding=True)}")
+        print(f"flops_per_token: {model.flops_per_token()} (training, at seq_len {cfg.max_seq_len})")
 
 
 # ------------------------------------------------------------- tokenizer train
@@ -100,7 +103,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 COMMANDS = {
     "pretrain": "phase 1: pretrain on the FineWeb-Edu/MedQA mixture (= python -m pure_transformer.run_train pretrain)",
     "rl": "phase 2: GRPO fine-tuning on multiple-choice questions (= python -m pure_transformer.run_train rl)",
-    "evaluate": "MCQ accuracy of a checkpoint with 95%% CIs (= python -m pure_transformer.evaluate)",
+    "evaluate": "MCQ accuracy of a checkpoint with 95% CIs (= python -m pure_transformer.evaluate)",
     "generate": "stream a completion (= python -m pure_transformer.generate)",
     "serve": "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)",
     "export": "write a checkpoint as a Hugging Face LlamaForCausalLM folder",
@@ -114,9 +117,29 @@ def _command_module(name: str) -> ModuleType:
     return importlib.import_module(_MODULES[name], __package__)
 
 
+USAGE = """\
+Train a small language model from scratch and specialise it, with reinforcement
+learning (GRPO), for medical multiple-choice questions. Everything runs offline
+on the bundled data; --help on any command lists its flags.
+
+typical run:
+  pure-transformer tokenizer train --vocab-size 4096 --out runs/tok
+  pure-transformer pretrain --config demo --checkpoint-dir runs/pretrain --set tokenizer=runs/tok
+  pure-transformer rl --checkpoint runs/pretrain --config demo --checkpoint-dir runs/rl
+  pure-transformer evaluate --checkpoint runs/rl --mode generate,cloze
+  pure-transformer serve --checkpoint runs/rl          (http://127.0.0.1:8000)
+  pure-transformer export --checkpoint runs/rl --out hf/
+"""
+
+
+def _add_parser(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    # help= is %-formatted by argparse (so "95%" must be escaped there), description= is not.
+    return sub.add_parser(name, help=text.replace("%", "%%"), description=text)
+
+
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], None],
          help: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help)
+    p = _add_parser(sub, name, help)
     p.set_defaults(func=func)
     return p
 
@@ -128,12 +151,13 @@ def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
     :func:`main` therefore builds only the stage it is about to run. The others are listed
     in ``--help`` all the same.
     """
-    parser = argparse.ArgumentParser(prog="pure-transformer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pure-transformer", description=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     model = groups.add_parser("model", help="inspect model presets").add_subparsers(dest="cmd", required=True)
     p = _add(model, "info", cmd_model_info, "print a preset's config, exact parameter count and FLOPs/token")
-    p.add_argument("preset", help="tiny | small | medium | medium-large")
+    p.add_argument("preset", nargs="+", help="tiny | small | medium | medium-large (one or more)")
 
     tok = groups.add_parser("tokenizer", help="train a byte-level BPE").add_subparsers(dest="cmd", required=True)
     p = _add(tok, "train", cmd_tokenizer_train, "train a byte-level BPE and write DIR/tokenizer.json")
@@ -172,7 +196,7 @@ def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0)
     # Commands that are also ``python -m pure_transformer.X``: each module has add_args() and run().
     for name, help in COMMANDS.items():
-        p = groups.add_parser(name, help=help, description=help)
+        p = _add_parser(groups, name, help)
         if name in stages:
             module = _command_module(name)
             module.add_args(p)
@@ -185,8 +209,24 @@ def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # Our own warnings (a source that will repeat, a corrupt checkpoint skipped) are messages for the
+    # user: one "warning:" line, not Python's file:line report with the source line under it.
+    ours = category.__module__.startswith(__package__) or \
+        Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    if ours:
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_PYTHON_SHOW_WARNING = warnings.showwarning
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen handler; user mistakes become one ``error:`` line and status 2."""
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except UserError as e:
@@ -207,8 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def command_main(name: str, argv: Sequence[str] | None = None) -> int:
     """The ``main()`` of ``python -m pure_transformer.{evaluate,generate,serve}``."""
     module = _command_module(name)
-    doc = module.__doc__ or name
-    parser = argparse.ArgumentParser(prog=f"python -m pure_transformer.{name}", description=doc.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m pure_transformer.{name}", description=COMMANDS[name])
     module.add_args(parser)
     parser.set_defaults(func=module.run)
     return dispatch(parser.parse_args(argv))

@@ -234,14 +234,15 @@ class Engine:
         yield [[done[p * num_samples + s] for s in range(num_samples)] for p in range(len(prompts))]
 
 
-def stream_text(engine: Engine, prompt: str, params: SamplingParams) -> Iterator[str]:
-    """Yield the completion of ``prompt`` as text pieces, as tokens arrive.
+def stream_text(engine: Engine, prompt: str | list[int], params: SamplingParams) -> Iterator[str]:
+    """Yield the completion of ``prompt`` as text pieces, as tokens arrive. A text
+    prompt starts after end-of-text, as every training document; ids are used as given.
 
     Byte-level BPE can split one character over several tokens, so the text is
     re-decoded and only the new, complete suffix is emitted (a trailing U+FFFD
     means a character is still incomplete).
     """
-    ids = [engine.tok.eot_id] + engine.tok.encode(prompt)
+    ids = prompt if isinstance(prompt, list) else [engine.tok.eot_id] + engine.tok.encode(prompt)
     tokens: list[int] = []
     shown = ""
     for token in engine.stream(ids, params):

@@ -15,9 +15,7 @@ start=$(date +%s)
 EVAL=("$PY" -m pure_transformer.evaluate --task synthetic --split test --no-progress)
 
 echo "== 1. model presets"
-for preset in tiny medium-large; do
-  $PY -m pure_transformer model info "$preset" | grep -E '^(preset|parameters|flops_per_token):'
-done
+$PY -m pure_transformer model info tiny medium-large | grep -E '^(preset|parameters|flops_per_token):'
 
 echo; echo "== 2. tokenizer: byte-level BPE (4,096 tokens for the tiny model) on the bundled corpus"
 $PY -m pure_transformer tokenizer train --vocab-size 4096 --out "$RUN_DIR/tokenizer" --quiet

@@ -1,14 +1,17 @@
 """Shared fixtures: the bundled offline corpus on disk and a tiny trained tokenizer.
 
-Both are session-scoped because they cost a second or two to build and every
-data test needs them. ``write_jsonl`` is a helper fixture for tests that need
-their own small files.
+``serving`` runs an app behind a real socket. The data fixtures are session-scoped
+because they cost a second or two to build and every data test needs them.
+``write_jsonl`` is a helper fixture for tests that need their own small files.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +58,30 @@ def write_jsonl() -> Callable[[Path, Iterable[dict[str, Any]]], Path]:
         return path
 
     return write
+
+
+@contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port; yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (server.started and server.servers):
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn exited during startup"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serving() -> Callable[[Any], Any]:
+    """``with serving(app) as url:`` runs an ASGI app with uvicorn on a free loopback port."""
+    return _serving

@@ -3,6 +3,7 @@ clear line (exit 2, no traceback) for every user mistake."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -113,14 +114,14 @@ FROZEN_FLAGS = {
     "data preview": "--answer-format --mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
     "evaluate": "--baseline --batch-size --checkpoint --data-path --device --format --k --limit --max-new-tokens --mode --no-progress "
                 "--output --rotate --split --task",
-    "export": "--checkpoint --out",
+    "export": "--checkpoint --out --report",
     "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
     "model info": "",
     "plot": "--out",
     "pretrain": "--checkpoint-dir --config --config-file --device --log-every --model --no-progress --num-workers "
-                "--resume --set --stop-at-step",
-    "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --resume --set "
-          "--stop-at-step --task",
+                "--print-config --resume --set --stop-at-step",
+    "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --print-config "
+          "--resume --set --stop-at-step --task --val-data-path",
     "serve": "--api-key --checkpoint --device --host --max-concurrency --max-tokens --name --port",
     "tokenizer train": "--input --max-docs --out --quiet --text-field --vocab-size",
 }
@@ -151,3 +152,35 @@ def test_commands_import_only_what_they_run() -> None:
         proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().splitlines()[-1] == loaded
+
+
+@pytest.mark.parametrize("command", ["pretrain", "rl"])
+def test_print_config_round_trips_through_config_file(command: str, tmp_path, capsys) -> None:
+    import yaml
+
+    from pure_transformer.cli import main as cli_main
+
+    run = ["--checkpoint-dir", str(tmp_path / "run")]
+    assert cli_main([command, "--config", "demo", "--set", "seed=7", *run, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed)["seed"] == 7 and not (tmp_path / "run").exists()
+    (tmp_path / "cfg.yaml").write_text(printed)
+    # from the other preset: the file alone gives back every value
+    assert cli_main([command, "--config-file", str(tmp_path / "cfg.yaml"), *run, "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_own_warnings_are_one_line(capsys) -> None:
+    import warnings
+
+    from pure_transformer.cli import dispatch
+    from pure_transformer.data.mixing import DataRepeatWarning
+
+    def handler(_args) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("bundled-mcq would repeat ~40x over 2M tokens", DataRepeatWarning, stacklevel=1)
+
+    assert dispatch(argparse.Namespace(func=handler)) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and err.count("\n") == 1 and ".py:" not in err

@@ -140,7 +140,7 @@ def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
                 _, logits = model(torch.tensor([prompt + cont]))
             logp = torch.log_softmax(logits[0], dim=-1)
             totals.append(sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(cont)))
-            normed.append(totals[-1] / len(f" {q.options[letter]}"))
+            normed.append(totals[-1] / len(q.options[letter]))
         assert predicted == "ABCD"[int(np.argmax(totals))]
         hits_norm += "ABCD"[int(np.argmax(normed))] == q.answer
     assert score.extra["acc_norm"] == pytest.approx(hits_norm / 5)
@@ -232,3 +232,17 @@ def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tok
     x = torch.tensor([[tiny_tokenizer.eot_id] + ids])
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, ours(x)[1], atol=1e-4, rtol=1e-4)
+
+
+def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_path: Path, write_jsonl,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    # Users have their MedQA test file and nothing else: named for the test split, or for no split at all.
+    rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer}
+            for q in bundled_corpus().mcq["test"][:6]]
+    for name in ("x_test.jsonl", "questions.jsonl"):
+        path = write_jsonl(tmp_path / name, rows)
+        code = evaluate_main(["--checkpoint", str(tiny_ckpt), "--data-path", str(path), "--mode", "loglikelihood",
+                              "--no-progress"])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert "loglikelihood         6" in out.out

@@ -53,7 +53,7 @@ def test_build_model_draws_the_seed_stream_of_a_meta_build(tied: bool) -> None:
     torch.manual_seed(5)
     model = build_model(cfg)
     assert torch.equal(torch.rand(3), after_reference)
-    assert model.lm_head.weight is model.embed_tokens.weight if tied else model.lm_head.weight is not model.embed_tokens.weight
+    assert (model.lm_head.weight is model.embed_tokens.weight) == tied
     ours, theirs = model.state_dict(), reference.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -35,8 +35,7 @@ def _write(run_dir: Path, val: bool = True, mfu: bool = True, extra: bool = Fals
             rec["loss"] = float("nan")  # a non-finite step must not break the plot
             rec["nonfinite_skipped"] = 1
         if extra:
-            rec["reward"] = step / 40
-            rec["letters"] = {"A": 0.25 + step / 160, "B": 0.25, "C": 0.25 - step / 160, "D": 0.25, "None": 0.0}
+            rec["data_wait_s"] = 0.01 * step  # a key no fixed panel draws
         log.log(step, rec)
         if val and step % 10 == 0:
             loss = rec["loss"] + 0.1
@@ -73,9 +72,43 @@ def test_train_only_no_mfu(tmp_path: Path) -> None:
     _check_png(plot_run(tmp_path), _expected_shape(5))
 
 
-def test_extra_numeric_key_and_answer_shares_get_panels(tmp_path: Path) -> None:
-    _write(tmp_path, extra=True)  # reward (a number) and letters (RL's answer shares, a dict)
-    _check_png(plot_run(tmp_path), _expected_shape(7))
+def test_extra_numeric_key_gets_a_panel(tmp_path: Path) -> None:
+    _write(tmp_path, extra=True)
+    _check_png(plot_run(tmp_path), _expected_shape(6))
+
+
+def _write_rl(run_dir: Path, steps: int = 30) -> list[dict]:
+    # The keys grpo_train logs, with the real logger: per-step records and validation records.
+    log = MetricsLogger(run_dir / "logs", tensorboard=False, group="rl")
+    for step in range(steps + 1):
+        if step % 10 == 0:
+            acc = 0.3 + step / 100
+            log.log(step, {"val_accuracy": acc, "val_ci_low": acc - 0.08, "val_ci_high": acc + 0.08,
+                           "val_invalid_rate": 0.5 - step / 100})
+        if step == 0:
+            continue
+        log.log(step, {"accuracy": step / 60, "reward": step / 60, "kl": 1e-3 * step, "clip_frac": 0.01,
+                       "masked_frac": 0.002, "entropy": 0.3 - step / 300, "grad_norm": 0.1,
+                       "response_len": 40.0 - step / 3,
+                       "gen_time_s": 0.8, "train_time_s": 1.6, "lr": 1e-4,
+                       "letters": {"A": 0.2, "B": 0.2, "C": 0.2 + step / 300, "D": 0.2, "None": 0.2 - step / 300}})
+    log.close()
+    from pure_transformer.train.metrics import read_metrics
+
+    return read_metrics(run_dir / "logs" / "metrics.jsonl")
+
+
+def test_rl_run_gets_rl_panels_all_drawn(tmp_path: Path) -> None:
+    from pure_transformer.train.plot import _rl_figure
+
+    records = _write_rl(tmp_path)
+    _check_png(plot_run(tmp_path), _expected_shape(9))
+    axes = [ax for ax in _rl_figure(records).axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in axes]
+    assert len(axes) == 9 and "not logged" not in " ".join(t.get_text() for ax in axes for t in ax.texts)
+    assert all(ax.lines or ax.collections for ax in axes), titles
+    assert titles[1].startswith("validation accuracy") and any(ax.collections for ax in axes[1:2])  # the CI band
+    assert "generation 33%" in titles[6]
 
 
 def test_missing_run_dir(tmp_path: Path) -> None:
@@ -103,3 +136,20 @@ def test_malformed_metrics_file(tmp_path: Path) -> None:
     (tmp_path / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{oops\n')
     with pytest.raises(DataError, match="malformed metrics file"):
         plot_run(tmp_path)
+
+
+def test_tensorboard_tags_are_grouped_and_config_is_text(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pure_transformer.train.metrics import tensorboard_tag
+
+    assert [tensorboard_tag(k, "rl") for k in ("val_loss", "val_ppl/medqa", "reward")] == \
+        ["val/loss", "val/ppl/medqa", "rl/reward"]
+    log = MetricsLogger(tmp_path / "logs", group="rl", config={"lr": 1e-4, "betas": [0.9, 0.95]})
+    log.log(1, {"reward": 0.5, "letters": {"A": 0.25, "None": 0.75}})
+    log.log(1, {"val_accuracy": 0.4})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"tensors": 0}).Reload()
+    assert set(events.Tags()["scalars"]) == {"rl/reward", "rl/letters/A", "rl/letters/None", "val/accuracy"}
+    (text,) = events.Tensors("rl/config/text_summary")
+    assert '"lr": 0.0001' in text.tensor_proto.string_val[0].decode()

@@ -92,8 +92,8 @@ def test_retention_best_final_and_metrics(tmp_path: Path, tiny_tokenizer) -> Non
 
     events = EventAccumulator(str(tmp_path / "logs"))
     events.Reload()
-    assert {"loss", "lr", "val_loss", f"val_loss/{names[0]}"} <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("loss")] == list(range(1, 25))
+    assert {"train/loss", "train/lr", "val/loss", f"val/loss/{names[0]}"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 25))
 
 
 def test_nonfinite_steps_are_skipped_then_stop(tmp_path: Path, tiny_tokenizer) -> None:

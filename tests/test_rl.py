@@ -14,6 +14,7 @@ from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.checkpoint import read_meta, save_checkpoint, step_dir
 from pure_transformer.config import ModelConfig
 from pure_transformer.engine import Engine, SamplingParams
+from pure_transformer.errors import DataError
 from pure_transformer.model import build_model
 from pure_transformer.overrides import apply_overrides
 from pure_transformer.rl.config import debug
@@ -161,3 +162,24 @@ def test_grpo_learns_a_toy_reward(tmp_path: Path, init_ckpt: Path) -> None:
     assert len(rewards) == 30
     assert sum(rewards[:3]) / 3 < 0.1, rewards
     assert sum(rewards[-5:]) / 5 > 0.6, rewards
+
+
+def test_validation_questions_from_a_file_the_source_or_a_held_out_slice(tmp_path: Path, write_jsonl, bundled,
+                                                                       capsys) -> None:
+    from pure_transformer.rl.questions import rl_questions
+
+    rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer} for q in bundled.mcq["train"]]
+    small = write_jsonl(tmp_path / "mine.jsonl", rows[:12])
+    train, val = rl_questions(str(small), None, limit=100)
+    assert (len(train), len(val)) == (4, 8) and not {q.question for q in train} & {q.question for q in val}
+    assert "holding out 8 of its 12 training questions" in capsys.readouterr().err
+    assert rl_questions(str(small), None, limit=100) == (train, val)  # the same slice every time (resume)
+    val_file = write_jsonl(tmp_path / "val.jsonl", rows[20:29])
+    train, val = rl_questions(str(small), str(val_file), limit=100)
+    assert (len(train), len(val)) == (12, 9)
+    tiny = write_jsonl(tmp_path / "tiny.jsonl", rows[:6])
+    with pytest.raises(DataError, match="too few to hold out 8 for validation; pass a validation file with "
+                                        "--val-data-path FILE"):
+        rl_questions(str(tiny), None, limit=100)
+    train, val = rl_questions("bundled-mcq", None, limit=50)
+    assert len(val) == 50 and len(train) == len(bundled.mcq["train"])  # its own validation split

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 
 from pure_transformer.config import ModelConfig
 from pure_transformer.model import build_model
@@ -32,27 +29,8 @@ def tiny_model():
     return build_model(ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=256))
 
 
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (server.started and server.servers):
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn exited during startup"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def url(tiny_model, tiny_tokenizer) -> Iterator[str]:
+def url(tiny_model, tiny_tokenizer, serving) -> Iterator[str]:
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits(max_concurrency=16))
     with serving(app) as base:
         yield base
@@ -260,7 +238,7 @@ def test_unknown_route_and_method(client):
 
 
 # ------------------------------------------------------------------- auth
-def test_api_key(tiny_model, tiny_tokenizer):
+def test_api_key(tiny_model, tiny_tokenizer, serving):
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", api_key="s3cret")
     with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         req = {"prompt": "x", "max_tokens": 2}
@@ -288,7 +266,7 @@ def test_parallel_requests_succeed_and_batch(client, url):
     assert responses[3].json()["choices"][0]["text"] == alone.json()["choices"][0]["text"]
 
 
-def test_batching_merges_requests(tiny_model, tiny_tokenizer):
+def test_batching_merges_requests(tiny_model, tiny_tokenizer, serving):
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits(batch_window_s=0.05))
     with serving(app) as base:
         def one(i: int) -> int:
@@ -301,7 +279,7 @@ def test_batching_merges_requests(tiny_model, tiny_tokenizer):
         assert app.state.worker.batches < 6
 
 
-def test_flood_gets_429(tiny_model, tiny_tokenizer):
+def test_flood_gets_429(tiny_model, tiny_tokenizer, serving):
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits(max_concurrency=1))
     with serving(app) as base:
         def one(_: int) -> httpx.Response:
@@ -364,7 +342,7 @@ def test_page_answers_in_headless_chromium(url):
 
 
 @pytest.mark.parametrize("fmt", ["text", "explain"])
-def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer) -> None:
+def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer, serving) -> None:
     """A text/explain model is asked the way it was trained: the option texts are scored
     (after a greedy explanation for explain), and the probabilities are a distribution."""
     from pure_transformer.answer_format import AnswerFormat
@@ -376,3 +354,102 @@ def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer) -> N
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)
     assert body["answer"] == max(body["probabilities"], key=body["probabilities"].get)
     assert ("explanation" in body) == (fmt == "explain")
+
+
+# ------------------------------------------------- token prompts, logprobs, echo, usage
+def test_token_and_list_prompts_match_text(client, tiny_tokenizer):
+    text = "Question: fever and cough?"
+    base = {"max_tokens": 8, "temperature": 0}
+    plain = client.post("/v1/completions", json={**base, "prompt": text}).json()["choices"][0]["text"]
+    ids = tiny_tokenizer.encode(text)
+    for prompt in (ids, [tiny_tokenizer.eot_id] + ids):  # a leading end-of-text is not doubled
+        assert client.post("/v1/completions", json={**base, "prompt": prompt}).json()["choices"][0]["text"] == plain
+    other = client.post("/v1/completions", json={**base, "prompt": "Answer:"}).json()["choices"][0]["text"]
+    body = client.post("/v1/completions", json={**base, "prompt": [text, "Answer:"], "n": 2}).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert [c["text"] for c in body["choices"]] == [plain, plain, other, other]
+    body = client.post("/v1/completions", json={**base, "prompt": [ids, tiny_tokenizer.encode("Answer:")]}).json()
+    assert [c["text"] for c in body["choices"]] == [plain, other]
+
+
+def test_echo_logprobs_against_a_forward_pass(client, tiny_model, tiny_tokenizer):
+    # lm-eval's local-completions request: token ids, echo, logprobs=1, max_tokens=1.
+    import torch
+
+    ids = tiny_tokenizer.encode("Question: A 45-year-old man has fever.\nAnswer: C")
+    r = client.post("/v1/completions", json={"prompt": [ids], "echo": True, "logprobs": 1, "max_tokens": 1,
+                                             "temperature": 0, "seed": 1234})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["token_logprobs"]) == len(lp["tokens"]) == len(lp["top_logprobs"]) == len(ids) + 1
+    full = [tiny_tokenizer.eot_id] + ids
+    with torch.no_grad():
+        _, logits = tiny_model(torch.tensor([full]))
+    ref = torch.log_softmax(logits[0].double(), dim=-1)
+    for t, value in enumerate(lp["token_logprobs"][:len(ids)]):
+        assert value == pytest.approx(ref[t, ids[t]].item(), abs=1e-4)
+    greedy = int(ref[-1].argmax())
+    assert lp["token_logprobs"][-1] == pytest.approx(ref[-1, greedy].item(), abs=1e-4)
+    assert all(max(top.values()) >= value - 1e-6 for top, value in zip(lp["top_logprobs"], lp["token_logprobs"]))
+    text = tiny_tokenizer.decode(ids)
+    assert choice["text"].startswith(text) and "".join(lp["tokens"][:len(ids)]) == text
+    assert lp["text_offset"][:3] == [0, len(lp["tokens"][0]), len(lp["tokens"][0]) + len(lp["tokens"][1])]
+    # without echo: the completion's tokens only; without logprobs: null
+    r = client.post("/v1/completions", json={"prompt": ids, "logprobs": 2, "max_tokens": 3, "temperature": 0})
+    lp = r.json()["choices"][0]["logprobs"]
+    # two ids can decode to one string (a half character): the legacy shape keys by string, as OpenAI's
+    assert len(lp["token_logprobs"]) == 3 and all(1 <= len(t) <= 2 for t in lp["top_logprobs"])
+    assert client.post("/v1/completions", json={"prompt": ids, "echo": True, "max_tokens": 2}
+                       ).json()["choices"][0]["logprobs"] is None
+
+
+def test_stream_usage_chunk_and_text_parts(client):
+    req = {"prompt": "Question: cough?", "max_tokens": 6, "temperature": 0, "stream": True,
+           "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/completions", json=req) as r:
+        chunks = sse_events(r)
+    assert chunks[-1]["choices"] == [] and all(c["choices"] for c in chunks[:-1])
+    usage = chunks[-1]["usage"]
+    plain = client.post("/v1/completions", json={**req, "stream": False}).json()
+    assert usage == plain["usage"]
+    chat = {"max_tokens": 6, "temperature": 0}
+    as_text = client.post("/v1/chat/completions", json={**chat, "messages": [{"role": "user", "content": "Hi\nthere"}]})
+    as_parts = client.post("/v1/chat/completions", json={**chat, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]})
+    assert as_parts.json()["choices"][0]["message"] == as_text.json()["choices"][0]["message"]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": [[1, 2], [99999]]}, "prompt"),
+    ({"prompt": [-1]}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": "x", "stream": True, "logprobs": 1}, "stream"),
+    ({"prompt": ["a", "b"], "stream": True}, "stream"),
+    ({"prompt": "x", "logprobs": 6}, "logprobs"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}, None),
+])
+def test_bad_prompts_are_400(client, body, param):
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    err = assert_error(client.post(path, json={"max_tokens": 2, **body}), 400)
+    if param is not None:
+        assert err["param"] in (param, f"body.{param}") or param in err["message"]
+
+
+def test_official_openai_client(url):
+    # docs/INFERENCE.md's recipe, as written there.
+    openai = pytest.importorskip("openai", reason="the openai client is not installed (pip install -e '.[dev]')")
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused-without---api-key")
+    done = client.completions.create(model="x", prompt="The first-line treatment for asthma is", max_tokens=16,
+                                     temperature=0)
+    assert done.choices[0].finish_reason in ("stop", "length") and done.usage.completion_tokens >= 1
+    chunks = list(client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}], stream=True,
+                                                 stream_options={"include_usage": True}, max_tokens=16))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+    plain = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=16,
+                                           temperature=1.0, seed=None)
+    assert isinstance(text, str) and plain.choices[0].message.role == "assistant"
+    scored = client.completions.create(model="x", prompt=[[5, 6, 7]], max_tokens=1, echo=True, logprobs=1,
+                                       temperature=0)
+    assert len(scored.choices[0].logprobs.token_logprobs) == 4

@@ -246,3 +246,113 @@ def test_checkpoints_say_their_format():
     assert AnswerFormat.of_checkpoint({"config": {"answer_format": "explain"}}) is AnswerFormat.EXPLAIN
     assert AnswerFormat.of_checkpoint({"answer_format": "text", "config": {}}) is AnswerFormat.TEXT
     assert AnswerFormat.of_checkpoint({"config": {"lr": 1.0}}) is AnswerFormat.LETTER  # older than formats
+
+
+# ------------------------------------------------------------ local files named by split
+def _medqa_rows(bundled, split: str, n: int) -> list[dict]:
+    return [{"question": q.question, "options": q.options, "answer_idx": q.answer, "answer": q.answer_text}
+            for q in bundled.mcq[split][:n]]
+
+
+def test_one_file_without_a_split_name_is_the_test_split(tmp_path, write_jsonl, bundled, capsys):
+    from pure_transformer.data.registry import load_mcqs
+
+    path = write_jsonl(tmp_path / "my_questions.jsonl", _medqa_rows(bundled, "test", 12))
+    assert [q.question for q in load_mcqs(str(path), "test")] == [q.question for q in bundled.mcq["test"][:12]]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"note: '{path}' names no split (train, validation/val/dev, test); all of it is the test split"]
+
+
+def test_a_file_named_for_its_split_is_that_split(tmp_path, write_jsonl, bundled):
+    from pure_transformer.data.registry import load_mcqs
+
+    path = write_jsonl(tmp_path / "phrases_no_exclude_test.jsonl", _medqa_rows(bundled, "test", 5))
+    assert len(load_mcqs(str(path), "test")) == 5
+    with pytest.raises(DataError, match="is a test file: it has no train split"):
+        load_mcqs(str(path), "train")
+
+
+def test_a_folder_of_hub_files_gives_each_split_its_file(tmp_path, write_jsonl, bundled):
+    # GBaker/MedQA's own file names; the dev file is validation, and training never sees a test question.
+    from pure_transformer.data.registry import load_mcqs
+
+    folder = tmp_path / "medqa"
+    write_jsonl(folder / "phrases_no_exclude_train.jsonl",
+                _medqa_rows(bundled, "train", 30) + _medqa_rows(bundled, "test", 2))  # 2 leaked test questions
+    write_jsonl(folder / "phrases_no_exclude_dev.jsonl", _medqa_rows(bundled, "validation", 7))
+    write_jsonl(folder / "phrases_no_exclude_test.jsonl", _medqa_rows(bundled, "test", 9))
+    split = {s: [q.question for q in load_mcqs(str(folder), s)] for s in ("train", "validation", "test")}
+    assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (30, 7, 9)
+    assert not set(split["train"]) & set(split["test"])
+
+
+# ------------------------------------------------------------ which errors are retried
+class _HTTPError(OSError):
+    def __init__(self, status: int):
+        super().__init__(f"{status} Client Error")
+        self.response = type("Response", (), {"status_code": status})()
+
+
+def _chained(outer: BaseException, inner: BaseException) -> BaseException:
+    outer.__cause__ = inner
+    return outer
+
+
+@pytest.mark.parametrize("err, transient", [
+    (ConnectionResetError("connection reset by peer"), True),
+    (TimeoutError("read timed out"), True),
+    (_HTTPError(503), True), (_HTTPError(429), True), (_HTTPError(500), True),
+    (_HTTPError(404), False), (_HTTPError(401), False), (_HTTPError(403), False),
+    (_chained(ConnectionError("Connection aborted"), ConnectionResetError()), True),
+    (ConnectionError("Couldn't reach 'GBaker/MedQA' on the Hub (offline mode is enabled)"), False),
+    (FileNotFoundError("no such file"), False),
+    (_chained(ConnectionError("Max retries exceeded"), __import__("socket").gaierror(-2, "Name or service not known")),
+     False),
+    (OSError("something else"), False),
+])
+def test_only_transient_errors_are_retried(err, transient):
+    from pure_transformer.data.sources import is_transient
+
+    assert is_transient(err) is transient
+
+
+def test_permanent_error_fails_at_once_and_retries_say_so(capsys):
+    sleeps: list[float] = []
+
+    def missing():
+        raise FileNotFoundError("dataset 'nobody/nothing' does not exist")
+
+    source = HFSource("gone", missing, _text_field("text", None), retry=RetryPolicy(tries=5, base_delay_s=0.01),
+                      sleep=sleeps.append)
+    with pytest.raises(DataError, match="cannot read 'gone': FileNotFoundError: dataset 'nobody/nothing'"):
+        first_epoch(source)
+    assert sleeps == []
+    source = HFSource("flaky", lambda: flaky_dataset({"left": 2}), _text_field("text", None),
+                      retry=RetryPolicy(tries=5, base_delay_s=0.5), sleep=sleeps.append)
+    assert len(first_epoch(source)) == 20
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: reading 'flaky': ConnectionError: connection reset by peer; retrying (1/4) in 0.5 s",
+        "warning: reading 'flaky': ConnectionError: connection reset by peer; retrying (2/4) in 1 s"]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["data", "overlap", "--train", "bundled-mcq", "--eval", "medqa"], "'medqa'"),
+    (["data", "preview", "--tokenizer", "TOK", "--mixture", "fineweb-edu:1"], "'fineweb-edu'"),
+])
+def test_hub_names_offline_fail_fast_in_one_line(tmp_path, tiny_tokenizer, argv, names):
+    # The real hub call path with the hub unreachable by configuration: one error line, exit 2, no retries.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    tiny_tokenizer.save(tmp_path / "tok")
+    argv = [str(tmp_path / "tok") if a == "TOK" else a for a in argv]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = "from pure_transformer.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot read {names}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "retrying" not in proc.stderr
+    assert time.monotonic() - start < 60

@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import functools
 import glob
+import itertools
+import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable, Iterator
@@ -45,8 +49,10 @@ from .sources import (
     Shard,
     SourceKind,
     Split,
+    READ_ERRORS,
     _one_line,
     parse_errors,
+    retrying,
     _reader,
     _rows,
 )
@@ -97,7 +103,38 @@ class HubSpec:
     def _load(self, hub_split: str) -> Any:
         import datasets
 
-        return datasets.load_dataset(self.repo, self.config, split=hub_split, streaming=True)
+        _require_hub(self.name)
+        try:
+            return datasets.load_dataset(self.repo, self.config, split=hub_split, streaming=True)
+        except ValueError as err:  # no such config or split: asking again will not help
+            raise DataError(f"cannot load '{self.name}' ({self.repo}): {_one_line(err)}") from err
+
+
+@functools.cache
+def _hub_lookup_error() -> str | None:
+    """Why the hub's host does not resolve (no network), or None. huggingface_hub would find
+    out by retrying for half a minute; a failed DNS lookup is not going to heal in that time."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                                       "ALL_PROXY", "all_proxy")):
+        return None  # offline mode answers from the cache or fails at once; a proxy resolves names itself
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as e:
+        return f"cannot resolve {host} ({e.strerror})"
+    return None
+
+
+def _require_hub(name: str) -> None:
+    if (why := _hub_lookup_error()) is not None:
+        raise DataError(f"cannot read '{name}' from the Hugging Face Hub: {why}; offline, pass the data as a "
+                        "local file (--data-path FILE, or a path in --mixture)")
 
 
 @dataclass(frozen=True)
@@ -162,10 +199,8 @@ class LocalSpec:
         kind = self.kind or self._detect_kind()
         if kind is SourceKind.MCQ and split == "train" and guard is None:
             guard = ContaminationGuard()
-            for eval_split in ("validation", "test"):
-                siblings = _siblings(self.files, eval_split)
-                if siblings:
-                    guard.add(eval_questions(_rows(self._load(siblings), 256)))
+            for eval_files in self._eval_files():
+                guard.add(eval_questions(_rows(self._load(eval_files), 256)))
         to_text = _reader(kind, holdout, guard if split == "train" else None, answer_format=answer_format)
         return HFSource(self.name, lambda: self._load(files), to_text, shard, guard, retry)
 
@@ -174,21 +209,51 @@ class LocalSpec:
         guard = None
         if split == "train":
             guard = ContaminationGuard()
-            for eval_split in ("validation", "test"):
-                if siblings := _siblings(self.files, eval_split):
-                    guard.add(eval_questions(_rows(self._load(siblings), 256)))
+            for eval_files in self._eval_files():
+                guard.add(eval_questions(_rows(self._load(eval_files), 256)))
         yield from _admitted(_rows(self._load(files), 256), f"{self.name} {split}", holdout, guard)
 
+    def _eval_files(self) -> list[tuple[Path, ...]]:
+        """The validation and test files whose questions training must not see."""
+        splits = [_named_split(f) for f in self.files]
+        if len(set(splits)) > 1:
+            return [tuple(f for f, s in zip(self.files, splits) if s == e) for e in ("validation", "test")
+                    if e in splits]
+        return [sib for e in ("validation", "test") if (sib := _siblings(self.files, e))]
+
     def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | None]:
-        if split == "train":
-            has_validation = bool(_siblings(self.files, "validation"))
-            return self.files, None if has_validation else HoldOut(self.holdout_every, keep=False)
-        siblings = _siblings(self.files, split)
-        if siblings:
+        splits = [_named_split(f) for f in self.files]
+        named = set(splits)
+        if len(named) > 1:  # a folder of x_train / x_dev / x_test files: each split its own files
+            if None in named:
+                raise DataError(f"'{self.name}' mixes files that name a split with files that do not; "
+                                "give one split's files, or a folder of train/validation/test files")
+            chosen = tuple(f for f, s in zip(self.files, splits) if s == split)
+            if not chosen and split == "validation" and "train" in named:  # derived, as for one train file
+                return tuple(f for f, s in zip(self.files, splits) if s == "train"), HoldOut(self.holdout_every, True)
+            if not chosen:
+                raise DataError(f"'{self.name}' has no {split} file (its files hold {', '.join(sorted(named))})")
+            holdout = HoldOut(self.holdout_every, keep=False) if split == "train" and "validation" not in named \
+                else None
+            return chosen, holdout
+        (own,) = named
+        if own is None and split == "test":  # a user's one question file: evaluate it whole
+            _note_once(f"note: '{self.name}' names no split (train, validation/val/dev, test); "
+                       "all of it is the test split")
+            return self.files, None
+        if own is None or (own == "train" and split == "train"):
+            has_validation = own == "train" and bool(_siblings(self.files, "validation"))
+            if split == "train":
+                return self.files, None if has_validation else HoldOut(self.holdout_every, keep=False)
+            if split == "validation" and not has_validation:
+                return self.files, HoldOut(self.holdout_every, keep=True)
+        if own == split:
+            return self.files, None
+        if own == "train" and (siblings := _siblings(self.files, split)):
             return siblings, None
-        if split == "validation":
-            return self.files, HoldOut(self.holdout_every, keep=True)
-        raise DataError(f"'{self.name}' has no test split (no sibling file with 'test' for 'train')")
+        if own == "train":
+            raise DataError(f"'{self.name}' has no {split} split (no sibling file with '{split}' for 'train')")
+        raise DataError(f"'{self.name}' is a {own} file: it has no {split} split")
 
     def _detect_kind(self) -> SourceKind:
         try:
@@ -235,7 +300,13 @@ def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
     spec = resolve_source(name)
     if source_kind(name) is not SourceKind.MCQ:
         raise DataError(f"'{name}' is a text dataset, not multiple-choice questions")
-    out = list(islice(spec.mcqs(split), limit))
+    hint = "; offline, pass the questions as a local file (--data-path FILE)" if isinstance(spec, HubSpec) else ""
+    for failures in itertools.count(1):
+        try:
+            out = list(islice(spec.mcqs(split), limit))
+            break
+        except READ_ERRORS as err:
+            retrying(name, failures, RetryPolicy(), err, time.sleep, hint)
     if not out:
         raise DataError(f"'{name}' has no questions in its {split} split")
     return out
@@ -337,6 +408,25 @@ def _expand_local(name: str) -> tuple[Path, ...]:
     if len(builders) > 1:
         raise DataError(f"'{name}' mixes file types ({', '.join(sorted(builders))}); use one kind per source")
     return tuple(files)
+
+
+SPLIT_WORDS: dict[Split, tuple[str, ...]] = {"train": ("train", "training"),
+                                            "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+"""The words in a file name that say which split it holds (``phrases_no_exclude_test.jsonl``: test)."""
+
+
+def _named_split(path: Path) -> Split | None:
+    words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
+    return next((split for split, names in SPLIT_WORDS.items() if words & set(names)), None)
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 def _siblings(files: tuple[Path, ...], split: str) -> tuple[Path, ...]:

@@ -32,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import socket
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,9 +51,52 @@ from ..mcq import MCQ, normalize_mcq, shuffle_options
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-# OSError covers ConnectionError, TimeoutError, huggingface_hub's HfHubHTTPError
-# and the fsspec/aiohttp socket errors a long streaming read runs into.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+# Where read errors come from: ConnectionError, TimeoutError, huggingface_hub's
+# HfHubHTTPError and the fsspec/aiohttp socket errors are all OSErrors. Only the
+# transient ones among them are retried (is_transient).
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_TRANSIENT_NAMES = frozenset({"ReadTimeout", "ConnectTimeout", "Timeout", "ReadTimeoutError", "ChunkedEncodingError",
+                              "ClientPayloadError", "ServerDisconnectedError", "IncompleteRead"})
+_TRANSIENT_WORDS = ("reset", "aborted", "timed out", "timeout", "broken pipe", "closed", "temporarily")
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth another try: a timeout, a dropped connection, HTTP 429 or 5xx. Offline
+    mode, a missing repository, file or config, authentication and a failed DNS
+    lookup (no network) fail at once: retrying them only delays the same error."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status in RETRY_STATUS or status >= 500
+        if "offline" in str(e).lower() or isinstance(e, (socket.gaierror, FileNotFoundError, PermissionError)):
+            return False
+        if isinstance(e, (TimeoutError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) or \
+                type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        if type(e) is ConnectionError and any(w in str(e).lower() for w in _TRANSIENT_WORDS):
+            return True  # fsspec/aiohttp report a dropped stream as a bare ConnectionError
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def retrying(name: str, failures: int, retry: "RetryPolicy", err: BaseException,
+             sleep: Callable[[float], None], hint: str = "") -> None:
+    """After failure number ``failures`` of reading ``name``: wait and say so, or raise
+    a one-line :class:`DataError` (ending in ``hint``) when the error is permanent or
+    the tries are spent."""
+    if not is_transient(err):
+        raise DataError(f"cannot read '{name}': {_one_line(err)}{hint}") from err
+    if failures >= retry.tries:
+        raise DataError(f"reading '{name}' failed {failures} times in a row; "
+                        f"last error: {_one_line(err)}{hint}") from err
+    delay = retry.delay(failures)
+    print(f"warning: reading '{name}': {_one_line(err)}; retrying ({failures}/{retry.tries - 1}) in {delay:g} s",
+          file=sys.stderr, flush=True)
+    sleep(delay)
 
 ToText = Callable[[Any, str, int], str | None]
 """(record, where it came from, epoch) -> training text, or None to skip the record."""
@@ -262,13 +307,9 @@ class HFSource(DocumentSource):
                     if text is not None:
                         yield text
                 return
-            except RETRYABLE_ERRORS as err:
+            except READ_ERRORS as err:
                 failures += 1
-                if failures >= self._retry.tries:
-                    raise DataError(
-                        f"reading '{self.name}' failed {failures} times in a row; last error: {_one_line(err)}"
-                    ) from err
-                self._sleep(self._retry.delay(failures))
+                retrying(self.name, failures, self._retry, err, self._sleep)
             except parse_errors() as err:
                 # Malformed JSON/Parquet, or files of one source with different columns.
                 raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err

@@ -213,13 +213,14 @@ def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions
 def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
                        batch_size: int = 16, progress: bool = False) -> MCQScore:
     """The option text with the largest log-likelihood after :func:`cloze_prompt` (``acc``);
-    ``acc_norm`` divides each score by the option's length in characters."""
+    ``acc_norm`` divides each score by the option's length in characters (lm-eval's)."""
     predictions, normed = [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="cloze"):
         chunk = questions[start:start + batch_size]
         pairs = [(cloze_prompt(q), f" {q.options[k]}") for q in chunk for k in LETTERS]
         scores = continuation_logprobs(model, tok, pairs).view(len(chunk), len(LETTERS))  # (b, 4)
-        lengths = torch.tensor([[len(f" {q.options[k]}") for k in LETTERS] for q in chunk], dtype=torch.float)
+        # lm-eval's acc_norm: the choice's length in characters, without the delimiter's space
+        lengths = torch.tensor([[len(q.options[k]) for k in LETTERS] for q in chunk], dtype=torch.float)
         predictions += [LETTERS[i] for i in scores.argmax(-1).tolist()]
         normed += [LETTERS[i] for i in (scores / lengths).argmax(-1).tolist()]
     acc_norm = sum(p == q.answer for p, q in zip(normed, questions)) / max(1, len(questions))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..train.command import effective_config
+from ..train.command import config_yaml, effective_config
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", required=True, help="run folder for RL checkpoints and logs")
     p.add_argument("--task", default="synthetic", help="synthetic (bundled questions) | medqa | medmcqa")
     p.add_argument("--data-path", default=None, help="local MCQ files (jsonl/parquet, any supported schema)")
+    p.add_argument("--val-data-path", default=None,
+                   help="validation questions (default: the task's validation split, else a slice held out of its "
+                        "training questions)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
                    help="resume the newest checkpoint in --checkpoint-dir, or the given one")
     p.add_argument("--stop-at-step", type=int, default=None, help="save and stop after this step")
@@ -24,6 +27,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override one config field")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config as YAML (which --config-file takes back) and exit")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -32,11 +37,14 @@ def run(args: argparse.Namespace) -> None:
     from .train import grpo_train
 
     cfg, resuming = effective_config(grpo_preset(args.config), args)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return
     if not resuming and args.checkpoint is None:
         raise ConfigError("--checkpoint is required to start an RL run (the pretrained model to fine-tune)")
     result = grpo_train(cfg, args.checkpoint or "", args.checkpoint_dir, task=args.task, data_path=args.data_path,
-                        resume=args.resume, stop_at_step=args.stop_at_step, device=args.device,
-                        progress=not args.no_progress)
+                        val_data_path=args.val_data_path, resume=args.resume, stop_at_step=args.stop_at_step,
+                        device=args.device, progress=not args.no_progress)
     status = f"stopped early ({result.stopped})" if result.stopped else "done"
     acc = f"{result.val_accuracy:.3f}" if result.val_accuracy is not None else "n/a"
     print(f"\n{status}: step {result.step}, validation accuracy {acc}, {result.elapsed_s:.0f} s")

@@ -111,8 +111,8 @@ def demo() -> GRPOConfig:
     moves greedy answers. A 10x embedding lr, no warmup or KL 0.02 lowered held-out
     accuracy instead (docs/GRPO.md)."""
     return dataclasses.replace(debug(), prompts_per_step=8, samples_per_prompt=8, micro_batch=32, max_steps=60,
-                               top_k=4, lr=1e-4, embedding_lr=1e-4, kl_coef=0.05, warmup_steps=10, val_every=25,
-                               ckpt_every=25, val_questions=100, shuffle_options=True)
+                               top_k=4, lr=1e-4, embedding_lr=1e-4, kl_coef=0.05, warmup_steps=10, val_every=30,
+                               ckpt_every=30, val_questions=100, shuffle_options=True)
 
 
 GRPO_PRESETS: dict[str, Callable[[], GRPOConfig]] = {"grpo_usmle_2day": grpo_usmle_2day, "debug": debug,

@@ -37,7 +37,6 @@ from ..answer_format import AnswerFormat
 from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..mcq import MCQ
-from ..data.registry import load_mcqs
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
 from ..eval.scoring import encode_prompt, greedy_mcq_accuracy, task_source
@@ -45,6 +44,7 @@ from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
 from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
 from .config import GRPOConfig
+from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
 from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward
 from .rollout import RolloutBatch, build_batch, completion_logprobs, masked_entropy, sample_groups
@@ -143,11 +143,14 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
 
 
 def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path, *, task: str = "synthetic",
-               data_path: str | None = None, resume: str | None = None, stop_at_step: int | None = None,
-               device: str | None = None, progress: bool = True, reward_fn: RewardFn | None = None) -> RLResult:
+               data_path: str | None = None, val_data_path: str | None = None, resume: str | None = None,
+               stop_at_step: int | None = None, device: str | None = None, progress: bool = True,
+               reward_fn: RewardFn | None = None) -> RLResult:
     """Fine-tune the model in ``init_checkpoint`` with GRPO; see the module docstring.
 
-    ``reward_fn`` replaces the configured reward (correctness plus
+    ``val_data_path`` is a file of validation questions (default: the task's own
+    validation split, or a slice held out of its training questions,
+    :func:`~pure_transformer.rl.questions.rl_questions`). ``reward_fn`` replaces the configured reward (correctness plus
     ``format_weight`` times the format reward) with any ``(MCQ, completion) -> float``.
     """
     run_dir = Path(run_dir)
@@ -166,7 +169,10 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     source = task_source(task, data_path)
     if meta is not None and meta["source"] != source:
         raise ConfigError(f"this run trained on {meta['source']}; resume it with the same task or --data-path")
-    train, val = load_mcqs(source, "train"), load_mcqs(source, "validation", limit=cfg.val_questions)
+    if meta is not None and meta.get("val_source") != val_data_path:
+        raise ConfigError(f"this run validated on {meta.get('val_source') or 'its task'}; resume it with the same "
+                          "--val-data-path")
+    train, val = rl_questions(source, val_data_path, cfg.val_questions)
 
     model, tok, init_meta, init_dir = load_model(init_checkpoint, rt.device)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -199,12 +205,13 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
           f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
           f"from {init_dir}"
           + (f", resuming at step {step}" if meta else ""))
-    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None)
+    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
 
     def save(complete: bool = False) -> Path:
         meta_out = {"kind": "rl", "step": step, "cursor": cursor, "config": cfg.to_dict(), "task": task,
                     "answer_format": fmt.value,
-                    "source": source, "init_checkpoint": str(init_dir), "model_config": model.cfg.to_dict(),
+                    "source": source, "val_source": val_data_path, "init_checkpoint": str(init_dir),
+                    "model_config": model.cfg.to_dict(),
                     "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")}}
         path = save_checkpoint(step_dir(run_dir, step), model, meta_out, optimizer,

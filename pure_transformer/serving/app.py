@@ -6,9 +6,13 @@ Endpoints:
 
 - ``POST /v1/completions`` and ``POST /v1/chat/completions``: OpenAI request and
   response shapes (``prompt``/``messages``, ``max_tokens``, ``temperature``,
-  ``top_p``, ``n``, ``stop``, ``seed``, ``stream``). ``stream: true`` answers with
-  server-sent events, ``data: {chunk}`` ... ``data: [DONE]``. Unknown fields
-  (``logprobs``, ``echo``, ``user``...) are ignored.
+  ``top_p``, ``n``, ``stop``, ``seed``, ``stream``, ``stream_options.include_usage``).
+  ``stream: true`` answers with server-sent events, ``data: {chunk}`` ...
+  ``data: [DONE]``. Completions take a prompt as text or token ids, or a list of
+  either (choice ``i * n + j`` is sample ``j`` of prompt ``i``), and ``logprobs`` /
+  ``echo`` in the legacy shape (:mod:`.logprobs`), which is what lm-evaluation-harness's
+  ``local-completions`` model needs. Chat ``content`` may be a list of text parts.
+  Other unknown fields (``user``...) are ignored.
 - ``POST /v1/mcq``: ``{question, options: {A..D}}`` -> ``{answer, probabilities}``
   in the checkpoint's answer format (:func:`~pure_transformer.serving.worker.mcq_answer`):
   for ``letter`` the softmax over the log-likelihoods of " A".." D" after the
@@ -42,6 +46,7 @@ batches, and a client that disconnects stops its generation.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
@@ -60,6 +65,7 @@ from ..engine import Engine, SamplingParams, stream_text
 from ..errors import ConfigError, DataError, UserError
 from ..mcq import MCQ
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers
+from .logprobs import legacy_logprobs, sequence_logprobs
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
                       chat_prompt, sampling_params)
 from .worker import ModelWorker, TokenTap, mcq_answer
@@ -110,37 +116,64 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     app.add_middleware(BodyLimitMiddleware, limit=limits.max_body_bytes)  # outermost: before auth reads anything
 
-    def encode(prompt: str) -> list[int]:
-        return [tokenizer.eot_id] + tokenizer.encode(prompt)  # as every training document starts
+    def encode(prompt: str | list[int]) -> list[int]:
+        """The model's input: after end-of-text, as every training document starts."""
+        if isinstance(prompt, str):
+            return [tokenizer.eot_id] + tokenizer.encode(prompt)
+        if any(not 0 <= t < tokenizer.vocab_size for t in prompt):
+            raise APIError(400, f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}", param="prompt")
+        return prompt if prompt[:1] == [tokenizer.eot_id] else [tokenizer.eot_id] + prompt
 
-    async def run(request: Request, req: SamplingRequest, prompt: str, chat: bool) -> Any:
-        ids = encode(prompt)
-        params = sampling_params(req, len(ids), context, limits, (CHAT_STOP,) if chat else ())
+    def score(prompt: list[int], shown: int, completion: list[int], top: int) -> dict:
+        # shown: how many of the prompt's own tokens the client sees (echo), hidden end-of-text excluded
+        values, tops = sequence_logprobs(model, prompt + completion, tokenizer.eot_id, top)
+        first = len(prompt) - shown
+        return legacy_logprobs(tokenizer, (prompt + completion)[first:], values[first:], tops[first:], top)
+
+    async def run(request: Request, req: SamplingRequest, prompts: list[str] | list[list[int]], chat: bool) -> Any:
+        ids = [encode(p) for p in prompts]
+        params = [sampling_params(req, len(i), context, limits, (CHAT_STOP,) if chat else ()) for i in ids]
+        top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
+        if req.stream and (len(prompts) > 1 or top is not None or echo):
+            raise APIError(400, "stream takes one prompt, without logprobs or echo", param="stream")
         lease = gate.acquire()
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         head = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
                 "model": model_name}
         if req.stream:
             head["object"] = "chat.completion.chunk" if chat else "text_completion"
-            return LeasedStream(stream(request, prompt, params, req.n, chat, head, lease), lease,
+            usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
+            return LeasedStream(stream(request, ids[0], params[0], req.n, chat, head, lease, usage), lease,
                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
-            groups = await worker.generate(ids, params, req.n)
+            # Concurrent waits: the batch loop runs the prompts through one generate call where it can.
+            groups = await asyncio.gather(*(worker.generate(i, p, req.n) for i, p in zip(ids, params)))
+            choices = []
+            for prompt, text, group in zip(ids, prompts, groups):
+                hidden = 0 if isinstance(text, list) and text[:1] == [tokenizer.eot_id] else 1  # encode()'s EOT
+                shown = len(prompt) - hidden
+                for s in group:
+                    body: dict[str, Any]
+                    if chat:
+                        body = {"message": {"role": "assistant", "content": s.text.strip()}}
+                    else:
+                        prefix = (text if isinstance(text, str) else tokenizer.decode(text)) if echo else ""
+                        lp = None if top is None else await worker.call(score, prompt, shown if echo else 0,
+                                                                        s.tokens, top)
+                        body = {"text": prefix + s.text, "logprobs": lp}
+                    choices.append({"index": len(choices), **body, "finish_reason": s.finish_reason})
         except ValueError as e:  # the engine's own input checks
             raise APIError(400, str(e)) from None
         finally:
             lease.release()
-        choices = []
-        for i, s in enumerate(groups):
-            text = s.text.strip() if chat else s.text
-            body = {"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None}
-            choices.append({"index": i, **body, "finish_reason": s.finish_reason})
-        used = sum(len(s.tokens) for s in groups)
+        used = sum(len(s.tokens) for g in groups for s in g)
+        prompt_tokens = sum(map(len, ids))
         return {**head, "choices": choices,
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": used, "total_tokens": len(ids) + used}}
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                          "total_tokens": prompt_tokens + used}}
 
-    async def stream(request: Request, prompt: str, params: SamplingParams, n: int, chat: bool, head: dict,
-                     lease: Lease) -> AsyncIterator[str]:
+    async def stream(request: Request, prompt: list[int], params: SamplingParams, n: int, chat: bool, head: dict,
+                     lease: Lease, usage: bool) -> AsyncIterator[str]:
         # n streams advance round-robin, one piece per hop to the model thread.
         seeds = [params.seed + i if params.seed is not None else None for i in range(n)]
         taps = [TokenTap(engine) for _ in range(n)]
@@ -175,6 +208,10 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                         if not piece:
                             continue
                     yield _sse(chunk(i, piece, None))
+            if usage:  # stream_options.include_usage: one last chunk with no choices
+                used = sum(len(t.tokens) for t in taps)
+                yield _sse({**head, "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": used,
+                                                             "total_tokens": len(prompt) + used}})
             yield "data: [DONE]\n\n"
         except ValueError as e:  # headers are sent already, so the error travels as an event
             yield _sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None, "code": None}})
@@ -185,11 +222,12 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
 
     @app.post("/v1/completions")
     async def completions(request: Request, req: CompletionRequest) -> Any:
-        return await run(request, req, req.prompt, chat=False)
+        prompts = req.prompt if isinstance(req.prompt, list) and not isinstance(req.prompt[0], int) else [req.prompt]
+        return await run(request, req, prompts, chat=False)  # type: ignore[arg-type]
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, req: ChatRequest) -> Any:
-        return await run(request, req, chat_prompt(req.messages), chat=True)
+        return await run(request, req, [chat_prompt(req.messages)], chat=True)
 
     @app.post("/v1/mcq")
     async def mcq(req: MCQRequest) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,10 +35,15 @@ def error_response(status: int, message: str, *, param: str | None = None, type:
                         status_code=status)
 
 
+_UNION_TAG = re.compile(r"(str|int|float|bool|list|dict|none)|.*[\[(].*")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """One line naming the first bad field, without pydantic's multi-line dump."""
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # pydantic puts the union member it tried into the location ("prompt.str", "prompt.list[int].0"):
+    # the client named a field, not a type, so those parts are left out.
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _UNION_TAG.fullmatch(str(p))]
     if first.get("type") == "json_invalid":
         return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
     param = ".".join(loc) or None

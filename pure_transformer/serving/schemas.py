@@ -1,15 +1,5 @@
-"""What the server accepts: request bodies (OpenAI shapes), the chat template,
-and the limits every request is checked against.
-
-Chat template (the model is a plain LM, so chat is a text convention)::
-
-    {system messages, joined by blank lines}\\n\\n      (only if there are any)
-    User: {content}\\n
-    Assistant: {content}\\n                           (earlier turns)
-    User: {content}\\n
-    Assistant:
-
-Generation stops at :data:`CHAT_STOP` (plus any ``stop`` strings).
+"""What the server accepts: request bodies (OpenAI shapes) and the limits every
+request is checked against. Chats are rendered by :mod:`pure_transformer.chat`.
 """
 
 from __future__ import annotations
@@ -17,13 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..chat import CHAT_STOP, chat_prompt as render_chat
 from ..engine import SamplingParams
 from ..overrides import require_positive
 from .http import APIError
 
-CHAT_STOP = "\nUser:"
+__all__ = ["CHAT_STOP", "ChatMessage", "ChatRequest", "CompletionRequest", "MCQRequest", "SamplingRequest",
+           "ServerLimits", "StreamOptions", "chat_prompt", "sampling_params"]
 
 
 @dataclass(frozen=True)
@@ -58,17 +50,41 @@ class SamplingRequest(BaseModel):
     seed: int | None = None
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class CompletionRequest(SamplingRequest):
-    prompt: str
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    """One text, several, one prompt as token ids, or several (OpenAI's four shapes)."""
+    logprobs: int | None = Field(None, ge=0, le=5)
+    """Return this many most likely tokens per position beside each token's log-probability."""
+    echo: bool = False
+    """Prepend the prompt to the text (and to ``logprobs``, as the prompt's own tokens)."""
+    stream_options: StreamOptions | None = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _join_parts(cls, content: object) -> object:
+        # Newer clients send [{"type": "text", "text": ...}, ...]; the parts join with newlines, as vLLM does.
+        if isinstance(content, list):
+            return "\n".join(TextPart.model_validate(part).text for part in content)
+        return content
+
 
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    stream_options: StreamOptions | None = None
 
 
 class MCQRequest(BaseModel):
@@ -77,11 +93,8 @@ class MCQRequest(BaseModel):
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
-    """Render messages with the template in the module docstring."""
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
-    turns = "".join(f"{'User' if m.role == 'user' else 'Assistant'}: {m.content.strip()}\n"
-                    for m in messages if m.role != "system")
-    return (f"{system}\n\n" if system else "") + turns + "Assistant:"
+    """The prompt of a chat request (the template in :mod:`pure_transformer.chat`)."""
+    return render_chat([m.model_dump() for m in messages])
 
 
 def sampling_params(req: SamplingRequest, prompt_tokens: int, context: int, limits: ServerLimits,

@@ -28,6 +28,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="override one config field (repeatable), e.g. --set peak_lr=1e-3")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config as YAML (which --config-file takes back) and exit")
+
+
+def config_yaml(cfg: object) -> str:
+    """The config as YAML that ``--config-file`` reads back into the same config."""
+    import json
+
+    import yaml
+
+    # Through JSON: tuples become lists (YAML's safe dumper has no tuples), as in a checkpoint's meta.json.
+    return yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)  # type: ignore[attr-defined]
 
 
 def effective_config(preset: T, args: argparse.Namespace, flags: dict[str, object] | None = None) -> tuple[T, bool]:
@@ -51,6 +63,9 @@ def run(args: argparse.Namespace) -> None:
 
     cfg, _ = effective_config(pretrain_preset(args.config), args, {"model": args.model, "num_workers": args.num_workers,
                                                                     "log_every": args.log_every})
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return
     result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
                       device=args.device, progress=not args.no_progress)
     if result.rank != 0:

@@ -3,6 +3,11 @@
 Both sinks survive a resume without duplicates: records past the resumed step
 are dropped from the JSONL file, and TensorBoard's ``purge_step`` hides the
 events a killed run wrote after its last checkpoint.
+
+TensorBoard tags are grouped: validation figures under ``val/`` (``val_loss`` ->
+``val/loss``, ``val_ppl/medqa`` -> ``val/ppl/medqa``), everything else under the
+run's group (``train/`` or ``rl/``); a dict of numbers (an RL step's answer
+shares) becomes one tag per entry. The run's config is written once, as text.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch only for a type: `plot` reads metrics without paying for its import
+    import torch
 
 # Peak dense bf16 tensor-core FLOP/s (no sparsity), for MFU. Matched by substring
 # of torch.cuda.get_device_name(); unknown devices report no MFU rather than a guess.
@@ -22,8 +28,10 @@ PEAK_BF16_FLOPS = {
 }
 
 
-def device_peak_flops(device: torch.device) -> float | None:
+def device_peak_flops(device: "torch.device") -> float | None:
     """Peak bf16 FLOP/s of a CUDA device when known, else None (CPU included)."""
+    import torch
+
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -41,17 +49,25 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def tensorboard_tag(key: str, group: str) -> str:
+    """Where a metrics key goes in TensorBoard (see the module docstring)."""
+    return f"val/{key[len('val_'):]}" if key.startswith("val_") else f"{group}/{key}"
+
+
 class MetricsLogger:
     """Appends records to ``log_dir/metrics.jsonl`` and TensorBoard event files.
 
     ``resume_step`` (the step a resumed run restarts after) truncates both logs
-    to what that checkpoint had seen.
+    to what that checkpoint had seen. ``group`` prefixes the TensorBoard tags;
+    ``config``, on a fresh run, is written to TensorBoard once as JSON text.
     """
 
-    def __init__(self, log_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, log_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True,
+                 group: str = "train", config: dict[str, Any] | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(log_dir)
+        self.group = group
         self.dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.dir / "metrics.jsonl"
         if resume_step is not None:
@@ -62,15 +78,25 @@ class MetricsLogger:
         self._file = open(self.jsonl, "a")
         purge = resume_step + 1 if resume_step is not None else None
         self.tb = SummaryWriter(str(self.dir), purge_step=purge) if tensorboard else None
+        if self.tb is not None and config is not None and resume_step is None:
+            # Four leading spaces: TensorBoard renders text as Markdown, so this keeps it a code block.
+            text = "\n".join("    " + line for line in json.dumps(config, indent=1).splitlines())
+            self.tb.add_text(f"{group}/config", text, 0)
 
     def log(self, step: int, record: dict[str, Any]) -> None:
         record = {"step": step, **record}
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(key, value, step)
+        if self.tb is None:
+            return
+        for key, value in record.items():
+            if key == "step":
+                continue
+            values = value if isinstance(value, dict) else {None: value}
+            for sub, v in values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    tag = tensorboard_tag(key, self.group)
+                    self.tb.add_scalar(tag if sub is None else f"{tag}/{sub}", v, step)
 
     def close(self) -> None:
         self._file.close()

@@ -1,9 +1,14 @@
 """Training curves from a run's ``logs/metrics.jsonl`` as one PNG.
 
-:func:`plot_run` draws a grid of panels: loss (validation overlaid) against
-tokens seen, learning rate, throughput (with MFU on a twin axis when logged),
-per-source validation perplexity and gradient norm. Any other numeric key (an
-RL run's ``reward`` or ``accuracy``, say) gets a panel of its own against step.
+:func:`plot_run` picks the layout from what the run logged:
+
+- a pretraining run: loss (validation overlaid) against tokens seen, learning
+  rate, throughput (with MFU on a twin axis when logged), per-source validation
+  perplexity and gradient norm; any other numeric key gets a panel of its own;
+- a GRPO run (its records carry ``reward``): reward and sample accuracy,
+  validation accuracy with its 95% band, KL, entropy, response length, clip and
+  mask fractions, the generation/training time split, gradient norm, and the
+  share of each parsed answer (a collapse onto one letter shows there).
 
 It renders through ``Figure`` + ``FigureCanvasAgg`` rather than pyplot, so it
 needs no display, touches no global backend state and is safe in threads.
@@ -30,9 +35,7 @@ PANEL_SIZE = (5.0, 3.5)  # inches per panel; with DPI this fixes the PNG's pixel
 DPI = 100
 MAX_EXTRA_PANELS = 6  # a log with dozens of unknown keys should not yield a poster
 
-# Extra keys drawn first when present: what an RL run is judged by.
-_FIRST = ("reward", "val_accuracy", "kl", "entropy", "response_len")
-# Keys drawn by the fixed panels (or meaningless as a curve), so not "extra".
+# Keys drawn by the fixed pretraining panels (or meaningless as a curve), so not "extra".
 _KNOWN = {"step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb",
           "mfu", "nonfinite_skipped", "val_loss", "val_ppl"}
 
@@ -68,6 +71,99 @@ def _load(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _figure(n_panels: int) -> tuple[Figure, list[Axes]]:
+    nrows = math.ceil(n_panels / NCOLS)
+    fig = Figure(figsize=(PANEL_SIZE[0] * NCOLS, PANEL_SIZE[1] * nrows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to fig; savefig then renders with Agg
+    axes = list(fig.subplots(nrows, NCOLS, squeeze=False).flat)
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _lines(ax: Axes, records: list[dict[str, Any]], keys: dict[str, str], title: str, *, smooth: int = 0) -> None:
+    """One line per key (legend label = value); a faint raw line under a moving average when ``smooth``."""
+    drawn = False
+    for i, (key, label) in enumerate(keys.items()):
+        s, v = _series(records, key)
+        if not len(s):
+            continue
+        drawn = True
+        if smooth and len(v) >= smooth:
+            ax.plot(s, v, lw=0.8, alpha=0.3, color=f"C{i}")
+            avg = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
+            ax.plot(s[smooth - 1:], avg, lw=1.5, color=f"C{i}", label=f"{label} ({smooth}-step mean)")
+        else:
+            ax.plot(s, v, lw=1, color=f"C{i}", label=label)
+    if not drawn:
+        _empty(ax, title)
+        return
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if len(keys) > 1 or smooth:
+        ax.legend(fontsize="small")
+
+
+def _answer_shares(ax: Axes, shares: list[dict[str, Any]]) -> None:
+    steps = np.array([r["step"] for r in shares])
+    for key in shares[0]["letters"]:
+        ax.plot(steps, [r["letters"].get(key, 0.0) for r in shares], lw=1, label=key)
+    ax.set_title("answers (share of samples)")
+    ax.set_xlabel("step")
+    ax.legend(fontsize="small", ncol=5)
+
+
+def _rl_figure(records: list[dict[str, Any]]) -> Figure:
+    fig, axes = _figure(9)
+    steps = [r for r in records if "reward" in r]
+    smooth = 5 if len(steps) >= 20 else 0
+    _lines(axes[0], steps, {"reward": "reward", "accuracy": "sample accuracy"}, "reward (training samples)",
+           smooth=smooth)
+
+    ax = axes[1]
+    s, v = _series(records, "val_accuracy")
+    if len(s):
+        ls, lo = _series(records, "val_ci_low")
+        hs, hi = _series(records, "val_ci_high")
+        if len(ls) == len(s) == len(hs):
+            ax.fill_between(s, lo, hi, alpha=0.25, label="95% CI")
+        ax.plot(s, v, "o-", ms=3, label="greedy accuracy")
+        ns, nv = _series(records, "val_invalid_rate")
+        if len(ns):
+            ax.plot(ns, nv, "--", lw=1, color="grey", label="names no option")
+        ax.set_ylim(0, 1)
+        ax.set_title("validation accuracy (held-out questions)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    else:
+        _empty(ax, "validation accuracy")
+
+    _lines(axes[2], steps, {"kl": "KL to reference"}, "KL to reference")
+    _lines(axes[3], steps, {"entropy": "entropy"}, "entropy (per token)")
+    _lines(axes[4], steps, {"response_len": "tokens"}, "response length", smooth=smooth)
+    _lines(axes[5], steps, {"clip_frac": "clipped", "masked_frac": "off-policy masked"}, "clip and mask fractions")
+
+    ax = axes[6]
+    gs, gv = _series(steps, "gen_time_s")
+    ts, tv = _series(steps, "train_time_s")
+    if len(gs) and len(gs) == len(ts):
+        ax.stackplot(gs, gv, tv, labels=["generation", "training"], alpha=0.8)
+        ax.set_title(f"time per step (generation {gv.sum() / max(gv.sum() + tv.sum(), 1e-9):.0%})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("s")
+        ax.legend(fontsize="small", loc="upper left")
+    else:
+        _empty(ax, "time per step")
+
+    _lines(axes[7], steps, {"grad_norm": "grad norm"}, "grad norm")
+    shares = [r for r in records if isinstance(r.get("letters"), dict)]
+    if shares:
+        _answer_shares(axes[8], shares)
+    else:
+        _empty(axes[8], "answers (share of samples)")
+    return fig
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Plot ``run_dir/logs/metrics.jsonl`` to ``out`` (default ``run_dir/curves.png``); returns the PNG path."""
     run_dir = Path(run_dir)
@@ -75,6 +171,16 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not run_dir.is_dir():
         raise DataError(f"no metrics to plot: {run_dir} not found")
     records = _load(metrics)
+    rl = any("reward" in r for r in records)
+    fig = _rl_figure(records) if rl else _pretrain_figure(records)
+    fig.suptitle(f"{run_dir.resolve().name}: {'GRPO' if rl else 'pretraining'}")
+    out_path = Path(out) if out is not None else run_dir / "curves.png"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, format="png")
+    return out_path
+
+
+def _pretrain_figure(records: list[dict[str, Any]]) -> Figure:
     train = [r for r in records if "loss" in r or "tokens_seen" in r]
 
     # Validation records carry no tokens_seen, so map every step to tokens through
@@ -93,16 +199,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     numeric = {k for r in records for k, v in r.items()
                if k not in _KNOWN and "/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    extra = ([k for k in _FIRST if k in numeric] + sorted(numeric - set(_FIRST)))[:MAX_EXTRA_PANELS]
-    # RL runs log the share of each parsed answer per step: a collapse onto one letter shows here.
-    shares = [r for r in records if isinstance(r.get("letters"), dict)]
-    n_panels = 5 + len(extra) + bool(shares)
-    nrows = math.ceil(n_panels / NCOLS)
-    fig = Figure(figsize=(PANEL_SIZE[0] * NCOLS, PANEL_SIZE[1] * nrows), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # attaches itself to fig; savefig then renders with Agg
-    axes = list(fig.subplots(nrows, NCOLS, squeeze=False).flat)
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
+    extra = sorted(numeric)[:MAX_EXTRA_PANELS]
+    fig, axes = _figure(5 + len(extra))
     ax_loss, ax_lr, ax_tps, ax_ppl, ax_gn = axes[:5]
 
     # Loss, with validation loss overlaid on the same token axis.
@@ -166,17 +264,4 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_title(key)
         ax.set_xlabel("step")
 
-    if shares:
-        ax = axes[5 + len(extra)]
-        steps = np.array([r["step"] for r in shares])
-        for key in shares[0]["letters"]:
-            ax.plot(steps, [r["letters"].get(key, 0.0) for r in shares], lw=1, label=key)
-        ax.set_title("answers (share of samples)")
-        ax.set_xlabel("step")
-        ax.legend(fontsize="small", ncol=5)
-
-    fig.suptitle(run_dir.resolve().name)
-    out_path = Path(out) if out is not None else run_dir / "curves.png"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, format="png")
-    return out_path
+    return fig

@@ -248,7 +248,8 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         loader.load_state_dict(meta["data"][rt.rank])
         set_rng_state(meta["rng"])
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
-              MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None) if rt.is_main else None)
+              MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None, group="train",
+                            config=cfg.to_dict()) if rt.is_main else None)
     if meta is not None:
         run.step, run.tokens_seen, run.last_val = meta["step"], meta["tokens_seen"], meta.get("val", {})
         run.best_val, run.nonfinite = meta.get("best_val_loss", math.inf), meta.get("nonfinite", run.nonfinite)
