@@ -110,15 +110,17 @@ def _answer_shares(ax: Axes, shares: list[dict[str, Any]]) -> None:
         ax.plot(steps, [r["letters"].get(key, 0.0) for r in shares], lw=1, label=key)
     ax.set_title("answers (share of samples)")
     ax.set_xlabel("step")
-    ax.legend(fontsize="small", ncol=5)
+    ax.set_ylim(0, 1.2)  # headroom: the legend sits above the curves, not on them
+    ax.legend(fontsize="small", ncol=5, loc="upper center")
 
 
 def _rl_figure(records: list[dict[str, Any]]) -> Figure:
     fig, axes = _figure(9)
     steps = [r for r in records if "reward" in r]
     smooth = 5 if len(steps) >= 20 else 0
-    _lines(axes[0], steps, {"reward": "reward", "accuracy": "sample accuracy"}, "reward (training samples)",
-           smooth=smooth)
+    same = all(r.get("accuracy") == r.get("reward") for r in steps)  # no format term: one line says both
+    _lines(axes[0], steps, {"reward": "reward = sample accuracy"} if same else
+           {"reward": "reward", "accuracy": "sample accuracy"}, "reward (training samples)", smooth=smooth)
 
     ax = axes[1]
     s, v = _series(records, "val_accuracy")
@@ -173,7 +175,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     records = _load(metrics)
     rl = any("reward" in r for r in records)
     fig = _rl_figure(records) if rl else _pretrain_figure(records)
-    fig.suptitle(f"{run_dir.resolve().name}: {'GRPO' if rl else 'pretraining'}")
+    where = run_dir.resolve()
+    fig.suptitle(f"{where.parent.name}/{where.name}: {'GRPO' if rl else 'pretraining'}")
     out_path = Path(out) if out is not None else run_dir / "curves.png"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, format="png")
