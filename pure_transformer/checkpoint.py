@@ -123,6 +123,13 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def _write_error(e: BaseException) -> str:
+    # safetensors reports ENOSPC as "Error while serializing: I/O error: No space left on device (os error 28)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).split("I/O error: ")[-1]
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
                     optimizer: torch.optim.Optimizer | None = None, files: dict[str, str] | None = None,
                     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
@@ -134,42 +141,86 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_safetensors(tmp / MODEL_FILE, model_tensors(model))
-    meta = dict(meta)
-    if optimizer is not None:
-        tensors, plain = optimizer_to_files(optimizer)
-        save_safetensors(tmp / OPTIM_FILE, tensors)
-        meta["optimizer"] = plain
-    for name, extra in (extra_tensors or {}).items():
-        save_safetensors(tmp / name, extra)
-    for name, text in (files or {}).items():
-        with open(tmp / name, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    _write_json(tmp / META_FILE, meta)  # written last: its presence marks a complete folder
-    _fsync_dir(tmp)
-    _replace_dir(tmp, final)
+    try:
+        tmp.mkdir()
+        save_safetensors(tmp / MODEL_FILE, model_tensors(model))
+        meta = dict(meta)
+        if optimizer is not None:
+            tensors, plain = optimizer_to_files(optimizer)
+            save_safetensors(tmp / OPTIM_FILE, tensors)
+            meta["optimizer"] = plain
+        for name, extra in (extra_tensors or {}).items():
+            save_safetensors(tmp / name, extra)
+        for name, text in (files or {}).items():
+            with open(tmp / name, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        _write_json(tmp / META_FILE, meta)  # written last: its presence marks a complete folder
+        _fsync_dir(tmp)
+        _replace_dir(tmp, final)
+    except (OSError, SafetensorError) as e:  # a full disk, a quota, a read-only mount: the last good
+        shutil.rmtree(tmp, ignore_errors=True)  # checkpoint stays, and the half-written one must not eat the space
+        raise CheckpointError(f"could not write checkpoint to {final.parent}: {_write_error(e)}") from None
     return final
 
 
 def link_checkpoint(src: Path, name: str) -> Path:
-    """Make ``src.parent/name`` (``best``, ``final``) a copy of ``src`` using hard
-    links, so it costs no extra disk while ``src`` exists; atomic like a save."""
-    final = src.parent / name
-    tmp = src.parent / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for f in src.iterdir():
-        try:
-            os.link(f, tmp / f.name)
-        except OSError:  # file systems without hard links
-            shutil.copy2(f, tmp / f.name)
-    _fsync_dir(tmp)
-    _replace_dir(tmp, final)
-    return final
+    """Point ``src.parent/name`` (``best``, ``final``) at a copy of ``src`` made of hard
+    links (no extra disk while ``src`` exists).
+
+    The copy is a hidden folder, ``.{name}-{src.name}``, and ``name`` is a symlink to it,
+    swapped with one ``os.replace``: at every instant ``name`` is the old checkpoint or the
+    new one, never missing (a kill between two renames of a folder could leave neither).
+    Copies no link points at are removed afterwards, and by :func:`recover_run_dir`.
+    """
+    run = src.parent
+    target = run / f".{name}-{src.name}"
+    link = run / name
+    try:
+        if not (target / META_FILE).is_file():  # a copy left half-made by a kill is rebuilt
+            tmp = run / f".tmp-{name}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.mkdir()
+            for f in src.iterdir():
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:  # file systems without hard links
+                    shutil.copy2(f, tmp / f.name)
+            _fsync_dir(tmp)
+            os.rename(tmp, target)
+        new_link = run / f".tmp-link-{name}-{os.getpid()}"
+        if new_link.is_symlink():
+            new_link.unlink()
+        os.symlink(target.name, new_link)
+        aside = run / f".old-{name}"
+        if link.is_dir() and not link.is_symlink():  # a run from before links: its folder moves aside
+            shutil.rmtree(aside, ignore_errors=True)  # first (recover_run_dir brings it back if killed here)
+            os.rename(link, aside)
+        os.replace(new_link, link)
+        shutil.rmtree(aside, ignore_errors=True)
+        _fsync_dir(run)
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"could not write checkpoint to {run}: {_write_error(e)}") from None
+    recover_run_dir(run)
+    return link
+
+
+def recover_run_dir(run_dir: str | Path) -> None:
+    """Undo what a kill can leave behind: a ``best``/``final`` moved aside and not yet
+    replaced comes back, and copies no link points at are removed."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        return
+    for name in ("best", "final"):
+        link, aside = run / name, run / f".old-{name}"
+        if not os.path.lexists(link) and aside.is_dir():
+            os.rename(aside, link)
+        current = os.readlink(link) if link.is_symlink() else None
+        for copy in run.glob(f".{name}-*"):
+            if copy.name != current:
+                shutil.rmtree(copy, ignore_errors=True)
 
 
 def step_dirs(run_dir: str | Path) -> list[Path]:
@@ -189,11 +240,57 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` step folders (``best/`` is separate
     and survives). Also clears temporary folders left by a killed save."""
     run = Path(run_dir)
+    recover_run_dir(run)  # first: a moved-aside best/final may be the only copy left
     removed = step_dirs(run)[:-keep_last] if keep_last > 0 else []
     removed += [p for p in run.iterdir() if p.name.startswith((".tmp-", ".old-"))]
     for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_symlink():
+            p.unlink()
+        else:
+            shutil.rmtree(p, ignore_errors=True)
     return removed
+
+
+# ------------------------------------------------------------------ the run folder
+class RunLock:
+    """An exclusive ``flock`` on ``DIR/.lock`` for the life of a run, pretraining and RL alike.
+
+    A second run on the same folder (a Kubernetes restart while the old pod still lives)
+    fails at once, naming the holder, instead of pruning checkpoints under the first. The
+    kernel drops the lock when its process dies, kill -9 included, so no stale lock is
+    ever left to clean up.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"--checkpoint-dir {self.run_dir} is a file, not a folder")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CheckpointError(f"cannot write to {self.run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise CheckpointError(f"{self.run_dir} is in use by {holder}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} (host {socket.gethostname()})\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
 
 
 # ------------------------------------------------------------------ loading
@@ -271,10 +368,22 @@ def load_weights(ckpt: Path, model: torch.nn.Module, filename: str = MODEL_FILE)
                               f"unexpected {sorted(unexpected)}")
 
 
-def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict, *, reset: bool = False) -> None:
+    """Restore the optimizer state saved with ``ckpt``. A checkpoint whose metadata has
+    optimizer state but no optimizer file is refused: resuming on fresh AdamW moments
+    silently changes the run. ``reset`` (``--set reset_optimizer=true``) is that choice, said aloud."""
+    if reset:
+        print(f"note: reset_optimizer: AdamW's moments start from zero instead of {ckpt / OPTIM_FILE}")
+        return
+    if "optimizer" not in meta:
+        raise CheckpointError(f"{ckpt} holds no optimizer state; resume with --set reset_optimizer=true to start "
+                              "AdamW's moments from zero")
+    if not (ckpt / OPTIM_FILE).is_file():
+        raise CheckpointError(f"{ckpt} has optimizer state in meta.json but no {OPTIM_FILE}; restore it, or resume "
+                              "with --set reset_optimizer=true to start AdamW's moments from zero")
     device = optimizer.param_groups[0]["params"][0].device
-    tensors = load_file(str(ckpt / OPTIM_FILE), device=str(device)) if (ckpt / OPTIM_FILE).exists() else {}
-    optimizer.load_state_dict(optimizer_from_files(tensors, meta["optimizer"]))
+    optimizer.load_state_dict(optimizer_from_files(load_file(str(ckpt / OPTIM_FILE), device=str(device)),
+                                                   meta["optimizer"]))
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Any, dict, Path]:

@@ -133,9 +133,24 @@ def test_empty_metrics_file(tmp_path: Path) -> None:
 
 def test_malformed_metrics_file(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{oops\n')
-    with pytest.raises(DataError, match="malformed metrics file"):
+    (tmp_path / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{oops\n{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(DataError, match=r"metrics.jsonl line 2 is not JSON"):
         plot_run(tmp_path)
+
+
+def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    # A power loss mid-write leaves half a record at the end: every later read (and --resume) goes on.
+    from pure_transformer.train.metrics import read_metrics
+
+    _write(tmp_path)
+    log = tmp_path / "logs" / "metrics.jsonl"
+    whole = read_metrics(log)
+    log.write_text(log.read_text() + '{"step": 41, "loss": 2.')
+    with pytest.warns(UserWarning, match="skipping the torn last line"):
+        assert read_metrics(log) == whole
+    with pytest.warns(UserWarning):
+        MetricsLogger(tmp_path / "logs", resume_step=40, tensorboard=False).close()
+    assert log.read_text().endswith("}\n") and read_metrics(log) == whole  # rewritten whole
 
 
 def test_tensorboard_tags_are_grouped_and_config_is_text(tmp_path: Path) -> None:

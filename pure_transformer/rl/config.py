@@ -71,6 +71,8 @@ class GRPOConfig:
     ckpt_every: int = 25
     keep_last: int = 3
     seed: int = 1234
+    reset_optimizer: bool = False
+    """On resume, start AdamW's moments from zero instead of the checkpoint's (said aloud)."""
 
     def __post_init__(self) -> None:
         require_positive(self, ("prompts_per_step", "samples_per_prompt", "micro_batch", "log_every",

@@ -22,7 +22,9 @@ and asynchronous generation. See docs/GRPO.md.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
 import math
 import random
 import time
@@ -34,8 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
-from ..checkpoint import (link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
-                          prune_checkpoints, read_meta, resume_checkpoint, save_checkpoint, step_dir)
+from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
+                          prune_checkpoints, read_meta, recover_run_dir, resume_checkpoint, save_checkpoint, step_dir)
 from ..mcq import MCQ
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
@@ -153,7 +155,16 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     :func:`~pure_transformer.rl.questions.rl_questions`). ``reward_fn`` replaces the configured reward (correctness plus
     ``format_weight`` times the format reward) with any ``(MCQ, completion) -> float``.
     """
-    run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        recover_run_dir(run_dir)
+        return _grpo_train(cfg, init_checkpoint, Path(run_dir), task=task, data_path=data_path,
+                           val_data_path=val_data_path, resume=resume, stop_at_step=stop_at_step, device=device,
+                           progress=progress, reward_fn=reward_fn)
+
+
+def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, task: str, data_path: str | None,
+                val_data_path: str | None, resume: str | None, stop_at_step: int | None, device: str | None,
+                progress: bool, reward_fn: RewardFn | None) -> RLResult:
     rt = init_runtime(device)
     if rt.distributed:
         raise ConfigError("GRPO runs in one process; launch it without torchrun")
@@ -161,7 +172,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
         saved = apply_overrides(GRPOConfig(), meta["config"])
-        if saved != cfg:
+        if dataclasses.replace(saved, reset_optimizer=cfg.reset_optimizer) != cfg:  # a resume-time choice
             changed = next(k for k in cfg.to_dict() if getattr(saved, k) != getattr(cfg, k))
             raise ConfigError(f"cannot change {changed} when resuming an RL run")
         init_checkpoint = meta["init_checkpoint"]
@@ -181,7 +192,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     step, cursor, best = 0, 0, -math.inf
     if meta is not None:
         load_weights(ckpt, model)
-        load_optimizer(ckpt, optimizer, meta)
+        load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer)
         load_weights(ckpt, ref, REFERENCE_FILE)
         set_rng_state(meta["rng"])
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
@@ -231,6 +242,8 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     start = time.perf_counter()
     try:
+        if meta is not None and meta.get("complete") and not os.path.lexists(run_dir / "final"):
+            link_checkpoint(ckpt, "final")  # a kill after the last save, before final/ was linked
         if step == 0:
             val_acc = validate()
             bar.write(f"step 0: greedy validation accuracy {val_acc:.3f}")

@@ -70,6 +70,8 @@ class PretrainConfig:
     """DataLoader worker processes per rank (0 = load in the main process)."""
     max_nonfinite: int = 5
     """Stop after this many consecutive non-finite losses or gradients."""
+    reset_optimizer: bool = False
+    """On resume, start AdamW's moments from zero instead of the checkpoint's (said aloud)."""
 
     def __post_init__(self) -> None:
         require_positive(self, ("seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every",

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
 
 if TYPE_CHECKING:  # torch only for a type: `plot` reads metrics without paying for its import
     import torch
@@ -42,11 +46,21 @@ def device_peak_flops(device: "torch.device") -> float | None:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file."""
+    """All records of a ``metrics.jsonl`` file. A torn last line (a power loss mid-write)
+    is skipped with one warning; a bad line before it is an error naming the line."""
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    lines = [(i, line) for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k < len(lines) - 1:
+                raise DataError(f"{p} line {number} is not JSON ({e.msg})") from None
+            warnings.warn(f"skipping the torn last line ({number}) of {p}", stacklevel=2)
+    return records
 
 
 def tensorboard_tag(key: str, group: str) -> str:
@@ -71,8 +85,11 @@ class MetricsLogger:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.dir / "metrics.jsonl"
         if resume_step is not None:
+            # Rewritten through a temporary file and a rename: a kill now cannot tear the log.
             kept = [r for r in read_metrics(self.jsonl) if r.get("step", 0) <= resume_step]
-            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp = self.jsonl.with_name(f".{self.jsonl.name}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.jsonl)
         elif self.jsonl.exists():
             self.jsonl.unlink()  # a fresh run in an old folder starts a fresh log
         self._file = open(self.jsonl, "a")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
-from ..checkpoint import (link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          resume_checkpoint, save_checkpoint, step_dir)
+from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
+                          recover_run_dir, resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches
 from ..data.mixing import MixtureConfig, SourceWeight
@@ -244,7 +245,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
             train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if meta is not None:
         load_weights(ckpt, model)
-        load_optimizer(ckpt, optimizer, meta)
+        load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer)
         loader.load_state_dict(meta["data"][rt.rank])
         set_rng_state(meta["rng"])
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
@@ -265,6 +266,8 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         print("effective config: " + json.dumps(cfg.to_dict()))
         if meta is not None and meta.get("complete"):
             print(f"run in {run_dir} is already complete ({run.step} steps)")
+            if not os.path.lexists(run_dir / "final"):  # killed after the last save, before final/ was linked
+                link_checkpoint(ckpt, "final")
     return run
 
 
@@ -281,7 +284,17 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, resume: str | None = N
             schedule and data plan untouched (a stand-in for preemption).
         model: a pre-built model to train instead of ``cfg.model``'s preset.
     """
-    run = setup(cfg, Path(run_dir), resume, model, device)
+    run_dir = Path(run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun's; rank 0 holds the lock for all ranks
+    with RunLock(run_dir) if main else contextlib.nullcontext():
+        if main:
+            recover_run_dir(run_dir)
+        return _pretrain(cfg, run_dir, resume, stop_at_step, model, device, progress)
+
+
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_step: int | None,
+              model: Transformer | None, device: str | None, progress: bool) -> PretrainResult:
+    run = setup(cfg, run_dir, resume, model, device)
     rt, accum = run.rt, cfg.accum_steps(run.rt.world_size)
     peak_flops, flops_per_token = device_peak_flops(rt.device), run.model.flops_per_token(cfg.seq_len)
     stop, stopped, saved_step, estimated = StopRequested(), None, run.step, False
