@@ -295,7 +295,28 @@ class RunLock:
 
 # ------------------------------------------------------------------ loading
 def read_meta(ckpt: Path) -> dict:
-    return json.loads((ckpt / META_FILE).read_text())
+    """``ckpt/meta.json``, checked to be a checkpoint's metadata (a mapping with the
+    model config and step every checkpoint has)."""
+    try:
+        meta = json.loads((ckpt / META_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{ckpt / META_FILE} is not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{ckpt / META_FILE} must be a JSON object, got {type(meta).__name__}")
+    require_meta(meta, ckpt, {"model_config": dict, "step": int})
+    return meta
+
+
+def require_meta(meta: dict, ckpt: Path, fields: dict[str, type | tuple[type, ...]]) -> None:
+    """One line naming the first of ``fields`` that ``meta`` lacks or holds with the wrong type
+    (a resume needs more of it than loading the weights does)."""
+    for key, kind in fields.items():
+        if key not in meta:
+            raise CheckpointError(f"{ckpt / META_FILE} has no '{key}'; it cannot be "
+                                  f"{'resumed' if key not in ('model_config', 'step') else 'loaded'}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool) and kind is int:
+            raise CheckpointError(f"{ckpt / META_FILE}: '{key}' must be "
+                                  f"{getattr(kind, '__name__', kind)}, got {type(meta[key]).__name__}")
 
 
 def validate_checkpoint(ckpt: Path) -> str | None:
@@ -308,6 +329,8 @@ def validate_checkpoint(ckpt: Path) -> str | None:
                 # declares (a truncated write fails here) without reading gigabytes twice.
                 with safe_open(str(ckpt / name), "pt"):
                     pass
+    except CheckpointError as e:
+        return str(e)
     except (OSError, ValueError, SafetensorError) as e:
         return f"{type(e).__name__}: {e}".splitlines()[0]
     return None

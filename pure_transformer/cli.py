@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -224,9 +227,24 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 _PYTHON_SHOW_WARNING = warnings.showwarning
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM before the command installed its own handler (a preemption during set-up).
+    # Exit at once, as a kill would: raising here could land inside any library's bare
+    # except (an import half done, a swallowed stop), and every write is atomic anyway.
+    print("terminated (SIGTERM) before the command's own shutdown began; nothing was saved", file=sys.stderr,
+          flush=True)
+    os._exit(143)
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the chosen handler; user mistakes become one ``error:`` line and status 2."""
+    """Run the chosen handler; user mistakes become one ``error:`` line and status 2.
+
+    SIGTERM is handled from the first instant: training replaces this handler with its
+    save-and-stop one once its loop runs, the server with uvicorn's; before that a
+    preemption exits at once, with one line and nothing half-written."""
     warnings.showwarning = _show_warning
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args.func(args)
     except UserError as e:
@@ -235,6 +253,9 @@ def dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import ConfigError
-from .overrides import pick_preset, require_positive
+from .overrides import apply_overrides, pick_preset, require_positive
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,11 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Build from a saved dict; keys this version does not know are ignored and
         missing keys take their defaults, so old checkpoints keep loading."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"model_config must be a mapping, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        # Through the same type checks as --set: a "dim": "64" fails as one line, not deep in torch.
+        return apply_overrides(cls(), {k: v for k, v in d.items() if k in known}, strict=True)
 
 
 def tiny() -> ModelConfig:

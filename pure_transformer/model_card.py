@@ -105,7 +105,8 @@ def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[
             "## Model", "",
             f"A decoder-only Llama-architecture Transformer trained with pure_transformer: {cfg.n_layers} layers, "
             f"width {cfg.dim}, {cfg.n_heads} attention heads ({cfg.kv_heads} key/value), SwiGLU width {cfg.ffn_dim}, "
-            f"vocabulary {cfg.vocab_size}, context {cfg.max_seq_len} tokens, {'tied' if cfg.tie_embeddings else 'untied'} embeddings; "
+            f"vocabulary {cfg.vocab_size}, context {cfg.max_seq_len} tokens, "
+            f"{'tied' if cfg.tie_embeddings else 'untied'} embeddings; "
             f"{num_params:,} parameters. It loads as `LlamaForCausalLM`; the tokenizer prepends the end-of-text "
             f"token that starts every training document, so `tokenizer(prompt)` needs no extra care.", ""]
     use = ["## Intended use", "",

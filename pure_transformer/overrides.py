@@ -8,6 +8,7 @@ a key or a wrongly typed value fails with one line that names it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,10 +19,13 @@ import yaml
 from .errors import ConfigError
 
 C = TypeVar("C")
+MAX_INT = 10**15
+"""No count a config holds (tokens, steps, sizes) is near this; a larger one is a typo."""
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Check (and gently convert) ``value`` against a field annotation."""
+def _coerce(name: str, value: Any, annotation: Any, strict: bool = False) -> Any:
+    """Check (and gently convert) ``value`` against a field annotation; ``strict`` (saved
+    metadata, which our own code wrote) converts no text to numbers."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -30,7 +34,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(name, value, arg)
+                return _coerce(name, value, arg, strict)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
@@ -42,31 +46,50 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         expected = {dict: dict, list: (list, tuple), tuple: (list, tuple)}[origin]
         if not isinstance(value, expected):
             raise ConfigError(f"{name} must be a {origin.__name__}, got {value!r}")
-        return tuple(value) if origin is tuple else value
-    if annotation in (int, float) and isinstance(value, str):
+        if origin is dict:
+            key_type, value_type = args or (Any, Any)
+            return {_coerce(name, k, key_type, strict): _coerce(f"{name}[{k!r}]", v, value_type, strict)
+                    for k, v in value.items()}
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):  # betas=[0.9, 0.95, 0.99] would crash the optimizer at step 1
+                raise ConfigError(f"{name} must have {len(args)} values, got {len(value)}: {list(value)!r}")
+            return tuple(_coerce(f"{name}[{i}]", v, a, strict) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(f"{name}[{i}]", v, item, strict) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation in (int, float) and isinstance(value, str) and not strict:
         try:  # YAML 1.1 reads exponent forms without a dot ("1e-3") as strings
             value = float(value)
         except ValueError:
             raise ConfigError(f"{name} must be {annotation.__name__}, got {value!r}") from None
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
         return float(value)
-    if annotation is int and isinstance(value, float) and value.is_integer():
-        return int(value)  # "2e9" is read by YAML as a float
+    if annotation is int and isinstance(value, float):
+        if not (value.is_integer() and abs(value) <= MAX_INT):  # "2e9" is read by YAML as a float
+            raise ConfigError(f"{name} must be a whole number of at most {MAX_INT:.0e}, got {value!r}")
+        return int(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{name} must be a whole number of at most {MAX_INT:.0e}, got {value!r}")
     if annotation in (int, float, str, bool) and not (
             isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
         raise ConfigError(f"{name} must be {annotation.__name__}, got {value!r}")
     return value
 
 
-def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
-    """A copy of dataclass ``cfg`` with ``overrides`` applied (validated again)."""
+def apply_overrides(cfg: C, overrides: dict[str, Any], strict: bool = False) -> C:
+    """A copy of dataclass ``cfg`` with ``overrides`` applied (validated again); ``strict``
+    as in :func:`_coerce`."""
     hints = typing.get_type_hints(type(cfg))
     fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
     changes = {}
     for key, value in overrides.items():
         if key not in fields:
             raise ConfigError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(fields))}")
-        changes[key] = _coerce(key, value, hints[key])
+        changes[key] = _coerce(key, value, hints[key], strict)
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 

@@ -36,7 +36,8 @@ def trained_pair() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 def test_round_trip_weights_optimizer_and_meta(tmp_path: Path) -> None:
     model, opt = trained_pair()
-    save_checkpoint(step_dir(tmp_path, 2), model, {"step": 2, "data": {"pos": [1, 2]}}, opt)
+    save_checkpoint(step_dir(tmp_path, 2), model, {"step": 2, "model_config": CFG.to_dict(), "data": {"pos": [1, 2]}},
+                    opt)
     ckpt = resolve_checkpoint(tmp_path)
     assert ckpt.name == "step_0000002"
     fresh = build_model(CFG)
@@ -59,7 +60,7 @@ def test_round_trip_weights_optimizer_and_meta(tmp_path: Path) -> None:
 def test_run_folder_prefers_final_then_newest(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in (1, 2, 3):
-        save_checkpoint(step_dir(tmp_path, step), model, {"step": step})
+        save_checkpoint(step_dir(tmp_path, step), model, {"step": step, "model_config": CFG.to_dict()})
     assert resolve_checkpoint(tmp_path).name == "step_0000003"
     link_checkpoint(step_dir(tmp_path, 2), "final")
     assert resolve_checkpoint(tmp_path).name == "final"
@@ -69,7 +70,7 @@ def test_run_folder_prefers_final_then_newest(tmp_path: Path) -> None:
 def test_corrupt_newest_is_skipped_with_warning(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in (1, 2):
-        save_checkpoint(step_dir(tmp_path, step), model, {"step": step})
+        save_checkpoint(step_dir(tmp_path, step), model, {"step": step, "model_config": CFG.to_dict()})
     weights = step_dir(tmp_path, 2) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with pytest.warns(UserWarning, match="skipping unloadable checkpoint"):
@@ -83,7 +84,7 @@ def test_corrupt_newest_is_skipped_with_warning(tmp_path: Path) -> None:
 def test_retention_keeps_last_three_plus_best(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in range(1, 7):
-        save_checkpoint(step_dir(tmp_path, step), model, {"step": step})
+        save_checkpoint(step_dir(tmp_path, step), model, {"step": step, "model_config": CFG.to_dict()})
         if step == 2:
             link_checkpoint(step_dir(tmp_path, 2), "best")
         prune_checkpoints(tmp_path, keep_last=3)
@@ -94,7 +95,7 @@ def test_retention_keeps_last_three_plus_best(tmp_path: Path) -> None:
 
 def test_no_pickle_in_checkpoint(tmp_path: Path) -> None:
     model, opt = trained_pair()
-    ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1}, opt)
+    ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1, "model_config": CFG.to_dict()}, opt)
     for f in ckpt.iterdir():
         head = f.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"PK", f"{f.name} looks like a pickle/zip"
@@ -106,13 +107,14 @@ import sys, torch
 from pure_transformer.checkpoint import save_checkpoint, step_dir
 from pure_transformer.config import ModelConfig
 from pure_transformer.model import build_model
-model = build_model(ModelConfig(vocab_size=4096, dim=512, n_layers=4, n_heads=8, ffn_dim=2048, max_seq_len=64))
+cfg = ModelConfig(vocab_size=4096, dim=512, n_layers=4, n_heads=8, ffn_dim=2048, max_seq_len=64)
+model = build_model(cfg)
 run = sys.argv[1]
 step = 1
 while True:
     with torch.no_grad():
         model.norm.weight.fill_(step)
-    save_checkpoint(step_dir(run, step), model, {"step": step})
+    save_checkpoint(step_dir(run, step), model, {"step": step, "model_config": cfg.to_dict()})
     print(step, flush=True)
     step += 1
 """
@@ -149,7 +151,7 @@ def test_malicious_pickle_is_never_unpickled(tmp_path: Path) -> None:
     import pickle
 
     model, opt = trained_pair()
-    ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1}, opt)
+    ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1, "model_config": CFG.to_dict()}, opt)
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Canary(marker))
     for name in ("model.safetensors", "optimizer.safetensors"):

@@ -184,3 +184,21 @@ def test_own_warnings_are_one_line(capsys) -> None:
     assert dispatch(argparse.Namespace(func=handler)) == 0
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and err.count("\n") == 1 and ".py:" not in err
+
+
+def test_sigterm_during_set_up_is_one_line() -> None:
+    import signal
+    import time
+
+    # The tokenizer load and model build take seconds: a preemption there exits cleanly.
+    code = ("import os, signal, sys, threading\nfrom pure_transformer.cli import main\n"
+            "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+            "sys.exit(main(['pretrain', '--config', 'debug', '--checkpoint-dir', sys.argv[1], '--no-progress']))")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", code, tmp + "/run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert time.monotonic() - start < 60 and signal.SIGTERM == 15

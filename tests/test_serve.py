@@ -453,3 +453,27 @@ def test_official_openai_client(url):
     scored = client.completions.create(model="x", prompt=[[5, 6, 7]], max_tokens=1, echo=True, logprobs=1,
                                        temperature=0)
     assert len(scored.choices[0].logprobs.token_logprobs) == 4
+
+
+def test_seed_out_of_range_is_400_naming_seed(client):
+    for seed in (2**63, -1):
+        err = assert_error(client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "seed": seed}), 400)
+        assert err["param"] == "seed"
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "seed": 2**63 - 1, "n": 3})
+    assert r.status_code == 200, r.text  # the top seed with n > 1 wraps, never overflows
+
+
+def test_stalled_body_gets_408(tiny_model, tiny_tokenizer, serving):
+    import socket
+
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny")
+    for middleware in app.user_middleware:
+        if middleware.cls.__name__ == "BodyLimitMiddleware":
+            middleware.kwargs["timeout_s"] = 0.5
+    with serving(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"prompt\": ")  # and then nothing more: a slowloris client
+            reply = s.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 408") and '"code":"request_timeout"' in reply.replace(" ", "")

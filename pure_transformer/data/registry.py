@@ -268,9 +268,12 @@ class LocalSpec:
         import datasets
 
         extra = {"sample_by": "paragraph"} if self.builder == "text" else {}
-        return datasets.load_dataset(
-            self.builder, data_files=[str(f) for f in files], split="train", streaming=True, **extra
-        )
+        try:
+            return datasets.load_dataset(
+                self.builder, data_files=[str(f) for f in files], split="train", streaming=True, **extra
+            )
+        except StopIteration:  # datasets infers the columns from the first record, and there is none
+            raise DataError(f"'{self.name}' contains no records") from None
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec

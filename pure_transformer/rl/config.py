@@ -85,6 +85,9 @@ class GRPOConfig:
             raise ConfigError("epochs must be positive (or set max_steps)")
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0 for GRPO sampling")
+        if self.max_steps is not None and self.max_steps > 10**7 or self.epochs > 10**4:
+            raise ConfigError(f"max_steps={self.max_steps}, epochs={self.epochs}: not a run (at most 1e7 steps, "
+                              "1e4 epochs)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

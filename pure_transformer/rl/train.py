@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
-                          prune_checkpoints, read_meta, recover_run_dir, resume_checkpoint, save_checkpoint, step_dir)
+                          prune_checkpoints, read_meta, recover_run_dir, require_meta, resume_checkpoint,
+                          save_checkpoint, step_dir)
 from ..mcq import MCQ
 from ..engine import Engine, SamplingParams
 from ..errors import ConfigError
@@ -171,6 +172,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
+        require_meta(meta, ckpt, {"config": dict, "rng": dict, "cursor": int, "source": str,  # type: ignore[arg-type]
+                                  "init_checkpoint": str})
         saved = apply_overrides(GRPOConfig(), meta["config"])
         if dataclasses.replace(saved, reset_optimizer=cfg.reset_optimizer) != cfg:  # a resume-time choice
             changed = next(k for k in cfg.to_dict() if getattr(saved, k) != getattr(cfg, k))

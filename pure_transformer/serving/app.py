@@ -175,7 +175,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     async def stream(request: Request, prompt: list[int], params: SamplingParams, n: int, chat: bool, head: dict,
                      lease: Lease, usage: bool) -> AsyncIterator[str]:
         # n streams advance round-robin, one piece per hop to the model thread.
-        seeds = [params.seed + i if params.seed is not None else None for i in range(n)]
+        seeds = [(params.seed + i) % 2**63 if params.seed is not None else None for i in range(n)]
         taps = [TokenTap(engine) for _ in range(n)]
         pieces = [stream_text(tap, prompt, dataclasses.replace(params, seed=s))  # type: ignore[arg-type]
                   for tap, s in zip(taps, seeds)]
@@ -215,6 +215,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             yield "data: [DONE]\n\n"
         except ValueError as e:  # headers are sent already, so the error travels as an event
             yield _sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None, "code": None}})
+            yield "data: [DONE]\n\n"  # and the stream still ends the way clients wait for
         finally:
             for gen in pieces:
                 worker.pool.submit(gen.close)  # queued behind any step still running on the model thread
@@ -299,4 +300,7 @@ def run(args: argparse.Namespace) -> None:
     name = args.name or f"{folder.parent.name}/{folder.name}"
     app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits,
                      answer_format=AnswerFormat.of_checkpoint(meta))
-    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    # Explicit limits below the app: idle keep-alive connections close after 5 s, and a request
+    # head (line + headers) over 16 KiB is refused by h11 before any of our code runs.
+    config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -8,6 +8,7 @@ disconnect detection.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -80,13 +81,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # -------------------------------------------------------------- middleware
 class BodyLimitMiddleware:
-    """413 for bodies over ``limit`` bytes, checked before any parsing.
+    """413 for bodies over ``limit`` bytes, checked before any parsing, and 408 for a
+    body that stalls for ``timeout_s`` (a slowloris client holds a slot forever otherwise).
 
     The body is buffered (it is small by construction) and replayed to the app,
     so chunked uploads without Content-Length are bounded too."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, timeout_s: float = 10.0):
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -97,7 +99,12 @@ class BodyLimitMiddleware:
             return await too_big(scope, receive, send)
         body, more = b"", True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                slow = error_response(408, f"request body not received within {self.timeout_s:g} s",
+                                      code="request_timeout")
+                return await slow(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")

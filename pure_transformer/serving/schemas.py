@@ -47,7 +47,8 @@ class SamplingRequest(BaseModel):
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
     stream: bool = False
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    """torch's generators take 64-bit seeds; past that is a 400 naming ``seed``, not an overflow."""
 
 
 class StreamOptions(BaseModel):

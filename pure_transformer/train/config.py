@@ -17,6 +17,10 @@ from ..errors import ConfigError
 from ..overrides import pick_preset, require_positive
 
 
+MAX_STEPS = 10**8
+"""The 2-day 0.4B run is ~4,000 optimizer steps; a plan this long is a typo."""
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything a pretraining run needs besides its output folder."""
@@ -83,6 +87,9 @@ class PretrainConfig:
         if self.warmup_tokens >= self.total_tokens:
             raise ConfigError(f"warmup_tokens ({self.warmup_tokens}) must be below total_tokens "
                               f"({self.total_tokens})")
+        if self.total_steps > MAX_STEPS:  # total_tokens=1e30 would start a run of ~5e26 steps
+            raise ConfigError(f"total_tokens={self.total_tokens:,} is {self.total_steps:,} optimizer steps of "
+                              f"{self.global_batch_tokens:,} tokens; more than {MAX_STEPS:.0e} is not a run")
 
     def accum_steps(self, world_size: int = 1) -> int:
         """Micro-batches per optimizer step on each rank."""

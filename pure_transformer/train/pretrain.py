@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          recover_run_dir, resume_checkpoint, save_checkpoint, step_dir)
+                          recover_run_dir, require_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches
 from ..data.mixing import MixtureConfig, SourceWeight
@@ -215,6 +215,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
+        require_meta(meta, ckpt, {"config": dict, "rng": dict, "data": list, "tokens_seen": int})  # type: ignore[arg-type]
         check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
         if meta.get("world_size", 1) != rt.world_size:
             raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
