@@ -61,11 +61,13 @@ def write_jsonl() -> Callable[[Path, Iterable[dict[str, Any]]], Path]:
 
 
 @contextmanager
-def _serving(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL."""
+def _serving(app: Any, **config: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port (``config``: more uvicorn.Config
+    settings); yields the base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -477,3 +477,48 @@ def test_stalled_body_gets_408(tiny_model, tiny_tokenizer, serving):
                       b"Content-Length: 100\r\n\r\n{\"prompt\": ")  # and then nothing more: a slowloris client
             reply = s.recv(65536).decode()
     assert reply.startswith("HTTP/1.1 408") and '"code":"request_timeout"' in reply.replace(" ", "")
+
+
+def test_protocol_level_rejections_are_openai_shaped(tiny_model, tiny_tokenizer, serving):
+    # What uvicorn refuses before the app runs: a bad Content-Length, a request line that is not HTTP.
+    import socket
+
+    from pure_transformer.serving.http import openai_h11_protocol
+
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny")
+    with serving(app, http=openai_h11_protocol(), h11_max_incomplete_event_size=16 * 1024) as base:
+        host, port = base.removeprefix("http://").split(":")
+        for raw in (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\n",
+                    b"NOT-HTTP\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(raw)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            head, _, body = reply.decode().partition("\r\n\r\n")
+            assert head.startswith("HTTP/1.1 400") and "application/json" in head, reply[:300]
+            err = json.loads(body)["error"]
+            assert set(err) == {"message", "type", "param", "code"} and err["message"].startswith("malformed HTTP")
+        with httpx.Client(base_url=base, timeout=10) as c:  # and everything else is untouched
+            assert c.get("/health").json()["status"] == "ok"
+
+
+def test_a_stream_that_fails_part_way_still_ends_with_done(tiny_model, tiny_tokenizer, serving, monkeypatch):
+    from pure_transformer.serving import worker
+
+    real = worker.TokenTap.stream
+
+    def failing(self, prompt, params):  # fault injection: the engine raises after two tokens
+        for i, token in enumerate(real(self, prompt, params)):
+            if i == 2:
+                raise ValueError("injected failure")
+            yield token
+
+    monkeypatch.setattr(worker.TokenTap, "stream", failing)
+    with serving(create_app(tiny_model, tiny_tokenizer, model_name="tiny")) as base, \
+            httpx.Client(base_url=base, timeout=30) as c:
+        with c.stream("POST", "/v1/completions", json={"prompt": "Question:", "max_tokens": 8, "temperature": 0,
+                                                       "stream": True}) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert "injected failure" in lines[-2] and lines[-1] == "data: [DONE]"

@@ -64,7 +64,8 @@ from ..answer_format import AnswerFormat
 from ..engine import Engine, SamplingParams, stream_text
 from ..errors import ConfigError, DataError, UserError
 from ..mcq import MCQ
-from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers
+from .http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers,
+                   openai_h11_protocol)
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
                       chat_prompt, sampling_params)
@@ -300,7 +301,9 @@ def run(args: argparse.Namespace) -> None:
     name = args.name or f"{folder.parent.name}/{folder.name}"
     app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits,
                      answer_format=AnswerFormat.of_checkpoint(meta))
-    # Explicit limits below the app: idle keep-alive connections close after 5 s, and a request
-    # head (line + headers) over 16 KiB is refused by h11 before any of our code runs.
-    config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+    # Explicit limits below the app: idle keep-alive connections close after 5 s, and h11 refuses a
+    # request head still incomplete after 16 KiB; what uvicorn rejects itself is answered in the
+    # OpenAI error shape too (openai_h11_protocol).
+    config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
+                            http=openai_h11_protocol())
     uvicorn.Server(config).run(sockets=[sock])

@@ -163,3 +163,25 @@ class Lease:
         if self.held:  # idempotent: streams release from several exit paths
             self.held = False
             self.gate.active -= 1
+
+
+# ------------------------------------------------------------------ protocol
+def openai_h11_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol, answering the requests it rejects itself (a malformed
+    request line or ``Content-Length``, an oversized head) in the OpenAI error shape too;
+    every other byte is uvicorn's. Pass it as ``uvicorn.Config(http=...)``."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class OpenAIErrorsH11(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": {"message": f"malformed HTTP request: {msg}", "type": "invalid_request_error",
+                                         "param": None, "code": "bad_request"}}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    return OpenAIErrorsH11
