@@ -17,6 +17,7 @@ import torch
 from pure_transformer.checkpoint import read_meta, step_dirs
 from pure_transformer.config import model_preset
 from pure_transformer.model import build_model
+from pure_transformer.errors import ConfigError
 from pure_transformer.overrides import apply_overrides
 from pure_transformer.train.config import PretrainConfig, debug
 from pure_transformer.train.metrics import read_metrics
@@ -223,3 +224,12 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny_tokenizer) -> Non
     with pytest.raises(TrainingError, match="out of memory at micro_batch=4, seq_len=64") as err:
         pretrain(cfg, tmp_path, model=model, progress=False)
     assert "micro_batch=2" in str(err.value) and "activation_checkpointing=true" in str(err.value)
+
+
+def test_a_batch_that_does_not_divide_fails_before_any_work(tmp_path: Path) -> None:
+    # global_batch_tokens 1000 is not a multiple of micro_batch*seq_len = 256: no tokenizer is trained first.
+    cfg = apply_overrides(debug(), {"micro_batch": 4, "seq_len": 64, "global_batch_tokens": 1000,
+                                    "total_tokens": 100_000, "warmup_tokens": 1000})
+    with pytest.raises(ConfigError, match=r"global_batch_tokens \(1000\) must be a multiple of"):
+        pretrain(cfg, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]

@@ -60,14 +60,18 @@ def effective_config(preset: T, args: argparse.Namespace, flags: dict[str, objec
 def run(args: argparse.Namespace) -> None:
     from .config import pretrain_preset
     from .pretrain import pretrain
+    from .runtime import close_runtime
 
     cfg, _ = effective_config(pretrain_preset(args.config), args, {"model": args.model, "num_workers": args.num_workers,
                                                                     "log_every": args.log_every})
     if args.print_config:
         print(config_yaml(cfg), end="")
         return
-    result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
-                      device=args.device, progress=not args.no_progress)
+    try:
+        result = pretrain(cfg, args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
+                          device=args.device, progress=not args.no_progress)
+    finally:
+        close_runtime()  # the command owns the process, so it leaves the process group torchrun made
     if result.rank != 0:
         return
     print(f"\n{'stopped early (' + result.stopped + ')' if result.stopped else 'done'}: step {result.step}, "

@@ -212,6 +212,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
           device: str | None) -> Run:
     """Build (or restore) every piece of a run; prints the effective settings."""
     rt = init_runtime(device)
+    cfg.accum_steps(rt.world_size)  # a batch that does not divide fails now, not after the tokenizer is trained
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:

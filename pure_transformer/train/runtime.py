@@ -15,6 +15,7 @@ import resource
 import signal
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import numpy as np
@@ -60,8 +61,17 @@ def init_runtime(device: str | None = None) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain (outside autocast) use TF32
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # Explicit, and long: the other ranks wait in a barrier while rank 0 trains the tokenizer,
+        # and torch's default (10 minutes for NCCL) would kill a run that is only starting.
+        minutes = float(os.environ.get("PURE_TRANSFORMER_DIST_TIMEOUT_MIN", "60"))
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=minutes))
     return Runtime(rank, world, local, dev)
+
+
+def close_runtime() -> None:
+    """Leave the process group (torch warns about a group never destroyed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
