@@ -56,11 +56,13 @@ echo; echo "== 9. the same questions with every option re-lettered (A->B, B->C, 
   | tail -n +2
 
 echo; echo "== 10. one generated answer (a held-out question, greedy)"
-$PY -c "from pure_transformer.answer_format import AnswerFormat; from pure_transformer.bundled.synthetic import bundled_corpus; print(AnswerFormat.EXPLAIN.prompt(bundled_corpus().mcq['test'][0]))" > "$RUN_DIR/question.txt"
+$PY -c "from pure_transformer.answer_format import AnswerFormat; from pure_transformer.bundled.synthetic import bundled_corpus
+q = bundled_corpus().mcq['test'][0]; open('$RUN_DIR/gold.txt', 'w').write(q.answer_text); print(AnswerFormat.EXPLAIN.prompt(q))" \
+  > "$RUN_DIR/question.txt"
 cat "$RUN_DIR/question.txt"
 $PY -m pure_transformer.generate --checkpoint "$RUN_DIR/rl" --prompt "$(cat "$RUN_DIR/question.txt")" \
   --temperature 0 --max-new-tokens 96 --stop $'\n\nQuestion:'
-echo "(gold: $($PY -c "from pure_transformer.bundled.synthetic import bundled_corpus; print(bundled_corpus().mcq['test'][0].answer_text)"))"
+echo "(gold: $(cat "$RUN_DIR/gold.txt"))"
 
 echo; echo "demo finished in $(( $(date +%s) - start )) s; outputs in $RUN_DIR (curves: pretrain/curves.png, rl/curves.png)"
 echo "These are synthetic questions generated from the bundled fact base, not USMLE: the figures show that the"

@@ -277,15 +277,17 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                     logger.log(step, record)
                 bar.update(1)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", kl=f"{stats['kl']:.4f}")
+                saved = None  # one save per step: a new best on a checkpoint step is the same folder
                 if step % cfg.val_every == 0 or step == total_steps:
                     val_acc = validate()
                     bar.write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
                               f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
                     if val_acc > best:
                         best = val_acc
-                        link_checkpoint(save(), "best")
+                        saved = save(complete=step == total_steps)
+                        link_checkpoint(saved, "best")
                 if step % cfg.ckpt_every == 0 or step == total_steps or step == stop_at_step or stop:
-                    path = save(complete=step == total_steps)
+                    path = saved or save(complete=step == total_steps)
                     if step == total_steps:
                         link_checkpoint(path, "final")
                     elif step == stop_at_step or stop:
