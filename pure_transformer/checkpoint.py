@@ -169,13 +169,15 @@ def link_checkpoint(src: Path, name: str) -> Path:
     """Point ``src.parent/name`` (``best``, ``final``) at a copy of ``src`` made of hard
     links (no extra disk while ``src`` exists).
 
-    The copy is a hidden folder, ``.{name}-{src.name}``, and ``name`` is a symlink to it,
+    The copy is a hidden folder, ``.{name}-{src.name}-{inode}``, and ``name`` is a symlink to it,
     swapped with one ``os.replace``: at every instant ``name`` is the old checkpoint or the
     new one, never missing (a kill between two renames of a folder could leave neither).
     Copies no link points at are removed afterwards, and by :func:`recover_run_dir`.
     """
     run = src.parent
-    target = run / f".{name}-{src.name}"
+    # One name per save of src (its meta file's inode): a resumed run that saves the same step
+    # again gets a new copy, and a copy the link points at is never rebuilt in place.
+    target = run / f".{name}-{src.name}-{os.stat(src / META_FILE).st_ino}"
     link = run / name
     try:
         if not (target / META_FILE).is_file():  # a copy left half-made by a kill is rebuilt

@@ -101,12 +101,24 @@ def test_best_is_never_missing_when_the_swap_is_killed(tmp_path: Path, monkeypat
         with pytest.raises(KeyboardInterrupt):
             link_checkpoint(two, "best")
     assert read_meta(resolve_checkpoint(run / "best"))["step"] == 1  # the old best, whole
-    assert (run / ".best-step_0000002").is_dir()  # the new copy, orphaned ...
+    assert len(list(run.glob(".best-step_0000002-*"))) == 1  # the new copy, orphaned ...
     recover_run_dir(run)
-    assert not (run / ".best-step_0000002").exists()  # ... and cleaned at start-up
+    assert not list(run.glob(".best-step_0000002-*"))  # ... and cleaned at start-up
     link_checkpoint(two, "best")
     assert read_meta(resolve_checkpoint(run / "best"))["step"] == 2
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".best-")) == [".best-step_0000002"]
+    assert [p.name.rsplit("-", 1)[0] for p in run.glob(".best-*")] == [".best-step_0000002"]
+
+
+def test_a_step_saved_again_gets_a_fresh_best_copy(tmp_path: Path) -> None:
+    # A resumed run re-saves a step it had saved before: best must point at the new save's files.
+    run = tmp_path / "run"
+    link_checkpoint(_save(run, 2), "best")
+    with open(step_dir(run, 2) / "meta.json") as f:
+        first = json.load(f)
+    again = save_checkpoint(step_dir(run, 2), build_model(CFG), {**first, "note": "second save"})
+    link_checkpoint(again, "best")
+    assert read_meta(resolve_checkpoint(run / "best")).get("note") == "second save"
+    assert len(list(run.glob(".best-*"))) == 1
 
 
 def test_a_folder_best_from_an_older_run_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

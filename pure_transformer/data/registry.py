@@ -434,8 +434,7 @@ def _note_once(message: str) -> None:
 
 def _siblings(files: tuple[Path, ...], split: str) -> tuple[Path, ...]:
     """``x_train.jsonl`` -> ``x_validation.jsonl`` (or ``x_val``/``x_dev``), if all exist."""
-    names = {"validation": ("validation", "valid", "val", "dev"), "test": ("test",)}[split]
-    for alias in names:
+    for alias in SPLIT_WORDS[split]:  # type: ignore[index]
         found = []
         for f in files:
             if "train" not in f.stem:
