@@ -7,7 +7,11 @@ How a call runs:
    **once**; for ``n`` samples per prompt the cache rows are then repeated, so
    the 16 samples of a GRPO group share one prefill.
 2. Each step samples one token for every unfinished row, at a temperature and
-   optionally restricted to the top-k and/or top-p (nucleus) set.
+   optionally restricted to the top-k and/or top-p (nucleus) set. Sampling is
+   the exponential race (argmax of p / q, q ~ Exp(1), an exact draw from p)
+   with each prompt's noise from its own generator, so a prompt's samples depend
+   on its seed alone, not on which other prompts share the batch: one process
+   and several GRPO ranks, or a batched and a lone server request, draw alike.
 3. A row finishes on the end-of-text token, on a stop string or at
    ``max_new_tokens``. Finished rows are dropped from the batch (the cache is
    compacted once a quarter of the rows are done), so they stop costing compute.
@@ -21,8 +25,9 @@ recomputes the policy ("keep sampling mask", see docs/GRPO.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -76,9 +81,25 @@ class _Row:
     keep: list[torch.Tensor] = field(default_factory=list)
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+def prompt_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integer keys (e.g. run seed, step, prompt index):
+    nearby keys give unrelated streams, unlike ``seed + i``."""
+    return int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0]) >> 1
+
+
+def candidate_width(params: SamplingParams, vocab_size: int) -> int:
+    """How many candidates a sampling step draws over: the top-k, else the whole
+    (sorted, for top-p) vocabulary. Fixed per call, so each row's noise has one shape."""
+    return vocab_size if params.top_k is None else min(params.top_k, vocab_size)
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, noise: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Draw one token per row from (R, V) logits.
+
+    ``noise`` (R, W) holds Exp(1) draws over the ``candidate_width`` candidates
+    (fresh ones from torch's global generator when None); the token is the
+    candidate maximising p / q, which is distributed exactly as p.
 
     Returns (tokens (R,), log-probs (R,) under the truncated, tempered
     distribution, kept ids (R, K) or None). Greedy decoding reports the
@@ -89,22 +110,49 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         tokens = logits.argmax(dim=-1)
         return tokens, F.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1), None
     logits = logits / params.temperature
-    if params.top_k is None and params.top_p >= 1.0:
-        logp = F.log_softmax(logits, dim=-1)
-        tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-        return tokens, logp.gather(1, tokens[:, None]).squeeze(1), None
-    # Work in the sorted candidate set: the top-k logits, or the whole sorted vocabulary.
-    k = min(params.top_k or logits.shape[-1], logits.shape[-1])
-    values, ids = logits.topk(k, dim=-1)  # (R, K), descending
-    if params.top_p < 1.0:
-        probs = F.softmax(values, dim=-1)
-        # Drop a candidate once the mass before it already reaches top_p (the first always stays).
-        drop = probs.cumsum(dim=-1) - probs >= params.top_p
-        values = values.masked_fill(drop, float("-inf"))
-        ids = ids.masked_fill(drop, -1)
-    logp = F.log_softmax(values, dim=-1)  # (R, K)
-    choice = torch.multinomial(logp.exp(), 1, generator=generator)  # (R, 1)
+    ids = None
+    if params.top_k is not None or params.top_p < 1.0:
+        # Work in the sorted candidate set: the top-k logits, or the whole sorted vocabulary.
+        logits, ids = logits.topk(candidate_width(params, logits.shape[-1]), dim=-1)  # (R, K), descending
+        if params.top_p < 1.0:
+            probs = F.softmax(logits, dim=-1)
+            # Drop a candidate once the mass before it already reaches top_p (the first always stays).
+            drop = probs.cumsum(dim=-1) - probs >= params.top_p
+            logits = logits.masked_fill(drop, float("-inf"))
+            ids = ids.masked_fill(drop, -1)
+    logp = F.log_softmax(logits, dim=-1)  # (R, W)
+    if noise is None:
+        noise = torch.empty_like(logp).exponential_()
+    choice = (logp.exp() / noise).argmax(dim=-1, keepdim=True)  # (R, 1); a dropped candidate has p = 0
+    if ids is None:
+        return choice.squeeze(1), logp.gather(1, choice).squeeze(1), None
     return ids.gather(1, choice).squeeze(1), logp.gather(1, choice).squeeze(1), ids
+
+
+class _PromptNoise:
+    """Exp(1) noise for each row from its prompt's own generator.
+
+    Every step, each prompt with a live row draws (num_samples, W) values, so
+    sample s of prompt p sees the same stream whatever the batch around it and
+    whenever finished rows are compacted away."""
+
+    def __init__(self, seeds: Sequence[int], num_samples: int, width: int, device: torch.device) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.num_samples, self.width, self.device = num_samples, width, device
+
+    def draw(self, active: list[int], live: list[bool]) -> torch.Tensor:
+        """(len(active), W) noise; ``active[j]`` is the row (prompt * n + sample) in cache row j."""
+        out = torch.ones(len(active), self.width, device=self.device)
+        by_prompt: dict[int, list[tuple[int, int]]] = {}
+        for j, r in enumerate(active):
+            if live[j]:
+                by_prompt.setdefault(r // self.num_samples, []).append((j, r % self.num_samples))
+        for p, slots in by_prompt.items():
+            q = torch.empty(self.num_samples, self.width, device=self.device).exponential_(
+                generator=self.generators[p])
+            rows, samples = zip(*slots)
+            out[list(rows)] = q[list(samples)]
+        return out
 
 
 def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0
@@ -163,10 +211,13 @@ class Engine:
         return Sample(list(row.tokens), torch.tensor(row.logprobs, dtype=torch.float32), keep, reason, text)
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams, num_samples: int = 1
-                 ) -> list[list[Sample]]:
-        """``num_samples`` completions for each prompt (token ids), grouped by prompt."""
-        return list(self._run(prompts, params, num_samples, stream=False))[-1]  # type: ignore[return-value]
+    def generate(self, prompts: list[list[int]], params: SamplingParams, num_samples: int = 1, *,
+                 seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+        """``num_samples`` completions for each prompt (token ids), grouped by prompt.
+
+        Prompt i samples from its own generator, seeded by ``seeds[i]``, else by
+        ``prompt_seed(params.seed, i)``, else at random."""
+        return list(self._run(prompts, params, num_samples, stream=False, seeds=seeds))[-1]  # type: ignore[return-value]
 
     @torch.no_grad()
     def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
@@ -175,9 +226,12 @@ class Engine:
             if isinstance(event, int):
                 yield event
 
-    def _run(self, prompts: list[list[int]], params: SamplingParams, num_samples: int, stream: bool):
+    def _run(self, prompts: list[list[int]], params: SamplingParams, num_samples: int, stream: bool,
+             seeds: Sequence[int] | None = None):
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         longest = max(len(p) for p in prompts)
         capacity = min(longest + params.max_new_tokens, self.model.cfg.max_seq_len)
         if capacity <= longest:
@@ -185,10 +239,13 @@ class Engine:
                              f"context")
         was_training = self.model.training
         self.model.eval()
-        generator = None
+        noise = None
         if params.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+            if seeds is None:
+                base = params.seed if params.seed is not None else int(torch.randint(2**62, ()).item())
+                seeds = [prompt_seed(base, i) for i in range(len(prompts))]
+            noise = _PromptNoise(seeds, num_samples, candidate_width(params, self.model.cfg.vocab_size),
+                                 self.device)
         dtype = self.model.embed_tokens.weight.dtype
         if self.device.type == "cuda":
             dtype = torch.bfloat16  # the cache in bf16 halves its memory; logits are sampled in fp32
@@ -203,7 +260,7 @@ class Engine:
             live = torch.ones(len(active), dtype=torch.bool, device=self.device)
             done: dict[int, Sample] = {}
             for step in range(capacity - longest):
-                tokens, logps, keep = sample_next(logits, params, generator)
+                tokens, logps, keep = sample_next(logits, params, noise.draw(active, live.tolist()) if noise else None)
                 tokens_list, logps_list = tokens.tolist(), logps.tolist()
                 for j, r in enumerate(active):
                     if not live[j]:

@@ -72,8 +72,7 @@ def test_logprobs_equal_full_forward_under_the_same_truncation(engine: Engine) -
 def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
     torch.manual_seed(0)
     logits = torch.randn(6, 50)
-    g = torch.Generator().manual_seed(0)
-    tokens, logp, keep = sample_next(logits, SamplingParams(temperature=1.5, top_k=4), g)
+    tokens, logp, keep = sample_next(logits, SamplingParams(temperature=1.5, top_k=4))
     for r in range(6):
         kept = logits[r].topk(4).indices
         assert set(keep[r].tolist()) == set(kept.tolist()) and tokens[r] in kept
@@ -81,7 +80,7 @@ def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
         assert logp[r].item() == pytest.approx(ref.item(), abs=1e-6)
     # top-p keeps the smallest prefix whose mass reaches p
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    _, _, keep = sample_next(probs, SamplingParams(top_p=0.75), g)
+    _, _, keep = sample_next(probs, SamplingParams(top_p=0.75))
     assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
 
 
@@ -92,6 +91,42 @@ def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
     c = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=8), num_samples=3)
     tok = lambda out: [[s.tokens for s in g] for g in out]  # noqa: E731
     assert tok(a) == tok(b) and tok(a) != tok(c)
+
+
+def test_exponential_race_draws_from_the_truncated_distribution() -> None:
+    """argmax(p / q), q ~ Exp(1), is an exact draw from p: 40,000 draws match p
+    within 4 standard errors, under top-k and top-p truncation alike."""
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]]).expand(40_000, 6)
+    for params in (SamplingParams(temperature=0.8), SamplingParams(top_k=3), SamplingParams(top_p=0.9)):
+        tokens, _, keep = sample_next(logits, params)
+        z = logits[0] / params.temperature
+        if params.top_k is not None:
+            z = z.masked_fill(z < z.topk(params.top_k).values[-1], float("-inf"))
+        if params.top_p < 1:
+            p = z.softmax(0)
+            z = z.masked_fill(p.cumsum(0) - p >= params.top_p, float("-inf"))
+        expected = z.softmax(0)
+        freq = torch.bincount(tokens, minlength=6).double() / len(tokens)
+        se = (expected * (1 - expected) / len(tokens)).sqrt().double()
+        assert ((freq - expected).abs() <= 4 * se + 1e-9).all(), (params, freq, expected)
+
+
+def test_a_prompt_samples_alike_whatever_its_batch(engine: Engine) -> None:
+    """Seeds are per prompt: prompt 1 asked with others or alone (or batch order
+    reversed) draws the same tokens; this is what lets GRPO ranks split a step."""
+    ps = prompts(engine.tok)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=20)
+    together = engine.generate(ps, params, num_samples=3, seeds=[11, 22, 33])
+    alone = engine.generate([ps[1]], params, num_samples=3, seeds=[22])
+    reversed_ = engine.generate(ps[::-1], params, num_samples=3, seeds=[33, 22, 11])
+    assert [s.tokens for s in together[1]] == [s.tokens for s in alone[0]]
+    assert [s.tokens for s in together[1]] == [s.tokens for s in reversed_[1]]
+    for a, b in zip(together[1], alone[0]):
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
+    assert [s.tokens for s in together[0]] != [s.tokens for s in together[1]]
+    with pytest.raises(ValueError, match="2 seeds for"):
+        engine.generate(ps, params, seeds=[1, 2])
 
 
 def test_prefill_once_per_prompt(engine: Engine) -> None:

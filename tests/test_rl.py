@@ -3,6 +3,7 @@ order, and a stopped-and-resumed run reproducing an uninterrupted one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_grpo_learns_a_toy_reward(tmp_path: Path, init_ckpt: Path) -> None:
     within 30 steps. A sign error or a broken advantage keeps it near 0."""
 
     def starts_rare(mcq, completion: str) -> float:
-        return float(completion[:1] in "wyWYkK")
+        return float(completion[:1] != "" and completion[0] in "wyWYkK")  # ("" is in every string)
 
     cfg = small_cfg(prompts_per_step=8, samples_per_prompt=8, micro_batch=64, max_steps=30, val_every=1000,
                     ckpt_every=1000, max_new_tokens=2, top_k=None, lr=1e-2, embedding_lr=1e-2, warmup_steps=0)
@@ -183,3 +184,50 @@ def test_validation_questions_from_a_file_the_source_or_a_held_out_slice(tmp_pat
         rl_questions(str(tiny), None, limit=100)
     train, val = rl_questions("bundled-mcq", None, limit=50)
     assert len(val) == 50 and len(train) == len(bundled.mcq["train"])  # its own validation split
+
+
+
+def grpo_ranks(init_ckpt: Path, run_dir: Path, ranks: int, *extra: str) -> None:
+    """tests/grpo_worker.py in one process, or under torchrun with ``ranks`` CPU ranks (gloo)."""
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
+              if ranks > 1 else [sys.executable])
+    cmd = [*launch, str(Path(__file__).with_name("grpo_worker.py")), str(init_ckpt), str(run_dir), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_and_resume_on_one(tmp_path: Path, init_ckpt: Path) -> None:
+    """torchrun with 2 CPU ranks: each rank samples half the groups (and replaces its
+    own zero-variance ones), yet rollouts, validation, losses and weights equal one
+    process's; a run stopped on 2 ranks resumes on 1 and ends where both did."""
+    from safetensors.torch import load_file
+
+    grpo_ranks(init_ckpt, tmp_path / "one", 1)
+    grpo_ranks(init_ckpt, tmp_path / "two", 2)
+    grpo_ranks(init_ckpt, tmp_path / "split", 2, "2")
+    grpo_ranks(init_ckpt, tmp_path / "split", 1, "resume")
+
+    exact = ("accuracy", "reward", "reward_std", "zero_variance_frac", "response_len", "letters", "questions_seen",
+             "val_accuracy", "val_invalid_rate")
+    close = ("policy_loss", "kl", "entropy", "clip_frac", "masked_frac", "grad_norm", "logp_gap")
+    one = read_metrics(tmp_path / "one/logs/metrics.jsonl")
+    assert sum("accuracy" in r for r in one) == 4 and sum("val_accuracy" in r for r in one) == 3
+    assert max(r.get("reward_std", 0) for r in one) > 0 and max(r.get("kl", 0) for r in one) > 0  # it did learn
+    assert max(r.get("questions_seen", 0) for r in one) > 16  # zero-variance groups were replaced
+    for run in ("two", "split"):
+        other = read_metrics(tmp_path / run / "logs/metrics.jsonl")
+        assert [r["step"] for r in other] == [r["step"] for r in one]
+        for a, b in zip(one, other):
+            assert {k: a[k] for k in exact if k in a} == {k: b[k] for k in exact if k in b}, (run, a, b)
+            for k in close:
+                if k in a:
+                    assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), (run, k, a, b)
+    assert read_meta(tmp_path / "two/final")["world_size"] == 2
+    assert read_meta(tmp_path / "split/final")["world_size"] == 1
+    initial = load_file(str(init_ckpt / "model.safetensors"))
+    weights = [load_file(str(tmp_path / run / "final/model.safetensors")) for run in ("one", "two", "split")]
+    assert not torch.equal(weights[0]["embed_tokens.weight"], initial["embed_tokens.weight"])
+    for name, w in weights[0].items():
+        for other in weights[1:]:
+            assert torch.allclose(other[name], w, atol=1e-6), (name, float((other[name] - w).abs().max()))

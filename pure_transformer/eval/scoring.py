@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
-from ..engine import Engine, SamplingParams
+from ..engine import Engine, SamplingParams, prompt_seed
 from ..errors import DataError
 from ..mcq import LETTERS, MCQ
 from ..tokenizer import Tokenizer
@@ -243,7 +243,10 @@ def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: Answ
     out: list[list[str | None]] = []
     for start in tqdm(range(0, len(questions), per_batch), disable=not progress, desc=desc):
         chunk = questions[start:start + per_batch]
-        groups = engine.generate([encode_prompt(engine.tok, q, answer_format)[-room:] for q in chunk], params, samples)
+        # Seeded per question, not per batch slot: the draws do not depend on batch_size.
+        seeds = [prompt_seed(seed, start + i) for i in range(len(chunk))] if temperature > 0 else None
+        groups = engine.generate([encode_prompt(engine.tok, q, answer_format)[-room:] for q in chunk], params, samples,
+                                 seeds=seeds)
         out += [[answer_format.parse(q, s.text) for s in group] for q, group in zip(chunk, groups)]
     return out
 

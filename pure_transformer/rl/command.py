@@ -33,6 +33,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
+    from ..train.runtime import close_runtime
     from .config import grpo_preset
     from .train import grpo_train
 
@@ -42,9 +43,14 @@ def run(args: argparse.Namespace) -> None:
         return
     if not resuming and args.checkpoint is None:
         raise ConfigError("--checkpoint is required to start an RL run (the pretrained model to fine-tune)")
-    result = grpo_train(cfg, args.checkpoint or "", args.checkpoint_dir, task=args.task, data_path=args.data_path,
-                        val_data_path=args.val_data_path, resume=args.resume, stop_at_step=args.stop_at_step,
-                        device=args.device, progress=not args.no_progress)
+    try:
+        result = grpo_train(cfg, args.checkpoint or "", args.checkpoint_dir, task=args.task, data_path=args.data_path,
+                            val_data_path=args.val_data_path, resume=args.resume, stop_at_step=args.stop_at_step,
+                            device=args.device, progress=not args.no_progress)
+    finally:
+        close_runtime()  # the command owns the process, so it leaves the process group torchrun made
+    if result.rank != 0:
+        return
     status = f"stopped early ({result.stopped})" if result.stopped else "done"
     acc = f"{result.val_accuracy:.3f}" if result.val_accuracy is not None else "n/a"
     print(f"\n{status}: step {result.step}, validation accuracy {acc}, {result.elapsed_s:.0f} s")

@@ -55,14 +55,20 @@ class RolloutBatch:
 
 
 def sample_groups(engine: Engine, questions: Sequence[MCQ], params: SamplingParams, group_size: int,
-                  shuffle_rng: random.Random | None = None, answer_format: AnswerFormat = AnswerFormat.LETTER
+                  seeds: Sequence[int] | None = None, shuffle_options: bool = False,
+                  answer_format: AnswerFormat = AnswerFormat.LETTER
                   ) -> tuple[list[MCQ], list[list[int]], list[list[Sample]]]:
-    """``group_size`` completions per question, asked in ``answer_format``. With
-    ``shuffle_rng`` each question's options are permuted once, so the whole group
-    sees the same letter order."""
-    shown = [prepare_question(q, shuffle_rng) for q in questions]
+    """``group_size`` completions per question, asked in ``answer_format``.
+
+    ``seeds[i]`` fixes question i's samples and, with ``shuffle_options``, the one
+    permutation of its options that its whole group sees; nothing else does, so
+    a question draws alike in any batch (or on any rank)."""
+    if shuffle_options and seeds is None:
+        raise ValueError("shuffle_options needs one seed per question")
+    shown = [prepare_question(q, random.Random(seed) if shuffle_options else None)
+             for q, seed in zip(questions, seeds or [0] * len(questions))]
     prompts = [encode_prompt(engine.tok, q, answer_format) for q in shown]
-    return shown, prompts, engine.generate(prompts, params, group_size)
+    return shown, prompts, engine.generate(prompts, params, group_size, seeds=seeds)
 
 
 def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: Sequence[list[Sample]],

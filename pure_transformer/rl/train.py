@@ -5,22 +5,29 @@ Each step of ``grpo_train``:
 1. **Rollout**: the next ``prompts_per_step`` training questions (a seeded
    permutation per epoch, so the step number alone fixes the data) are
    prefilled once each and sampled ``samples_per_prompt`` times by the engine,
-   which records pi_old and the kept token sets.
+   which records pi_old and the kept token sets. Under torchrun each rank takes
+   a contiguous block of whole groups; a question's options and samples are
+   seeded by (seed, step, its slot in the step), so 1 rank and N ranks draw
+   the same rollouts.
 2. **Reward and advantage**: 1 when the extracted letter is the gold one
    (plus an optional format term); A_i = r_i - mean(group).
 3. **Reference**: log pi_ref of every completion token from a frozen copy of
    the starting model (optionally refreshed every N steps).
 4. **Update**: micro-batches of ``micro_batch`` sequences accumulate the
    token-normalised GRPO loss (:func:`pure_transformer.rl.grpo.grpo_loss`),
-   then one clipped AdamW step (``updates_per_rollout`` passes in all).
+   divided by the step's completion tokens summed over all ranks; gradients
+   are summed over ranks, then one clipped AdamW step (``updates_per_rollout``
+   passes in all). The loss is thus the one-process loss of the whole step.
+5. **Log**: metrics are reduced over ranks and only rank 0 logs and saves;
+   validation splits its questions over the ranks and gathers the answers.
 
-Left out, on purpose: a value model (GRPO's point is not needing one),
-multi-GPU rollouts (one process; the pretraining loop is the distributed one),
-and asynchronous generation. See docs/GRPO.md.
+Left out, on purpose: a value model (GRPO's point is not needing one) and
+asynchronous generation. See docs/GRPO.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
@@ -40,12 +48,13 @@ from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, 
                           prune_checkpoints, read_meta, recover_run_dir, require_meta, resume_checkpoint,
                           save_checkpoint, step_dir)
 from ..mcq import MCQ
-from ..engine import Engine, SamplingParams
+from ..engine import Engine, SamplingParams, prompt_seed
 from ..errors import ConfigError
-from ..eval.scoring import encode_prompt, greedy_mcq_accuracy, task_source
+from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
-from ..train.runtime import StopRequested, init_runtime, rng_state, seed_everything, set_rng_state
+from ..train.runtime import (Runtime, StopRequested, all_gather_object, all_reduce_grads, all_reduce_sum, any_rank,
+                             init_runtime, rng_state, seed_everything, set_rng_state)
 from .config import GRPOConfig
 from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
@@ -74,6 +83,7 @@ class RLResult:
     val_accuracy: float | None
     elapsed_s: float
     stopped: str | None
+    rank: int = 0
 
 
 def sampling_budget(cfg: GRPOConfig, fmt: AnswerFormat) -> tuple[int, tuple[str, ...]]:
@@ -83,28 +93,38 @@ def sampling_budget(cfg: GRPOConfig, fmt: AnswerFormat) -> tuple[int, tuple[str,
 
 
 def rollout(engine: Engine, cfg: GRPOConfig, train: list[MCQ], cursor: int, step: int, reward_fn: RewardFn,
-            fmt: AnswerFormat) -> tuple[RolloutBatch, int]:
-    """Sample and score one step's groups; returns the batch and the advanced cursor.
-    With ``resample_zero_variance``, uninformative groups are replaced by fresh
-    prompts for up to two more rounds."""
+            fmt: AnswerFormat, rt: Runtime) -> tuple[RolloutBatch, int]:
+    """Sample and score this rank's groups of one step; returns them and the
+    advanced (global) question cursor.
+
+    The step's ``prompts_per_step`` questions are slots; rank r takes the r-th
+    contiguous block. With ``resample_zero_variance``, uninformative groups are
+    replaced by fresh questions for up to two more rounds, numbered across the
+    ranks in slot order, so every rank count replaces them with the same ones."""
     budget, stops = sampling_budget(cfg, fmt)
     params = SamplingParams(max_new_tokens=budget, temperature=cfg.temperature, top_k=cfg.top_k,
-                            top_p=cfg.top_p, stop_strings=stops, seed=cfg.seed * 1_000_003 + step)
-    shuffle = random.Random(cfg.seed * 7919 + step) if cfg.shuffle_options else None
-    questions = next_questions(train, cursor, cfg.prompts_per_step, cfg.seed)
+                            top_p=cfg.top_p, stop_strings=stops)
+
+    def draw(first: int, count: int, round_: int) -> tuple[list[MCQ], list[list[int]], list]:
+        """Questions ``cursor + first ...`` as slots ``first ...`` of this round."""
+        questions = next_questions(train, cursor + first, count, cfg.seed)
+        seeds = [prompt_seed(cfg.seed, step, round_, slot) for slot in range(first, first + count)]
+        return sample_groups(engine, questions, params, cfg.samples_per_prompt, seeds, cfg.shuffle_options, fmt)
+
+    share = cfg.prompts_per_step // rt.world_size
+    shown, prompts, groups = draw(rt.rank * share, share, 0)
     cursor += cfg.prompts_per_step
-    shown, prompts, groups = sample_groups(engine, questions, params, cfg.samples_per_prompt, shuffle, fmt)
-    for round_ in range(2 if cfg.resample_zero_variance else 0):
+    for round_ in range(1, 3 if cfg.resample_zero_variance else 1):
         flat = build_batch(shown, prompts, groups, reward_fn, answer_format=fmt)
         bad = flat.zero_variance.nonzero().squeeze(1).tolist()
-        if not bad:
+        counts = all_gather_object(len(bad), rt)
+        if not sum(counts):
             break
-        extra = next_questions(train, cursor, len(bad), cfg.seed)
-        cursor += len(bad)
-        retry = SamplingParams(**{**params.__dict__, "seed": params.seed + 7 * (round_ + 1)})
-        new_shown, new_prompts, new_groups = sample_groups(engine, extra, retry, cfg.samples_per_prompt, shuffle, fmt)
-        for slot, q, p, g in zip(bad, new_shown, new_prompts, new_groups):
-            shown[slot], prompts[slot], groups[slot] = q, p, g
+        if bad:
+            new = draw(sum(counts[:rt.rank]), len(bad), round_)
+            for slot, q, p, g in zip(bad, *new):
+                shown[slot], prompts[slot], groups[slot] = q, p, g
+        cursor += sum(counts)
     return build_batch(shown, prompts, groups, reward_fn, scale_adv_by_std=cfg.scale_adv_by_std,
                        answer_format=fmt), cursor
 
@@ -119,30 +139,54 @@ def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfi
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, ref_logp: list,
-           cfg: GRPOConfig, loss_cfg: GRPOLossConfig, device: torch.device) -> dict[str, float]:
-    """``updates_per_rollout`` optimizer steps on one rollout batch; returns averaged stats."""
-    total_tokens = batch.num_completion_tokens
-    stats = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "masked_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    for _ in range(cfg.updates_per_rollout):
+           cfg: GRPOConfig, loss_cfg: GRPOLossConfig, rt: Runtime) -> dict[str, float]:
+    """``updates_per_rollout`` optimizer steps on one rollout batch (this rank's
+    share of the step); returns the step's statistics, reduced over ranks.
+
+    ``logp_gap`` is the mean |log pi_old - log pi_theta| over completion tokens in
+    the first pass, where the two are the same weights: it measures how far the
+    trainer's numerics are from the sampler's (0 up to float noise when they match)."""
+    device = rt.device
+    # The divisor is the whole step's token count, so the summed gradients are the one-process gradient.
+    total_tokens = float(all_reduce_sum(torch.tensor(batch.num_completion_tokens, device=device), rt))
+    sums = torch.zeros(6, dtype=torch.float64)  # policy_loss, kl, clip_frac, masked_frac, entropy, logp_gap
+    grad_norms = 0.0
+    for update_ in range(cfg.updates_per_rollout):
         for k, (start, end) in enumerate(micro_batches(batch, cfg.micro_batch)):
             logp, logits = completion_logprobs(model, batch, start, end, cfg.temperature)
             mask = batch.mask[start:end].to(device)
-            out = grpo_loss(logp, batch.old_logp[start:end].to(device), ref_logp[k], batch.advantages[start:end].to(device),
-                            mask, loss_cfg, num_tokens=total_tokens)
+            old = batch.old_logp[start:end].to(device)
+            out = grpo_loss(logp, old, ref_logp[k], batch.advantages[start:end].to(device), mask, loss_cfg,
+                            num_tokens=total_tokens)
             out.loss.backward()
-            share = (end - start) / batch.size
-            stats["policy_loss"] += out.policy_loss / cfg.updates_per_rollout
-            stats["kl"] += out.kl / cfg.updates_per_rollout
-            stats["clip_frac"] += out.clip_frac / cfg.updates_per_rollout
-            stats["masked_frac"] += out.masked_frac * share / cfg.updates_per_rollout
-            stats["entropy"] += (masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature) / total_tokens
-                                 / cfg.updates_per_rollout)
+            entropy = masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature)
+            gap = float(((logp.detach() - old).abs() * mask).sum()) if update_ == 0 else 0.0
+            sums += torch.tensor([out.policy_loss, out.kl, out.clip_frac, out.masked_frac * (end - start),
+                                  entropy / total_tokens, gap / total_tokens], dtype=torch.float64)
+        all_reduce_grads(model.parameters(), rt)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        stats["grad_norm"] += float(grad_norm) / cfg.updates_per_rollout
+        grad_norms += float(grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return stats
+    sums = all_reduce_sum(sums.to(device), rt).cpu()
+    sums[3] /= batch.size * rt.world_size  # sequences masked, as a share of the step's sequences
+    stats = dict(zip(("policy_loss", "kl", "clip_frac", "masked_frac", "entropy"),
+                     (sums[:5] / cfg.updates_per_rollout).tolist()))
+    return {**stats, "logp_gap": float(sums[5]), "grad_norm": grad_norms / cfg.updates_per_rollout}
+
+
+def step_record(batch: RolloutBatch, rt: Runtime) -> dict:
+    """The step's rollout statistics over every rank's groups."""
+    parts = all_gather_object((batch.rewards.tolist(), batch.correct.tolist(), batch.zero_variance.tolist(),
+                               batch.answers, batch.num_completion_tokens), rt)
+    rewards = torch.tensor([r for part in parts for r in part[0]])
+    tokens = sum(part[4] for part in parts)
+    return {"accuracy": float(np.mean([c for part in parts for c in part[1]])), "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "zero_variance_frac": float(np.mean([z for part in parts for z in part[2]])),
+            "response_len": tokens / len(rewards), "completion_tokens": tokens,
+            "letters": answer_histogram([a for part in parts for a in part[3]])}
 
 
 def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path, *, task: str = "synthetic",
@@ -156,8 +200,10 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
     :func:`~pure_transformer.rl.questions.rl_questions`). ``reward_fn`` replaces the configured reward (correctness plus
     ``format_weight`` times the format reward) with any ``(MCQ, completion) -> float``.
     """
-    with RunLock(run_dir):
-        recover_run_dir(run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun's; rank 0 holds the lock for all ranks
+    with RunLock(run_dir) if main else contextlib.nullcontext():
+        if main:
+            recover_run_dir(run_dir)
         return _grpo_train(cfg, init_checkpoint, Path(run_dir), task=task, data_path=data_path,
                            val_data_path=val_data_path, resume=resume, stop_at_step=stop_at_step, device=device,
                            progress=progress, reward_fn=reward_fn)
@@ -167,8 +213,9 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 val_data_path: str | None, resume: str | None, stop_at_step: int | None, device: str | None,
                 progress: bool, reward_fn: RewardFn | None) -> RLResult:
     rt = init_runtime(device)
-    if rt.distributed:
-        raise ConfigError("GRPO runs in one process; launch it without torchrun")
+    if cfg.prompts_per_step % rt.world_size:
+        raise ConfigError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of the {rt.world_size} ranks "
+                          "(each rank samples whole groups)")
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
@@ -201,8 +248,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
     fmt = AnswerFormat(cfg.answer_format) if cfg.answer_format else AnswerFormat.of_checkpoint(init_meta)
     budget, _ = sampling_budget(cfg, fmt)
-    train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train")
-    val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation")
+    train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", rt.is_main)
+    val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation", rt.is_main)
     engine = Engine(model, tok)
     reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
     loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
@@ -210,103 +257,123 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     total_steps = math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = {"config": cfg.to_dict(), "task": task, "source": source, "init_checkpoint": str(init_dir),
             "train_questions": len(train), "val_questions": len(val), "total_steps": total_steps,
-            "parameters": model.num_params(), "device": str(rt.device)}
-    (run_dir / "config.json").write_text(json.dumps(info, indent=1))
-    print(f"GRPO on {source}: {len(train)} train / {len(val)} validation questions, {total_steps} steps of "
+            "parameters": model.num_params(), "device": str(rt.device), "world_size": rt.world_size}
+    say = print if rt.is_main else (lambda *a, **k: None)
+    if rt.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(info, indent=1))
+    say(f"GRPO on {source}: {len(train)} train / {len(val)} validation questions, {total_steps} steps of "
           f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
-          f"from {init_dir}"
+          f"from {init_dir}" + (f" on {rt.world_size} ranks" if rt.distributed else "")
           + (f", resuming at step {step}" if meta else ""))
-    logger = MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
+    logger = (MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
+              if rt.is_main else None)
 
     def save(complete: bool = False) -> Path:
+        """Rank 0 writes the step (every rank has the same weights); all ranks call."""
+        path = step_dir(run_dir, step)
+        if not rt.is_main:
+            dist.barrier()
+            return path
         meta_out = {"kind": "rl", "step": step, "cursor": cursor, "config": cfg.to_dict(), "task": task,
                     "answer_format": fmt.value,
                     "source": source, "val_source": val_data_path, "init_checkpoint": str(init_dir),
                     "model_config": model.cfg.to_dict(),
                     "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
-                    "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")}}
-        path = save_checkpoint(step_dir(run_dir, step), model, meta_out, optimizer,
-                               files={"tokenizer.json": tok.hf.to_str()},
-                               extra_tensors={REFERENCE_FILE: model_tensors(ref)})
+                    "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")},
+                    "world_size": rt.world_size}
+        save_checkpoint(path, model, meta_out, optimizer, files={"tokenizer.json": tok.hf.to_str()},
+                        extra_tensors={REFERENCE_FILE: model_tensors(ref)})
         prune_checkpoints(run_dir, cfg.keep_last)
+        if rt.distributed:
+            dist.barrier()
         return path
 
+    def log(record: dict) -> None:
+        if logger is not None:
+            logger.log(step, record)
+
     def validate() -> float:
-        result = greedy_mcq_accuracy(engine, val, fmt, max_new_tokens=budget)
-        logger.log(step, {"val_accuracy": result.accuracy, "val_ci_low": result.ci95[0],
-                          "val_ci_high": result.ci95[1], "val_invalid_rate": result.invalid_rate})
+        # Question i is answered on rank i % world_size; greedy answers do not depend on the batch.
+        mine = sample_answers(engine, val[rt.rank::rt.world_size], fmt, max_new_tokens=budget)
+        answers: list[str | None] = [None] * len(val)
+        for r, part in enumerate(all_gather_object([a[0] for a in mine], rt)):
+            answers[r::rt.world_size] = part
+        result = MCQScore.of(answers, val)
+        log({"val_accuracy": result.accuracy, "val_ci_low": result.ci95[0], "val_ci_high": result.ci95[1],
+             "val_invalid_rate": result.invalid_rate})
         return result.accuracy
 
     stop = StopRequested()
     stopped, val_acc = None, None
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and rt.is_main), unit="step",
+               dynamic_ncols=True)
+    write = bar.write if rt.is_main else (lambda msg: None)
     start = time.perf_counter()
     try:
-        if meta is not None and meta.get("complete") and not os.path.lexists(run_dir / "final"):
+        if rt.is_main and meta is not None and meta.get("complete") and not os.path.lexists(run_dir / "final"):
             link_checkpoint(ckpt, "final")  # a kill after the last save, before final/ was linked
         if step == 0:
             val_acc = validate()
-            bar.write(f"step 0: greedy validation accuracy {val_acc:.3f}")
+            write(f"step 0: greedy validation accuracy {val_acc:.3f}")
         with stop.installed():
             while step < total_steps:
                 lr_scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * lr_scale
                 t0 = time.perf_counter()
-                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt)
+                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt, rt)
                 t1 = time.perf_counter()
                 model.train()
                 ref_logp = reference_logprobs(ref, batch, cfg)
-                stats = update(model, optimizer, batch, ref_logp, cfg, loss_cfg, rt.device)
+                stats = update(model, optimizer, batch, ref_logp, cfg, loss_cfg, rt)
                 t2 = time.perf_counter()
                 step += 1
                 if cfg.ref_refresh_every and step % cfg.ref_refresh_every == 0:
                     ref.load_state_dict(model.state_dict())
-                record = {
-                    "accuracy": float(batch.correct.mean()), "reward": float(batch.rewards.mean()),
-                    "reward_std": float(batch.rewards.std()), "zero_variance_frac": float(batch.zero_variance.float().mean()),
-                    **stats, "response_len": batch.num_completion_tokens / batch.size,
-                    "rollout_tokens_per_s": batch.num_completion_tokens / (t1 - t0), "gen_time_s": t1 - t0,
-                    "train_time_s": t2 - t1, "lr": cfg.lr * lr_scale, "questions_seen": cursor,
-                    "letters": answer_histogram(batch.answers),
-                }
+                record = {**step_record(batch, rt), **stats, "gen_time_s": t1 - t0, "train_time_s": t2 - t1,
+                          "lr": cfg.lr * lr_scale, "questions_seen": cursor}
+                record["rollout_tokens_per_s"] = record.pop("completion_tokens") / (t1 - t0)
                 if step % cfg.log_every == 0:
-                    logger.log(step, record)
+                    log(record)
                 bar.update(1)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", kl=f"{stats['kl']:.4f}")
                 saved = None  # one save per step: a new best on a checkpoint step is the same folder
                 if step % cfg.val_every == 0 or step == total_steps:
                     val_acc = validate()
-                    bar.write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
+                    write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
                               f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
                     if val_acc > best:
                         best = val_acc
                         saved = save(complete=step == total_steps)
-                        link_checkpoint(saved, "best")
-                if step % cfg.ckpt_every == 0 or step == total_steps or step == stop_at_step or stop:
+                        if rt.is_main:
+                            link_checkpoint(saved, "best")
+                signalled = any_rank(bool(stop), rt)
+                if step % cfg.ckpt_every == 0 or step == total_steps or step == stop_at_step or signalled:
                     path = saved or save(complete=step == total_steps)
-                    if step == total_steps:
+                    if step == total_steps and rt.is_main:
                         link_checkpoint(path, "final")
-                    elif step == stop_at_step or stop:
+                    elif step == stop_at_step or signalled:
                         stopped = "stop_at_step" if step == stop_at_step else "signal"
-                        bar.write(f"stopped after step {step} ({stopped}); resume with --resume")
+                        write(f"stopped after step {step} ({stopped}); resume with --resume")
                         break
     finally:
         bar.close()
-        logger.close()
-    return RLResult(run_dir, step, val_acc, time.perf_counter() - start, stopped)
+        if logger is not None:
+            logger.close()
+    return RLResult(run_dir, step, val_acc, time.perf_counter() - start, stopped, rt.rank)
 
 
-def fitting(questions: list[MCQ], tok, fmt: AnswerFormat, max_new_tokens: int, context: int, split: str) -> list[MCQ]:
+def fitting(questions: list[MCQ], tok, fmt: AnswerFormat, max_new_tokens: int, context: int, split: str,
+            verbose: bool = True) -> list[MCQ]:
     """The questions whose prompt leaves room for ``max_new_tokens`` in the context;
     the rest are dropped with a note rather than truncated mid-question."""
     kept = [q for q in questions if len(encode_prompt(tok, q, fmt)) + max_new_tokens <= context]
     if not kept:
         raise ConfigError(f"no {split} question fits the {context}-token context with {max_new_tokens} new tokens")
-    if len(kept) < len(questions):
+    if len(kept) < len(questions) and verbose:
         print(f"note: {len(questions) - len(kept)} of {len(questions)} {split} questions are too long for the "
               f"{context}-token context and are skipped")
     return kept

@@ -16,11 +16,13 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,59 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def all_reduce_sum(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """Sum over ranks (identity in one process)."""
+    if rt.distributed:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def all_gather_object(obj: T, rt: Runtime) -> list[T]:
+    """Every rank's ``obj`` (JSON-like, small), in rank order."""
+    if not rt.distributed:
+        return [obj]
+    out: list = [None] * rt.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, rt: Runtime) -> bool:
+    """True on every rank if any rank says so: a signal that reached one rank
+    stops all of them at the same step, so their collectives stay matched."""
+    if not rt.distributed:
+        return flag
+    t = torch.tensor(float(flag), device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def all_reduce_grads(params: Iterable[torch.nn.Parameter], rt: Runtime, bucket_bytes: int = 2**27) -> None:
+    """Sum every parameter's gradient over ranks, in flat buckets, as DDP does after
+    its last backward; for loops that run the model in ways DDP's one-forward,
+    one-backward reducer does not model (the GRPO scorer runs a prompt pass and a
+    completion pass on its cache per micro-batch). A missing gradient counts as 0."""
+    if not rt.distributed:
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    buckets: list[list[torch.Tensor]] = [[]]
+    size = 0
+    for p in params:
+        if size >= bucket_bytes:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(p.grad)
+        size += p.grad.numel() * p.grad.element_size()
+    for bucket in filter(None, buckets):
+        flat = torch._utils._flatten_dense_tensors(bucket)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        for g, reduced in zip(bucket, torch._utils._unflatten_dense_tensors(flat, bucket)):
+            g.copy_(reduced)
 
 
 def all_reduce_mean(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
