@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,7 +270,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     logger = (MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
               if rt.is_main else None)
 
-    def save(complete: bool = False) -> Path:
+    def save(complete: bool = False, stopping: str | None = None) -> Path:
         """Rank 0 writes the step (every rank has the same weights); all ranks call."""
         path = step_dir(run_dir, step)
         if not rt.is_main:
@@ -283,7 +282,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                     "model_config": model.cfg.to_dict(),
                     "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")},
-                    "world_size": rt.world_size}
+                    "world_size": rt.world_size, "stopped": stopping}
         save_checkpoint(path, model, meta_out, optimizer, files={"tokenizer.json": tok.hf.to_str()},
                         extra_tensors={REFERENCE_FILE: model_tensors(ref)})
         prune_checkpoints(run_dir, cfg.keep_last)
@@ -341,22 +340,24 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 bar.update(1)
                 bar.set_postfix(acc=f"{record['accuracy']:.2f}", kl=f"{stats['kl']:.4f}")
                 saved = None  # one save per step: a new best on a checkpoint step is the same folder
+                signalled = any_rank(bool(stop), rt)
+                stopping = None if step == total_steps else "stop_at_step" if step == stop_at_step else (
+                    "signal" if signalled else None)
                 if step % cfg.val_every == 0 or step == total_steps:
                     val_acc = validate()
                     write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
                               f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
                     if val_acc > best:
                         best = val_acc
-                        saved = save(complete=step == total_steps)
+                        saved = save(complete=step == total_steps, stopping=stopping)
                         if rt.is_main:
                             link_checkpoint(saved, "best")
-                signalled = any_rank(bool(stop), rt)
-                if step % cfg.ckpt_every == 0 or step == total_steps or step == stop_at_step or signalled:
-                    path = saved or save(complete=step == total_steps)
+                if step % cfg.ckpt_every == 0 or step == total_steps or stopping:
+                    path = saved or save(complete=step == total_steps, stopping=stopping)
                     if step == total_steps and rt.is_main:
                         link_checkpoint(path, "final")
-                    elif step == stop_at_step or signalled:
-                        stopped = "stop_at_step" if step == stop_at_step else "signal"
+                    elif stopping:
+                        stopped = stopping
                         write(f"stopped after step {step} ({stopped}); resume with --resume")
                         break
     finally:

@@ -191,8 +191,9 @@ class Run:
         if self.logger:
             self.logger.log(self.step if step is None else step, {"tokens_seen": self.tokens_seen, **record})
 
-    def save(self, loss: float, complete: bool = False) -> Path:
-        """Checkpoint the current step (every rank must call: data states are gathered)."""
+    def save(self, loss: float, complete: bool = False, stopped: str | None = None) -> Path:
+        """Checkpoint the current step (every rank must call: data states are gathered).
+        ``stopped`` records why the run stops here, if it does ("signal", "stop_at_step")."""
         states = _gather(self.loader.state_dict(), self.rt)
         path = step_dir(self.run_dir, self.step)
         if self.rt.is_main:
@@ -200,7 +201,7 @@ class Run:
                     "val": self.last_val, "best_val_loss": self.best_val, "config": self.cfg.to_dict(),
                     "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
                     "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
-                    "tokenizer": "tokenizer.json"}
+                    "stopped": stopped, "tokenizer": "tokenizer.json"}
             save_checkpoint(path, self.model, meta, self.optimizer, files={"tokenizer.json": self.tok.hf.to_str()})
             prune_checkpoints(self.run_dir, self.cfg.keep_last)
         if self.rt.distributed:
@@ -352,6 +353,9 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
 
                 is_last = run.step == cfg.total_steps
                 pause_start = time.perf_counter()  # validation and saving are not training throughput
+                signalled = agree(bool(stop), rt)
+                stopping = None if is_last else "stop_at_step" if run.step == stop_at_step else (
+                    "signal" if signalled else None)
                 if run.step % cfg.val_every == 0 or is_last:
                     run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking)
                     run.log(run.last_val)
@@ -360,18 +364,17 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                         if k.startswith("val_ppl/")))
                     if run.last_val["val_loss"] < run.best_val:
                         run.best_val = run.last_val["val_loss"]
-                        path, saved_step = run.save(loss_value), run.step
+                        path, saved_step = run.save(loss_value, stopped=stopping), run.step
                         if rt.is_main:
                             link_checkpoint(path, "best")
-                signalled = agree(bool(stop), rt)
-                if run.step % cfg.ckpt_every == 0 or is_last or run.step == stop_at_step or signalled:
+                if run.step % cfg.ckpt_every == 0 or is_last or stopping:
                     if saved_step != run.step or is_last:
-                        run.save(loss_value, complete=is_last)
+                        run.save(loss_value, complete=is_last, stopped=stopping)
                         saved_step = run.step
                     if is_last and rt.is_main:
                         link_checkpoint(step_dir(run.run_dir, run.step), "final")
-                    if not is_last and (run.step == stop_at_step or signalled):
-                        stopped = "stop_at_step" if run.step == stop_at_step else "signal"
+                    if stopping:
+                        stopped = stopping
                         say(f"stopped after step {run.step} ({stopped}); checkpoint saved, resume with --resume")
                         break
                 t_log += time.perf_counter() - pause_start
