@@ -26,7 +26,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -77,10 +77,10 @@ def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
 
 
 
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict with shared (tied) tensors stored once."""
+def model_tensors(model: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict (or a gathered one) with shared (tied) tensors stored once."""
     out, seen = {}, set()
-    for name, t in model.state_dict().items():
+    for name, t in (model if isinstance(model, dict) else model.state_dict()).items():
         if t.data_ptr() in seen:
             continue
         seen.add(t.data_ptr())
@@ -88,9 +88,9 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (safetensors) and plain values (JSON)."""
-    sd = optimizer.state_dict()
+def optimizer_to_files(optimizer: torch.optim.Optimizer | dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state dict (or a gathered one) into tensors (safetensors) and plain values (JSON)."""
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
@@ -130,12 +130,13 @@ def _write_error(e: BaseException) -> str:
     return str(e).split("I/O error: ")[-1]
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict,
-                    optimizer: torch.optim.Optimizer | None = None, files: dict[str, str] | None = None,
+def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict,
+                    optimizer: torch.optim.Optimizer | dict | None = None, files: dict[str, str] | None = None,
                     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write ``model`` (+ optimizer), ``meta``, small text ``files`` (name ->
     content, e.g. the tokenizer) and extra safetensors files (name -> tensors,
-    e.g. an RL reference model) to the folder ``path``, atomically."""
+    e.g. an RL reference model) to the folder ``path``, atomically. ``model`` and
+    ``optimizer`` may be state dicts already gathered from shards."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
@@ -393,10 +394,12 @@ def load_weights(ckpt: Path, model: torch.nn.Module, filename: str = MODEL_FILE)
                               f"unexpected {sorted(unexpected)}")
 
 
-def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict, *, reset: bool = False) -> None:
+def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict, *, reset: bool = False,
+                   shard: Callable[[dict], dict] | None = None) -> None:
     """Restore the optimizer state saved with ``ckpt``. A checkpoint whose metadata has
     optimizer state but no optimizer file is refused: resuming on fresh AdamW moments
-    silently changes the run. ``reset`` (``--set reset_optimizer=true``) is that choice, said aloud."""
+    silently changes the run. ``reset`` (``--set reset_optimizer=true``) is that choice, said aloud.
+    ``shard`` splits the full saved state for sharded parameters (FSDP)."""
     if reset:
         print(f"note: reset_optimizer: AdamW's moments start from zero instead of {ckpt / OPTIM_FILE}")
         return
@@ -407,8 +410,8 @@ def load_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, meta: dict, *, 
         raise CheckpointError(f"{ckpt} has optimizer state in meta.json but no {OPTIM_FILE}; restore it, or resume "
                               "with --set reset_optimizer=true to start AdamW's moments from zero")
     device = optimizer.param_groups[0]["params"][0].device
-    optimizer.load_state_dict(optimizer_from_files(load_file(str(ckpt / OPTIM_FILE), device=str(device)),
-                                                   meta["optimizer"]))
+    state = optimizer_from_files(load_file(str(ckpt / OPTIM_FILE), device=str(device)), meta["optimizer"])
+    optimizer.load_state_dict(shard(state) if shard else state)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Any, dict, Path]:

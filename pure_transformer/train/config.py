@@ -69,7 +69,12 @@ class PretrainConfig:
     deterministic: bool = False
     """Deterministic kernels (tests, bit-exact resume checks); slower on GPU."""
     compile: bool = False
+    """torch.compile each transformer block (before DDP/FSDP wrap it, as torchtitan does)."""
     activation_checkpointing: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: DDP replicates the model on every rank; FSDP2 (``fully_shard`` per
+    block) shards parameters, gradients and AdamW state, for models whose replicas do not
+    fit. Checkpoints are the same full safetensors either way, so a run may switch on resume."""
     num_workers: int = 2
     """DataLoader worker processes per rank (0 = load in the main process)."""
     max_nonfinite: int = 5

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from ..overrides import apply_overrides
 from ..tokenizer import Tokenizer
 from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
+from .parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
 from .runtime import (Runtime, StopRequested, all_reduce_mean, init_runtime, peak_memory_gb, rng_state,
                       seed_everything, set_rng_state)
 from .schedule import lr_at, set_lr
@@ -79,13 +81,12 @@ def train_step(model: torch.nn.Module, micro_batches: list[dict], rt: Runtime, c
         x = batch["input_ids"].to(rt.device, non_blocking=True)  # (B, T)
         y = batch["labels"].to(rt.device, non_blocking=True)  # (B, T)
         doc_ids = doc_ids_of(batch).to(rt.device) if cfg.document_masking else None
-        # DDP all-reduces gradients on every backward unless told not to; only the last micro-batch syncs.
-        sync = i == accum - 1 or not rt.distributed
-        with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast():
+        # DDP and FSDP reduce gradients on every backward unless told not to; only the last micro-batch does.
+        with grad_sync(model, i == accum - 1), rt.autocast():
             loss, _ = model(x, y, doc_ids=doc_ids)
         (loss / accum).backward()
         loss_sum += loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))  # FSDP: a DTensor
     return all_reduce_mean(loss_sum / accum, rt), grad_norm
 
 
@@ -176,7 +177,7 @@ class Run:
     run_dir: Path
     tok: Tokenizer
     model: Transformer
-    train_model: torch.nn.Module  # compiled and/or DDP-wrapped view of ``model``
+    train_model: torch.nn.Module  # ``model``, or its DDP wrapper; under FSDP ``model`` itself, sharded
     optimizer: torch.optim.Optimizer
     loader: TrainLoader
     val_batches: dict[str, list[dict]]
@@ -196,13 +197,16 @@ class Run:
         ``stopped`` records why the run stops here, if it does ("signal", "stop_at_step")."""
         states = _gather(self.loader.state_dict(), self.rt)
         path = step_dir(self.run_dir, self.step)
+        # FSDP's shards are gathered by every rank; rank 0 writes the same full tensors DDP would.
+        weights, optim = (full_state(self.model, self.optimizer) if is_sharded(self.train_model)
+                          else (self.model, self.optimizer))
         if self.rt.is_main:
             meta = {"kind": "pretrain", "step": self.step, "tokens_seen": self.tokens_seen, "loss": loss,
                     "val": self.last_val, "best_val_loss": self.best_val, "config": self.cfg.to_dict(),
                     "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
                     "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
                     "stopped": stopped, "tokenizer": "tokenizer.json"}
-            save_checkpoint(path, self.model, meta, self.optimizer, files={"tokenizer.json": self.tok.hf.to_str()})
+            save_checkpoint(path, weights, meta, optim, files={"tokenizer.json": self.tok.hf.to_str()})
             prune_checkpoints(self.run_dir, self.cfg.keep_last)
         if self.rt.distributed:
             dist.barrier()
@@ -221,7 +225,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
         if meta.get("world_size", 1) != rt.world_size:
             raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
-    seed_everything(cfg.seed + rt.rank, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model_cfg = model.cfg if model is not None else model_preset(cfg.model)
@@ -230,7 +234,13 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
                           f"{model_cfg.vocab_size} embeddings")
     model = model if model is not None else build_model(model_cfg, rt.device)
+    if rt.rank:  # after the model, which every rank initialises alike: FSDP, unlike DDP, broadcasts none
+        seed_everything(cfg.seed + rt.rank)
     model.activation_checkpointing = cfg.activation_checkpointing
+    if meta is not None:
+        load_weights(ckpt, model)  # into the whole model, before FSDP would shard it
+    train_model = parallelize(model, rt, cfg.parallel, cfg.compile)
+    # After parallelize: under FSDP the optimizer must see the sharded parameters.
     optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
                                        betas=cfg.betas)
     mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
@@ -242,13 +252,9 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                            tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size,
                                            answer_format=AnswerFormat(cfg.answer_format))
-    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
-    if rt.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if meta is not None:
-        load_weights(ckpt, model)
-        load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer)
+        load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer,
+                       shard=functools.partial(shard_like, optimizer) if is_sharded(train_model) else None)
         loader.load_state_dict(meta["data"][rt.rank])
         set_rng_state(meta["rng"])
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
