@@ -196,15 +196,18 @@ class _PackedStream(IterableDataset):
             if batch is None:  # a finite stream (stopping strategy) ended in this shard
                 active.remove(s)
                 continue
-            rows[s] += len(batch["input_ids"])
+            rows[s] += len(batch["input_ids"]) if "input_ids" in batch else 0
             batch["_shard"] = s
             yield batch
 
 
 def _with_state(pipeline: ShardPipeline, batch_size: int) -> Iterator[Batch]:
+    """The shard's batches, each with the state after it; then, if the stream ends, a state-only item:
+    the documents read while looking for one more row stay on the books instead of vanishing."""
     for batch in pipeline.batches(batch_size):
         batch["_state"] = pipeline.state_dict()
         yield batch
+    yield {"_state": pipeline.state_dict()}
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ class TrainLoader:
         for batch in loader:
             s = batch.pop("_shard")
             self._pipelines[s] = batch.pop("_state")
+            if "input_ids" not in batch:  # the end of a finite shard: nothing to train on
+                continue
             self._rows[s] += len(batch["input_ids"])
             for i, name in enumerate(self.source_names):
                 self._tokens[s][i] += batch["source_tokens"][name]
