@@ -63,7 +63,7 @@ STATE_VERSION = 2  # 1: per-rank shards (rank * W + worker), not resumable now
 
 
 class ShardPipeline:
-    """One shard of the training stream, from documents to batches."""
+    """One logical shard of the training stream, from documents to packed rows."""
 
     def __init__(
         self, config: MixtureConfig, encoder: Encoder, seq_len: int, shard: Shard, retry: RetryPolicy = RetryPolicy()
@@ -84,18 +84,6 @@ class ShardPipeline:
             source, tokens = item
             self.packer.add(tokens, source)
         return block
-
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Batches of ``batch_size`` rows; a finite stream's last batch may be shorter."""
-        while True:
-            blocks = []
-            while len(blocks) < batch_size and (block := self.next_block()) is not None:
-                blocks.append(block)
-            if not blocks:
-                return
-            yield collate(blocks, self.config.names)
-            if len(blocks) < batch_size:
-                return
 
     def state_dict(self) -> dict[str, Any]:
         return {"mixture": self.mixture.state_dict(), "packer": self.packer.state_dict()}
@@ -169,7 +157,13 @@ class _StreamSpec:
 
 
 class _PackedStream(IterableDataset):
-    """Runs in each DataLoader worker (or in-process): one reader's shards, resumed."""
+    """Runs in each DataLoader worker (or in-process): one reader's shards, resumed, row by row.
+
+    Items are single rows (``{"block", "_shard", "_state"}``), not batches: the
+    main process groups them, so the stream of rows does not depend on the
+    micro-batch size either. A state-only item marks the end of a finite shard,
+    so the documents read while looking for one more row stay on the books.
+    """
 
     def __init__(self, spec: _StreamSpec, pipelines: list[dict[str, Any] | None], rows: list[int],
                  rotation: int) -> None:
@@ -178,36 +172,26 @@ class _PackedStream(IterableDataset):
         self.rows = rows
         self.rotation = rotation
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         spec, layout = self.spec, self.spec.layout
         info = get_worker_info()
         worker = ((info.id if info is not None else 0) + self.rotation) % layout.workers
         config, rows = spec.shard_config(), list(self.rows)
-        streams: dict[int, Iterator[Batch]] = {}
+        pipelines: dict[int, ShardPipeline] = {}
         active = layout.reader_shards(spec.rank, worker)
         while active:
             s = next_shard(active, rows)
-            if s not in streams:  # built on first use: a shard costs nothing before it is read
-                pipeline = ShardPipeline(config, spec.encoder, spec.seq_len, Shard(s, layout.num_shards), spec.retry)
+            if s not in pipelines:  # built on first use: a shard costs nothing before it is read
+                pipelines[s] = ShardPipeline(config, spec.encoder, spec.seq_len, Shard(s, layout.num_shards),
+                                             spec.retry)
                 if self.pipelines[s] is not None:
-                    pipeline.load_state_dict(self.pipelines[s])
-                streams[s] = _with_state(pipeline, spec.batch_size)
-            batch = next(streams[s], None)
-            if batch is None:  # a finite stream (stopping strategy) ended in this shard
+                    pipelines[s].load_state_dict(self.pipelines[s])
+            block = pipelines[s].next_block()
+            if block is None:  # a finite stream (stopping strategy) ended in this shard
                 active.remove(s)
-                continue
-            rows[s] += len(batch["input_ids"]) if "input_ids" in batch else 0
-            batch["_shard"] = s
-            yield batch
-
-
-def _with_state(pipeline: ShardPipeline, batch_size: int) -> Iterator[Batch]:
-    """The shard's batches, each with the state after it; then, if the stream ends, a state-only item:
-    the documents read while looking for one more row stay on the books instead of vanishing."""
-    for batch in pipeline.batches(batch_size):
-        batch["_state"] = pipeline.state_dict()
-        yield batch
-    yield {"_state": pipeline.state_dict()}
+            else:
+                rows[s] += 1
+            yield {"block": block, "_shard": s, "_state": pipelines[s].state_dict()}
 
 
 @dataclass(frozen=True)
@@ -255,21 +239,35 @@ class TrainLoader:
         dataset = _PackedStream(self.spec, list(self._pipelines), list(self._rows), self._rotation())
         loader = DataLoader(
             dataset,
-            batch_size=None,  # workers build whole batches
+            batch_size=None,  # items are rows, grouped here
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
+            # Items are rows: keep about prefetch_factor batches in flight per worker.
+            prefetch_factor=self.prefetch_factor * self.spec.batch_size if self.num_workers > 0 else None,
             persistent_workers=False,  # workers must restart from the consumed state
         )
-        for batch in loader:
-            s = batch.pop("_shard")
-            self._pipelines[s] = batch.pop("_state")
-            if "input_ids" not in batch:  # the end of a finite shard: nothing to train on
+        blocks: list[Block] = []
+        for item in loader:
+            # Recorded as soon as the row is taken: the generator only runs inside next(), which
+            # returns the batch holding this row, so a recorded row is always a consumed one.
+            s = item["_shard"]
+            self._pipelines[s] = item["_state"]
+            if (block := item["block"]) is None:  # the end of a finite shard: nothing to train on
                 continue
-            self._rows[s] += len(batch["input_ids"])
-            for i, name in enumerate(self.source_names):
-                self._tokens[s][i] += batch["source_tokens"][name]
-            yield batch
+            self._rows[s] += 1
+            self._tokens[s] = [a + int(b) for a, b in zip(self._tokens[s], block.source_tokens)]
+            blocks.append(block)
+            if len(blocks) == self.spec.batch_size:
+                yield self._collate(blocks)
+                blocks = []
+        if blocks:  # a finite stream's last batch may be shorter
+            yield self._collate(blocks)
+
+    def _collate(self, blocks: list[Block]) -> Batch:
+        batch = collate(blocks, self.source_names)
+        if self.pin_memory:  # rows are grouped here, after the DataLoader, so pin here too
+            for key in ("input_ids", "labels", "position_ids"):
+                batch[key] = batch[key].pin_memory()
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable; authoritative for this rank's shards (``owned``), see :func:`merge_states`."""
