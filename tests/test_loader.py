@@ -39,9 +39,9 @@ def test_resume_yields_exactly_the_uninterrupted_batches(tiny_tokenizer, bundled
         mix = MixtureConfig(weights, shuffle_buffer=64, seed=1)
 
     def loader():
-        return build_train_loader(mix, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_workers=num_workers)
+        return build_train_loader(mix, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH - 1, num_workers=num_workers)
 
-    n, m = 5, 6  # an odd N leaves the second worker next in line
+    n, m = 5, 6  # 5 batches of 3 rows: an odd count leaves the second worker next in line
     reference = list(islice(loader(), n + m))
 
     first = loader()
@@ -53,10 +53,10 @@ def test_resume_yields_exactly_the_uninterrupted_batches(tiny_tokenizer, bundled
 
     assert_same_batches(head + tail, reference)
     batch = tail[0]
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (BATCH, SEQ)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (BATCH - 1, SEQ)
     assert batch["input_ids"].dtype == torch.long
     assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])
-    assert sum(batch["source_tokens"].values()) == BATCH * (SEQ + 1)
+    assert sum(batch["source_tokens"].values()) == (BATCH - 1) * (SEQ + 1)
 
 
 def test_stats_report_the_achieved_mixture(tiny_tokenizer):
@@ -128,7 +128,8 @@ def consume(config: MixtureConfig, world_size: int, num_workers: int, batches: i
     """Every rank of a layout takes ``batches`` batches (None: to the end); returns them and the merged state."""
     taken, states = [], []
     for rank in range(world_size):
-        loader = build_train_loader(config, WordIdEncoder(), seq_len=16, batch_size=2, num_workers=num_workers,
+        # 3 rows a batch: an odd count leaves a reader other than the first one next in line.
+        loader = build_train_loader(config, WordIdEncoder(), seq_len=16, batch_size=3, num_workers=num_workers,
                                     rank=rank, world_size=world_size, num_shards=4)
         if state is not None:
             loader.load_state_dict(state)
@@ -137,8 +138,8 @@ def consume(config: MixtureConfig, world_size: int, num_workers: int, batches: i
     return taken, json.loads(json.dumps(merge_states(states)))  # as stored in meta.json
 
 
-@pytest.mark.parametrize("before, after", [((2, 2), (1, 0)), ((1, 0), (2, 0)), ((4, 0), (1, 2))],
-                         ids=["4-readers-to-1", "1-reader-to-2", "4-readers-to-2"])
+@pytest.mark.parametrize("before, after", [((2, 2), (1, 0)), ((1, 0), (2, 2)), ((4, 0), (1, 2))],
+                         ids=["2x2-readers-to-1", "1-reader-to-2x2", "4x1-readers-to-1x2"])
 def test_state_saved_by_some_readers_resumes_on_others(tmp_path, write_jsonl, before, after):
     config, docs = id_source(tmp_path, write_jsonl)
     whole, _ = consume(config, 1, 0, None)  # the canonical stream, one reader, to the end
