@@ -5,24 +5,24 @@ Logical shards. The training stream is a function of a fixed number ``L`` of
 DataLoader workers read it (MosaicML Streaming's "canonical nodes"). Logical
 shard ``s`` reads documents ``s`` mod ``L`` of every source (``sources.Shard``)
 through its own :class:`ShardPipeline` (sources -> shuffle windows -> mixture ->
-packer) and builds whole batches, so the DataLoader runs with
-``batch_size=None``. Batch ``k`` of the canonical stream is batch ``k // L`` of
-shard ``k % L``.
+packer). Row ``k`` of the canonical stream is row ``k // L`` of shard ``k % L``.
 
 Readers. Each DataLoader worker of each rank (a rank with ``num_workers=0`` is
 one reader) is reader ``worker * world_size + rank`` of ``R = world_size * W``
 (``W = max(1, num_workers)``) and owns shards ``reader, reader + R, ...``
 (:class:`ShardLayout`); ``R`` must divide ``L``. A reader serves its shards
 round-robin: always the one with the fewest rows consumed, ties to the lowest
-index. With that ownership rank ``p`` consumes canonical batches ``p, p +
-world_size, ...`` in order, so one optimizer step covers the same rows whatever
-the world size (given the same global batch and micro-batch): two ranks train
-on exactly what one rank with twice the accumulation does.
+index, and hands over single rows, which the main process groups into batches
+(so the DataLoader runs with ``batch_size=None``). With that ownership rank ``p``
+consumes canonical rows ``p, p + world_size, ...`` in order, so one optimizer
+step covers the same rows whatever the world size, ``num_workers`` or
+micro-batch (given the same global batch): two ranks train on exactly what one
+rank with twice the accumulation does.
 
 Exact resume. A worker attaches the state of the shard it just read from to
-the batch. :class:`TrainLoader` (main process) records it when the training
-loop *consumes* the batch, so batches prefetched but not consumed are simply
-produced again after a restart. The state is kept per logical shard (rows
+each row. :class:`TrainLoader` (main process) records it when the training
+loop *consumes* the batch holding the row, so rows prefetched but not consumed
+are simply produced again after a restart. The state is kept per logical shard (rows
 consumed, tokens per source, pipeline state); a rank's ``state_dict()`` is
 authoritative for the shards it owns, and :func:`merge_states` joins the ranks'
 states into one that does not depend on the layout that wrote it: it resumes
@@ -30,7 +30,7 @@ on any world size and ``num_workers`` whose reader count divides ``L``. torch
 serves IterableDataset workers strictly round-robin, so on (re)start the loader
 rotates the readers so that worker 0 is the one whose next shard has the fewest
 rows consumed: that is the next one in line whenever every rank stopped after
-the same number of batches (a checkpoint is always taken at a step boundary).
+the same number of rows (a checkpoint is always taken between optimizer steps).
 
 Memory. ``shuffle_buffer`` counts documents per source over *all* logical
 shards: each shard's window holds ``ceil(shuffle_buffer / L)`` documents.

@@ -36,7 +36,8 @@ class PretrainConfig:
     weight_by: Literal["tokens", "documents"] = "tokens"
     """Whether mixture weights count tokens (exact shares) or documents."""
     shuffle_buffer: int = 10_000
-    """Documents in each source's seeded shuffle window."""
+    """Documents per source in the seeded shuffle windows of all logical shards together
+    (each shard's window holds ceil(shuffle_buffer / data_shards); docs/DATA.md)."""
     document_masking: bool = False
     """Mask attention across the documents packed into one sequence."""
     answer_format: Literal["letter", "text", "explain"] = "letter"
