@@ -152,7 +152,7 @@ def test_state_saved_by_some_readers_resumes_on_others(tmp_path, write_jsonl, be
     assert rows_of(head) + rows_of(tail) == rows_of(whole)
     assert sum(s["rows"] for s in end["shards"]) == sum(len(b["input_ids"]) for b in whole)
     # Document by document: every token of every document once, in a row or left in a packer at the end.
-    seen = Counter(t for b in head + tail for t in torch.cat([b["input_ids"], b["labels"][:, -1:]], 1).flatten().tolist())
+    seen = Counter(t for row in (rows_of(head) + rows_of(tail)).elements() for t in row)
     seen.update(leftover_tokens(end))
     seen.pop(0)  # EOT
     assert seen == docs

@@ -111,9 +111,9 @@ class PretrainConfig:
         workers = max(1, self.num_workers)
         readers = world_size * workers
         if readers > self.data_shards or self.data_shards % readers:
-            raise ConfigError(f"data_shards ({self.data_shards}) must be a multiple of world_size x readers per rank "
-                              f"({world_size} x {workers} = {readers}); change num_workers, or data_shards in a "
-                              f"new run")
+            raise ConfigError(f"data_shards ({self.data_shards}) must be a multiple of world_size x readers "
+                              f"per rank ({world_size} x {workers} = {readers}); change num_workers, or "
+                              f"data_shards in a new run")
 
     @property
     def total_steps(self) -> int:

@@ -238,7 +238,8 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
                             answer_format=AnswerFormat(cfg.answer_format))
     loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                 num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
-                                num_shards=cfg.data_shards, token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
+                                num_shards=cfg.data_shards, token_budget=cfg.total_tokens,
+                                pin_memory=rt.device.type == "cuda")
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                            tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size,
                                            answer_format=AnswerFormat(cfg.answer_format))
