@@ -1,4 +1,4 @@
-"""Loader: exact resume with and without workers, rank/worker sharding, validation batches."""
+"""Loader: exact resume with and without workers, logical shards resumed on other layouts, validation batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from itertools import islice
 import pytest
 import torch
 
-from pure_transformer.data.loader import build_train_loader, build_validation_batches, document_spans
+from pure_transformer.data.loader import build_train_loader, build_validation_batches, document_spans, merge_states
 from pure_transformer.data.mixing import MixtureConfig, SourceWeight
 from pure_transformer.errors import DataError
 
@@ -39,9 +39,9 @@ def test_resume_yields_exactly_the_uninterrupted_batches(tiny_tokenizer, bundled
         mix = MixtureConfig(weights, shuffle_buffer=64, seed=1)
 
     def loader():
-        return build_train_loader(mix, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_workers=num_workers)
+        return build_train_loader(mix, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH - 1, num_workers=num_workers)
 
-    n, m = 5, 6  # an odd N leaves the second worker next in line
+    n, m = 5, 6  # 5 batches of 3 rows: an odd count leaves the second worker next in line
     reference = list(islice(loader(), n + m))
 
     first = loader()
@@ -53,14 +53,16 @@ def test_resume_yields_exactly_the_uninterrupted_batches(tiny_tokenizer, bundled
 
     assert_same_batches(head + tail, reference)
     batch = tail[0]
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (BATCH, SEQ)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (BATCH - 1, SEQ)
     assert batch["input_ids"].dtype == torch.long
     assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])
-    assert sum(batch["source_tokens"].values()) == BATCH * (SEQ + 1)
+    assert sum(batch["source_tokens"].values()) == (BATCH - 1) * (SEQ + 1)
 
 
 def test_stats_report_the_achieved_mixture(tiny_tokenizer):
-    loader = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH)
+    # One logical shard: the token-deficit rule is exact per shard to within a document, and 200 batches
+    # split over 16 shards would add up 16 such errors on a stream too short to hide them.
+    loader = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_shards=1)
     list(islice(loader, 200))
     stats = {s.name: s for s in loader.stats()}
     assert sum(s.tokens for s in stats.values()) == 200 * BATCH * (SEQ + 1)
@@ -77,50 +79,120 @@ class WordIdEncoder:
         return [[int(w) for w in t.split()] for t in texts]
 
 
-def test_ranks_and_workers_split_the_stream_without_duplicates_or_losses(tmp_path, write_jsonl):
-    # Document i is the number 1000 + i repeated (i % 9) + 3 times.
-    docs = {1000 + i: (i % 9) + 3 for i in range(120)}
-    write_jsonl(tmp_path / "ids_train.jsonl", ({"text": " ".join([str(k)] * n)} for k, n in docs.items()))
+def id_source(tmp_path, write_jsonl, n: int = 120) -> tuple[MixtureConfig, Counter[int]]:
+    """A finite one-pass source whose document i is the number 1000 + i repeated (i % 9) + 3 times."""
+    docs = {1000 + i: (i % 9) + 3 for i in range(n)}
+    write_jsonl(tmp_path / "ids_train.jsonl", ({"text": " ".join([str(k)] * c)} for k, c in docs.items()))
     write_jsonl(tmp_path / "ids_validation.jsonl", [{"text": "1"}])  # so train is not thinned by a hold-out
-    config = MixtureConfig((SourceWeight(str(tmp_path / "ids_train.jsonl"), 1.0),), stopping="first_exhausted")
+    config = MixtureConfig((SourceWeight(str(tmp_path / "ids_train.jsonl"), 1.0),), stopping="first_exhausted",
+                           shuffle_buffer=16)
+    return config, Counter(docs)
 
+
+def rows_of(batches: list[dict]) -> Counter[tuple[int, ...]]:
+    """Each packed row (its full block: inputs plus the last label) as a hashable key."""
+    out: Counter[tuple[int, ...]] = Counter()
+    for b in batches:
+        blocks = torch.cat([b["input_ids"], b["labels"][:, -1:]], dim=1)
+        out.update(tuple(row) for row in blocks.tolist())
+    return out
+
+
+def leftover_tokens(state: dict) -> Counter[int]:
+    """Tokens still queued in the packers of a (merged) state: consumed by no batch yet."""
+    out: Counter[int] = Counter()
+    for shard in state["shards"]:
+        for _, tokens in (shard["pipeline"] or {"packer": {"pieces": []}})["packer"]["pieces"]:
+            out.update(tokens)
+    return out
+
+
+def test_ranks_and_workers_split_the_stream_without_duplicates_or_losses(tmp_path, write_jsonl):
+    config, docs = id_source(tmp_path, write_jsonl)
     seen: Counter[int] = Counter()
+    states = []
     for rank in range(2):
-        loader = build_train_loader(
-            config, WordIdEncoder(), seq_len=16, batch_size=2, num_workers=2, rank=rank, world_size=2
-        )
+        loader = build_train_loader(config, WordIdEncoder(), seq_len=16, batch_size=2, num_workers=2, rank=rank,
+                                    world_size=2, num_shards=8)
         for batch in loader:
             seen.update(batch["input_ids"].flatten().tolist())
             seen.update(batch["labels"][:, -1].tolist())  # the last token of each row
-        # Tokens still queued in each shard's packer at the end are part of the account too.
-        for shard in loader.state_dict()["shards"]:
-            for _, tokens in shard["packer"]["pieces"]:
-                seen.update(tokens)
+        states.append(loader.state_dict())
+    seen.update(leftover_tokens(merge_states(states)))  # the tails that never filled a row count too
     seen.pop(0)  # EOT
-    assert seen == Counter(docs)
+    assert seen == docs
 
 
-def test_validation_batches_are_fixed_and_split_across_ranks(tiny_tokenizer):
+def consume(config: MixtureConfig, world_size: int, num_workers: int, batches: int | None,
+            state: dict | None = None) -> tuple[list[dict], dict]:
+    """Every rank of a layout takes ``batches`` batches (None: to the end); returns them and the merged state."""
+    taken, states = [], []
+    for rank in range(world_size):
+        # 3 rows a batch: an odd count leaves a reader other than the first one next in line.
+        loader = build_train_loader(config, WordIdEncoder(), seq_len=16, batch_size=3, num_workers=num_workers,
+                                    rank=rank, world_size=world_size, num_shards=4)
+        if state is not None:
+            loader.load_state_dict(state)
+        taken += list(islice(loader, batches))
+        states.append(loader.state_dict())
+    return taken, json.loads(json.dumps(merge_states(states)))  # as stored in meta.json
+
+
+@pytest.mark.parametrize("before, after", [((2, 2), (1, 0)), ((1, 0), (2, 2)), ((4, 0), (1, 2))],
+                         ids=["2x2-readers-to-1", "1-reader-to-2x2", "4x1-readers-to-1x2"])
+def test_state_saved_by_some_readers_resumes_on_others(tmp_path, write_jsonl, before, after):
+    config, docs = id_source(tmp_path, write_jsonl)
+    whole, _ = consume(config, 1, 0, None)  # the canonical stream, one reader, to the end
+    (world, workers), (world2, workers2) = before, after
+    head, state = consume(config, world, workers, 3)  # every rank stops after the same batch (a step boundary)
+    tail, end = consume(config, world2, workers2, None, state)
+    # The first 3 * world batches are exactly the canonical stream's first ones, whoever read them ...
+    assert rows_of(head) == rows_of(whole[: 3 * world])
+    # ... and the resumed readers produce exactly the rest: no row lost or repeated.
+    assert rows_of(head) + rows_of(tail) == rows_of(whole)
+    assert sum(s["rows"] for s in end["shards"]) == sum(len(b["input_ids"]) for b in whole)
+    # Document by document: every token of every document once, in a row or left in a packer at the end.
+    seen = Counter(t for row in (rows_of(head) + rows_of(tail)).elements() for t in row)
+    seen.update(leftover_tokens(end))
+    seen.pop(0)  # EOT
+    assert seen == docs
+
+
+def test_validation_batches_are_fixed_and_the_same_on_any_world_size(tiny_tokenizer):
     names = ["bundled-general", "bundled-mcq"]
-    kwargs = dict(seq_len=SEQ, batch_size=BATCH, tokens_per_source=20 * (SEQ + 1))
+    kwargs = dict(seq_len=SEQ, batch_size=BATCH, tokens_per_source=21 * (SEQ + 1))
     first = build_validation_batches(names, tiny_tokenizer, **kwargs)
     again = build_validation_batches(names, tiny_tokenizer, **kwargs)
     for name in names:
         assert_same_batches(first[name], again[name])
-        assert sum(len(b["input_ids"]) for b in first[name]) == 20
+        assert sum(len(b["input_ids"]) for b in first[name]) == 21
 
-    ranks = [build_validation_batches(names, tiny_tokenizer, rank=r, world_size=2, **kwargs) for r in range(2)]
-    rows = [torch.cat([b["input_ids"] for b in r["bundled-general"]]) for r in ranks]
-    assert len(rows[0]) == len(rows[1]) == 10
-    everything = torch.cat([b["input_ids"] for b in first["bundled-general"]])
-    assert torch.equal(torch.stack([rows[0], rows[1]], dim=1).reshape(20, SEQ), everything)
+    for world in (2, 4):  # 21 rows do not divide: ranks take uneven shares, none is dropped
+        ranks = [build_validation_batches(names, tiny_tokenizer, rank=r, world_size=world, **kwargs)
+                 for r in range(world)]
+        for name in names:
+            rows = [torch.cat([b["input_ids"] for b in r[name]]) for r in ranks]
+            assert [len(r) for r in rows] == [len(range(r, 21, world)) for r in range(world)]
+            everything = torch.cat([b["input_ids"] for b in first[name]])
+            for r in range(world):
+                assert torch.equal(rows[r], everything[r::world])
 
 
-def test_mismatched_resume_is_refused(tiny_tokenizer):
-    state = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH).state_dict()
-    other = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_workers=2)
-    with pytest.raises(DataError, match="same ranks and num_workers"):
-        other.load_state_dict(state)
+def test_mismatched_or_old_states_are_refused(tiny_tokenizer):
+    loader = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_shards=4)
+    state = loader.state_dict()
+    with pytest.raises(DataError, match="has 4 logical data shards, this run 8"):
+        build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_shards=8).load_state_dict(state)
+    with pytest.raises(DataError, match="version 1 .* cannot be resumed"):
+        loader.load_state_dict([state])  # the old format: one state per rank
+    ranks = [build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_shards=4, rank=r,
+                                world_size=2) for r in range(2)]
+    with pytest.raises(DataError, match="does not cover logical shard"):
+        ranks[1].load_state_dict(ranks[0].state_dict())  # rank 0 alone does not speak for rank 1's shards
+    with pytest.raises(DataError, match="cover 2 of 4 logical data shards"):
+        merge_states([ranks[0].state_dict()])
+    with pytest.raises(DataError, match="must be a multiple of that"):
+        build_train_loader(MIX, tiny_tokenizer, num_shards=4, num_workers=3)
 
 
 def test_document_spans():

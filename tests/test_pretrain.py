@@ -194,7 +194,9 @@ def test_two_process_ddp_resume_matches(tmp_path: Path, tiny_tokenizer) -> None:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert losses(tmp_path / "whole") == losses(tmp_path / "split") and len(losses(tmp_path / "whole")) == 8
     meta = read_meta(tmp_path / "split" / "final")
-    assert meta["world_size"] == 2 and len(meta["data"]) == 2 and meta["data"][0] != meta["data"][1]
+    # One data state for the whole run, merged from both ranks' logical shards.
+    assert meta["world_size"] == 2 and meta["data"]["owned"] == list(range(meta["data"]["num_shards"]))
+    assert {s["rows"] for s in meta["data"]["shards"]} == {16384 // 256 // meta["data"]["num_shards"]}
 
 
 def test_resume_may_change_execution_not_the_plan(tmp_path: Path, tiny_tokenizer) -> None:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from ..data import DEFAULT_DATA_SHARDS
 from ..errors import ConfigError
 from ..overrides import pick_preset, require_positive
 
@@ -35,7 +36,8 @@ class PretrainConfig:
     weight_by: Literal["tokens", "documents"] = "tokens"
     """Whether mixture weights count tokens (exact shares) or documents."""
     shuffle_buffer: int = 10_000
-    """Documents in each source's seeded shuffle window."""
+    """Documents per source in the seeded shuffle windows of all logical shards together
+    (each shard's window holds ceil(shuffle_buffer / data_shards); docs/DATA.md)."""
     document_masking: bool = False
     """Mask attention across the documents packed into one sequence."""
     answer_format: Literal["letter", "text", "explain"] = "letter"
@@ -76,14 +78,18 @@ class PretrainConfig:
     block) shards parameters, gradients and AdamW state, for models whose replicas do not
     fit. Checkpoints are the same full safetensors either way, so a run may switch on resume."""
     num_workers: int = 2
-    """DataLoader worker processes per rank (0 = load in the main process)."""
+    """DataLoader worker processes per rank (0 = load in the main process); may change on resume."""
+    data_shards: int = DEFAULT_DATA_SHARDS
+    """Logical shards of the training stream (docs/DATA.md): the stream and its saved state depend on
+    this, not on ranks x workers, so a run resumes on any world size and num_workers whose product
+    world_size * max(1, num_workers) divides it."""
     max_nonfinite: int = 5
     """Stop after this many consecutive non-finite losses or gradients."""
     reset_optimizer: bool = False
     """On resume, start AdamW's moments from zero instead of the checkpoint's (said aloud)."""
 
     def __post_init__(self) -> None:
-        require_positive(self, ("seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every",
+        require_positive(self, ("data_shards", "seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every",
                                 "val_every", "ckpt_every", "keep_last", "max_nonfinite"))
         if not self.sources or any(w <= 0 for w in self.sources.values()):
             raise ConfigError(f"sources must map names to positive weights, got {self.sources}")
@@ -103,6 +109,16 @@ class PretrainConfig:
             raise ConfigError(f"global_batch_tokens ({self.global_batch_tokens}) must be a multiple of "
                               f"micro_batch*seq_len*world_size ({per_pass})")
         return self.global_batch_tokens // per_pass
+
+    def check_data_shards(self, world_size: int = 1) -> None:
+        """Fail (one line) unless the readers of ``world_size`` ranks divide ``data_shards``: every
+        reader then owns the same number of logical shards, which keeps the stream canonical."""
+        workers = max(1, self.num_workers)
+        readers = world_size * workers
+        if readers > self.data_shards or self.data_shards % readers:
+            raise ConfigError(f"data_shards ({self.data_shards}) must be a multiple of world_size x readers "
+                              f"per rank ({world_size} x {workers} = {readers}); change num_workers, or "
+                              f"data_shards in a new run")
 
     @property
     def total_steps(self) -> int:

@@ -35,7 +35,7 @@ from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
                           recover_run_dir, require_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
-from ..data.loader import TrainLoader, build_train_loader, build_validation_batches
+from ..data.loader import TrainLoader, build_train_loader, build_validation_batches, merge_states
 from ..data.mixing import MixtureConfig, SourceWeight
 from ..errors import ConfigError, UserError
 from ..model import Transformer, build_model
@@ -139,7 +139,7 @@ def agree(flag: bool, rt: Runtime) -> bool:
 # "resumed" run a different experiment (or break the saved data-stream state).
 PLAN_FIELDS = ("model", "tokenizer", "sources", "weight_by", "shuffle_buffer", "document_masking", "seq_len",
                "global_batch_tokens", "total_tokens", "peak_lr", "min_lr", "embedding_lr", "warmup_tokens",
-               "betas", "weight_decay", "grad_clip", "seed", "num_workers")
+               "betas", "weight_decay", "grad_clip", "seed", "data_shards")
 
 
 def check_resumable(saved: PretrainConfig, wanted: PretrainConfig) -> None:
@@ -195,7 +195,7 @@ class Run:
     def save(self, loss: float, complete: bool = False, stopped: str | None = None) -> Path:
         """Checkpoint the current step (every rank must call: data states are gathered).
         ``stopped`` records why the run stops here, if it does ("signal", "stop_at_step")."""
-        states = _gather(self.loader.state_dict(), self.rt)
+        states = merge_states(_gather(self.loader.state_dict(), self.rt))  # one state, any layout resumes it
         path = step_dir(self.run_dir, self.step)
         # FSDP's shards are gathered by every rank; rank 0 writes the same full tensors DDP would.
         weights, optim = (full_state(self.model, self.optimizer) if is_sharded(self.train_model)
@@ -218,13 +218,14 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     """Build (or restore) every piece of a run; prints the effective settings."""
     rt = init_runtime(device)
     cfg.accum_steps(rt.world_size)  # a batch that does not divide fails now, not after the tokenizer is trained
+    cfg.check_data_shards(rt.world_size)  # likewise a layout the logical data shards cannot be split over
     ckpt = resume_checkpoint(run_dir, resume)
     meta = read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
-        require_meta(meta, ckpt, {"config": dict, "rng": dict, "data": list, "tokens_seen": int})  # type: ignore[arg-type]
+        # "data" is one state per logical shard, so any world size resumes it (a list: the old per-rank format,
+        # which the loader refuses in one line).
+        require_meta(meta, ckpt, {"config": dict, "rng": dict, "data": (dict, list), "tokens_seen": int})  # type: ignore[arg-type]
         check_resumable(apply_overrides(PretrainConfig(), meta["config"]), cfg)
-        if meta.get("world_size", 1) != rt.world_size:
-            raise ConfigError(f"checkpoint was written by {meta['world_size']} ranks; resume with the same number")
     seed_everything(cfg.seed, cfg.deterministic)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -248,14 +249,15 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
                             answer_format=AnswerFormat(cfg.answer_format))
     loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                 num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
-                                token_budget=cfg.total_tokens, pin_memory=rt.device.type == "cuda")
+                                num_shards=cfg.data_shards, token_budget=cfg.total_tokens,
+                                pin_memory=rt.device.type == "cuda")
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                            tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size,
                                            answer_format=AnswerFormat(cfg.answer_format))
     if meta is not None:
         load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer,
                        shard=functools.partial(shard_like, optimizer) if is_sharded(train_model) else None)
-        loader.load_state_dict(meta["data"][rt.rank])
+        loader.load_state_dict(meta["data"])
         set_rng_state(meta["rng"])
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
               MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None, group="train",
