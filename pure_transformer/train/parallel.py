@@ -73,7 +73,14 @@ def full_tensor(t: Any) -> Any:
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """(model state dict, optimizer state dict) with every shard gathered, on CPU."""
     cpu = lambda t: full_tensor(t).cpu() if torch.is_tensor(t) else t  # noqa: E731
-    weights = {name: cpu(t) for name, t in model.state_dict().items()}
+    # A tied embedding and head are one Parameter under two names: gathered once, stored once.
+    owner = {name: id(p) for name, p in model.named_parameters(remove_duplicate=False)}
+    weights, gathered = {}, {}
+    for name, t in model.state_dict().items():
+        key = owner.get(name, name)
+        if key not in gathered:
+            gathered[key] = cpu(t)
+        weights[name] = gathered[key]
     optim = optimizer.state_dict()
     optim["state"] = {i: {k: cpu(v) for k, v in s.items()} for i, s in optim["state"].items()}
     return weights, optim

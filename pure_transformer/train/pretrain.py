@@ -44,8 +44,8 @@ from ..tokenizer import Tokenizer
 from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
 from .parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
-from .runtime import (Runtime, StopRequested, all_reduce_mean, init_runtime, peak_memory_gb, rng_state,
-                      seed_everything, set_rng_state)
+from .runtime import (Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank, init_runtime,
+                      max_over_ranks, peak_memory_gb, rng_state, seed_everything, set_rng_state)
 from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
 
@@ -91,20 +91,28 @@ def train_step(model: torch.nn.Module, micro_batches: list[dict], rt: Runtime, c
 
 
 @torch.no_grad()
-def validate(model: Transformer, val_batches: dict[str, list[dict]], rt: Runtime, document_masking: bool
-             ) -> dict[str, float]:
-    """Token-weighted loss and perplexity per source and overall on fixed held-out batches."""
+def validate(model: Transformer, val_batches: dict[str, list[dict]], rt: Runtime, document_masking: bool,
+             lockstep: bool = False) -> dict[str, float]:
+    """Token-weighted loss and perplexity per source and overall on fixed held-out batches.
+
+    Ranks may hold a batch more or less of a source. ``lockstep`` (FSDP, whose every
+    forward gathers weights from all ranks) makes each rank run as many forwards as the
+    busiest one, the extra ones on a row of padding whose loss counts for nothing."""
     model.eval()
     out: dict[str, float] = {}
     totals = torch.zeros(2, device=rt.device, dtype=torch.float64)
     for name, batches in val_batches.items():
         sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # (loss * tokens, tokens)
-        for batch in batches:
-            y = batch["labels"].to(rt.device)
-            doc_ids = doc_ids_of(batch).to(rt.device) if document_masking else None
+        runs = max_over_ranks(len(batches), rt) if lockstep else len(batches)
+        for i in range(runs):
+            batch = batches[i] if i < len(batches) else None
+            x = batch["input_ids"] if batch else torch.zeros(1, 1, dtype=torch.long)
+            y = batch["labels"].to(rt.device) if batch else torch.zeros(1, 1, dtype=torch.long, device=rt.device)
+            doc_ids = doc_ids_of(batch).to(rt.device) if batch and document_masking else None
             with rt.autocast():
-                loss, _ = model(batch["input_ids"].to(rt.device), y, doc_ids=doc_ids)
-            sums += torch.stack([loss.double() * y.numel(), torch.tensor(float(y.numel()), device=rt.device)])
+                loss, _ = model(x.to(rt.device), y, doc_ids=doc_ids)
+            if batch:
+                sums += torch.stack([loss.double() * y.numel(), torch.tensor(float(y.numel()), device=rt.device)])
         if rt.distributed:
             dist.all_reduce(sums)
         out[f"val_loss/{name}"] = (sums[0] / sums[1]).item()
@@ -114,25 +122,6 @@ def validate(model: Transformer, val_batches: dict[str, list[dict]], rt: Runtime
     out["val_ppl"] = math.exp(min(out["val_loss"], 50.0))
     model.train()
     return out
-
-
-def _gather(obj: object, rt: Runtime) -> list:
-    """Every rank's ``obj``, in rank order (the loader state differs per rank)."""
-    if not rt.distributed:
-        return [obj]
-    out: list = [None] * rt.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def agree(flag: bool, rt: Runtime) -> bool:
-    """True on every rank if any rank says so: a signal that reached one rank
-    stops all of them at the same step, so their collectives stay matched."""
-    if not rt.distributed:
-        return flag
-    t = torch.tensor(float(flag), device=rt.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 # Fields that define what a run computes: changing one mid-run would silently make the
@@ -195,7 +184,7 @@ class Run:
     def save(self, loss: float, complete: bool = False, stopped: str | None = None) -> Path:
         """Checkpoint the current step (every rank must call: data states are gathered).
         ``stopped`` records why the run stops here, if it does ("signal", "stop_at_step")."""
-        states = merge_states(_gather(self.loader.state_dict(), self.rt))  # one state, any layout resumes it
+        states = merge_states(all_gather_object(self.loader.state_dict(), self.rt))  # one state, any layout resumes it
         path = step_dir(self.run_dir, self.step)
         # FSDP's shards are gathered by every rank; rank 0 writes the same full tensors DDP would.
         weights, optim = (full_state(self.model, self.optimizer) if is_sharded(self.train_model)
@@ -309,6 +298,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
     rt, accum = run.rt, cfg.accum_steps(run.rt.world_size)
     peak_flops, flops_per_token = device_peak_flops(rt.device), run.model.flops_per_token(cfg.seq_len)
     stop, stopped, saved_step, estimated = StopRequested(), None, run.step, False
+    lockstep = is_sharded(run.train_model)  # FSDP: every rank runs every validation forward
     batches = iter(run.loader)
     bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
@@ -317,7 +307,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
     tokens_at_log = run.tokens_seen
     try:
         if run.step == 0:  # the starting point of every validation curve
-            run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking)
+            run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking, lockstep)
             run.log(run.last_val)
         with stop.installed():
             while run.step < cfg.total_steps:
@@ -361,11 +351,11 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
 
                 is_last = run.step == cfg.total_steps
                 pause_start = time.perf_counter()  # validation and saving are not training throughput
-                signalled = agree(bool(stop), rt)
+                signalled = any_rank(bool(stop), rt)
                 stopping = None if is_last else "stop_at_step" if run.step == stop_at_step else (
                     "signal" if signalled else None)
                 if run.step % cfg.val_every == 0 or is_last:
-                    run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking)
+                    run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking, lockstep)
                     run.log(run.last_val)
                     say(f"step {run.step}: val_loss {run.last_val['val_loss']:.4f} " + " ".join(
                         f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in run.last_val.items()

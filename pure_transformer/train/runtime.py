@@ -176,14 +176,19 @@ def all_gather_object(obj: T, rt: Runtime) -> list[T]:
     return out
 
 
+def max_over_ranks(value: int, rt: Runtime) -> int:
+    """The largest ``value`` any rank holds (itself in one process)."""
+    if not rt.distributed:
+        return value
+    t = torch.tensor(float(value), device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def any_rank(flag: bool, rt: Runtime) -> bool:
     """True on every rank if any rank says so: a signal that reached one rank
     stops all of them at the same step, so their collectives stay matched."""
-    if not rt.distributed:
-        return flag
-    t = torch.tensor(float(flag), device=rt.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(max_over_ranks(int(flag), rt))
 
 
 def all_reduce_grads(params: Iterable[torch.nn.Parameter], rt: Runtime, bucket_bytes: int = 2**27) -> None:
