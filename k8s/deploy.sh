@@ -11,7 +11,8 @@
 # The manifests are rendered by Python (only PyYAML is needed, not torch), so arguments are passed
 # on as argv, never re-split or pasted into YAML. PYTHON picks the interpreter [python3].
 set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="${BASH_SOURCE[0]%/*}"; [[ "$here" == "${BASH_SOURCE[0]}" ]] && here=.  # no dirname: PATH may be bare
+repo="$(cd "$here/.." && pwd)"
 python="${PYTHON:-python3}"
 command -v "$python" >/dev/null 2>&1 || { echo "error: $python not found; set PYTHON to a Python 3.10+ with PyYAML" >&2; exit 2; }
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
