@@ -148,7 +148,8 @@ def _phase_parser(sub: argparse._SubParsersAction, phase: str, text: str) -> arg
     if phase in ("pretrain", "rl", "eval"):
         p.add_argument("--grace-period", type=int, default=300,
                        help="seconds between SIGTERM and SIGKILL, time to save a checkpoint (default 300)")
-        p.add_argument("--backoff-limit", type=int, default=20, help="failed pods before the Job gives up")
+        limit = 3 if phase == "eval" else 20  # an evaluation has no checkpoint to resume from
+        p.add_argument("--backoff-limit", type=int, default=limit, help=f"failed pods before the Job gives up ({limit})")
         p.add_argument("--shm", default="16Gi", help="size of /dev/shm (default 16Gi)")
     if phase in ("pretrain", "rl"):
         p.add_argument("--nodes", type=int, default=1, help="more than 1: a Kubeflow PyTorchJob")

@@ -207,9 +207,10 @@ def _env(s: Settings) -> list[dict[str, Any]]:
         # A hub token for gated datasets, if the Secret exists; runs on public data need none.
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": s.hf_secret, "key": "token",
                                                             "optional": True}}},
-        # The launcher's torchrun --shutdown-timeout comes from this, so ranks get the same budget.
-        {"name": "PURE_TRANSFORMER_GRACE_S", "value": str(s.grace_s)},
     ]
+    if s.phase != "serve":
+        # The launcher's torchrun --shutdown-timeout comes from this, so ranks get the same budget.
+        env.append({"name": "PURE_TRANSFORMER_GRACE_S", "value": str(s.grace_s)})
     if s.phase == "serve" and s.api_key_secret:
         env.append({"name": "PURE_TRANSFORMER_API_KEY",
                     "valueFrom": {"secretKeyRef": {"name": s.api_key_secret, "key": "api-key"}}})
@@ -315,7 +316,7 @@ def eval_job(s: Settings) -> Manifest:
     """A batch/v1 Job that scores a checkpoint and writes its JSON report to the run's ``eval/``."""
     command = ["tini", "--", "python", "-m", "pure_transformer.evaluate"]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(s),
-            "spec": _job_spec(s, "eval", command, min(s.backoff_limit, 3))}
+            "spec": _job_spec(s, "eval", command, s.backoff_limit)}
 
 
 def deployment(s: Settings) -> Manifest:
