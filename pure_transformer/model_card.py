@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import ModelConfig
+from .data.loader import tokens_per_source
 from .errors import DataError
 
 WARNING = ("> **Not medical advice.** This is a small research model. It answers multiple-choice questions "
@@ -46,14 +47,6 @@ def _pretrain_meta(meta: dict) -> dict | None:
     return json.loads(file.read_text())
 
 
-def _tokens_per_source(pretrain: dict) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for rank in pretrain.get("data") or []:
-        for name, count in (rank.get("source_tokens") or {}).items():
-            totals[name] = totals.get(name, 0) + int(count)
-    return totals
-
-
 def _training_section(meta: dict) -> list[str]:
     lines = ["## Training", ""]
     pretrain = _pretrain_meta(meta)
@@ -66,7 +59,7 @@ def _training_section(meta: dict) -> list[str]:
                   f"({pretrain.get('step')} steps, sequence length {cfg.get('seq_len')}, peak learning rate "
                   f"{cfg.get('peak_lr')}, MCQs written in the `{cfg.get('answer_format', 'letter')}` format).", "",
                   "| source | mixture weight | tokens seen |", "|---|---:|---:|"]
-        seen = _tokens_per_source(pretrain)
+        seen = tokens_per_source(pretrain.get("data") or [])
         for name, weight in (cfg.get("sources") or {}).items():
             lines.append(f"| {name} | {weight} | {seen.get(name, 0):,} |")
         lines.append("")

@@ -344,6 +344,21 @@ def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**first, "owned": sorted(owner), "shards": [owner[s]["shards"][s] for s in sorted(owner)]}
 
 
+def tokens_per_source(state: dict[str, Any] | list) -> dict[str, int]:
+    """Training tokens read from each source, from a checkpoint's data state (a merged
+    state, or the per-rank list of version 1)."""
+    totals: dict[str, int] = {}
+    if isinstance(state, list):  # version 1: one state per rank, counts keyed by name
+        for rank in state:
+            for name, count in (rank.get("source_tokens") or {}).items():
+                totals[name] = totals.get(name, 0) + int(count)
+        return totals
+    for shard in state.get("shards", []):
+        for name, count in zip(state.get("sources", []), shard.get("source_tokens", [])):
+            totals[name] = totals.get(name, 0) + int(count)
+    return totals
+
+
 def build_train_loader(
     config: MixtureConfig,
     encoder: Encoder,
