@@ -217,7 +217,8 @@ class Engine:
 
         Prompt i samples from its own generator, seeded by ``seeds[i]``, else by
         ``prompt_seed(params.seed, i)``, else at random."""
-        return list(self._run(prompts, params, num_samples, stream=False, seeds=seeds))[-1]  # type: ignore[return-value]
+        *_, groups = self._run(prompts, params, num_samples, stream=False, seeds=seeds)
+        return groups  # type: ignore[return-value]
 
     @torch.no_grad()
     def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:

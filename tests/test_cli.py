@@ -47,7 +47,7 @@ def test_tokenizer_train_default_corpus_and_preview(capsys: pytest.CaptureFixtur
                            "--quiet")
     assert code == 0 and (tmp_path / "tok" / "tokenizer.json").exists()
     code, out, _ = run_cli(capsys, "data", "preview", "--tokenizer", str(tmp_path / "tok"), "--seq-len", "64",
-                           "--num-blocks", "400", "--show", "1")
+                           "--num-blocks", "1600", "--show", "1")  # 100 rows in each of the 16 logical shards
     assert code == 0
     assert "=== block 0 (64 tokens) ===" in out and "<|endoftext|>" in out
     rows = {m.group(1): (float(m.group(2)), float(m.group(3)))

@@ -77,3 +77,17 @@ def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, t
                              timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert losses(split) == losses(tmp_path / "whole") and len(losses(split)) == total
+
+
+def test_a_step_plus_a_save_longer_than_the_grace_period_is_said_once(monkeypatch) -> None:
+    from pure_transformer.train.runtime import GraceCheck
+
+    monkeypatch.delenv("PURE_TRANSFORMER_GRACE_S", raising=False)
+    assert GraceCheck().observe(step_s=1e6, save_s=1e6) is None  # no grace period known: nothing to say
+    monkeypatch.setenv("PURE_TRANSFORMER_GRACE_S", "300")
+    check = GraceCheck()
+    assert check.observe(step_s=200) is None  # no save seen yet
+    assert check.observe(save_s=50) is None and check.observe(step_s=240) is None  # 240 + 50 fits in 300
+    warning = check.observe(step_s=280)
+    assert warning is not None and warning.startswith("warning: a step (280 s) plus a checkpoint (50 s)")
+    assert "300 s grace period" in warning and check.observe(step_s=400) is None  # said once

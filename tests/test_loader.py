@@ -197,3 +197,14 @@ def test_mismatched_or_old_states_are_refused(tiny_tokenizer):
 
 def test_document_spans():
     assert document_spans(torch.tensor([0, 1, 2, 0, 1, 0])) == [(0, 3), (3, 5), (5, 6)]
+
+
+def test_tokens_per_source_sums_every_logical_shard_and_reads_old_states() -> None:
+    from pure_transformer.data.loader import tokens_per_source
+
+    merged = {"sources": ["web", "mcq"], "shards": [{"source_tokens": [10, 2]}, {"source_tokens": [5, 0]},
+                                                    {"source_tokens": [1, 7]}]}
+    assert tokens_per_source(merged) == {"web": 16, "mcq": 9}
+    per_rank = [{"source_tokens": {"web": 3, "mcq": 1}}, {"source_tokens": {"web": 4}}]  # version 1
+    assert tokens_per_source(per_rank) == {"web": 7, "mcq": 1}
+    assert tokens_per_source([]) == {}

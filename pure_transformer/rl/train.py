@@ -52,8 +52,8 @@ from ..errors import ConfigError
 from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
-from ..train.runtime import (Runtime, StopRequested, all_gather_object, all_reduce_grads, all_reduce_sum, any_rank,
-                             init_runtime, rng_state, seed_everything, set_rng_state)
+from ..train.runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_grads, all_reduce_sum,
+                             any_rank, init_runtime, rng_state, seed_everything, set_rng_state)
 from .config import GRPOConfig
 from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
@@ -272,7 +272,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
 
     def save(complete: bool = False, stopping: str | None = None) -> Path:
         """Rank 0 writes the step (every rank has the same weights); all ranks call."""
-        path = step_dir(run_dir, step)
+        path, began = step_dir(run_dir, step), time.perf_counter()
         if not rt.is_main:
             dist.barrier()
             return path
@@ -288,6 +288,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         prune_checkpoints(run_dir, cfg.keep_last)
         if rt.distributed:
             dist.barrier()
+        grace.observe(save_s=time.perf_counter() - began)
         return path
 
     def log(record: dict) -> None:
@@ -305,7 +306,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
              "val_invalid_rate": result.invalid_rate})
         return result.accuracy
 
-    stop = StopRequested()
+    stop, grace = StopRequested(), GraceCheck()
     stopped, val_acc = None, None
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
@@ -360,6 +361,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                         stopped = stopping
                         write(f"stopped after step {step} ({stopped}); resume with --resume")
                         break
+                if warning := grace.observe(step_s=t2 - t0):
+                    write(warning)
     finally:
         bar.close()
         if logger is not None:

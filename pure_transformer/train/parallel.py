@@ -48,7 +48,8 @@ def parallelize(model: Transformer, rt: Runtime, parallel: str = "ddp", compile:
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)  # the embedding, final norm and head
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    devices = [rt.device.index] if rt.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=devices)
 
 
 def is_sharded(module: nn.Module) -> bool:

@@ -44,7 +44,7 @@ from ..tokenizer import Tokenizer
 from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
 from .parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
-from .runtime import (Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank, init_runtime,
+from .runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank, init_runtime,
                       max_over_ranks, peak_memory_gb, rng_state, seed_everything, set_rng_state)
 from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
@@ -299,6 +299,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
     peak_flops, flops_per_token = device_peak_flops(rt.device), run.model.flops_per_token(cfg.seq_len)
     stop, stopped, saved_step, estimated = StopRequested(), None, run.step, False
     lockstep = is_sharded(run.train_model)  # FSDP: every rank runs every validation forward
+    grace = GraceCheck()
     batches = iter(run.loader)
     bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
                dynamic_ncols=True)
@@ -311,6 +312,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
             run.log(run.last_val)
         with stop.installed():
             while run.step < cfg.total_steps:
+                step_start = time.perf_counter()
                 lr = lr_schedule(cfg, run.tokens_seen + cfg.global_batch_tokens)  # step 1 must not run at lr 0
                 set_lr(run.optimizer, lr, cfg.peak_lr)
                 loss, grad_norm = train_step(run.train_model, [next(batches) for _ in range(accum)], rt, cfg)
@@ -351,6 +353,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
 
                 is_last = run.step == cfg.total_steps
                 pause_start = time.perf_counter()  # validation and saving are not training throughput
+                step_s, save_s = pause_start - step_start, 0.0
                 signalled = any_rank(bool(stop), rt)
                 stopping = None if is_last else "stop_at_step" if run.step == stop_at_step else (
                     "signal" if signalled else None)
@@ -362,19 +365,24 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                         if k.startswith("val_ppl/")))
                     if run.last_val["val_loss"] < run.best_val:
                         run.best_val = run.last_val["val_loss"]
+                        save_start = time.perf_counter()
                         path, saved_step = run.save(loss_value, stopped=stopping), run.step
+                        save_s = time.perf_counter() - save_start
                         if rt.is_main:
                             link_checkpoint(path, "best")
                 if run.step % cfg.ckpt_every == 0 or is_last or stopping:
                     if saved_step != run.step or is_last:
+                        save_start = time.perf_counter()
                         run.save(loss_value, complete=is_last, stopped=stopping)
-                        saved_step = run.step
+                        saved_step, save_s = run.step, time.perf_counter() - save_start
                     if is_last and rt.is_main:
                         link_checkpoint(step_dir(run.run_dir, run.step), "final")
                     if stopping:
                         stopped = stopping
                         say(f"stopped after step {run.step} ({stopped}); checkpoint saved, resume with --resume")
                         break
+                if warning := grace.observe(step_s=step_s, save_s=save_s):
+                    say(warning)
                 t_log += time.perf_counter() - pause_start
     except torch.cuda.OutOfMemoryError:
         raise TrainingError(

@@ -123,6 +123,35 @@ def peak_memory_gb(device: torch.device) -> float:
     return kb / (1e9 if sys.platform == "darwin" else 1e6)
 
 
+GRACE_ENV = "PURE_TRANSFORMER_GRACE_S"
+"""The seconds between SIGTERM and SIGKILL (Kubernetes: the pod's terminationGracePeriodSeconds)."""
+
+
+class GraceCheck:
+    """Warns once when a step plus a checkpoint take longer than the grace period
+    in ``PURE_TRANSFORMER_GRACE_S``: a preempted run would then be killed before its
+    save, losing the work since the last checkpoint. Silent when the variable is unset."""
+
+    def __init__(self, grace_s: float | None = None) -> None:
+        env = os.environ.get(GRACE_ENV)
+        self.grace_s = grace_s if grace_s is not None else (float(env) if env else None)
+        self.step_s = self.save_s = 0.0
+        self.warned = False
+
+    def observe(self, *, step_s: float | None = None, save_s: float | None = None) -> str | None:
+        """Record the longest step and save seen; the warning, the first time the two exceed the grace."""
+        self.step_s = max(self.step_s, step_s or 0.0)
+        self.save_s = max(self.save_s, save_s or 0.0)
+        if self.warned or self.grace_s is None or not (self.step_s and self.save_s):
+            return None
+        if self.step_s + self.save_s <= self.grace_s:
+            return None
+        self.warned = True
+        return (f"warning: a step ({self.step_s:.0f} s) plus a checkpoint ({self.save_s:.0f} s) take longer than the "
+                f"{self.grace_s:.0f} s grace period ({GRACE_ENV}); a preemption would be killed before it saves. "
+                "Raise the grace period (terminationGracePeriodSeconds) or shorten the step")
+
+
 class StopRequested:
     """Flag set by SIGTERM/SIGINT: the loop finishes its step, saves and exits 0.
 
