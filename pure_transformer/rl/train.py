@@ -264,9 +264,9 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(info, indent=1))
     say(f"GRPO on {source}: {len(train)} train / {len(val)} validation questions, {total_steps} steps of "
-          f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
-          f"from {init_dir}" + (f" on {rt.world_size} ranks" if rt.distributed else "")
-          + (f", resuming at step {step}" if meta else ""))
+        f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
+        f"from {init_dir}" + (f" on {rt.world_size} ranks" if rt.distributed else "")
+        + (f", resuming at step {step}" if meta else ""))
     logger = (MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
               if rt.is_main else None)
 
