@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pure_transformer.config import MODEL_PRESETS, ModelConfig, model_preset
 from pure_transformer.errors import ConfigError
@@ -133,8 +134,9 @@ def test_loss_mean_ignore_and_per_token() -> None:
     x = torch.randint(0, 97, (2, 10))
     labels = torch.randint(0, 97, (2, 10))
     labels[0, :4] = IGNORE_INDEX
-    loss, logits = model(x, labels)
-    per_token, _ = model(x, labels, reduction="none")
+    loss, none = model(x, labels)
+    per_token, logits = model(x, labels, reduction="none")
+    assert none is None  # the mean loss never materialises the logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     keep = labels != IGNORE_INDEX
     manual = -logp[keep].gather(1, labels[keep][:, None]).squeeze(1)
@@ -197,3 +199,46 @@ def test_torch_compile_matches_eager() -> None:
     compiled_loss.backward()
     torch.testing.assert_close(compiled_loss, eager_loss, atol=1e-5, rtol=1e-5)
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk: int) -> None:
+    """Value and both gradients against F.cross_entropy on materialised logits, in
+    float64, with ignored targets, chunks that do not divide the rows, and a scaled
+    upstream gradient (backward multiplies the stored gradients)."""
+    from pure_transformer.losses import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(23, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (23,), generator=g)
+    labels[[0, 5, 6]] = IGNORE_INDEX
+    ours = linear_cross_entropy(hidden, weight, labels, chunk=chunk)
+    (3.0 * ours).backward()
+    got = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    ref = F.cross_entropy(hidden @ weight.T, labels, ignore_index=IGNORE_INDEX)
+    (3.0 * ref).backward()
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(got[0], hidden.grad)
+    torch.testing.assert_close(got[1], weight.grad)
+    with torch.no_grad():  # validation: the loss alone
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, labels, chunk=chunk), ref)
+
+
+def test_model_loss_uses_the_chunked_path_with_the_same_gradients() -> None:
+    """The model's training loss (tied head included) against the per-token loss of
+    its materialised logits: same value, same parameter gradients."""
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    x, y = torch.randint(0, 97, (3, 12)), torch.randint(0, 97, (3, 12))
+    y[0, :3] = IGNORE_INDEX
+    loss, _ = model(x, y)
+    loss.backward()
+    chunked = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    per_token, _ = model(x, y, reduction="none")
+    (per_token.sum() / (y != IGNORE_INDEX).sum()).backward()
+    torch.testing.assert_close(loss, per_token.sum() / (y != IGNORE_INDEX).sum())
+    for a, (name, p) in zip(chunked, model.named_parameters()):
+        torch.testing.assert_close(a, p.grad, msg=name)
