@@ -24,6 +24,7 @@ recomputes the policy ("keep sampling mask", see docs/GRPO.md).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Sequence
 
@@ -171,6 +172,17 @@ def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: 
     return cache, logits
 
 
+def sampler_precision(model: Transformer) -> tuple[torch.dtype, contextlib.AbstractContextManager]:
+    """(KV-cache dtype, autocast) the engine samples under: bf16 on CUDA (the cache in bf16
+    halves its memory; logits are still sampled in fp32), the weights' dtype elsewhere.
+    The GRPO scorer recomputes log-probs under the same, so on-policy pi_theta / pi_old is
+    1 up to kernel noise rather than the bf16-vs-fp32 gap."""
+    device = model.embed_tokens.weight.device
+    if device.type == "cuda":
+        return torch.bfloat16, torch.autocast("cuda", dtype=torch.bfloat16)
+    return model.embed_tokens.weight.dtype, contextlib.nullcontext()
+
+
 class Engine:
     """Generates from a :class:`Transformer` with a :class:`Tokenizer`."""
 
@@ -247,10 +259,8 @@ class Engine:
                 seeds = [prompt_seed(base, i) for i in range(len(prompts))]
             noise = _PromptNoise(seeds, num_samples, candidate_width(params, self.model.cfg.vocab_size),
                                  self.device)
-        dtype = self.model.embed_tokens.weight.dtype
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16  # the cache in bf16 halves its memory; logits are sampled in fp32
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        dtype, autocast = sampler_precision(self.model)
+        with autocast:
             cache, logits = prefill(self.model, prompts, capacity, dtype, self.tok.pad_id)
             logits = logits[:, -1]
             # Share each prompt's prefill among its samples: repeat its cache rows.

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..answer_format import AnswerFormat
-from ..engine import Engine, Sample, SamplingParams, prefill
+from ..engine import Engine, Sample, SamplingParams, prefill, sampler_precision
 from ..eval.scoring import encode_prompt
 from ..mcq import MCQ
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
@@ -115,14 +115,16 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int,
     width = max(1, int(batch.mask[start:end].sum(1).max()))
     tokens = batch.completions[start:end, :width].to(device)  # (R, W)
     capacity = max(map(len, prompts)) + tokens.shape[1]
-    # first_logits (P, 1, V) predicts completion token 0
-    cache, first_logits = prefill(model, prompts, capacity, next(model.parameters()).dtype)
-    rows = torch.arange(start, end, device=device) // batch.group_size - first  # (R,) row -> its prompt
-    cache = cache.select(rows)  # differentiable: gradients reach the prompt through the copies
-    parts = [first_logits[rows]]
-    if tokens.shape[1] > 1:
-        _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
-        parts.append(rest)
+    dtype, autocast = sampler_precision(model)  # the numerics pi_old was sampled with
+    with autocast:
+        # first_logits (P, 1, V) predicts completion token 0
+        cache, first_logits = prefill(model, prompts, capacity, dtype)
+        rows = torch.arange(start, end, device=device) // batch.group_size - first  # (R,) row -> its prompt
+        cache = cache.select(rows)  # differentiable: gradients reach the prompt through the copies
+        parts = [first_logits[rows]]
+        if tokens.shape[1] > 1:
+            _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
+            parts.append(rest)
     logits = torch.cat(parts, dim=1)  # (R, W, V)
     keep = batch.keep_ids[start:end, :width].to(device) if batch.keep_ids is not None else None
     logp = masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep)  # (R, W)
