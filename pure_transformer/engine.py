@@ -43,6 +43,7 @@ class SamplingParams:
     """0 means greedy decoding."""
     top_k: int | None = None
     top_p: float = 1.0
+    """Nucleus mass; alone (no top_k) it is sought among the ``TOP_P_CANDIDATES`` most likely tokens."""
     stop_strings: tuple[str, ...] = ()
     """Generation ends once the completion text contains one of these (it is cut before it)."""
     seed: int | None = None
@@ -67,7 +68,7 @@ class Sample:
     logprobs: torch.Tensor
     """(len(tokens),) float32: log-probability of each token under the sampling distribution."""
     keep_ids: torch.Tensor | None
-    """(len(tokens), K) long, -1 padded: the token ids the sampler could draw at each
+    """(len(tokens), K) int32, -1 padded: the token ids the sampler could draw at each
     step; None when the whole vocabulary was allowed (no top-k/top-p, or greedy)."""
     finish_reason: Literal["stop", "length"]
     text: str = ""
@@ -88,10 +89,23 @@ def prompt_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0]) >> 1
 
 
+TOP_P_CANDIDATES = 1024
+"""Top-p without top-k looks for its nucleus among this many most likely tokens."""
+
+
 def candidate_width(params: SamplingParams, vocab_size: int) -> int:
-    """How many candidates a sampling step draws over: the top-k, else the whole
-    (sorted, for top-p) vocabulary. Fixed per call, so each row's noise has one shape."""
-    return vocab_size if params.top_k is None else min(params.top_k, vocab_size)
+    """How many candidates a sampling step draws over: the vocabulary without
+    truncation, else the top-k, else (top-p alone) the ``TOP_P_CANDIDATES`` most likely.
+
+    The cap bounds what a sample records: its kept ids, (tokens, K), which the GRPO
+    batch stacks to (N, C, K); with a 50K vocabulary and a flat distribution, top-p's
+    nucleus could otherwise be most of it (tens of GB for a 256 x 512 rollout), and a
+    full sort per step. It changes the distribution only where the nucleus is wider
+    than 1024 tokens, which then keeps the 1024 most likely. Fixed per call, so each
+    row's noise has one shape."""
+    if params.top_k is None and params.top_p >= 1.0:
+        return vocab_size
+    return min(params.top_k or TOP_P_CANDIDATES, vocab_size)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, noise: torch.Tensor | None = None
@@ -217,7 +231,7 @@ class Engine:
         keep = None
         if row.keep:
             width = max(k.numel() for k in row.keep)
-            keep = torch.full((len(row.keep), width), -1, dtype=torch.long)
+            keep = torch.full((len(row.keep), width), -1, dtype=torch.int32)  # ids < 2**31; half of int64
             for t, k in enumerate(row.keep):
                 keep[t, :k.numel()] = k
         return Sample(list(row.tokens), torch.tensor(row.logprobs, dtype=torch.float32), keep, reason, text)

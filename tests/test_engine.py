@@ -84,6 +84,22 @@ def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
     assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
 
 
+def test_top_p_alone_keeps_at_most_the_candidate_cap() -> None:
+    """A flat 5,000-token distribution at top_p 0.99 would keep ~4,950 ids per step;
+    the nucleus is sought among the 1,024 most likely, so the kept set stays bounded."""
+    from pure_transformer.engine import TOP_P_CANDIDATES
+
+    logits = torch.zeros(3, 5000)
+    logits[:, :10] = 1.0  # ten favourites, then a flat tail
+    tokens, logp, keep = sample_next(logits, SamplingParams(top_p=0.99))
+    assert keep.shape == (3, TOP_P_CANDIDATES) and all(t in k for t, k in zip(tokens.tolist(), keep.tolist()))
+    kept = keep[0][keep[0] >= 0]
+    assert set(range(10)) <= set(kept.tolist()) and len(kept) <= TOP_P_CANDIDATES
+    # a narrow nucleus is untouched by the cap
+    _, _, keep = sample_next(torch.tensor([[20.0, 19.0] + [0.0] * 3000]), SamplingParams(top_p=0.9))
+    assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
+
+
 def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
     ps = prompts(engine.tok)
     a = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=7), num_samples=3)

@@ -37,7 +37,7 @@ class RolloutBatch:
     completions: torch.Tensor  # (N, C) sampled token ids, right-padded with 0
     mask: torch.Tensor  # (N, C) 1.0 on real completion tokens
     old_logp: torch.Tensor  # (N, C) log pi_old of each token (0 on padding)
-    keep_ids: torch.Tensor | None  # (N, C, K) sampler's kept ids, -1 padded; None = full vocabulary
+    keep_ids: torch.Tensor | None  # (N, C, K) int32 sampler's kept ids, -1 padded; None = full vocabulary
     rewards: torch.Tensor  # (N,)
     correct: torch.Tensor  # (N,) 1.0 when the parsed answer was right
     advantages: torch.Tensor  # (N,)
@@ -84,7 +84,7 @@ def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: 
     completions = torch.zeros(n, width, dtype=torch.long)
     mask, old = torch.zeros(n, width), torch.zeros(n, width)
     k = max((s.keep_ids.shape[1] for s in samples if s.keep_ids is not None), default=0)
-    keep = torch.full((n, width, k), -1, dtype=torch.long) if k else None
+    keep = torch.full((n, width, k), -1, dtype=torch.int32) if k else None
     for i, s in enumerate(samples):
         length = len(s.tokens)
         completions[i, :length] = torch.tensor(s.tokens)
@@ -126,7 +126,7 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int,
             _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
             parts.append(rest)
     logits = torch.cat(parts, dim=1)  # (R, W, V)
-    keep = batch.keep_ids[start:end, :width].to(device) if batch.keep_ids is not None else None
+    keep = batch.keep_ids[start:end, :width].to(device, torch.long) if batch.keep_ids is not None else None
     logp = masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep)  # (R, W)
     return torch.nn.functional.pad(logp, (0, full_width - width)), logits
 
