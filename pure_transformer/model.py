@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .losses import IGNORE_INDEX, linear_cross_entropy
+from .losses import IGNORE_INDEX, LOSS_CHUNK, linear_cross_entropy
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore[import-not-found]
@@ -284,9 +284,10 @@ class Transformer(nn.Module):
 
         Returns:
             ``(loss, logits)``: loss is None without labels; logits are (B, T, V)
-            in the compute dtype, except with labels and ``reduction="mean"``
-            (training, validation), where they are None: that loss runs the head
-            chunk by chunk (:func:`pure_transformer.losses.linear_cross_entropy`).
+            in the compute dtype, except with labels, ``reduction="mean"`` and more
+            than ``LOSS_CHUNK`` rows (training, validation), where they are None:
+            that loss runs the head chunk by chunk
+            (:func:`pure_transformer.losses.linear_cross_entropy`).
         """
         B, T = input_ids.shape
         end = T if cache is None else cache.length + T
@@ -316,16 +317,17 @@ class Transformer(nn.Module):
             cache.length += T
         if last_only:
             x = x[:, -1:]
-        if labels is not None and reduction == "mean":
+        if labels is not None and reduction == "mean" and B * T > LOSS_CHUNK:
             # The (B, T, V) logits are never built: the head and the loss run a chunk of rows at a time.
+            # (A batch of one chunk or less is the plain path below: there is nothing to save.)
             h = self.norm(x)
             return linear_cross_entropy(h.view(-1, h.shape[-1]), self.lm_head.weight, labels.reshape(-1)), None
         logits = self.lm_head(self.norm(x))  # (B, T, V), or (B, 1, V) with last_only
         if labels is None:
             return None, logits
         loss = F.cross_entropy(logits.float().view(B * T, -1), labels.reshape(B * T),
-                               ignore_index=IGNORE_INDEX, reduction="none")
-        return loss.view(B, T), logits
+                               ignore_index=IGNORE_INDEX, reduction=reduction)
+        return (loss.view(B, T) if reduction == "none" else loss), logits
 
     # ------------------------------------------------------------ accounting
     def num_params(self, exclude_embedding: bool = False) -> int:

@@ -134,9 +134,8 @@ def test_loss_mean_ignore_and_per_token() -> None:
     x = torch.randint(0, 97, (2, 10))
     labels = torch.randint(0, 97, (2, 10))
     labels[0, :4] = IGNORE_INDEX
-    loss, none = model(x, labels)
+    loss, _ = model(x, labels)
     per_token, logits = model(x, labels, reduction="none")
-    assert none is None  # the mean loss never materialises the logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     keep = labels != IGNORE_INDEX
     manual = -logp[keep].gather(1, labels[keep][:, None]).squeeze(1)
@@ -229,11 +228,15 @@ def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk:
 def test_model_loss_uses_the_chunked_path_with_the_same_gradients() -> None:
     """The model's training loss (tied head included) against the per-token loss of
     its materialised logits: same value, same parameter gradients."""
+    from pure_transformer.losses import LOSS_CHUNK
+
     torch.manual_seed(0)
-    model = build_model(SMALL)
-    x, y = torch.randint(0, 97, (3, 12)), torch.randint(0, 97, (3, 12))
+    model = build_model(SMALL.replace(max_seq_len=1024))
+    x, y = torch.randint(0, 97, (3, 700)), torch.randint(0, 97, (3, 700))  # 2,100 rows: more than one chunk
+    assert x.numel() > LOSS_CHUNK
     y[0, :3] = IGNORE_INDEX
-    loss, _ = model(x, y)
+    loss, none = model(x, y)
+    assert none is None  # the logits were never materialised
     loss.backward()
     chunked = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
