@@ -14,7 +14,6 @@ cross-entropy, written with plain torch ops.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 LOSS_CHUNK = 2048

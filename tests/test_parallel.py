@@ -59,3 +59,12 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, ti
             assert ddp[key].shape == fsdp[key].shape and torch.allclose(ddp[key], fsdp[key], atol=1e-5), (name, key)
     model, _, _, _ = load_model(tmp_path / "fsdp/final")
     assert model.num_params() > 0
+
+
+def test_an_unknown_parallelism_is_one_clear_error() -> None:
+    from pure_transformer.errors import ConfigError
+    from pure_transformer.overrides import apply_overrides
+    from pure_transformer.train.config import debug
+
+    with pytest.raises(ConfigError, match="parallel must be one of ddp, fsdp, got 'zero'"):
+        apply_overrides(debug(), {"parallel": "zero"})

@@ -248,8 +248,4 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], rt: Runtime, bucket_b
 
 def all_reduce_mean(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """Mean over ranks (identity in one process)."""
-    if rt.distributed:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= rt.world_size
-    return values
+    return all_reduce_sum(values, rt) / rt.world_size if rt.distributed else values
