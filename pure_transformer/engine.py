@@ -16,6 +16,11 @@ How a call runs:
    ``max_new_tokens``. Finished rows are dropped from the batch (the cache is
    compacted once a quarter of the rows are done), so they stop costing compute.
 
+``Engine(static_cache=True)`` decodes with a :class:`StaticKVCache` instead: each
+step has one shape, and the batch shrinks only to power-of-two sizes, so
+``compile_backend="inductor"`` compiles the decode step once per size (on CUDA
+as CUDA graphs, ``mode="reduce-overhead"``). Both caches give the same tokens.
+
 For RL every sample carries the log-probability of each token under the exact
 distribution it was drawn from, and the ids of the tokens that distribution
 kept (``keep_ids``), so the trainer can apply the same truncation when it
@@ -26,13 +31,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import KVCache, Transformer
+from .kv_cache import KVCache, StaticKVCache
+from .model import Transformer
 from .tokenizer import Tokenizer
 
 
@@ -170,8 +176,8 @@ class _PromptNoise:
         return out
 
 
-def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0
-            ) -> tuple[KVCache, torch.Tensor]:
+def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0,
+            cache_type: type[KVCache] | type[StaticKVCache] = KVCache) -> tuple[KVCache | StaticKVCache, torch.Tensor]:
     """Left-pad the prompts into one batch and run them once into a fresh cache of
     ``capacity`` slots; returns the cache and the (P, 1, V) last-position logits.
     Under autograd the cache stays in the graph (the GRPO trainer relies on it)."""
@@ -181,9 +187,15 @@ def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: 
     ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)  # (P, L)
     for i, p in enumerate(prompts):
         ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-    cache = KVCache.empty(model.cfg, len(prompts), capacity, device, dtype, pad)
+    cache = cache_type.empty(model.cfg, len(prompts), capacity, device, dtype, pad)
     _, logits = model(ids, cache=cache, last_only=True)
     return cache, logits
+
+
+def decode_step(model: Transformer, tokens: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
+    """One token per row, (R,) ids -> (R, V) next-token logits; the unit ``Engine`` compiles."""
+    _, logits = model(tokens[:, None], cache=cache)
+    return logits[:, -1]
 
 
 def sampler_precision(model: Transformer) -> tuple[torch.dtype, contextlib.AbstractContextManager]:
@@ -198,12 +210,48 @@ def sampler_precision(model: Transformer) -> tuple[torch.dtype, contextlib.Abstr
 
 
 class Engine:
-    """Generates from a :class:`Transformer` with a :class:`Tokenizer`."""
+    """Generates from a :class:`Transformer` with a :class:`Tokenizer`.
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, *, compact_fraction: float = 0.25):
+    Args:
+        compact_fraction: with the dynamic cache, drop finished rows once this
+            share of the batch is done.
+        static_cache: decode with a :class:`StaticKVCache` (one shape per step).
+        compile_backend: a ``torch.compile`` backend for the decode step, e.g.
+            "inductor"; implies ``static_cache``. On CUDA, inductor records CUDA graphs.
+    """
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, *, compact_fraction: float = 0.25,
+                 static_cache: bool = False, compile_backend: str | Callable | None = None):
         self.model = model
         self.tok = tokenizer
         self.compact_fraction = compact_fraction
+        self.static_cache = static_cache or compile_backend is not None
+        self.graphs = compile_backend == "inductor" and self.device.type == "cuda"
+        self._decode = decode_step if compile_backend is None else torch.compile(
+            decode_step, backend=compile_backend, fullgraph=True, dynamic=False,
+            mode="reduce-overhead" if self.graphs else None)
+
+    def _decode_next(self, tokens: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
+        if self.graphs:  # replayed graphs read and write these buffers in place
+            for t in (*cache.k, *cache.v, cache.slot):  # type: ignore[union-attr]
+                torch._dynamo.mark_static_address(t)
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._decode(self.model, tokens, cache)
+
+    def _compaction(self, live: torch.Tensor) -> torch.Tensor | None:
+        """The cache rows to keep, or None to keep them all.
+
+        Dynamic cache: the live rows, once ``compact_fraction`` are finished.
+        Static cache: the batch halves (or more) to the power of two at or above
+        the live count, padded with finished rows, so a compiled step sees few sizes."""
+        n, alive = len(live), int(live.sum())
+        if not self.static_cache:
+            return live.nonzero().squeeze(1) if n - alive >= max(1, self.compact_fraction * n) else None
+        size = 1 << max(0, alive - 1).bit_length()
+        if size >= n:
+            return None
+        filler = (~live).nonzero().squeeze(1)[:size - alive]
+        return torch.cat([live.nonzero().squeeze(1), filler]).sort().values
 
     @property
     def device(self) -> torch.device:
@@ -275,26 +323,28 @@ class Engine:
                                  self.device)
         dtype, autocast = sampler_precision(self.model)
         with autocast:
-            cache, logits = prefill(self.model, prompts, capacity, dtype, self.tok.pad_id)
+            cache, logits = prefill(self.model, prompts, capacity, dtype, self.tok.pad_id,
+                                    StaticKVCache if self.static_cache else KVCache)
             logits = logits[:, -1]
             # Share each prompt's prefill among its samples: repeat its cache rows.
             rows_idx = torch.arange(len(prompts), device=self.device).repeat_interleave(num_samples)
             cache, logits = cache.select(rows_idx), logits[rows_idx]
             rows = [_Row(prompt=i // num_samples) for i in range(len(prompts) * num_samples)]
             active = list(range(len(rows)))  # rows[active[j]] lives in cache row j
-            live = torch.ones(len(active), dtype=torch.bool, device=self.device)
+            live = torch.ones(len(active), dtype=torch.bool)  # on the host: read row by row, never a device sync
             done: dict[int, Sample] = {}
             for step in range(capacity - longest):
                 tokens, logps, keep = sample_next(logits, params, noise.draw(active, live.tolist()) if noise else None)
                 tokens_list, logps_list = tokens.tolist(), logps.tolist()
+                keep_host = keep.cpu() if keep is not None else None  # one copy per step, not one per row
                 for j, r in enumerate(active):
                     if not live[j]:
                         continue
                     row = rows[r]
                     row.tokens.append(tokens_list[j])
                     row.logprobs.append(logps_list[j])
-                    if keep is not None:
-                        row.keep.append(keep[j][keep[j] >= 0].cpu())
+                    if keep_host is not None:
+                        row.keep.append(keep_host[j][keep_host[j] >= 0])
                     if stream:
                         yield tokens_list[j]
                     if self._stopped(row, params):
@@ -302,13 +352,11 @@ class Engine:
                         live[j] = False
                 if not live.any() or step == capacity - longest - 1:
                     break
-                if (~live).sum() >= max(1, self.compact_fraction * len(active)):
-                    keep_rows = live.nonzero().squeeze(1)
+                if (keep_rows := self._compaction(live)) is not None:
+                    active, live = [active[j] for j in keep_rows.tolist()], live[keep_rows]
+                    keep_rows = keep_rows.to(self.device)
                     cache, tokens = cache.select(keep_rows), tokens[keep_rows]
-                    active = [active[j] for j in keep_rows.tolist()]
-                    live = torch.ones(len(active), dtype=torch.bool, device=self.device)
-                _, logits = self.model(tokens[:, None], cache=cache)
-                logits = logits[:, -1]
+                logits = self._decode_next(tokens, cache)
         for r, row in enumerate(rows):
             if r not in done:
                 done[r] = self._finish(row, "length", params)

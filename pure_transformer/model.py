@@ -19,7 +19,6 @@ exactly as it would alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -27,62 +26,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .kv_cache import KVCache, StaticKVCache  # noqa: F401 (KVCache is imported from here)
 from .losses import IGNORE_INDEX, LOSS_CHUNK, linear_cross_entropy
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the environment
     flash_attn_func = flash_attn_varlen_func = None
-
-"""Label value that contributes no loss (prompt tokens, padding)."""
-
-
-@dataclass
-class KVCache:
-    """Keys and values of past tokens, for incremental decoding.
-
-    Every row writes its next token into the same slot, so rows of different
-    prompt lengths are left-padded: ``pad[b]`` leading slots of row ``b`` hold
-    padding that no query attends to, and RoPE positions count from the first
-    real token. ``length`` slots are filled.
-    """
-
-    k: list[torch.Tensor]  # per layer (B, Hkv, max_len, D)
-    v: list[torch.Tensor]
-    pad: torch.Tensor  # (B,) long
-    length: int = 0
-
-    @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device: torch.device | str,
-              dtype: torch.dtype, pad: torch.Tensor | None = None) -> "KVCache":
-        if max_len > cfg.max_seq_len:
-            raise ValueError(f"cache of {max_len} tokens exceeds max_seq_len {cfg.max_seq_len}")
-        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
-        pad = torch.zeros(batch, dtype=torch.long, device=device) if pad is None else pad.to(device)
-        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
-                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)], pad)
-
-    @property
-    def capacity(self) -> int:
-        return self.k[0].shape[2]
-
-    def positions(self, T: int) -> torch.Tensor:
-        """(B, T) RoPE positions of the next T tokens (pad slots clamp to 0)."""
-        slots = torch.arange(self.length, self.length + T, device=self.pad.device)
-        return (slots[None, :] - self.pad[:, None]).clamp(min=0)
-
-    def attention_mask(self, T: int) -> torch.Tensor:
-        """(B, 1, T, length + T) bool: causal, never into padding. A padding query
-        may see itself, so its softmax is never over an empty set (no NaN)."""
-        q = torch.arange(self.length, self.length + T, device=self.pad.device)[:, None]  # (T, 1)
-        s = torch.arange(self.length + T, device=self.pad.device)[None, :]  # (1, S)
-        allowed = (s <= q)[None] & (s[None] >= self.pad[:, None, None])  # (B, T, S)
-        return (allowed | (s == q)[None])[:, None]
-
-    def select(self, rows: torch.Tensor) -> "KVCache":
-        """Keep only ``rows`` (a (R,) index): finished sequences stop costing compute."""
-        return KVCache([k[rows] for k in self.k], [v[rows] for v in self.v], self.pad[rows], self.length)
-
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm, computed in fp32 and cast back (as HF Llama does)."""
@@ -147,7 +97,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, doc_ids: torch.Tensor | None,
-                kv: tuple[torch.Tensor, torch.Tensor, int, torch.Tensor] | None = None) -> torch.Tensor:
+                kv: tuple[KVCache | StaticKVCache, int, torch.Tensor] | None = None) -> torch.Tensor:
+        """``kv`` is (cache, this layer's index, (B, 1, T, S) mask) when decoding."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
@@ -155,12 +106,10 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
             y = attend(q, k, v, doc_ids)  # (B, H, T, D)
-        else:  # decoding: append to this layer's cache, attend over everything filled so far
-            k_buf, v_buf, start, mask = kv
-            k_buf[:, :, start:start + T] = k
-            v_buf[:, :, start:start + T] = v
-            y = F.scaled_dot_product_attention(q, k_buf[:, :, :start + T], v_buf[:, :, :start + T],
-                                               attn_mask=mask, enable_gqa=k.shape[1] != self.n_heads)
+        else:  # decoding: append to this layer's cache, attend over what it holds
+            cache, layer, mask = kv
+            keys, values = cache.update(layer, k, v)  # (B, Hkv, S, D)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=k.shape[1] != self.n_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -214,7 +163,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, doc_ids: torch.Tensor | None,
-                kv: tuple[torch.Tensor, torch.Tensor, int, torch.Tensor] | None = None) -> torch.Tensor:
+                kv: tuple[KVCache | StaticKVCache, int, torch.Tensor] | None = None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, doc_ids, kv)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -263,7 +212,8 @@ class Transformer(nn.Module):
 
     # -------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, *,
-                doc_ids: torch.Tensor | None = None, cache: KVCache | None = None, reduction: str = "mean",
+                doc_ids: torch.Tensor | None = None, cache: KVCache | StaticKVCache | None = None,
+                reduction: str = "mean",
                 last_only: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Run the model on (B, T) token ids.
 
@@ -273,8 +223,8 @@ class Transformer(nn.Module):
             doc_ids: optional (B, T) document index of every token. When given,
                 attention is masked to the token's own document and RoPE
                 positions restart at each document.
-            cache: a :class:`KVCache` to decode with: the tokens are appended
-                after its ``length`` filled slots, which then grows by T.
+            cache: a :class:`KVCache` (or :class:`StaticKVCache`) to decode with:
+                the tokens are appended after its filled slots, which then grow by T.
             last_only: return logits for the last position only, (B, 1, V):
                 a prefill needs nothing else, and the (B, T, V) head output
                 is the largest tensor of a long prompt.
@@ -290,10 +240,10 @@ class Transformer(nn.Module):
             (:func:`pure_transformer.losses.linear_cross_entropy`).
         """
         B, T = input_ids.shape
-        end = T if cache is None else cache.length + T
-        if end > min(self.cfg.max_seq_len, cache.capacity if cache is not None else end):
-            raise ValueError(f"sequence length {end} exceeds max_seq_len {self.cfg.max_seq_len} or the cache")
-        if cache is not None:
+        if cache is None and T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        if cache is not None:  # its capacity is at most max_seq_len
+            cache.check(T)
             pos, mask = cache.positions(T), cache.attention_mask(T)
         elif doc_ids is not None:
             pos = positions_from_doc_ids(doc_ids)  # (B, T)
@@ -307,14 +257,14 @@ class Transformer(nn.Module):
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for i, layer in enumerate(self.layers):
             if cache is not None:
-                x = layer(x, cos, sin, None, (cache.k[i], cache.v[i], cache.length, mask))
+                x = layer(x, cos, sin, None, (cache, i, mask))
             elif self.activation_checkpointing and self.training:
                 # Recompute each block in backward: activation memory O(1 block) instead of O(L).
                 x = checkpoint(layer, x, cos, sin, doc_ids, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, doc_ids)
         if cache is not None:
-            cache.length += T
+            cache.advance(T)
         if last_only:
             x = x[:, -1:]
         if labels is not None and reduction == "mean" and B * T > LOSS_CHUNK:

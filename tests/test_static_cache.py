@@ -1,0 +1,83 @@
+"""The fixed-shape decode path (StaticKVCache, Engine(static_cache=True), a compiled
+decode step) against the dynamic cache it must match token for token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pure_transformer.config import ModelConfig
+from pure_transformer.engine import Engine, SamplingParams
+from pure_transformer.kv_cache import KVCache, StaticKVCache
+from pure_transformer.model import build_model
+
+CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(CFG).eval()
+
+
+def prompts(tok) -> list[list[int]]:
+    texts = ["Question: A 45-year-old man presents with fever.", "The capital of", "Answer:", "A B"]
+    return [[tok.eot_id] + tok.encode(t) for t in texts]
+
+
+@torch.no_grad()
+def test_static_cache_logits_equal_the_dynamic_cache_under_left_padding(model) -> None:
+    x = torch.randint(0, 512, (3, 14))
+    pad = torch.tensor([0, 3, 5])  # rows start at different slots, as prefill() left-pads them
+    dyn, stat = (cls.empty(CFG, 3, 20, "cpu", torch.float32, pad) for cls in (KVCache, StaticKVCache))
+    outs = {}
+    for name, cache in (("dynamic", dyn), ("static", stat)):
+        _, first = model(x[:, :8], cache=cache)
+        steps = [model(x[:, t:t + 1], cache=cache)[1] for t in range(8, 14)]
+        outs[name] = torch.cat([first, *steps], dim=1)
+    torch.testing.assert_close(outs["static"], outs["dynamic"], atol=1e-5, rtol=1e-5)
+    assert int(stat.slot) == dyn.length == 14
+    # every step attended over the same shape: the whole buffer
+    assert stat.attention_mask(1).shape == (3, 1, 1, 20) and stat.positions(1).tolist() == [[14], [11], [9]]
+
+
+def same_samples(a, b) -> None:
+    for ga, gb in zip(a, b, strict=True):
+        for sa, sb in zip(ga, gb, strict=True):
+            assert sa.tokens == sb.tokens and sa.finish_reason == sb.finish_reason and sa.text == sb.text
+            torch.testing.assert_close(sa.logprobs, sb.logprobs, atol=1e-5, rtol=1e-5)
+            assert (sa.keep_ids is None) == (sb.keep_ids is None)
+            if sa.keep_ids is not None:
+                assert torch.equal(sa.keep_ids, sb.keep_ids)
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_new_tokens=24, temperature=0),
+    SamplingParams(max_new_tokens=24, temperature=1.0, top_k=20, top_p=0.9, stop_strings=("e",)),
+], ids=["greedy", "sampled-stops"])
+def test_static_engine_gives_the_dynamic_engines_tokens_and_logprobs(model, tiny_tokenizer, params) -> None:
+    ps = prompts(tiny_tokenizer)
+    dynamic = Engine(model, tiny_tokenizer).generate(ps, params, num_samples=4, seeds=[1, 2, 3, 4])
+    static = Engine(model, tiny_tokenizer, static_cache=True).generate(ps, params, num_samples=4, seeds=[1, 2, 3, 4])
+    same_samples(static, dynamic)
+    if params.stop_strings:  # rows ended at different steps, so the static batch shrank through its sizes
+        assert len({len(s.tokens) for g in static for s in g}) > 3
+
+
+def test_compiled_decode_is_one_graph_per_batch_size(model, tiny_tokenizer) -> None:
+    """fullgraph=True fails on any graph break; the backend sees each compile. The
+    batch shrinks 16 -> 8 -> 4 ... as rows stop, and each size compiles once."""
+    sizes: list[int] = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        sizes.append(next(t.shape[0] for t in example_inputs if isinstance(t, torch.Tensor) and t.dim() == 4))
+        return gm.forward
+
+    torch._dynamo.reset()
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, top_k=20, stop_strings=("e",))
+    ps = prompts(tiny_tokenizer)
+    compiled = Engine(model, tiny_tokenizer, compile_backend=counting_backend).generate(ps, params, 4, seeds=[5, 6, 7, 8])
+    eager = Engine(model, tiny_tokenizer).generate(ps, params, 4, seeds=[5, 6, 7, 8])
+    same_samples(compiled, eager)
+    assert sizes[0] == 16 and len(sizes) == len(set(sizes)) >= 2
+    assert all(s & (s - 1) == 0 for s in sizes[1:])  # powers of two after the first
