@@ -14,6 +14,7 @@ Subcommands::
     pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
+    pure-transformer bench train|generate|rl-step [--model PRESET ...]
 
 Every handler parses nothing itself and does no work beyond calling the library
 and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
@@ -113,6 +114,11 @@ COMMANDS = {
 }
 _MODULES = {"pretrain": ".train.command", "rl": ".rl.command", "evaluate": ".eval.command",
             "generate": ".serving.generate", "serve": ".serving.app", "export": ".export"}
+BENCHMARKS = {
+    "train": (".bench.train", "a pretraining step against transformers: tokens/s, MFU, peak memory, data wait"),
+    "generate": (".bench.generate", "batched decoding against transformers generate: tokens/s, time to first token"),
+    "rl-step": (".bench.rl_step", "one GRPO step split into generation, reference, policy, backward, optimizer"),
+}
 
 
 def _command_module(name: str) -> ModuleType:
@@ -147,7 +153,7 @@ def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Na
     return p
 
 
-def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+def build_parser(stages: Iterable[str] = (*COMMANDS, "bench")) -> argparse.ArgumentParser:
     """The whole command tree; only the stage commands in ``stages`` get their flags.
 
     A stage's flags live in its module, and importing one costs seconds (torch, FastAPI);
@@ -202,6 +208,15 @@ def build_parser(stages: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
         p = _add_parser(groups, name, help)
         if name in stages:
             module = _command_module(name)
+            module.add_args(p)
+            p.set_defaults(func=module.run)
+
+    bench = groups.add_parser("bench", help="benchmarks side by side with transformers").add_subparsers(
+        dest="cmd", required=True)
+    for name, (module_name, text) in BENCHMARKS.items():
+        p = _add_parser(bench, name, text)
+        if "bench" in stages:
+            module = importlib.import_module(module_name, __package__)
             module.add_args(p)
             p.set_defaults(func=module.run)
 
@@ -261,7 +276,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    stage = argv[0] if argv and argv[0] in COMMANDS else None
+    stage = argv[0] if argv and (argv[0] in COMMANDS or argv[0] == "bench") else None
     return dispatch(build_parser(stages=(stage,) if stage else ()).parse_args(argv))
 
 

@@ -298,10 +298,13 @@ class Transformer(nn.Module):
         """
         cfg = self.cfg
         T = seq_len or cfg.max_seq_len
-        matmul_params = self.num_params() - self.embed_tokens.weight.numel()
-        if cfg.tie_embeddings:
-            matmul_params += self.lm_head.weight.numel()
-        return 6 * matmul_params + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T
+        return 6 * self.matmul_params() + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T
+
+    def matmul_params(self) -> int:
+        """The parameters used in matmuls: all but the input embedding (a lookup); a tied
+        head is a matmul, so its matrix counts once here."""
+        n = self.num_params() - self.embed_tokens.weight.numel()
+        return n + self.lm_head.weight.numel() if self.cfg.tie_embeddings else n
 
     # ------------------------------------------------------------- optimizer
     def setup_optimizers(self, lr: float, *, embedding_lr: float | None = None, weight_decay: float = 0.1,

@@ -109,6 +109,11 @@ def test_console_script_entry_points() -> None:
 
 # Every command and flag of the public interface. A new flag is a deliberate decision: add it here.
 FROZEN_FLAGS = {
+    "bench generate": "--batch --compile --device --model --new-tokens --no-compile --prompt-len --repeats "
+                      "--samples-per-prompt --threads",
+    "bench rl-step": "--checkpoint --config --device --model --set --steps --threads",
+    "bench train": "--activation-checkpointing --compile --device --micro-batch --model --no-compile --num-workers "
+                   "--peak-tflops --repeats --seq-len --steps --threads",
     "data export-bundled": "--out --seed",
     "data overlap": "--eval --eval-split --max-train-docs --n --train",
     "data preview": "--answer-format --mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",

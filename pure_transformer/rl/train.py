@@ -52,8 +52,9 @@ from ..errors import ConfigError
 from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
 from ..overrides import apply_overrides
 from ..train.metrics import MetricsLogger
-from ..train.runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_grads, all_reduce_sum,
-                             any_rank, init_runtime, rng_state, seed_everything, set_rng_state)
+from ..train.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
+                             all_reduce_sum, any_rank, init_runtime, no_phase, rng_state, seed_everything,
+                             set_rng_state)
 from .config import GRPOConfig
 from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
@@ -137,10 +138,18 @@ def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfi
     return [completion_logprobs(ref, batch, s, e, cfg.temperature)[0] for s, e in micro_batches(batch, cfg.micro_batch)]
 
 
+def loss_config(cfg: GRPOConfig) -> GRPOLossConfig:
+    return GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
+                          offpolicy_mask_delta=cfg.offpolicy_mask_delta)
+
+
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, ref_logp: list,
-           cfg: GRPOConfig, loss_cfg: GRPOLossConfig, rt: Runtime) -> dict[str, float]:
+           cfg: GRPOConfig, loss_cfg: GRPOLossConfig, rt: Runtime, timer: PhaseTimer | None = None
+           ) -> dict[str, float]:
     """``updates_per_rollout`` optimizer steps on one rollout batch (this rank's
-    share of the step); returns the step's statistics, reduced over ranks.
+    share of the step); returns the step's statistics, reduced over ranks. A
+    ``timer`` gets the phases "policy" (scoring and loss), "backward" (gradients,
+    summed over ranks) and "optimizer" (clip and AdamW).
 
     ``logp_gap`` is the mean |log pi_old - log pi_theta| over completion tokens in
     the first pass, where the two are the same weights: it measures how far the
@@ -150,24 +159,30 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     total_tokens = float(all_reduce_sum(torch.tensor(batch.num_completion_tokens, device=device), rt))
     sums = torch.zeros(6, dtype=torch.float64)  # policy_loss, kl, clip_frac, masked_frac, entropy, logp_gap
     grad_norms = 0.0
+    phase = timer or no_phase
     for update_ in range(cfg.updates_per_rollout):
         for k, (start, end) in enumerate(micro_batches(batch, cfg.micro_batch)):
-            logp, logits = completion_logprobs(model, batch, start, end, cfg.temperature)
-            mask = batch.mask[start:end].to(device)
-            old = batch.old_logp[start:end].to(device)
-            out = grpo_loss(logp, old, ref_logp[k], batch.advantages[start:end].to(device), mask, loss_cfg,
-                            num_tokens=total_tokens)
-            out.loss.backward()
-            entropy = masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature)
-            gap = float(((logp.detach() - old).abs() * mask).sum()) if update_ == 0 else 0.0
-            sums += torch.tensor([out.policy_loss, out.kl, out.clip_frac, out.masked_frac * (end - start),
-                                  entropy / total_tokens, gap / total_tokens], dtype=torch.float64)
-        all_reduce_grads(model.parameters(), rt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        grad_norms += float(grad_norm)
-        if torch.isfinite(grad_norm):
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            with phase("policy"):
+                logp, logits = completion_logprobs(model, batch, start, end, cfg.temperature)
+                mask = batch.mask[start:end].to(device)
+                old = batch.old_logp[start:end].to(device)
+                out = grpo_loss(logp, old, ref_logp[k], batch.advantages[start:end].to(device), mask, loss_cfg,
+                                num_tokens=total_tokens)
+            with phase("backward"):
+                out.loss.backward()
+            with phase("policy"):
+                entropy = masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature)
+                gap = float(((logp.detach() - old).abs() * mask).sum()) if update_ == 0 else 0.0
+                sums += torch.tensor([out.policy_loss, out.kl, out.clip_frac, out.masked_frac * (end - start),
+                                      entropy / total_tokens, gap / total_tokens], dtype=torch.float64)
+        with phase("backward"):
+            all_reduce_grads(model.parameters(), rt)
+        with phase("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norms += float(grad_norm)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
     sums = all_reduce_sum(sums.to(device), rt).cpu()
     sums[3] /= batch.size * rt.world_size  # sequences masked, as a share of the step's sequences
     stats = dict(zip(("policy_loss", "kl", "clip_frac", "masked_frac", "entropy"),
@@ -251,8 +266,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation", rt.is_main)
     engine = Engine(model, tok)
     reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
-    loss_cfg = GRPOLossConfig(clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
-                              offpolicy_mask_delta=cfg.offpolicy_mask_delta)
+    loss_cfg = loss_config(cfg)
     total_steps = math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)

@@ -71,6 +71,17 @@ def doc_ids_of(batch: dict) -> torch.Tensor:
     return (batch["position_ids"] == 0).cumsum(dim=1)
 
 
+def train_loader(cfg: PretrainConfig, tok: Tokenizer, rt: Runtime) -> TrainLoader:
+    """This rank's stream of packed (micro_batch, seq_len) training batches."""
+    mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
+                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                            answer_format=AnswerFormat(cfg.answer_format))
+    return build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
+                              num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
+                              num_shards=cfg.data_shards, token_budget=cfg.total_tokens,
+                              pin_memory=rt.device.type == "cuda")
+
+
 def train_step(model: torch.nn.Module, micro_batches: list[dict], rt: Runtime, cfg: PretrainConfig
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward/backward over the micro-batches of one optimizer step; returns
@@ -233,13 +244,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     # After parallelize: under FSDP the optimizer must see the sharded parameters.
     optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
                                        betas=cfg.betas)
-    mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
-                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                            answer_format=AnswerFormat(cfg.answer_format))
-    loader = build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
-                                num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
-                                num_shards=cfg.data_shards, token_budget=cfg.total_tokens,
-                                pin_memory=rt.device.type == "cuda")
+    loader = train_loader(cfg, tok, rt)
     val_batches = build_validation_batches(list(cfg.sources), tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                                            tokens_per_source=cfg.val_tokens, rank=rt.rank, world_size=rt.world_size,
                                            answer_format=AnswerFormat(cfg.answer_format))
@@ -305,7 +310,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                dynamic_ncols=True)
     say = bar.write if rt.is_main else (lambda msg: None)
     start = t_log = time.perf_counter()
-    tokens_at_log = run.tokens_seen
+    tokens_at_log, data_wait = run.tokens_seen, 0.0  # seconds blocked on next(batches) since the last log
     try:
         if run.step == 0:  # the starting point of every validation curve
             run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking, lockstep)
@@ -315,7 +320,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                 step_start = time.perf_counter()
                 lr = lr_schedule(cfg, run.tokens_seen + cfg.global_batch_tokens)  # step 1 must not run at lr 0
                 set_lr(run.optimizer, lr, cfg.peak_lr)
-                loss, grad_norm = train_step(run.train_model, [next(batches) for _ in range(accum)], rt, cfg)
+                fetch_start = time.perf_counter()
+                micro = [next(batches) for _ in range(accum)]
+                data_wait += time.perf_counter() - fetch_start  # the loader did not keep up
+                loss, grad_norm = train_step(run.train_model, micro, rt, cfg)
                 finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
                 if finite:
                     run.optimizer.step()
@@ -339,7 +347,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                     now = time.perf_counter()
                     tok_s = (run.tokens_seen - tokens_at_log) / (now - t_log)
                     record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tok_s,
-                              "peak_mem_gb": peak_memory_gb(rt.device), "nonfinite_skipped": run.nonfinite["total"]}
+                              "peak_mem_gb": peak_memory_gb(rt.device), "nonfinite_skipped": run.nonfinite["total"],
+                              "data_wait_frac": data_wait / (now - t_log)}
                     if peak_flops:
                         record["mfu"] = flops_per_token * tok_s / (peak_flops * rt.world_size)
                     run.log(record)
@@ -348,7 +357,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                         say(f"measured {tok_s:,.0f} tokens/s: about {hours:.2f} h to go "
                             f"(~{hours + (now - start) / 3600:.2f} h in all)")
                         estimated = True
-                    t_log, tokens_at_log = now, run.tokens_seen
+                    t_log, tokens_at_log, data_wait = now, run.tokens_seen, 0.0
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
 
                 is_last = run.step == cfg.total_steps

@@ -14,6 +14,7 @@ import random
 import resource
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable, Iterator, TypeVar
@@ -113,6 +114,36 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensor(s) for s in state["cuda"]])
+
+
+class PhaseTimer:
+    """Wall seconds per named phase, summed over a step's calls: ``with timer("backward"): ...``.
+
+    With a CUDA ``device`` it synchronises at each boundary, so the GPU work a phase
+    queued is charged to it; benchmarks want that, a training loop would pay for it."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def no_phase(name: str) -> contextlib.AbstractContextManager:
+    """A :class:`PhaseTimer` stand-in that times nothing."""
+    return contextlib.nullcontext()
 
 
 def peak_memory_gb(device: torch.device) -> float:

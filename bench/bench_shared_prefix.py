@@ -8,7 +8,7 @@ process, alternating, and checks that both give the same log-probs:
 - whole sequences: each prompt + completion through the model, as a plain
   causal-LM trainer would.
 
-    python bench/bench_rl_step.py --model tiny --prompts 16 --group 16 --new-tokens 8
+    python bench/bench_shared_prefix.py --model tiny --prompts 16 --group 16 --new-tokens 8
 """
 
 from __future__ import annotations
