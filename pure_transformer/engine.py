@@ -17,9 +17,11 @@ How a call runs:
    compacted once a quarter of the rows are done), so they stop costing compute.
 
 ``Engine(static_cache=True)`` decodes with a :class:`StaticKVCache` instead: each
-step has one shape, and the batch shrinks only to power-of-two sizes, so
-``compile_backend="inductor"`` compiles the decode step once per size (on CUDA
-as CUDA graphs, ``mode="reduce-overhead"``). Both caches give the same tokens.
+step has one shape, the batch shrinks only to power-of-two sizes, and the buffers
+(capacity rounded up to ``STATIC_CAPACITY_STEP``) are kept for the next call, so
+``compile_backend="inductor"`` compiles the decode step once per size and, on CUDA,
+replays it as a CUDA graph (``mode="reduce-overhead"``). Both caches give the same
+tokens.
 
 For RL every sample carries the log-probability of each token under the exact
 distribution it was drawn from, and the ids of the tokens that distribution
@@ -94,6 +96,9 @@ def prompt_seed(*keys: int) -> int:
     nearby keys give unrelated streams, unlike ``seed + i``."""
     return int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0]) >> 1
 
+
+STATIC_CAPACITY_STEP = 256
+"""A static cache's slots are a multiple of this: calls of similar lengths share buffers and graphs."""
 
 TOP_P_CANDIDATES = 1024
 """Top-p without top-k looks for its nucleus among this many most likely tokens."""
@@ -176,8 +181,8 @@ class _PromptNoise:
         return out
 
 
-def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0,
-            cache_type: type[KVCache] | type[StaticKVCache] = KVCache) -> tuple[KVCache | StaticKVCache, torch.Tensor]:
+def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0
+            ) -> tuple[KVCache, torch.Tensor]:
     """Left-pad the prompts into one batch and run them once into a fresh cache of
     ``capacity`` slots; returns the cache and the (P, 1, V) last-position logits.
     Under autograd the cache stays in the graph (the GRPO trainer relies on it)."""
@@ -187,7 +192,7 @@ def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: 
     ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)  # (P, L)
     for i, p in enumerate(prompts):
         ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-    cache = cache_type.empty(model.cfg, len(prompts), capacity, device, dtype, pad)
+    cache = KVCache.empty(model.cfg, len(prompts), capacity, device, dtype, pad)
     _, logits = model(ids, cache=cache, last_only=True)
     return cache, logits
 
@@ -230,11 +235,31 @@ class Engine:
         self._decode = decode_step if compile_backend is None else torch.compile(
             decode_step, backend=compile_backend, fullgraph=True, dynamic=False,
             mode="reduce-overhead" if self.graphs else None)
+        self._buffers: StaticKVCache | None = None
+
+    def free_cache(self) -> None:
+        """Drop the static cache's buffers (they are otherwise kept for the next call)."""
+        self._buffers = None
+
+    def _static_rows(self, prefilled: KVCache, rows: torch.Tensor, capacity: int) -> StaticKVCache:
+        """The kept buffers (reallocated when too small or of another capacity or dtype),
+        loaded with ``rows`` of the prefilled cache."""
+        capacity = min(-(-capacity // STATIC_CAPACITY_STEP) * STATIC_CAPACITY_STEP, self.model.cfg.max_seq_len)
+        b = self._buffers
+        if b is None or b.batch < len(rows) or b.capacity != capacity or b.k[0].dtype != prefilled.k[0].dtype:
+            self._buffers = b = None  # free the old buffers before allocating the new ones
+            b = self._buffers = StaticKVCache.empty(self.model.cfg, len(rows), capacity, self.device,
+                                                    prefilled.k[0].dtype)
+        return self._marked(b.load_(prefilled, rows))
+
+    def _marked(self, cache: StaticKVCache) -> StaticKVCache:
+        if self.graphs:  # a replayed graph reads and writes these in place, at fixed addresses
+            for t in (*cache.k, *cache.v, cache.pad, cache.slot):
+                torch._dynamo.mark_static_address(t)
+        return cache
 
     def _decode_next(self, tokens: torch.Tensor, cache: KVCache | StaticKVCache) -> torch.Tensor:
-        if self.graphs:  # replayed graphs read and write these buffers in place
-            for t in (*cache.k, *cache.v, cache.slot):  # type: ignore[union-attr]
-                torch._dynamo.mark_static_address(t)
+        if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
         return self._decode(self.model, tokens, cache)
 
@@ -323,12 +348,15 @@ class Engine:
                                  self.device)
         dtype, autocast = sampler_precision(self.model)
         with autocast:
-            cache, logits = prefill(self.model, prompts, capacity, dtype, self.tok.pad_id,
-                                    StaticKVCache if self.static_cache else KVCache)
-            logits = logits[:, -1]
+            # The static path prefills into a cache of the prompts' length, then copies it into its buffers.
+            prefilled, logits = prefill(self.model, prompts, longest if self.static_cache else capacity, dtype,
+                                        self.tok.pad_id)
             # Share each prompt's prefill among its samples: repeat its cache rows.
             rows_idx = torch.arange(len(prompts), device=self.device).repeat_interleave(num_samples)
-            cache, logits = cache.select(rows_idx), logits[rows_idx]
+            logits = logits[:, -1][rows_idx]
+            cache = (self._static_rows(prefilled, rows_idx, capacity) if self.static_cache
+                     else prefilled.select(rows_idx))
+            del prefilled
             rows = [_Row(prompt=i // num_samples) for i in range(len(prompts) * num_samples)]
             active = list(range(len(rows)))  # rows[active[j]] lives in cache row j
             live = torch.ones(len(active), dtype=torch.bool)  # on the host: read row by row, never a device sync
@@ -355,7 +383,9 @@ class Engine:
                 if (keep_rows := self._compaction(live)) is not None:
                     active, live = [active[j] for j in keep_rows.tolist()], live[keep_rows]
                     keep_rows = keep_rows.to(self.device)
-                    cache, tokens = cache.select(keep_rows), tokens[keep_rows]
+                    tokens = tokens[keep_rows]
+                    cache = (self._marked(self._buffers.compact_(keep_rows)) if isinstance(cache, StaticKVCache)
+                             else cache.select(keep_rows))
                 logits = self._decode_next(tokens, cache)
         for r, row in enumerate(rows):
             if r not in done:

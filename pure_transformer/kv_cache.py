@@ -99,8 +99,13 @@ class StaticKVCache:
     ``index_copy_`` and attention always spans all ``capacity`` slots under a mask,
     so a decode step's graph never changes: ``torch.compile(fullgraph=True)``
     traces it once per batch size and CUDA graphs can replay it. The price is
-    attention over unfilled (masked) slots, which a decode step, bound by reading
-    the weights, hardly notices.
+    attention over unfilled (masked) slots.
+
+    The buffers are meant to be allocated once and reused: :meth:`load_` copies a
+    prefilled :class:`KVCache` in, :meth:`compact_` moves the rows still decoding to
+    the front, and :meth:`rows` is the view of the first n rows a step runs on. Every
+    view of a given size has the same addresses, call after call, which is what a
+    replayed CUDA graph needs.
     """
 
     k: list[torch.Tensor]  # per layer (B, Hkv, capacity, D)
@@ -140,5 +145,30 @@ class StaticKVCache:
     def advance(self, T: int) -> None:
         self.slot += T  # in place: a compiled step keeps pointing at the same tensor
 
-    def select(self, rows: torch.Tensor) -> "StaticKVCache":
-        return StaticKVCache([k[rows] for k in self.k], [v[rows] for v in self.v], self.pad[rows], self.slot.clone())
+    @property
+    def batch(self) -> int:
+        return self.k[0].shape[0]
+
+    def rows(self, n: int) -> "StaticKVCache":
+        """A view of the first ``n`` rows (same storage, same slot tensor)."""
+        return StaticKVCache([k[:n] for k in self.k], [v[:n] for v in self.v], self.pad[:n], self.slot)
+
+    @torch.no_grad()
+    def load_(self, cache: KVCache, rows: torch.Tensor) -> "StaticKVCache":
+        """Copy rows ``rows`` of a prefilled ``cache`` into the first ``len(rows)`` rows;
+        returns their view, positioned after the prefill. Slots past it keep stale
+        values, which the mask never lets a query see."""
+        n, filled = len(rows), cache.length
+        for mine, theirs in ((self.k, cache.k), (self.v, cache.v)):
+            for dst, src in zip(mine, theirs):
+                dst[:n, :, :filled].copy_(src[rows, :, :filled])
+        self.pad[:n].copy_(cache.pad[rows])
+        self.slot.fill_(filled)
+        return self.rows(n)
+
+    @torch.no_grad()
+    def compact_(self, keep: torch.Tensor) -> "StaticKVCache":
+        """Move rows ``keep`` to the front, in place; returns the view of them."""
+        for t in (*self.k, *self.v, self.pad):
+            t[:len(keep)] = t[keep]  # the gather is a new tensor, so overlapping rows are safe
+        return self.rows(len(keep))

@@ -81,3 +81,24 @@ def test_compiled_decode_is_one_graph_per_batch_size(model, tiny_tokenizer) -> N
     same_samples(compiled, eager)
     assert sizes[0] == 16 and len(sizes) == len(set(sizes)) >= 2
     assert all(s & (s - 1) == 0 for s in sizes[1:])  # powers of two after the first
+
+
+def test_static_buffers_are_reused_across_calls_and_stale_slots_never_leak(model, tiny_tokenizer) -> None:
+    """A second call runs in the first call's buffers (same addresses, as a replayed
+    CUDA graph needs) over their stale keys and values, and still matches a fresh
+    dynamic cache; a call needing more slots gets new buffers."""
+    ps = prompts(tiny_tokenizer)
+    params = SamplingParams(max_new_tokens=20, temperature=1.0, top_k=20, stop_strings=("e",))
+    static, dynamic = Engine(model, tiny_tokenizer, static_cache=True), Engine(model, tiny_tokenizer)
+    static.generate(ps[::-1], params, num_samples=4, seeds=[9, 8, 7, 6])
+    first = static._buffers
+    address = first.k[0].data_ptr()
+    again = static.generate(ps[1:], params, num_samples=4, seeds=[1, 2, 3])  # fewer rows: a view of the same buffers
+    assert static._buffers is first and static._buffers.k[0].data_ptr() == address
+    same_samples(again, dynamic.generate(ps[1:], params, num_samples=4, seeds=[1, 2, 3]))
+    assert first.capacity == CFG.max_seq_len  # 256-slot rounding, capped at the context
+    more = static.generate(ps, params, num_samples=5, seeds=[4, 3, 2, 1])  # 20 rows > 16
+    assert static._buffers is not first and static._buffers.batch == 20
+    same_samples(more, dynamic.generate(ps, params, num_samples=5, seeds=[4, 3, 2, 1]))
+    static.free_cache()
+    assert static._buffers is None

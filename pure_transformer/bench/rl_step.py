@@ -70,7 +70,7 @@ def bench_rl_step(cfg: GRPOConfig, device: torch.device, *, checkpoint: str | No
     budget, _ = sampling_budget(cfg, fmt)
     train, _ = rl_questions(task_source("synthetic"), None, cfg.val_questions)  # the bundled questions
     train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", False)
-    engine = Engine(model, tok)
+    engine = Engine(model, tok, compile_backend="inductor" if cfg.compile_decode else None)
     reward_fn = make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
     say(f"GRPO step: {model.num_params():,} parameters, {cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} "
         f"samples, up to {budget} new tokens (T={cfg.temperature}, top-k {cfg.top_k}, top-p {cfg.top_p}), micro-batch "

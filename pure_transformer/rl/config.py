@@ -42,6 +42,9 @@ class GRPOConfig:
     """Generation budget; None takes the format's (24, or 96 for explain)."""
     stop_strings: tuple[str, ...] = ()
     """Extra stop strings; the format's own (a new "Question:", the answer line's end) always apply."""
+    compile_decode: bool = False
+    """Roll out with a static KV cache and a compiled decode step (CUDA graphs on CUDA); same
+    samples as the dynamic cache, whose buffers it keeps between steps (see docs/INFERENCE.md)."""
 
     kl_coef: float = 0.01
     clip_eps: float = 0.2

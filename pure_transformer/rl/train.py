@@ -264,7 +264,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     budget, _ = sampling_budget(cfg, fmt)
     train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", rt.is_main)
     val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation", rt.is_main)
-    engine = Engine(model, tok)
+    engine = Engine(model, tok, compile_backend="inductor" if cfg.compile_decode else None)
     reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
     loss_cfg = loss_config(cfg)
     total_steps = math.ceil(cfg.epochs * len(train) / cfg.prompts_per_step)
