@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Issue 14's GPU figures in one call, for a lent H200 (not yet run: no GPU has been lent).
+#   run(command="bash bench/gpu_checks.sh", timeout_s=540)
+# The device image's python3 has torch, transformers, tokenizers, safetensors and tqdm;
+# the package runs from the working tree. Full logs go under $OUT; each check prints its table.
+set -u -o pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-checks}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+  | tee -a "$OUT/gpu.txt"
+check() {  # name, seconds, then the bench arguments
+  local name=$1 limit=$2; shift 2
+  echo "== $name: pure-transformer bench $*"
+  timeout "$limit" python3 -m pure_transformer bench "$@" > "$OUT/$name.log" 2>&1
+  echo "(exit $?)"; grep -E '^\||x tokens/s|MFU =|loss on|share of the step' "$OUT/$name.log"
+}
+check train 150 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3
+check train-ac 120 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3 \
+  --activation-checkpointing
+check generate 150 generate --model medium-large --batch 256 --prompt-len 128 --new-tokens 512 --repeats 2
+check rl-step 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2
+check rl-step-compiled 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2 --set compile_decode=true
