@@ -10,15 +10,29 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 from ..model import Transformer, hf_llama_config, hf_llama_state_dict
+from ..tokenizer import Tokenizer
+
+
+def bundled_tokenizer(vocab_size: int) -> Tokenizer:
+    """A byte-level BPE of at most 4,096 tokens trained on the bundled corpus (a few
+    seconds). A benchmark's speed does not depend on which ids it feeds; ids past
+    this vocabulary, which a random model of a larger one samples, decode to nothing."""
+    from ..bundled.synthetic import training_texts
+    from ..tokenizer import train_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return train_tokenizer(islice(training_texts(), 20_000), min(4096, vocab_size), tmp, show_progress=False)
 
 
 def sync(device: torch.device) -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import tempfile
-from itertools import islice
 
 import torch
 
@@ -33,7 +31,7 @@ from ..rl.questions import rl_questions
 from ..rl.rewards import RewardConfig, make_reward
 from ..rl.train import fitting, loss_config, reference_logprobs, rollout, sampling_budget, update
 from ..train.runtime import PhaseTimer, Runtime
-from .common import add_device_args, device_of, environment, markdown, per_device, require_positive_flags
+from .common import add_device_args, bundled_tokenizer, device_of, environment, markdown, per_device, require_positive_flags
 
 PHASES = ("generation", "reference", "policy", "backward", "optimizer")
 
@@ -41,19 +39,15 @@ PHASES = ("generation", "reference", "policy", "backward", "optimizer")
 def load_policy(checkpoint: str | None, model_name: str, device: torch.device):
     """(model, tokenizer, answer format): a checkpoint's, or a random preset's with a
     BPE trained on the bundled corpus (ids past its vocabulary decode to nothing)."""
-    from ..bundled.synthetic import training_texts
     from ..checkpoint import load_model
     from ..config import model_preset
     from ..model import build_model
-    from ..tokenizer import train_tokenizer
 
     if checkpoint:
         model, tok, meta, _ = load_model(checkpoint, device)
         return model, tok, AnswerFormat.of_checkpoint(meta)
     cfg = model_preset(model_name)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = train_tokenizer(islice(training_texts(), 20_000), min(4096, cfg.vocab_size), tmp, show_progress=False)
-    return build_model(cfg, device), tok, AnswerFormat.EXPLAIN
+    return build_model(cfg, device), bundled_tokenizer(cfg.vocab_size), AnswerFormat.EXPLAIN
 
 
 def bench_rl_step(cfg: GRPOConfig, device: torch.device, *, checkpoint: str | None = None,

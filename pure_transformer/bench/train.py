@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +35,7 @@ from ..train.metrics import device_peak_flops
 from ..train.parallel import parallelize
 from ..train.pretrain import train_loader, train_step
 from ..train.runtime import Runtime
-from .common import (add_device_args, alternate, device_of, environment, fmt_gb, hf_twin, markdown, per_device,
+from .common import (add_device_args, alternate, bundled_tokenizer, device_of, environment, fmt_gb, hf_twin, markdown, per_device,
                      require_positive_flags)
 
 
@@ -70,13 +68,9 @@ def bench_train(cfg: PretrainConfig, device: torch.device, *, steps: int = 3, re
                 peak_flops: float | None = None, say=print) -> list[TrainRow]:
     """Time ``steps`` training steps per round, ``repeats`` rounds alternating ours and
     transformers; returns one row per side (ours first)."""
-    from ..bundled.synthetic import training_texts
-    from ..tokenizer import train_tokenizer
-
     rt = Runtime(0, 1, 0, device)
     mcfg = model_preset(cfg.model).replace(max_seq_len=max(cfg.seq_len, model_preset(cfg.model).max_seq_len))
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = train_tokenizer(islice(training_texts(), 20_000), min(4096, mcfg.vocab_size), tmp, show_progress=False)
+    tok = bundled_tokenizer(mcfg.vocab_size)
     torch.manual_seed(cfg.seed)
     ours = build_model(mcfg, device)
     hf = hf_twin(ours).train()
