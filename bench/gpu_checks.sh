@@ -17,8 +17,10 @@ check() {  # name, seconds, then the bench arguments
   echo "(exit $?)"; grep -E '^\||x tokens/s|MFU =|loss on|share of the step' "$OUT/$name.log"
 }
 check train 150 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3
+check train-sac 120 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3 \
+  --activation-checkpointing selective
 check train-ac 120 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3 \
-  --activation-checkpointing
+  --activation-checkpointing full
 check generate 150 generate --model medium-large --batch 256 --prompt-len 128 --new-tokens 512 --repeats 2
 check rl-step 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2
 check rl-step-compiled 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2 --set compile_decode=true

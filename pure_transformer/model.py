@@ -18,12 +18,13 @@ exactly as it would alone.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .config import ModelConfig
 from .kv_cache import KVCache, StaticKVCache  # noqa: F401 (KVCache is imported from here)
@@ -33,6 +34,25 @@ try:  # The flash-attn package is optional; SDPA already uses flash kernels on G
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the environment
     flash_attn_func = flash_attn_varlen_func = None
+
+# Selective activation checkpointing keeps what is costly to recompute, the matmul and attention
+# outputs, and recomputes the rest of a block in backward: norms, RoPE, SiLU, products, dtype casts.
+# Those elementwise results hold most of a block's activation bytes and little of its FLOPs.
+_SAVED_OPS = {
+    torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
+
+
+def _save_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_selective_context = functools.partial(create_selective_checkpoint_contexts, _save_matmuls)
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm, computed in fp32 and cast back (as HF Llama does)."""
@@ -183,7 +203,8 @@ class Transformer(nn.Module):
         # RoPE tables are derived, never saved: they are rebuilt by init_weights().
         self.register_buffer("rope_cos", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
-        self.activation_checkpointing = False
+        self.activation_checkpointing: bool | str = False
+        """True: recompute each block in backward; "selective": only its elementwise ops."""
 
     # ----------------------------------------------------------------- init
     @torch.no_grad()
@@ -259,8 +280,10 @@ class Transformer(nn.Module):
             if cache is not None:
                 x = layer(x, cos, sin, None, (cache, i, mask))
             elif self.activation_checkpointing and self.training:
-                # Recompute each block in backward: activation memory O(1 block) instead of O(L).
-                x = checkpoint(layer, x, cos, sin, doc_ids, use_reentrant=False)
+                # Recompute each block in backward: activation memory O(1 block) instead of O(L);
+                # selective: keep the matmul and attention outputs, recompute only the cheap ops.
+                context = {"context_fn": _selective_context} if self.activation_checkpointing == "selective" else {}
+                x = checkpoint(layer, x, cos, sin, doc_ids, use_reentrant=False, **context)
             else:
                 x = layer(x, cos, sin, doc_ids)
         if cache is not None:

@@ -37,6 +37,10 @@ def _coerce(name: str, value: Any, annotation: Any, strict: bool = False) -> Any
                 return _coerce(name, value, arg, strict)
             except ConfigError as e:
                 errors.append(str(e))
+        head, tail = f"{name} must be ", f", got {value!r}"
+        if len(errors) > 1 and all(e.startswith(head) and e.endswith(tail) for e in errors):
+            # "x must be bool or one of selective, got 'full'": every alternative, one line
+            raise ConfigError(head + " or ".join(e[len(head):-len(tail)] for e in errors) + tail)
         raise ConfigError(errors[0])
     if origin is typing.Literal:
         if value not in args:

@@ -51,6 +51,10 @@ def test_overrides_parse_and_validate(tmp_path: Path) -> None:
         apply_overrides(cfg, {"compile": "yes please"})
     with pytest.raises(ConfigError, match="weight_by must be one of"):
         apply_overrides(cfg, {"weight_by": "bytes"})
+    assert apply_overrides(cfg, parse_set(["activation_checkpointing=selective"])).activation_checkpointing == "selective"
+    assert apply_overrides(cfg, parse_set(["activation_checkpointing=true"])).activation_checkpointing is True
+    with pytest.raises(ConfigError, match="^activation_checkpointing must be bool or one of selective, got 'full'$"):
+        apply_overrides(cfg, {"activation_checkpointing": "full"})
     with pytest.raises(ConfigError, match="min_lr <= peak_lr"):
         apply_overrides(cfg, {"min_lr": 1.0})
     with pytest.raises(ConfigError, match="key=value"):

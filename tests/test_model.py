@@ -145,18 +145,43 @@ def test_loss_mean_ignore_and_per_token() -> None:
     torch.testing.assert_close(per_token[keep], manual)
 
 
-def test_activation_checkpointing_same_gradients() -> None:
+def test_activation_checkpointing_same_gradients_and_what_it_recomputes() -> None:
+    """Full and selective checkpointing give the plain gradients. Counting the ops that
+    run in forward + backward: full recomputes every matmul of the forward again;
+    selective recomputes none of them (it saved their outputs) but does recompute
+    the elementwise ops (SiLU here)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: dict = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[func] = self.calls.get(func, 0) + 1
+            return func(*args, **(kwargs or {}))
+
     torch.manual_seed(0)
     model = build_model(SMALL)
     x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
-    grads = []
-    for ac in (False, True):
+    grads, counts = [], []
+    for ac in (False, True, "selective"):
         model.zero_grad()
         model.activation_checkpointing = ac
-        model(x, y)[0].backward()
+        with Count() as count:
+            model(x, y)[0].backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+        counts.append(count.calls)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            torch.testing.assert_close(a, b)
+    mm, silu = torch.ops.aten.mm.default, torch.ops.aten.silu.default
+    plain, full, selective = counts
+    # q, k, v, o, gate, up: the recompute stops once backward has what it needs, and down_proj's
+    # output is not among it (its gradient needs the input only).
+    per_block_mm = 6
+    assert full[mm] == plain[mm] + per_block_mm * SMALL.n_layers and selective[mm] == plain[mm]
+    assert full[silu] == selective[silu] == plain[silu] + SMALL.n_layers
 
 
 def test_tied_embeddings_survive_meta_init() -> None:

@@ -53,7 +53,7 @@ class TrainRow:
     """Loss on the first batch before any step: the same weights must give the same loss."""
 
 
-def bench_config(model: str, micro_batch: int, seq_len: int, compile: bool, activation_checkpointing: bool,
+def bench_config(model: str, micro_batch: int, seq_len: int, compile: bool, activation_checkpointing: bool | str,
                  num_workers: int, batches: int) -> PretrainConfig:
     """The ``debug`` preset's offline mixture at the given model and batch shape, with
     a token budget of ``batches`` micro-batches."""
@@ -76,7 +76,7 @@ def bench_train(cfg: PretrainConfig, device: torch.device, *, steps: int = 3, re
     hf = hf_twin(ours).train()
     ours.train()
     ours.activation_checkpointing = cfg.activation_checkpointing
-    if cfg.activation_checkpointing:
+    if cfg.activation_checkpointing is True:
         hf.gradient_checkpointing_enable()
     with warnings.catch_warnings():  # a benchmark's tiny budget over the bundled corpus repeats it, knowingly
         warnings.simplefilter("ignore", DataRepeatWarning)
@@ -145,7 +145,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per side, after one warm-up (default 3)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile every block of both models (default on CUDA only)")
-    p.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in backward (both)")
+    p.add_argument("--activation-checkpointing", choices=["full", "selective"], default=None,
+                   help="recompute blocks in backward: full (both models) or selective (ours only: transformers has "
+                        "no equivalent and runs without)")
     p.add_argument("--num-workers", type=int, default=2, help="loader worker processes (default 2)")
     add_device_args(p)
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -160,7 +162,9 @@ def run(args: argparse.Namespace) -> None:
     gpu = device.type == "cuda"
     cfg = bench_config(per_device(args.model, device, "medium-large", "tiny"),
                        per_device(args.micro_batch, device, 16, 4), per_device(args.seq_len, device, 2048, 256),
-                       per_device(args.compile, device, True, False), args.activation_checkpointing, args.num_workers,
+                       per_device(args.compile, device, True, False),
+                       {None: False, "full": True, "selective": "selective"}[args.activation_checkpointing],
+                       args.num_workers,
                        batches=2 * args.steps * (args.repeats + 1) + 1)
     for line in environment(device):
         print(line)

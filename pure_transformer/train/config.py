@@ -72,7 +72,10 @@ class PretrainConfig:
     """Deterministic kernels (tests, bit-exact resume checks); slower on GPU."""
     compile: bool = False
     """torch.compile each transformer block (before DDP/FSDP wrap it, as torchtitan does)."""
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool | Literal["selective"] = False
+    """True recomputes every block in backward (least memory, about a third more compute);
+    "selective" saves each block's matmul and attention outputs and recomputes only its
+    elementwise ops (norms, RoPE, SiLU, casts): a middle ground in memory at little extra compute."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP replicates the model on every rank; FSDP2 (``fully_shard`` per
     block) shards parameters, gradients and AdamW state, for models whose replicas do not

@@ -397,7 +397,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
         raise TrainingError(
             f"out of memory at micro_batch={cfg.micro_batch}, seq_len={cfg.seq_len}; try --set "
             f"micro_batch={max(1, cfg.micro_batch // 2)} (accumulation grows to keep the global batch), "
-            f"--set activation_checkpointing=true, or a shorter --set seq_len") from None
+            f"--set activation_checkpointing=selective (or activation_checkpointing=true, the least memory), or a "
+            f"shorter --set seq_len") from None
     finally:
         bar.close()
         if run.logger:
