@@ -100,6 +100,14 @@ def prompt_seed(*keys: int) -> int:
 STATIC_CAPACITY_STEP = 256
 """A static cache's slots are a multiple of this: calls of similar lengths share buffers and graphs."""
 
+STATIC_MIN_ROWS = 8
+"""A static batch shrinks no further: a decode step reads every weight whatever the row count,
+so fewer rows save nothing, and each size is one more compiled graph."""
+
+COMPILED_SHAPES = 64
+"""dynamo's recompile limit while an engine compiles: one graph per (rows, capacity) pair,
+shared by every engine, would pass the default 8 (it would then silently run eagerly)."""
+
 TOP_P_CANDIDATES = 1024
 """Top-p without top-k looks for its nucleus among this many most likely tokens."""
 
@@ -232,9 +240,11 @@ class Engine:
         self.compact_fraction = compact_fraction
         self.static_cache = static_cache or compile_backend is not None
         self.graphs = compile_backend == "inductor" and self.device.type == "cuda"
-        self._decode = decode_step if compile_backend is None else torch.compile(
-            decode_step, backend=compile_backend, fullgraph=True, dynamic=False,
-            mode="reduce-overhead" if self.graphs else None)
+        self._decode = decode_step
+        if compile_backend is not None:
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES)
+            self._decode = torch.compile(decode_step, backend=compile_backend, fullgraph=True, dynamic=False,
+                                         mode="reduce-overhead" if self.graphs else None)
         self._buffers: StaticKVCache | None = None
 
     def free_cache(self) -> None:
@@ -268,11 +278,12 @@ class Engine:
 
         Dynamic cache: the live rows, once ``compact_fraction`` are finished.
         Static cache: the batch halves (or more) to the power of two at or above
-        the live count, padded with finished rows, so a compiled step sees few sizes."""
+        the live count (at least ``STATIC_MIN_ROWS``), padded with finished rows, so a
+        compiled step sees few sizes."""
         n, alive = len(live), int(live.sum())
         if not self.static_cache:
             return live.nonzero().squeeze(1) if n - alive >= max(1, self.compact_fraction * n) else None
-        size = 1 << max(0, alive - 1).bit_length()
+        size = max(STATIC_MIN_ROWS, 1 << max(0, alive - 1).bit_length())
         if size >= n:
             return None
         filler = (~live).nonzero().squeeze(1)[:size - alive]
