@@ -257,7 +257,7 @@ class Engine:
         capacity = min(-(-capacity // STATIC_CAPACITY_STEP) * STATIC_CAPACITY_STEP, self.model.cfg.max_seq_len)
         b = self._buffers
         if b is None or b.batch < len(rows) or b.capacity != capacity or b.k[0].dtype != prefilled.k[0].dtype:
-            self._buffers = b = None  # free the old buffers before allocating the new ones
+            self._buffers = b = None  # free the old buffers (both references) before allocating the new ones
             b = self._buffers = StaticKVCache.empty(self.model.cfg, len(rows), capacity, self.device,
                                                     prefilled.k[0].dtype)
         return self._marked(b.load_(prefilled, rows))

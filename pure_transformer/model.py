@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .config import ModelConfig
-from .kv_cache import KVCache, StaticKVCache  # noqa: F401 (KVCache is imported from here)
+from .kv_cache import KVCache, StaticKVCache
 from .losses import IGNORE_INDEX, LOSS_CHUNK, linear_cross_entropy
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.

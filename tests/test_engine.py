@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from pure_transformer.config import ModelConfig
 from pure_transformer.engine import Engine, SamplingParams, sample_next
-from pure_transformer.model import KVCache, build_model
+from pure_transformer.kv_cache import KVCache
+from pure_transformer.model import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128)
 

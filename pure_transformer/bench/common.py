@@ -22,6 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..model import Transformer, hf_llama_config, hf_llama_state_dict
 from ..tokenizer import Tokenizer
+from ..train.runtime import synchronize
 
 
 def bundled_tokenizer(vocab_size: int) -> Tokenizer:
@@ -33,11 +34,6 @@ def bundled_tokenizer(vocab_size: int) -> Tokenizer:
 
     with tempfile.TemporaryDirectory() as tmp:
         return train_tokenizer(islice(training_texts(), 20_000), min(4096, vocab_size), tmp, show_progress=False)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def hf_twin(model: Transformer, attn_implementation: str = "sdpa") -> torch.nn.Module:
@@ -82,12 +78,12 @@ def alternate(contenders: dict[str, Callable[[], Any]], repeats: int, device: to
     out = {name: Timed() for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            sync(device)
+            synchronize(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             out[name].result = fn()
-            sync(device)
+            synchronize(device)
             out[name].seconds.append(time.perf_counter() - start)
             if device.type == "cuda":
                 peak = torch.cuda.max_memory_allocated(device) / 1e9

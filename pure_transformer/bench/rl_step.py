@@ -8,7 +8,7 @@ the phases of :func:`pure_transformer.rl.train.grpo_train`'s step:
 - backward: gradients (summed over ranks under torchrun);
 - optimizer: clipping and AdamW.
 
-The step is the trainer's own (``rollout``, ``reference_logprobs``, ``update``),
+The step is the trainer's own (:func:`pure_transformer.rl.train.grpo_step`),
 timed with the device synchronised at each boundary. The default shape is the
 ``grpo_usmle_2day`` preset's. Without ``--checkpoint`` the model is a randomly
 initialised preset, which almost never ends a completion early: every row runs
@@ -29,7 +29,7 @@ from ..eval.scoring import task_source
 from ..rl.config import GRPOConfig, grpo_preset
 from ..rl.questions import rl_questions
 from ..rl.rewards import RewardConfig, make_reward
-from ..rl.train import fitting, loss_config, reference_logprobs, rollout, sampling_budget, update
+from ..rl.train import fitting, grpo_step, loss_config, sampling_budget
 from ..train.runtime import PhaseTimer, Runtime
 from .common import add_device_args, bundled_tokenizer, device_of, environment, markdown, per_device, require_positive_flags
 
@@ -73,12 +73,8 @@ def bench_rl_step(cfg: GRPOConfig, device: torch.device, *, checkpoint: str | No
     cursor, out = 0, []
     for step in range(steps + 1):
         timer = PhaseTimer(device)
-        with timer("generation"):
-            batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt, rt)
-        model.train()
-        with timer("reference"):
-            ref_logp = reference_logprobs(ref, batch, cfg)
-        update(model, optimizer, batch, ref_logp, cfg, loss_config(cfg), rt, timer)
+        batch, cursor, _ = grpo_step(engine, ref, optimizer, cfg, loss_config(cfg), train, cursor, step, reward_fn,
+                                     fmt, rt, timer)
         if step > 0:
             out.append({**{p: timer.seconds.get(p, 0.0) for p in PHASES},
                         "completion_tokens": float(batch.num_completion_tokens)})

@@ -190,6 +190,20 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     return {**stats, "logp_gap": float(sums[5]), "grad_norm": grad_norms / cfg.updates_per_rollout}
 
 
+def grpo_step(engine: Engine, ref: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: GRPOConfig,
+              loss_cfg: GRPOLossConfig, train: list[MCQ], cursor: int, step: int, reward_fn: RewardFn,
+              fmt: AnswerFormat, rt: Runtime, timer: PhaseTimer) -> tuple[RolloutBatch, int, dict[str, float]]:
+    """One GRPO step of ``engine.model``: rollout, reference log-probs, update. Returns
+    the rollout batch, the advanced cursor and :func:`update`'s statistics; ``timer``
+    gets the phases "generation", "reference" and :func:`update`'s."""
+    with timer("generation"):
+        batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt, rt)
+    engine.model.train()
+    with timer("reference"):
+        ref_logp = reference_logprobs(ref, batch, cfg)
+    return batch, cursor, update(engine.model, optimizer, batch, ref_logp, cfg, loss_cfg, rt, timer)
+
+
 def step_record(batch: RolloutBatch, rt: Runtime) -> dict:
     """The step's rollout statistics over every rank's groups."""
     parts = all_gather_object((batch.rewards.tolist(), batch.correct.tolist(), batch.zero_variance.tolist(),
@@ -337,19 +351,16 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 lr_scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * lr_scale
-                t0 = time.perf_counter()
-                batch, cursor = rollout(engine, cfg, train, cursor, step, reward_fn, fmt, rt)
-                t1 = time.perf_counter()
-                model.train()
-                ref_logp = reference_logprobs(ref, batch, cfg)
-                stats = update(model, optimizer, batch, ref_logp, cfg, loss_cfg, rt)
-                t2 = time.perf_counter()
+                timer = PhaseTimer()  # no device: wall time only, no synchronisation in the loop
+                batch, cursor, stats = grpo_step(engine, ref, optimizer, cfg, loss_cfg, train, cursor, step,
+                                                 reward_fn, fmt, rt, timer)
+                gen_s, step_s = timer.seconds["generation"], sum(timer.seconds.values())
                 step += 1
                 if cfg.ref_refresh_every and step % cfg.ref_refresh_every == 0:
                     ref.load_state_dict(model.state_dict())
-                record = {**step_record(batch, rt), **stats, "gen_time_s": t1 - t0, "train_time_s": t2 - t1,
+                record = {**step_record(batch, rt), **stats, "gen_time_s": gen_s, "train_time_s": step_s - gen_s,
                           "lr": cfg.lr * lr_scale, "questions_seen": cursor}
-                record["rollout_tokens_per_s"] = record.pop("completion_tokens") / (t1 - t0)
+                record["rollout_tokens_per_s"] = record.pop("completion_tokens") / gen_s
                 if step % cfg.log_every == 0:
                     log(record)
                 bar.update(1)
@@ -375,7 +386,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                         stopped = stopping
                         write(f"stopped after step {step} ({stopped}); resume with --resume")
                         break
-                if warning := grace.observe(step_s=t2 - t0):
+                if warning := grace.observe(step_s=step_s):
                     write(warning)
     finally:
         bar.close()

@@ -116,6 +116,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([tensor(s) for s in state["cuda"]])
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a CUDA device (nothing to wait for elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class PhaseTimer:
     """Wall seconds per named phase, summed over a step's calls: ``with timer("backward"): ...``.
 
@@ -127,8 +133,8 @@ class PhaseTimer:
         self.seconds: dict[str, float] = {}
 
     def _sync(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.device is not None:
+            synchronize(self.device)
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
