@@ -65,6 +65,7 @@ def test_rl_step_bench_times_every_phase_of_real_steps() -> None:
     (["bench", "train", "--num-workers", "-1"], "error: --num-workers must be >= 0, got -1"),
     (["bench", "train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
     (["bench", "generate", "--device", "gpu0"], "error: unknown device 'gpu0'"),
+    (["bench", "rl-step", "--checkpoint", "/no/such/run"], "error: checkpoint path not found: /no/such/run"),
 ])
 def test_bad_bench_arguments_are_one_error_line(argv, message, capsys) -> None:
     assert cli_main(argv if "--device" in argv else [*argv, "--device", "cpu"]) == 2
