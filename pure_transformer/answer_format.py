@@ -8,6 +8,9 @@ prompt, the RL reward and the generate-mode scorer can never disagree:
 
     Question: {question}\\n\\nA. {A}\\nB. {B}\\nC. {C}\\nD. {D}\\n\\nAnswer: C. {C's text}
 
+with as many option lines as the question has (2-10, A-J), and, for a question
+with a ``context`` (PubMedQA's abstract), ``Context: {context}\\n\\n`` first.
+
 ``text`` (cloze: the answer names the option's text)::
 
     ...\\n\\nAnswer: {gold option text}
@@ -24,14 +27,21 @@ Reading answers back (:meth:`AnswerFormat.parse`) is strict, because an RL
 policy finds every loophole in a lenient parser:
 
 - ``letter``: the completion must *start* with the answer ("C", "C.", "(C)",
-  "**C**", "Answer: C", "The answer is C"). A capital letter followed by ``-``,
-  a digit or a word is an article or a name, never an answer ("A 49-year-old",
-  "C-reactive protein", "D-dimer"). Nothing later in the text can override the
-  leading answer, and two letters together ("A or B") are no answer.
+  "**C**", "Answer: C", "The answer is C"), and the letter must be one of the
+  question's. A capital letter followed by ``-``, a digit or a word is an
+  article or a name, never an answer ("A 49-year-old", "C-reactive protein",
+  "D-dimer"). Nothing later in the text can override the leading answer, and a
+  second letter on the line ("A or B", "A B", "A, or B", "A (or B)") is no answer.
 - ``text`` / ``explain``: only the final ``Answer:`` line counts (``text``
-  completions begin on that line). It must name exactly one option, by a
-  whole-word match of normalised text; a letter on that line is not read, and a
-  missing line, an unknown answer or several options give no answer.
+  completions begin on that line). The line must *be* one option: after
+  :func:`normalize` it equals that option's normalised text, optionally after
+  the option's own letter ("C. Warfarin"). Anything else on the line ("not
+  tremor", "tremor (not resting tremor)", "it is probably warfarin") is no
+  answer; so is a bare letter. :func:`answer_cause` says why a line failed.
+- :func:`normalize` keeps numbers whole, with their sign, comparator, decimals,
+  range and percent ("-5", "0.5", "<5%", "2-5"), so "0.5 mg" never reads as
+  "5 mg". Questions whose options normalise to nothing or to each other cannot
+  be answered by text; :func:`check_answerable` refuses them.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from enum import Enum
 
 from .mcq import LETTERS, MCQ
 
-STOP_STRINGS: tuple[str, ...] = ("\n\nQuestion:",)
+STOP_STRINGS: tuple[str, ...] = ("\n\nQuestion:", "\n\nContext:")
 """Where every generated answer ends: a model that runs on into a new question is cut there."""
 
 
@@ -61,8 +71,7 @@ class AnswerFormat(str, Enum):
         """The text a model continues. ``letter`` and ``text`` end in ``"Answer:"``,
         ``explain`` in ``"Explanation:"``; the space before the answer belongs to
         the answer, as BPE fuses it with the next word."""
-        cue = "Explanation:" if self is AnswerFormat.EXPLAIN else "Answer:"
-        return f"{question_block(mcq)}\n\n{cue}"
+        return "".join(self.prompt_parts(mcq))
 
     def target(self, mcq: MCQ) -> str:
         """The gold continuation of :meth:`prompt` (what pretraining text shows)."""
@@ -82,11 +91,28 @@ class AnswerFormat(str, Enum):
     # -------------------------------------------------------------- reading
     def parse(self, mcq: MCQ, completion: str) -> str | None:
         """The letter of the option that ``completion`` answers, or None (see the module doc)."""
+        return self.read(mcq, completion)[0]
+
+    def read(self, mcq: MCQ, completion: str) -> tuple[str | None, str | None]:
+        """(the answered letter, None) or (None, why not: one of :data:`NO_ANSWER_CAUSES`)."""
         completion = cut_at_stop(completion)
         if self is AnswerFormat.LETTER:
-            return extract_letter(completion)
+            letter = extract_letter(completion, mcq.letters)
+            return (letter, None) if letter else (None, "no answer letter")
         line = completion.split("\n", 1)[0] if self is AnswerFormat.TEXT else final_answer_line(completion)
-        return None if line is None else named_option(mcq, line)
+        if line is None:
+            return None, "no answer line"
+        letter = named_option(mcq, line)
+        return (letter, None) if letter else (None, answer_cause(mcq, line))
+
+    def prompt_parts(self, mcq: MCQ) -> tuple[str, str, str]:
+        """:meth:`prompt` as (head, body, tail), joined without separators: a prompt too long for
+        the context is cut from the start of ``body`` (the context, then the question stem);
+        the head, the options and the cue in ``tail`` are never cut."""
+        cue = "Explanation:" if self is AnswerFormat.EXPLAIN else "Answer:"
+        head, body = ("Context: ", f"{mcq.context}\n\nQuestion: {mcq.question}") if mcq.context else \
+            ("Question: ", mcq.question)
+        return head, body, f"\n\n{option_lines(mcq)}\n\n{cue}"
 
     def stop_strings(self) -> tuple[str, ...]:
         """Where generation ends: a new question always; the letter and text answers
@@ -102,10 +128,15 @@ def has_explanation(mcq: MCQ) -> bool:
     return bool(mcq.explanation and mcq.explanation.strip())
 
 
+def option_lines(mcq: MCQ) -> str:
+    """``A. ...\\nB. ...``: one line per option, as many as the question has."""
+    return "\n".join(f"{letter}. {text}" for letter, text in mcq.options.items())
+
+
 def question_block(mcq: MCQ) -> str:
-    """``Question: ...`` and the four lettered options, shared by every format."""
-    lines = "\n".join(f"{letter}. {mcq.options[letter]}" for letter in LETTERS)
-    return f"Question: {mcq.question}\n\n{lines}"
+    """The context (if any), ``Question: ...`` and the lettered options, shared by every format."""
+    head = f"Context: {mcq.context}\n\n" if mcq.context else ""
+    return f"{head}Question: {mcq.question}\n\n{option_lines(mcq)}"
 
 
 def cut_at_stop(completion: str) -> str:
@@ -119,18 +150,24 @@ def cut_at_stop(completion: str) -> str:
 # An optional cue at the very start, opening brackets, the letter, closing brackets and punctuation.
 _LEADING_LETTER = re.compile(
     r"\s*(?:[*]*(?i:(?:the\s+)?(?:correct\s+)?answer(?:\s+is)?\s*:?\s*))?"
-    r"[(\[*]*(?P<letter>[A-Da-d])(?P<close>[)\]*]*)(?P<punct>[.:,]?)"
+    r"[(\[*]*(?P<letter>[A-Ja-j])(?P<close>[)\]*]*)(?P<punct>[.:,]?)"
 )
-_CONJOINED = re.compile(r"\s*(?:,|/|&|\band\b|\bor\b)\s*[(\[*]*[A-Da-d](?![A-Za-z0-9-])")
+# A second letter on the answer's line: after a conjunction or separator ("A or B", "A, B", "A/B",
+# "A (or B)", "A. or B"), or standing alone ("A B", "A B."), it makes the answer ambiguous.
+_CONJOINED = re.compile(
+    r"[ \t]*(?:(?:[,/&;]|\(|\band\b|\bor\b)[ \t]*)+[(\[*]*[A-Ja-j](?![A-Za-z0-9-])"
+    r"|[ \t]+[(\[*]*[A-J](?:[)\]*]*[.:,]?[ \t]*(?:$|\n)|[.):][ \t])"
+)
 
 
-def extract_letter(completion: str) -> str | None:
-    """The answer letter a completion *starts* with, or None.
+def extract_letter(completion: str, letters: tuple[str, ...] = LETTERS) -> str | None:
+    """The answer letter a completion *starts* with, if it is one of ``letters``; else None.
 
     Accepted: "C", " C.", "C. Aspirin", "(B)", "b)", "**D**", "Answer: C",
     "The answer is (B)". Refused: "A 49-year-old man", "A 2 diabetes",
-    "C-reactive protein", "D-dimer", "A patient", "AB", "A or B", "the answer
-    is a beta blocker", and any letter that is not at the start ("I think it's D").
+    "C-reactive protein", "D-dimer", "A patient", "AB", "A or B", "A B",
+    "A (or B)", "the answer is a beta blocker", a letter the question does not
+    have, and any letter that is not at the start ("I think it's D").
     """
     match = _LEADING_LETTER.match(completion)
     if match is None:
@@ -147,13 +184,28 @@ def extract_letter(completion: str) -> str | None:
         ok = not line.strip() or re.match(r"[ \t]+[A-Z(]", line) is not None
     if not ok or (letter.islower() and not (match.group("close") or not rest.strip())):
         return None  # a lower-case letter counts only as "b)" or alone: "a" is usually the article
-    if _CONJOINED.match(completion[match.end("letter") + len(match.group("close")):]):
+    after_letter = completion[match.end("letter") + len(match.group("close")):]
+    if _CONJOINED.match(after_letter) or _CONJOINED.match(rest):
         return None
-    return letter.upper()
+    return letter.upper() if letter.upper() in letters else None
 
 
 # ------------------------------------------------------------ text/explain
 _ANSWER_LINE = re.compile(r"^[ \t]*Answer:[ \t]*(?P<rest>.*)$", re.MULTILINE)
+
+# A number kept whole: an optional sign or comparator (not after a letter or digit, so "covid-19" is
+# "covid 19"), digits with decimals or thousands, an optional range end, an optional percent.
+_NUMBER = r"(?:(?<![a-z0-9])[-+−±<>≤≥~][ \t]?)?\d+(?:[.,]\d+)*(?:[ \t]?[-–][ \t]?\d+(?:[.,]\d+)*)?%?"
+_TOKEN = re.compile(rf"{_NUMBER}|[a-z0-9]*[a-z][a-z0-9]*|[<>≤≥]")
+
+
+def normalize(text: str) -> str:
+    """Lower case, one space between tokens: the form in which option names are matched.
+
+    Tokens are words and whole numbers (see ``_NUMBER``): "0.5 mg" is "0.5 mg",
+    never "0 5 mg"; "-5 mg", "<5%", ">5%" and "2-5 mg" stay apart from "5 mg".
+    """
+    return " ".join(re.sub(r"[ \t]", "", t).replace("−", "-") for t in _TOKEN.findall(text.lower()))
 
 
 def final_answer_line(completion: str) -> str | None:
@@ -162,20 +214,46 @@ def final_answer_line(completion: str) -> str | None:
     return lines[-1].group("rest") if lines else None
 
 
-def normalize(text: str) -> str:
-    """Lower case, words only, single spaces: the form in which option names are matched."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+# The option's own letter before its text, as the letter format writes it: "C. ", "(C) ", "C) ".
+_LETTER_LABEL = re.compile(r"\s*[*]*[(\[]?(?P<letter>[A-J])(?:[)\]]|[.:])[ \t]+")
 
 
 def named_option(mcq: MCQ, line: str) -> str | None:
-    """The one option whose normalised text appears in ``line`` as whole words.
-
-    An option named only inside a longer named option ("tremor" within "resting
-    tremor") does not count separately. No option, or two, gives None.
-    """
-    said = f" {normalize(line)} "
-    named = [k for k in LETTERS if f" {normalize(mcq.options[k])} " in said and normalize(mcq.options[k])]
-    named = [k for k in named
-             if not any(o != k and f" {normalize(mcq.options[k])} " in f" {normalize(mcq.options[o])} "
-                        for o in named)]
+    """The option that ``line`` *is*: its normalised text equals the option's, optionally after
+    that option's letter ("C. Warfarin"). Anything more, less or different is None."""
+    label = _LETTER_LABEL.match(line)
+    if label is not None:
+        letter = label.group("letter")
+        body = normalize(line[label.end():])
+        if letter in mcq.options and body == normalize(mcq.options[letter]):
+            return letter
+    said = normalize(line)
+    named = [k for k, text in mcq.options.items() if said and said == normalize(text)]
     return named[0] if len(named) == 1 else None
+
+
+NO_ANSWER_CAUSES: tuple[str, ...] = ("no answer letter", "no answer line", "names no option", "names several")
+"""Why a completion answers nothing: the letter format found no leading letter; the text formats found
+no ``Answer:`` line, a line that is not one option, or a line that mentions several options."""
+
+
+def answer_cause(mcq: MCQ, line: str) -> str:
+    """Why ``line`` (an answer line that :func:`named_option` refused) names no option."""
+    said = f" {normalize(line)} "
+    mentioned = [k for k, text in mcq.options.items() if normalize(text) and f" {normalize(text)} " in said]
+    return "names several" if len(mentioned) > 1 else "names no option"
+
+
+def check_answerable(mcq: MCQ) -> str | None:
+    """Why the text formats cannot read an answer to ``mcq`` (an option that normalises to
+    nothing, or two options that normalise alike), or None when every option can be named."""
+    keys = {k: normalize(text) for k, text in mcq.options.items()}
+    empty = [k for k, v in keys.items() if not v]
+    if empty:
+        return f"option {empty[0]} ({mcq.options[empty[0]]!r}) has no words or numbers to name it by"
+    seen: dict[str, str] = {}
+    for k, v in keys.items():
+        if v in seen:
+            return f"options {seen[v]} and {k} read the same ({mcq.options[seen[v]]!r}, {mcq.options[k]!r})"
+        seen[v] = k
+    return None

@@ -11,7 +11,9 @@ import pytest
 
 from pure_transformer.answer_format import AnswerFormat, extract_letter, final_answer_line, named_option
 from pure_transformer.bundled.synthetic import bundled_corpus
-from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.mcq import MCQ
+
+LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 HEADER = ("Question: Which drug inhibits vitamin K epoxide reductase?\n\n"
@@ -69,7 +71,7 @@ def test_every_gold_target_parses_to_its_letter(fmt: AnswerFormat) -> None:
     ("Vitamin D deficiency", None), ("Bartonella henselae", None),
 ])
 def test_extract_letter(completion: str, expected: str | None) -> None:
-    assert extract_letter(completion) == expected
+    assert extract_letter(completion, LETTERS) == expected
     assert AnswerFormat.LETTER.parse(_mcq(), completion) == expected
 
 
@@ -79,7 +81,7 @@ TREMOR = {"A": "Tremor", "B": "Resting tremor", "C": "Aspirin", "D": "Warfarin"}
 
 @pytest.mark.parametrize("line, expected", [
     ("Resting tremor", "B"), ("tremor", "A"), ("  Warfarin.", "D"), ("WARFARIN", "D"),
-    ("It is warfarin", "D"),  # a whole-word mention counts
+    ("It is warfarin", None), ("Warfarin, probably", None),  # the line must be the option, nothing more
     ("Aspirin or warfarin", None), ("Resting tremor and aspirin", None),  # several options
     ("C", None), ("C. Aspirin", "C"),  # a bare letter is never read, the option text is
     ("Warfarinization", None), ("nothing", None), ("", None),

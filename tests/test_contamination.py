@@ -14,7 +14,7 @@ from pure_transformer.data.contamination import (
     normalize_question,
 )
 from pure_transformer.data.registry import open_source
-from pure_transformer.mcq import normalize_mcq
+from pure_transformer.mcq_schemas import normalize_mcq
 
 
 def read_jsonl(path) -> list[dict]:

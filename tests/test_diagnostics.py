@@ -9,7 +9,9 @@ import types
 import torch
 
 from pure_transformer.config import model_preset
-from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.mcq import MCQ
+
+LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 from pure_transformer.eval.probes import drill_batches, lookup_drill, option_copy_accuracy
 from pure_transformer.eval.scoring import encode_prompt
 

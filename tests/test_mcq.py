@@ -6,13 +6,8 @@ import random
 
 import pytest
 
-from pure_transformer.mcq import (
-    LETTERS,
-    MCQ,
-    mcq_to_record,
-    normalize_mcq,
-    shuffle_options,
-)
+from pure_transformer.mcq import MCQ, rotate_options, shuffle_options
+from pure_transformer.mcq_schemas import mcq_to_record, normalize_mcq
 from pure_transformer.errors import DataError, UserError
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
@@ -30,15 +25,22 @@ def _mcq(**overrides: object) -> MCQ:
 # --------------------------------------------------------------------------
 
 
-def test_mcq_rejects_five_options() -> None:
-    with pytest.raises(DataError, match=r"MCQ has 5 options \(A, B, C, D, E\); exactly 4 \(A-D\) are required"):
-        _mcq(options={**OPTIONS, "E": "Clopidogrel"})
+def test_mcq_takes_two_to_ten_options_lettered_in_order() -> None:
+    five = _mcq(options={**OPTIONS, "E": "Clopidogrel"}, answer="E")
+    assert five.letters == ("A", "B", "C", "D", "E") and five.answer_text == "Clopidogrel" and five.chance == 0.2
+    assert _mcq(options={"A": "yes", "B": "no"}, answer="B").letters == ("A", "B")
+    ten = {chr(65 + i): f"option {i}" for i in range(10)}
+    assert _mcq(options=ten, answer="J").letters[-1] == "J"
+    for bad in ({"A": "only"}, {**ten, "K": "eleven"}, {"A": "x", "C": "y"}, {"A": "x", "B": "y", "D": "z"}):
+        with pytest.raises(DataError, match=r"2 to 10 lettered from A in order"):
+            _mcq(options=bad, answer="A")
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
         ({"answer": "E"}, "answer 'E' is not one of A, B, C, D"),
+        ({"context": "  "}, "context, when given, must be non-empty"),
         ({"options": {**OPTIONS, "B": "  "}}, "option B is empty"),
         ({"question": ""}, "question is empty"),
     ],
@@ -50,7 +52,7 @@ def test_mcq_validation_messages(overrides: dict[str, object], message: str) -> 
 
 def test_mcq_orders_options_and_data_error_is_a_user_error() -> None:
     mcq = _mcq(options={"D": "Alteplase", "C": "Warfarin", "B": "Heparin", "A": "Aspirin"})
-    assert tuple(mcq.options) == LETTERS
+    assert tuple(mcq.options) == ("A", "B", "C", "D")
     assert mcq.answer_text == "Warfarin"
     assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
 
@@ -74,13 +76,12 @@ def test_normalize_bigbio_option_list() -> None:
     assert mcq.options == OPTIONS and mcq.answer == "B"
 
 
-def test_normalize_rejects_five_option_medqa_with_location() -> None:
+def test_normalize_reads_five_option_medqa_and_locates_a_bad_answer() -> None:
     record = {"question": "Q?", "options": {**OPTIONS, "E": "Clopidogrel"}, "answer_idx": "E"}
+    assert normalize_mcq(record).answer_text == "Clopidogrel"
     with pytest.raises(DataError) as err:
-        normalize_mcq(record, where="medqa.jsonl line 7")
-    assert str(err.value) == (
-        "MCQ has 5 options (A, B, C, D, E); exactly 4 (A-D) are required (medqa.jsonl line 7)"
-    )
+        normalize_mcq({**record, "answer_idx": "F"}, where="medqa.jsonl line 7")
+    assert str(err.value) == "MCQ answer 'F' is not one of A, B, C, D, E (medqa.jsonl line 7)"
 
 
 def test_normalize_names_missing_question() -> None:
@@ -117,11 +118,14 @@ def test_normalize_rejects_non_dict() -> None:
         normalize_mcq(["Q?"])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("explanation, subject", [(None, None), ("Vitamin K.", "Pharmacology")])
-def test_round_trip_through_normalised_record(explanation: str | None, subject: str | None) -> None:
-    mcq = _mcq(explanation=explanation, subject=subject)
+@pytest.mark.parametrize("explanation, subject, context", [(None, None, None),
+                                                           ("Vitamin K.", "Pharmacology", "An abstract.")])
+def test_round_trip_through_normalised_record(explanation: str | None, subject: str | None,
+                                              context: str | None) -> None:
+    mcq = _mcq(explanation=explanation, subject=subject, context=context)
     record = mcq_to_record(mcq)
-    assert set(record) == {"question", "options", "answer"} | ({"explanation", "subject"} if subject else set())
+    extra = {"explanation", "subject", "context"} if subject else set()
+    assert set(record) == {"question", "options", "answer"} | extra
     assert normalize_mcq(record) == mcq
 
 
@@ -140,9 +144,22 @@ def test_shuffle_options_keeps_gold_text() -> None:
         assert sorted(shuffled.options.values()) == sorted(OPTIONS.values())
         assert (shuffled.question, shuffled.explanation, shuffled.subject) == (mcq.question, "why", "pharm")
         answers.add(shuffled.answer)
-    assert answers == set(LETTERS)  # the gold letter really moves
+    assert answers == set(mcq.letters)  # the gold letter really moves
 
 
 def test_shuffle_options_is_deterministic_for_a_seed() -> None:
     mcq = _mcq()
     assert shuffle_options(mcq, random.Random(7)) == shuffle_options(mcq, random.Random(7))
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_shuffle_and_rotate_follow_the_option_count(count: int) -> None:
+    options = {chr(65 + i): f"option {i}" for i in range(count)}
+    mcq = MCQ("q?", options, "B", context="ctx")
+    for shift in range(count):
+        rotated = rotate_options(mcq, shift)
+        assert rotated.letters == mcq.letters and rotated.answer_text == "option 1" and rotated.context == "ctx"
+        assert rotated.options[chr(65 + shift % count)] == "option 0"
+    assert rotate_options(mcq, count) == mcq
+    seen = {shuffle_options(mcq, random.Random(seed)).answer for seed in range(30)}
+    assert seen == set(mcq.letters)

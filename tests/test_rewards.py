@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from pure_transformer.answer_format import AnswerFormat
-from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.mcq import MCQ
+
+LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 from pure_transformer.rl.rewards import (
     RewardConfig,
     correctness_reward,

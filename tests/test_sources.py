@@ -20,7 +20,7 @@ from pure_transformer.data.sources import (
     in_holdout,
 )
 from pure_transformer.errors import DataError
-from pure_transformer.mcq import normalize_mcq
+from pure_transformer.mcq_schemas import normalize_mcq
 
 DOCS = [f"document number {i} about topic {i % 7}" for i in range(300)]
 

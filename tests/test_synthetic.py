@@ -27,7 +27,10 @@ from pure_transformer.bundled.synthetic import (
     write_bundled,
 )
 from pure_transformer.errors import DataError
-from pure_transformer.mcq import LETTERS, MCQ, normalize_mcq
+from pure_transformer.mcq import MCQ
+from pure_transformer.mcq_schemas import normalize_mcq
+
+LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 
 
 def _digest(corpus: BundledCorpus) -> str:

@@ -57,7 +57,9 @@ from pure_transformer.bundled.templates import (
     cap,
 )
 from pure_transformer.errors import DataError
-from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.mcq import LETTERS as ALL_LETTERS, MCQ
+
+LETTERS = ALL_LETTERS[:4]  # the bundled questions have four options, A-D
 
 SPLITS = ("train", "validation", "test")
 EVAL_SIZES = {"validation": 200, "test": 400}  # train gets the rest (a multiple of 4)

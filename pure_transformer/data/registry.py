@@ -37,7 +37,8 @@ from typing import Any
 
 from ..errors import DataError
 from ..answer_format import AnswerFormat
-from ..mcq import MCQ, normalize_mcq
+from ..mcq import MCQ
+from ..mcq_schemas import normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .sources import (
     SPLITS,

@@ -46,7 +46,8 @@ import pyarrow as pa
 from ..errors import DataError
 from .contamination import ContaminationGuard
 from ..answer_format import AnswerFormat
-from ..mcq import MCQ, normalize_mcq, shuffle_options
+from ..mcq import MCQ, shuffle_options
+from ..mcq_schemas import normalize_mcq
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

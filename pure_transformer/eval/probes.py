@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..mcq import LETTERS, MCQ
+from ..mcq import MCQ
 from .scoring import encode_prompt
 from ..model import Transformer, build_model
 from ..tokenizer import Tokenizer
@@ -32,13 +32,13 @@ from ..tokenizer import Tokenizer
 @torch.no_grad()
 def option_copy_accuracy(model: Transformer, tok: Tokenizer, questions: Sequence[MCQ]) -> float:
     """Fraction of questions where, after the prompt and ``" L."`` (L cycling
-    A, B, C, D so every letter is asked equally), the greedy next token is the
+    over the question's letters so every letter is asked equally), the greedy next token is the
     first token of option L's text. Prompts longer than the context keep their end."""
     model.eval()
     device = next(model.parameters()).device
     hits = 0
     for i, q in enumerate(questions):
-        letter = LETTERS[i % len(LETTERS)]
+        letter = q.letters[i % len(q.letters)]
         ids = encode_prompt(tok, q) + tok.encode(f" {letter}.")  # as in training text: "Answer: C. Warfarin"
         ids = ids[-model.cfg.max_seq_len:]  # a long question loses its start; the options stay
         _, logits = model(torch.tensor([ids], device=device), last_only=True)  # (1, 1, V)
@@ -59,7 +59,7 @@ def drill_batches(vocab_size: int, batch_size: int, filler: int = 20, seed: int 
     letters), values are random tokens (the option texts); the question gives a
     value and the answer is its key, as an MCQ gives a text and wants its letter."""
     gen = torch.Generator().manual_seed(seed)
-    keys = torch.arange(10, 10 + len(LETTERS))
+    keys = torch.arange(10, 14)  # four letters
     sep, low = 5, 100  # ids below `low` are never values or filler
     rows = torch.arange(batch_size)
     while True:

@@ -120,7 +120,9 @@ class MCQScore:
 
     @property
     def letter_distribution(self) -> dict[str, float]:
-        return {k: sum(p == k for p in self.predictions) / max(1, self.n) for k in (*LETTERS, None)}
+        highest = max((LETTERS.index(g) for g in (*self.gold, *filter(None, self.predictions))), default=3)
+        return {k: sum(p == k for p in self.predictions) / max(1, self.n)
+                for k in (*LETTERS[:max(4, highest + 1)], None)}
 
     def report(self) -> dict:
         """JSON-ready summary, with one ``{id, prediction, gold, correct}`` record per question."""
@@ -141,9 +143,11 @@ def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], 
 
 
 def harness_prompt(mcq: MCQ) -> str:
-    """lm-evaluation-harness ``medqa_4options`` prompt (single newlines, no trailing space)."""
+    """lm-evaluation-harness ``medqa_4options`` prompt (single newlines, no trailing space),
+    with as many option lines as the question has and its context, if any, first."""
     options = "\n".join(f"{k}. {v}" for k, v in mcq.options.items())
-    return f"Question: {mcq.question}\n{options}\nAnswer:"
+    context = f"Context: {mcq.context}\n" if mcq.context else ""
+    return f"{context}Question: {mcq.question}\n{options}\nAnswer:"
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
@@ -186,15 +190,21 @@ def continuation_logprobs(model: torch.nn.Module, tok: Tokenizer, pairs: Sequenc
     return torch.stack(sums).cpu()
 
 
-def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> torch.Tensor:
-    """(len(questions), 4) summed log-likelihoods of " A".." D" after :func:`harness_prompt`."""
-    pairs = [(harness_prompt(q), f" {letter}") for q in questions for letter in LETTERS]
-    return continuation_logprobs(model, tok, pairs).view(len(questions), len(LETTERS))
+def per_question(flat: torch.Tensor, questions: Sequence[MCQ]) -> list[torch.Tensor]:
+    """Split scores of every (question, option) pair, in order, into one (k_i,) tensor per question."""
+    return list(torch.split(flat, [len(q.options) for q in questions]))
+
+
+def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> list[torch.Tensor]:
+    """Per question, the (k,) summed log-likelihoods of " A".. (its k letters) after :func:`harness_prompt`."""
+    pairs = [(harness_prompt(q), f" {letter}") for q in questions for letter in q.letters]
+    return per_question(continuation_logprobs(model, tok, pairs), questions)
 
 
 def cloze_prompt(mcq: MCQ) -> str:
     """The cloze formulation: the question without its options (lm-eval's ``*_cloze`` tasks)."""
-    return f"Question: {mcq.question}\nAnswer:"
+    context = f"Context: {mcq.context}\n" if mcq.context else ""
+    return f"{context}Question: {mcq.question}\nAnswer:"
 
 
 def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
@@ -202,10 +212,10 @@ def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions
     """The most likely letter per question (:func:`letter_scores`); accuracy, CI and ECE."""
     predictions, confidence = [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="loglikelihood"):
-        probs = torch.softmax(letter_scores(model, tok, questions[start:start + batch_size]), dim=-1)  # (b, 4)
-        conf, best = probs.max(dim=-1)
-        predictions += [LETTERS[i] for i in best.tolist()]
-        confidence += conf.tolist()
+        for scores in letter_scores(model, tok, questions[start:start + batch_size]):
+            conf, best = torch.softmax(scores, dim=-1).max(dim=-1)  # over the question's k letters
+            predictions.append(LETTERS[int(best)])
+            confidence.append(float(conf))
     correct = [p == q.answer for p, q in zip(predictions, questions)]
     return MCQScore.of(predictions, questions, ece=expected_calibration_error(confidence, correct))
 
@@ -217,12 +227,12 @@ def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequen
     predictions, normed = [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="cloze"):
         chunk = questions[start:start + batch_size]
-        pairs = [(cloze_prompt(q), f" {q.options[k]}") for q in chunk for k in LETTERS]
-        scores = continuation_logprobs(model, tok, pairs).view(len(chunk), len(LETTERS))  # (b, 4)
-        # lm-eval's acc_norm: the choice's length in characters, without the delimiter's space
-        lengths = torch.tensor([[len(q.options[k]) for k in LETTERS] for q in chunk], dtype=torch.float)
-        predictions += [LETTERS[i] for i in scores.argmax(-1).tolist()]
-        normed += [LETTERS[i] for i in (scores / lengths).argmax(-1).tolist()]
+        pairs = [(cloze_prompt(q), f" {text}") for q in chunk for text in q.options.values()]
+        for q, scores in zip(chunk, per_question(continuation_logprobs(model, tok, pairs), chunk)):  # (k,) each
+            # lm-eval's acc_norm: the choice's length in characters, without the delimiter's space
+            lengths = torch.tensor([len(text) for text in q.options.values()], dtype=torch.float)
+            predictions.append(LETTERS[int(scores.argmax())])
+            normed.append(LETTERS[int((scores / lengths).argmax())])
     acc_norm = sum(p == q.answer for p, q in zip(normed, questions)) / max(1, len(questions))
     return MCQScore.of(predictions, questions, acc_norm=acc_norm)
 
@@ -251,6 +261,15 @@ def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: Answ
     return out
 
 
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer among ``answers``; a tie for the top (or no answer at all) is no answer,
+    so a vote never favours the letter that sorts first."""
+    counts = sorted(((answers.count(a), a) for a in set(answers) if a is not None), reverse=True)
+    if not counts or (len(counts) > 1 and counts[0][0] == counts[1][0]):
+        return None
+    return counts[0][1]
+
+
 def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat = AnswerFormat.LETTER,
                         *, max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> MCQScore:
     """Greedy-decode an answer to each question in ``answer_format`` and score it against gold."""
@@ -270,7 +289,7 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
                              max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
                              desc="passk")
     hits = [[a == q.answer for a in group] for q, group in zip(questions, answers)]
-    majority = [max(LETTERS, key=group.count) if any(a is not None for a in group) else None for group in answers]
+    majority = [majority_vote(group) for group in answers]
     score = MCQScore.of(majority, questions)
     pass1 = float(np.mean([np.mean(h) for h in hits])) if hits else 0.0
     passk = float(np.mean([any(h) for h in hits])) if hits else 0.0

@@ -104,7 +104,7 @@ def prepare_question(mcq: MCQ, rng: random.Random | None) -> MCQ:
 
 def letter_distribution(questions: Sequence[MCQ], completions: Sequence[str],
                         answer_format: AnswerFormat = AnswerFormat.LETTER) -> dict[str, float]:
-    """Fraction of ``completions[i]`` (answers to ``questions[i]``) choosing A, B, C, D,
+    """Fraction of ``completions[i]`` (answers to ``questions[i]``) choosing each letter,
     or none (key ``"None"``), under ``answer_format``'s parser.
 
     The fractions sum to 1 for a non-empty input; all are 0.0 for an empty one.
@@ -114,8 +114,10 @@ def letter_distribution(questions: Sequence[MCQ], completions: Sequence[str],
 
 
 def answer_histogram(answers: Sequence[str | None]) -> dict[str, float]:
-    """Fraction of parsed ``answers`` that are A, B, C, D, or None (key ``"None"``)."""
-    counts = dict.fromkeys((*LETTERS, NO_ANSWER), 0)
+    """Fraction of parsed ``answers`` that are each letter (A-D, and up to the highest letter
+    answered), or None (key ``"None"``)."""
+    highest = max((LETTERS.index(a) for a in answers if a is not None), default=0)
+    counts = dict.fromkeys((*LETTERS[:max(4, highest + 1)], NO_ANSWER), 0)
     for letter in answers:
         counts[letter if letter is not None else NO_ANSWER] += 1
     total = len(answers)

@@ -13,7 +13,7 @@ Endpoints:
   ``echo`` in the legacy shape (:mod:`.logprobs`), which is what lm-evaluation-harness's
   ``local-completions`` model needs. Chat ``content`` may be a list of text parts.
   Other unknown fields (``user``...) are ignored.
-- ``POST /v1/mcq``: ``{question, options: {A..D}}`` -> ``{answer, probabilities}``
+- ``POST /v1/mcq``: ``{question, options: {A..}, context?}`` (2-10 options) -> ``{answer, probabilities}``
   in the checkpoint's answer format (:func:`~pure_transformer.serving.worker.mcq_answer`):
   for ``letter`` the softmax over the log-likelihoods of " A".." D" after the
   lm-evaluation-harness prompt, for ``text``/``explain`` over the option texts
@@ -234,8 +234,8 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     @app.post("/v1/mcq")
     async def mcq(req: MCQRequest) -> dict:
         try:
-            # MCQ validates "exactly A-D, none empty"; the gold letter is unknown here, any valid one will do.
-            question = MCQ(question=req.question, options=req.options, answer="A")
+            # MCQ validates "2-10 options lettered A.., none empty"; the gold letter is unknown here, A will do.
+            question = MCQ(question=req.question, options=req.options, answer="A", context=req.context)
         except DataError as e:
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
         lease = gate.acquire()

@@ -90,7 +90,8 @@ class ChatRequest(SamplingRequest):
 
 class MCQRequest(BaseModel):
     question: str
-    options: dict[str, str]
+    options: dict[str, str]  # 2-10 options lettered A.. in order
+    context: str | None = None  # shown before the question (e.g. PubMedQA's abstract)
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:

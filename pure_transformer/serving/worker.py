@@ -14,7 +14,7 @@ import torch
 
 from ..answer_format import AnswerFormat
 from ..engine import Engine, Sample, SamplingParams
-from ..mcq import LETTERS, MCQ
+from ..mcq import MCQ
 from ..eval.scoring import continuation_logprobs, encode_prompt, letter_scores
 
 
@@ -105,21 +105,21 @@ class TokenTap:
 def mcq_answer(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> dict[str, Any]:
     """The model's answer to one question, asked the way it was trained.
 
-    ``letter``: the softmax over the log-likelihoods of " A".." D" after the harness
+    ``letter``: the softmax over the log-likelihoods of its letters " A", " B".. after the harness
     prompt. ``text``: the softmax over each option's text as the continuation of the
     format's prompt. ``explain``: a greedy explanation first (returned), then the
     softmax over each ``"\nAnswer: {option}"`` after it.
     """
     if answer_format is AnswerFormat.LETTER:
-        probs = torch.softmax(letter_scores(engine.model, engine.tok, [mcq])[0], dim=0).tolist()
-        return {"answer": LETTERS[max(range(4), key=probs.__getitem__)], "probabilities": dict(zip(LETTERS, probs))}
+        probs = dict(zip(mcq.letters, torch.softmax(letter_scores(engine.model, engine.tok, [mcq])[0], dim=0).tolist()))
+        return {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}
     context, explanation = answer_format.prompt(mcq), None
     if answer_format is AnswerFormat.EXPLAIN:
         params = SamplingParams(max_new_tokens=answer_format.max_new_tokens(), temperature=0.0,
                                 stop_strings=("\nAnswer:", *answer_format.stop_strings()))
         explanation = engine.generate([encode_prompt(engine.tok, mcq, answer_format)], params)[0][0].text
         context += explanation + "\nAnswer:"
-    scores = continuation_logprobs(engine.model, engine.tok, [(context, f" {mcq.options[k]}") for k in LETTERS])
-    probs = dict(zip(LETTERS, torch.softmax(scores, dim=0).tolist()))
+    scores = continuation_logprobs(engine.model, engine.tok, [(context, f" {text}") for text in mcq.options.values()])
+    probs = dict(zip(mcq.letters, torch.softmax(scores, dim=0).tolist()))
     out: dict[str, Any] = {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}
     return out if explanation is None else {**out, "explanation": explanation.strip()}

@@ -26,7 +26,8 @@ from typing import Any
 
 # Absolute imports: lm-eval loads this file by path, outside the package.
 from pure_transformer.eval.scoring import cloze_prompt, harness_prompt
-from pure_transformer.mcq import LETTERS, MCQ
+from pure_transformer.mcq import MCQ
+from pure_transformer.mcq_schemas import mcq_to_record, normalize_mcq
 
 
 def load(source: str = "bundled-mcq", data_path: str | None = None, split: str = "test", limit: int | None = None,
@@ -37,12 +38,13 @@ def load(source: str = "bundled-mcq", data_path: str | None = None, split: str =
     from pure_transformer.data.registry import load_mcqs
 
     questions = load_mcqs(data_path or source, split, limit=limit)
-    rows = [{"question": q.question, "options": dict(q.options), "answer": q.answer} for q in questions]
+    rows = [{"context": None, "explanation": None, "subject": None, **mcq_to_record(q)} for q in questions]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
 def _mcq(doc: dict) -> MCQ:
-    return MCQ(question=doc["question"], options=doc["options"], answer=doc["answer"])
+    # A table of mixed 4- and 5-option rows gives the shorter rows an "E": None, which the reader drops.
+    return normalize_mcq(doc)
 
 
 def letter_prompt(doc: dict) -> str:
@@ -53,9 +55,14 @@ def question_only(doc: dict) -> str:
     return cloze_prompt(_mcq(doc))
 
 
+def letters(doc: dict) -> list[str]:
+    return list(_mcq(doc).letters)
+
+
 def gold_index(doc: dict) -> int:
-    return LETTERS.index(doc["answer"])
+    mcq = _mcq(doc)
+    return mcq.letters.index(mcq.answer)
 
 
 def option_texts(doc: dict) -> list[str]:
-    return [doc["options"][k] for k in LETTERS]
+    return list(_mcq(doc).options.values())
