@@ -155,7 +155,7 @@ def test_passk_counts_by_hand(tiny_ckpt: Path) -> None:
     engine = Engine(model, tok)
     score = passk_mcq_accuracy(engine, questions, AnswerFormat.LETTER, k=4, max_new_tokens=3, seed=5)
     answers = sample_answers(engine, questions, AnswerFormat.LETTER, samples=4, temperature=1.0, max_new_tokens=3,
-                             seed=5)
+                             seed=5).answers
     hits = [[a == q.answer for a in group] for q, group in zip(questions, answers)]
     assert score.extra["pass@1"] == pytest.approx(sum(map(sum, hits)) / 16)
     assert score.extra["pass@4"] == pytest.approx(sum(map(any, hits)) / 4)

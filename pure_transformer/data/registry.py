@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import DataError
 from ..answer_format import AnswerFormat
 from ..mcq import MCQ
-from ..mcq_schemas import normalize_mcq
+from ..mcq_schemas import MMLU_CSV_COLUMNS, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .sources import (
     SPLITS,
@@ -58,7 +58,7 @@ from .sources import (
     _rows,
 )
 
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,9 @@ class LocalSpec:
     def _load(self, files: tuple[Path, ...]) -> Any:
         import datasets
 
-        extra = {"sample_by": "paragraph"} if self.builder == "text" else {}
+        extra: dict[str, Any] = {"sample_by": "paragraph"} if self.builder == "text" else {}
+        if self.builder == "csv" and not _has_header(files[0]):  # MMLU's original release: no header row
+            extra = {"column_names": list(MMLU_CSV_COLUMNS)}
         try:
             return datasets.load_dataset(
                 self.builder, data_files=[str(f) for f in files], split="train", streaming=True, **extra
@@ -278,6 +280,15 @@ class LocalSpec:
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec
+
+
+def _has_header(path: Path) -> bool:
+    """Whether a CSV file's first row names its columns (a ``question`` column) rather than holding a question."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        first = next(csv.reader(handle), [])
+    return any(cell.strip().lower() == "question" for cell in first)
 
 
 def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +60,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
         else:
             score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4), progress=progress)
         label = f"{mode}/{fmt.value}" if mode in ("generate", "passk") else mode
-        reports.append({"task": task, "source": source, "split": split, "mode": label, "checkpoint": str(ckpt),
+        reports.append({"task": Path(data_path).name if data_path else task, "source": source, "split": split, "mode": label, "checkpoint": str(ckpt),
                         "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), "answer_format": fmt.value,
                         "rotate": rotate % 4,
                         **score.report()})
@@ -134,6 +135,10 @@ def run(args: argparse.Namespace) -> None:
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
+    for r in reports:
+        if r.get("truncated"):
+            print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
+                  "longer than the context and lost the start of their question stem", file=sys.stderr)
     print_table(reports, baseline)
     if args.output:
         Path(args.output).write_text(json.dumps(reports, indent=1))

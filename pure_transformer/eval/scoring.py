@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -61,6 +61,39 @@ def encode_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat = Answer
     space after it is fused with the answer (" C"), so a prompt ending in a lone
     " " token would ask for a token sequence the model never saw."""
     return [tok.eot_id] + tok.encode(answer_format.prompt(mcq))
+
+
+MIN_STEM_TOKENS = 8
+"""The fewest tokens of question text a cut prompt keeps: less is not a question any more."""
+
+
+def fit_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat, context: int,
+               reserve: int) -> tuple[list[int], bool]:
+    """(prompt ids, whether they were cut): :func:`encode_prompt` made to fit ``context`` with
+    ``reserve`` tokens left for the answer.
+
+    A prompt that does not fit is cut from the start of its body (the context, then the
+    question stem; :meth:`AnswerFormat.prompt_parts`), at a word boundary; its head
+    ("Question: "), its options and its cue are never cut. Raises :class:`DataError`,
+    naming the numbers, when the options and cue alone leave no room.
+    """
+    ids = encode_prompt(tok, mcq, answer_format)
+    limit = context - reserve
+    if len(ids) <= limit:
+        return ids, False
+    head, body, tail = answer_format.prompt_parts(mcq)
+    fixed = 1 + len(tok.encode(head)) + len(tok.encode(tail))
+    body_ids = tok.encode(body)
+    budget = limit - fixed
+    while budget >= MIN_STEM_TOKENS:
+        kept = tok.decode(body_ids[-budget:])
+        kept = kept.split(" ", 1)[1] if " " in kept[1:] else kept  # drop the partial first word
+        ids = [tok.eot_id] + tok.encode(head + kept + tail)
+        if len(ids) <= limit:
+            return ids, True
+        budget -= len(ids) - limit  # BPE merges differ at the cut: shrink by the overflow and retry
+    raise DataError(f"question '{mcq.question[:40]}...' does not fit: its options and cue take {fixed} tokens, "
+                    f"the answer {reserve}, and the model's context is {context} tokens")
 
 
 def question_id(mcq: MCQ) -> str:
@@ -104,11 +137,11 @@ class MCQScore:
     predictions: list[str | None]
     ids: list[str]
     gold: list[str]
-    extra: dict[str, float]
+    extra: dict[str, Any]
     """Mode-specific figures (ece, acc_norm, pass@k ...), reported beside the accuracy."""
 
     @classmethod
-    def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: float) -> "MCQScore":
+    def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: Any) -> "MCQScore":
         correct = [p == q.answer for p, q in zip(predictions, questions)]
         n = len(questions)
         return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions,
@@ -237,28 +270,50 @@ def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequen
     return MCQScore.of(predictions, questions, acc_norm=acc_norm)
 
 
+@dataclass
+class SampledAnswers:
+    """Per question, its samples' answers (a letter or None), why each None, the texts, and whether
+    its prompt was cut to fit (:func:`fit_prompt`)."""
+
+    answers: list[list[str | None]]
+    causes: list[list[str | None]]
+    texts: list[list[str]]
+    truncated: list[bool]
+
+
 def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat, *, samples: int = 1,
                    temperature: float = 0.0, max_new_tokens: int | None = None, batch_size: int = 64,
-                   seed: int = 0, progress: bool = False, desc: str = "generate") -> list[list[str | None]]:
+                   seed: int = 0, progress: bool = False, desc: str = "generate") -> SampledAnswers:
     """``samples`` answers per question in ``answer_format``, each read by the format's parser.
 
     Generation stops at the format's stop strings (a run-on into a new question)
-    and at end-of-text; over-long prompts keep their end, as harnesses do.
+    and at end-of-text; over-long prompts lose the start of their stem (:func:`fit_prompt`).
     """
     budget = max_new_tokens or answer_format.max_new_tokens()
+    context = engine.model.cfg.max_seq_len
+    if budget + MIN_STEM_TOKENS >= context:
+        raise DataError(f"--max-new-tokens {budget} leaves no room for a prompt in the model's {context}-token context")
     params = SamplingParams(max_new_tokens=budget, temperature=temperature, stop_strings=answer_format.stop_strings(),
                             seed=seed if temperature > 0 else None)
-    room = engine.model.cfg.max_seq_len - budget
+    fitted = [fit_prompt(engine.tok, q, answer_format, context, budget) for q in questions]  # errors before any work
     per_batch = max(1, batch_size // samples)
-    out: list[list[str | None]] = []
+    out = SampledAnswers([], [], [], [cut for _, cut in fitted])
     for start in tqdm(range(0, len(questions), per_batch), disable=not progress, desc=desc):
         chunk = questions[start:start + per_batch]
         # Seeded per question, not per batch slot: the draws do not depend on batch_size.
         seeds = [prompt_seed(seed, start + i) for i in range(len(chunk))] if temperature > 0 else None
-        groups = engine.generate([encode_prompt(engine.tok, q, answer_format)[-room:] for q in chunk], params, samples,
-                                 seeds=seeds)
-        out += [[answer_format.parse(q, s.text) for s in group] for q, group in zip(chunk, groups)]
+        groups = engine.generate([ids for ids, _ in fitted[start:start + per_batch]], params, samples, seeds=seeds)
+        for q, group in zip(chunk, groups):
+            reads = [answer_format.read(q, s.text) for s in group]
+            out.answers.append([letter for letter, _ in reads])
+            out.causes.append([cause for _, cause in reads])
+            out.texts.append([s.text for s in group])
     return out
+
+
+def truncation(cut: Sequence[bool]) -> dict[str, float]:
+    """The report's count and share of prompts cut to fit the context."""
+    return {"truncated": float(sum(cut)), "truncated_share": sum(cut) / max(1, len(cut))}
 
 
 def majority_vote(answers: Sequence[str | None]) -> str | None:
@@ -273,9 +328,12 @@ def majority_vote(answers: Sequence[str | None]) -> str | None:
 def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat = AnswerFormat.LETTER,
                         *, max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> MCQScore:
     """Greedy-decode an answer to each question in ``answer_format`` and score it against gold."""
-    answers = sample_answers(engine, questions, answer_format, max_new_tokens=max_new_tokens, batch_size=batch_size,
+    sampled = sample_answers(engine, questions, answer_format, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
-    return MCQScore.of([a[0] for a in answers], questions)
+    score = MCQScore.of([a[0] for a in sampled.answers], questions, **truncation(sampled.truncated))
+    causes = [c[0] for c in sampled.causes if c[0] is not None]
+    score.extra["no_answer_causes"] = {cause: causes.count(cause) for cause in sorted(set(causes))}
+    return score
 
 
 def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat, *, k: int = 16,
@@ -285,12 +343,13 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
     correctness of the samples); ``pass@k`` (any sample correct) is reported beside it.
     With exactly ``k`` samples the unbiased pass@k estimator is "any of them is right".
     Per-question predictions are the most frequent answer."""
-    answers = sample_answers(engine, questions, answer_format, samples=k, temperature=1.0,
+    sampled = sample_answers(engine, questions, answer_format, samples=k, temperature=1.0,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
                              desc="passk")
+    answers = sampled.answers
     hits = [[a == q.answer for a in group] for q, group in zip(questions, answers)]
     majority = [majority_vote(group) for group in answers]
-    score = MCQScore.of(majority, questions)
+    score = MCQScore.of(majority, questions, **truncation(sampled.truncated))
     pass1 = float(np.mean([np.mean(h) for h in hits])) if hits else 0.0
     passk = float(np.mean([any(h) for h in hits])) if hits else 0.0
     score.extra.update({"pass@1": pass1, f"pass@{k}": passk, "majority_accuracy": score.accuracy})

@@ -327,7 +327,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         # Question i is answered on rank i % world_size; greedy answers do not depend on the batch.
         mine = sample_answers(engine, val[rt.rank::rt.world_size], fmt, max_new_tokens=budget)
         answers: list[str | None] = [None] * len(val)
-        for r, part in enumerate(all_gather_object([a[0] for a in mine], rt)):
+        for r, part in enumerate(all_gather_object([a[0] for a in mine.answers], rt)):
             answers[r::rt.world_size] = part
         result = MCQScore.of(answers, val)
         log({"val_accuracy": result.accuracy, "val_ci_low": result.ci95[0], "val_ci_high": result.ci95[1],

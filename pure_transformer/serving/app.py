@@ -241,6 +241,8 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         lease = gate.acquire()
         try:
             result = await worker.call(mcq_answer, engine, question, answer_format)
+        except DataError as e:  # options and cue alone longer than the context: the request's fault
+            raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
         finally:
             lease.release()
         return {"object": "mcq.answer", "model": model_name, "answer_format": answer_format.value, **result}

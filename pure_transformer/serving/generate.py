@@ -42,7 +42,15 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(str(e)) from None
     engine = Engine(model, tok)
     prompts = [args.prompt] if args.prompt is not None else _interactive()
+    context = model.cfg.max_seq_len
     for prompt in prompts:
+        size = 1 + len(tok.encode(prompt))  # after end-of-text, as stream_text sends it
+        if size >= context:
+            raise ConfigError(f"prompt of {size} tokens leaves no room in the model's context of {context} tokens; "
+                              "shorten the prompt")
+        if size + params.max_new_tokens > context:
+            print(f"warning: prompt of {size} tokens leaves room for {context - size} of the {params.max_new_tokens} "
+                  f"new tokens asked (context {context})", file=sys.stderr)
         for piece in stream_text(engine, prompt, params):
             print(piece, end="", flush=True)
         print()

@@ -15,7 +15,7 @@ import torch
 from ..answer_format import AnswerFormat
 from ..engine import Engine, Sample, SamplingParams
 from ..mcq import MCQ
-from ..eval.scoring import continuation_logprobs, encode_prompt, letter_scores
+from ..eval.scoring import continuation_logprobs, fit_prompt, letter_scores
 
 
 # ------------------------------------------------------------------ worker
@@ -117,7 +117,8 @@ def mcq_answer(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> dict[st
     if answer_format is AnswerFormat.EXPLAIN:
         params = SamplingParams(max_new_tokens=answer_format.max_new_tokens(), temperature=0.0,
                                 stop_strings=("\nAnswer:", *answer_format.stop_strings()))
-        explanation = engine.generate([encode_prompt(engine.tok, mcq, answer_format)], params)[0][0].text
+        ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, params.max_new_tokens)
+        explanation = engine.generate([ids], params)[0][0].text
         context += explanation + "\nAnswer:"
     scores = continuation_logprobs(engine.model, engine.tok, [(context, f" {text}") for text in mcq.options.values()])
     probs = dict(zip(mcq.letters, torch.softmax(scores, dim=0).tolist()))

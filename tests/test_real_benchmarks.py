@@ -1,0 +1,236 @@
+"""Real benchmark files: every hub schema on small local fixtures, any option count, long prompts,
+and the answer-line parser against the option lists real questions have (doses, percentages,
+nested names)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pure_transformer.answer_format import AnswerFormat, check_answerable, extract_letter, named_option, normalize
+from pure_transformer.data.registry import load_mcqs
+from pure_transformer.errors import DataError
+from pure_transformer.eval.scoring import fit_prompt, letter_scores, majority_vote
+from pure_transformer.mcq import MCQ
+from pure_transformer.mcq_schemas import normalize_mcq
+from pure_transformer.config import ModelConfig
+from pure_transformer.engine import Engine
+from pure_transformer.eval.scoring import greedy_mcq_accuracy, passk_mcq_accuracy
+from pure_transformer.model import build_model
+from pure_transformer.serving.worker import mcq_answer
+
+CFG = ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=256)  # the tiny context
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_tok(tiny_tokenizer):
+    torch.manual_seed(0)
+    return build_model(CFG).eval(), tiny_tokenizer
+
+
+ABSTRACT = "Statins lower LDL cholesterol. In a cohort of 400 adults, events fell by a quarter."
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ------------------------------------------------------------------ schemas
+def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
+    pubmed = {"pubid": 1, "question": "Do statins help?", "context": {"contexts": [ABSTRACT, "Second part."],
+              "labels": ["A", "B"], "meshes": []}, "long_answer": "Yes, they do.", "final_decision": "maybe"}
+    mcq = normalize_mcq(pubmed)
+    assert mcq.options == {"A": "yes", "B": "no", "C": "maybe"} and mcq.answer == "C"
+    assert mcq.context == ABSTRACT + " Second part." and mcq.chance == pytest.approx(1 / 3)
+    bigbio = {"QUESTION": "Do statins help?", "CONTEXTS": [ABSTRACT], "final_decision": "no"}
+    assert normalize_mcq(bigbio).answer == "B" and normalize_mcq(bigbio).context == ABSTRACT
+
+    mmlu = {"question": "Which bone?", "subject": "anatomy", "choices": ["Femur", "Tibia", "Ulna", "Radius"],
+            "answer": 2}
+    assert normalize_mcq(mmlu).answer_text == "Ulna" and normalize_mcq(mmlu).subject == "anatomy"
+    five = {"question": "Q?", "options": [{"key": k, "value": f"v{k}"} for k in "ABCDE"], "answer_idx": "E"}
+    assert normalize_mcq(five).answer_text == "vE"
+    bullets = {"question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "ope": "e", "answer_idx": "D",
+               "explanation": "Because d."}
+    assert normalize_mcq(bullets).letters == tuple("ABCDE") and normalize_mcq(bullets).explanation == "Because d."
+
+    with pytest.raises(DataError) as err:
+        normalize_mcq({"prompt": "Q?", "label": 1}, where="x.jsonl record 0")
+    message = str(err.value)
+    assert "\n" not in message and "unrecognised MCQ record (fields: prompt, label) (x.jsonl record 0)" in message
+    for name in ("MedQA", "MedMCQA", "PubMedQA", "MMLU (cais/mmlu)", "MMLU CSV", "normalised"):
+        assert name in message
+    with pytest.raises(DataError, match="PubMedQA final_decision must be yes, no or maybe"):
+        normalize_mcq({**pubmed, "final_decision": "perhaps"})
+    with pytest.raises(DataError, match="MMLU answer must be an integer 0-3"):
+        normalize_mcq({**mmlu, "answer": 4})
+
+
+def test_local_files_in_each_format_load(tmp_path: Path) -> None:
+    # MMLU's original release: a headerless CSV per subject.
+    rows = [["Which bone, with a comma?", "Femur", "Tibia", "Ulna", "Radius", "C"],
+            ["Which muscle?", "Deltoid", "Biceps", "Triceps", "Soleus", "A"]]
+    with (tmp_path / "anatomy_test.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    questions = load_mcqs(str(tmp_path / "anatomy_test.csv"), "test")
+    assert [q.answer_text for q in questions] == ["Ulna", "Deltoid"]
+    assert questions[0].question == "Which bone, with a comma?"
+
+    # One file mixing 4- and 5-option rows (datasets fills the missing "E" with None).
+    mixed = _jsonl(tmp_path / "mixed_test.jsonl", [
+        {"question": "Four?", "options": {k: f"four {k}" for k in "ABCD"}, "answer_idx": "D"},
+        {"question": "Five?", "options": {k: f"five {k}" for k in "ABCDE"}, "answer_idx": "E"}])
+    loaded = load_mcqs(str(mixed), "test")
+    assert [len(q.options) for q in loaded] == [4, 5] and loaded[1].answer_text == "five E"
+
+    pubmed = _jsonl(tmp_path / "pubmedqa_test.jsonl", [
+        {"question": f"Does drug {i} work?", "context": {"contexts": [ABSTRACT]}, "final_decision": "yes"}
+        for i in range(3)])
+    assert {q.context for q in load_mcqs(str(pubmed), "test")} == {ABSTRACT}
+
+
+# ------------------------------------------------------------------ rendering
+def test_prompts_follow_the_option_count_and_show_the_context() -> None:
+    mcq = MCQ("Do statins help?", {"A": "yes", "B": "no", "C": "maybe"}, "A", context=ABSTRACT)
+    prompt = AnswerFormat.LETTER.prompt(mcq)
+    assert prompt == f"Context: {ABSTRACT}\n\nQuestion: Do statins help?\n\nA. yes\nB. no\nC. maybe\n\nAnswer:"
+    assert "".join(AnswerFormat.EXPLAIN.prompt_parts(mcq)) == AnswerFormat.EXPLAIN.prompt(mcq)
+    for fmt in AnswerFormat:
+        assert fmt.parse(mcq, fmt.target(mcq) if fmt is not AnswerFormat.EXPLAIN else " x\nAnswer: yes") == "A"
+
+
+def test_letter_scores_have_one_entry_per_option(tiny_model_and_tok) -> None:
+    model, tok = tiny_model_and_tok
+    questions = [MCQ("Q?", {"A": "yes", "B": "no"}, "A"), MCQ("Q?", {k: k.lower() for k in "ABCDE"}, "E")]
+    assert [s.shape[0] for s in letter_scores(model, tok, questions)] == [2, 5]
+
+
+# ------------------------------------------------------------------ the parser on real options
+DOSES = {"A": "5 mg", "B": "0.5 mg", "C": "<5%", "D": ">5%", "E": "Tremor", "F": "Resting tremor"}
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("5 mg", "A"), ("5mg", "A"), ("A. 5 mg", "A"), ("**5 mg**", "A"), ("0.5 mg", "B"), ("<5%", "C"), (">5%", "D"),
+    # numbers are whole: a dose off by 10x, another decimal, a sign or a range is not "5 mg"
+    ("2.5 mg", None), ("1.5 mg", None), ("-5 mg", None), ("50 mg", None), ("2-5 mg", None), ("5.0 mg", None),
+    ("0.1%", None), ("5 mg/kg", None), ("15 mg", None),
+    # nested and negated names: the line must be one option, nothing more
+    ("tremor (not resting tremor)", None), ("resting tremor and tremor", None), ("not tremor", None),
+    ("no tremor", None), ("Tremor", "E"), ("resting tremor", "F"), ("F. Tremor", None), ("E. Tremor", "E"),
+    ("5 mg or 0.5 mg", None), ("", None),
+])
+def test_answer_line_on_numeric_and_nested_options(line: str, expected: str | None) -> None:
+    assert named_option(MCQ("q?", DOSES, "A"), line) == expected
+
+
+def test_numbers_normalise_whole() -> None:
+    assert normalize("0.5 mg, -5 mg; 2-5 mg at <5% or > 5%; 1,000 U; COVID-19; beta-blocker") == \
+        "0.5 mg -5 mg 2-5 mg at <5% or >5% 1,000 u covid 19 beta blocker"
+    assert normalize("0.1%") != normalize("1%") and normalize("2.1%") != normalize("1%")
+
+
+@pytest.mark.parametrize("completion", [" A B", " A, or B", " A. or B", " A (or B)", "A or B", "A/B", " A B. x"])
+def test_two_letters_are_no_answer(completion: str) -> None:
+    assert extract_letter(completion, tuple("ABCD")) is None
+
+
+def test_letters_beyond_the_question_are_refused_and_a_capital_article_is_kept() -> None:
+    assert extract_letter(" E", tuple("ABCD")) is None and extract_letter(" E", tuple("ABCDE")) == "E"
+    assert extract_letter(" C. A beta blocker", tuple("ABCD")) == "C"
+
+
+def test_unnameable_options_are_reported() -> None:
+    assert check_answerable(MCQ("q?", DOSES, "A")) is None
+    assert "no words or numbers" in check_answerable(MCQ("q?", {"A": "—", "B": "x"}, "A"))
+    assert "read the same" in check_answerable(MCQ("q?", {"A": "Warfarin.", "B": "warfarin"}, "A"))
+
+
+def test_constant_policies_on_numeric_questions_earn_nothing_extra() -> None:
+    """Real-style dose questions: gold is one dose, distractors its neighbours. A policy that always
+    writes a near-miss dose (the gold number with a decimal, a sign or a factor of ten) earns 0."""
+    questions = []
+    for i, dose in enumerate([5, 10, 25, 50, 100, 250]):
+        options = {"A": f"{dose} mg", "B": f"{dose / 10:g} mg", "C": f"{dose * 10} mg", "D": f"{dose + 0.5:g} mg"}
+        questions.append(MCQ(f"Dose {i}?", options, "A"))
+    near_misses = [lambda d: f"0.{d} mg", lambda d: f"-{d} mg", lambda d: f"{d}.5 mg", lambda d: f"{d}0 mg",
+                   lambda d: f"{d} mg or more", lambda d: f"not {d} mg"]
+    for policy in near_misses:
+        for fmt in (AnswerFormat.TEXT, AnswerFormat.EXPLAIN):
+            prefix = " The dose is standard.\nAnswer:" if fmt is AnswerFormat.EXPLAIN else ""
+            rewards = [fmt.parse(q, f"{prefix} {policy(q.options['A'].split()[0])}") == q.answer for q in questions]
+            assert sum(rewards) == 0, (fmt, policy(5))
+
+
+def test_majority_vote_ties_are_no_answer() -> None:
+    assert majority_vote(["A", "B"]) is None and majority_vote(["B", "B", "A"]) == "B"
+    assert majority_vote([None, None, "C"]) == "C" and majority_vote([None]) is None
+
+
+# ------------------------------------------------------------------ long prompts
+def _vignette(words: int) -> str:
+    parts = ["A 54-year-old man comes to the emergency department because of chest pain for two hours."]
+    filler = ("His blood pressure is 150/90 mm Hg and pulse is 104/min. He has smoked one pack daily for 30 years. "
+              "Examination shows diaphoresis and an S4 gallop. ")
+    while len(" ".join(parts).split()) < words:
+        parts.append(filler)
+    return " ".join(parts) + " Which of the following is the most appropriate next step in management?"
+
+
+LONG_OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Coronary angiography", "D": "Exercise stress test",
+                "E": "Reassurance"}
+
+
+@pytest.mark.parametrize("fmt", list(AnswerFormat))
+def test_fit_prompt_cuts_the_stem_start_only(tiny_model_and_tok, fmt: AnswerFormat) -> None:
+    _, tok = tiny_model_and_tok
+    mcq = MCQ(_vignette(600), dict(LONG_OPTIONS), "C", context=None)
+    ids, cut = fit_prompt(tok, mcq, fmt, context=256, reserve=96)
+    assert cut and len(ids) <= 256 - 96
+    text = tok.decode(ids[1:])
+    head, body, tail = fmt.prompt_parts(mcq)
+    assert text.startswith("Question: ") and text.endswith(tail)  # options and cue whole
+    assert "Which of the following is the most appropriate next step" in text  # the stem's end survives
+    short = MCQ("Which drug?", dict(LONG_OPTIONS), "A")
+    assert fit_prompt(tok, short, fmt, context=256, reserve=96) == ([tok.eot_id] + tok.encode(fmt.prompt(short)),
+                                                                    False)
+
+
+def test_fit_prompt_keeps_the_end_of_a_long_context(tiny_model_and_tok) -> None:
+    _, tok = tiny_model_and_tok
+    mcq = MCQ("Do statins help?", {"A": "yes", "B": "no", "C": "maybe"}, "A",
+              context=_vignette(500) + " The end of the abstract.")
+    ids, cut = fit_prompt(tok, mcq, AnswerFormat.LETTER, context=256, reserve=24)
+    text = tok.decode(ids[1:])
+    assert cut and text.startswith("Context: ") and "The end of the abstract.\n\nQuestion: Do statins help?" in text
+
+
+def test_options_that_cannot_fit_are_one_error_naming_the_numbers(tiny_model_and_tok) -> None:
+    _, tok = tiny_model_and_tok
+    huge = {k: _vignette(60) for k in "ABCD"}
+    with pytest.raises(DataError, match=r"does not fit: its options and cue take \d+ tokens, the answer 96, and the "
+                                        r"model's context is 256 tokens"):
+        fit_prompt(tok, MCQ("Q?", huge, "A"), AnswerFormat.EXPLAIN, context=256, reserve=96)
+
+
+def test_real_length_vignettes_in_every_mode_and_format(tiny_model_and_tok) -> None:
+    """300-1,500-token vignettes through generate, passk and /v1/mcq's scorer on a 256-token model:
+    every prompt is cut, counted, and answered; nothing raises."""
+    model, tok = tiny_model_and_tok
+    engine = Engine(model, tok)
+    questions = [MCQ(_vignette(words), dict(LONG_OPTIONS), "C") for words in (250, 700, 1200)]
+    assert all(len(tok.encode(q.question)) >= 300 for q in questions)
+    for fmt in AnswerFormat:
+        score = greedy_mcq_accuracy(engine, questions, fmt, max_new_tokens=16)
+        assert (score.n, score.extra["truncated"], score.extra["truncated_share"]) == (3, 3, 1.0)
+        assert sum(score.extra["no_answer_causes"].values()) == sum(p is None for p in score.predictions)
+        passk = passk_mcq_accuracy(engine, questions[:2], fmt, k=2, max_new_tokens=8)
+        assert passk.extra["truncated"] == 2
+        answer = mcq_answer(engine, questions[2], fmt)
+        assert set(answer["probabilities"]) == set("ABCDE") and answer["answer"] in "ABCDE"
+    with pytest.raises(DataError, match="--max-new-tokens 250 leaves no room for a prompt in the model's 256-token"):
+        greedy_mcq_accuracy(engine, questions, AnswerFormat.TEXT, max_new_tokens=250)
