@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from pathlib import Path
@@ -185,11 +186,10 @@ def train_tokenizer(
     if counted.count == 0:
         raise TokenizerError("cannot train tokenizer: the training text is empty (no documents)")
     if hf.get_vocab_size() < vocab_size:
-        logger.info(
-            "trained vocabulary has %d tokens, fewer than the %d asked for (small corpus)",
-            hf.get_vocab_size(),
-            vocab_size,
-        )
+        # BPE stops when no pair occurs min_frequency times: the corpus has no more merges to give.
+        print(f"warning: the trained vocabulary has {hf.get_vocab_size()} tokens, fewer than the {vocab_size} asked "
+              f"for: {counted.count} documents hold no further pair seen {min_frequency}+ times; give more text "
+              "(--input) or a smaller --vocab-size", file=sys.stderr)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -254,13 +254,24 @@ def _medqa_rows(bundled, split: str, n: int) -> list[dict]:
             for q in bundled.mcq[split][:n]]
 
 
-def test_one_file_without_a_split_name_is_the_test_split(tmp_path, write_jsonl, bundled, capsys):
-    from pure_transformer.data.registry import load_mcqs
+def test_one_file_without_a_split_name_is_split_by_hash(tmp_path, write_jsonl, bundled, capsys):
+    from pure_transformer.data.registry import load_mcqs, open_source
+    from pure_transformer.data.sources import HASH_SPLIT_PERCENT, HashSplit
 
-    path = write_jsonl(tmp_path / "my_questions.jsonl", _medqa_rows(bundled, "test", 12))
-    assert [q.question for q in load_mcqs(str(path), "test")] == [q.question for q in bundled.mcq["test"][:12]]
-    assert capsys.readouterr().err.strip().splitlines() == [
-        f"note: '{path}' names no split (train, validation/val/dev, test); all of it is the test split"]
+    rows = _medqa_rows(bundled, "test", 400)
+    path = write_jsonl(tmp_path / "medqa.jsonl", rows)
+    splits = {split: [q.question for q in load_mcqs(str(path), split)] for split in ("train", "validation", "test")}
+    assert sorted(sum(splits.values(), [])) == sorted(r["question"] for r in rows)  # a partition
+    assert 50 <= len(splits["test"]) <= 110 and len(splits["validation"]) <= 40
+    assert all(HashSplit("test").admits(q) for q in splits["test"])
+    assert len(HASH_SPLIT_PERCENT["test"]) == 20
+    # pretraining on the file reads its train part only: no test question becomes training text
+    from pure_transformer.data.sources import first_pass
+
+    seen = [doc.text for doc in first_pass(open_source(str(path), "train"))]
+    assert len(seen) == len(splits["train"])
+    assert not any(q in text for q in splits["test"] + splits["validation"] for text in seen)
+    assert "its questions are split by hash: 20% test, 5% validation, 75% train" in capsys.readouterr().err
 
 
 def test_a_file_named_for_its_split_is_that_split(tmp_path, write_jsonl, bundled):

@@ -39,7 +39,7 @@ def eval_questions(records: Iterable[Any]) -> Iterator[str]:
     from ..mcq_schemas import normalize_mcq
 
     for i, record in enumerate(records):
-        yield normalize_mcq(record, where=f"eval record {i + 1}").question
+        yield normalize_mcq(record, where=f"eval record {i}").question  # 0-based, as evaluate counts
 
 
 class ContaminationGuard:

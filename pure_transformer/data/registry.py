@@ -44,6 +44,7 @@ from .sources import (
     SPLITS,
     DocumentSource,
     HFSource,
+    HashSplit,
     HoldOut,
     ListSource,
     RetryPolicy,
@@ -222,7 +223,7 @@ class LocalSpec:
                     if e in splits]
         return [sib for e in ("validation", "test") if (sib := _siblings(self.files, e))]
 
-    def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | None]:
+    def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | HashSplit | None]:
         splits = [_named_split(f) for f in self.files]
         named = set(splits)
         if len(named) > 1:  # a folder of x_train / x_dev / x_test files: each split its own files
@@ -238,10 +239,14 @@ class LocalSpec:
                 else None
             return chosen, holdout
         (own,) = named
-        if own is None and split == "test":  # a user's one question file: evaluate it whole
-            _note_once(f"note: '{self.name}' names no split (train, validation/val/dev, test); "
-                       "all of it is the test split")
-            return self.files, None
+        if own is None and (self.kind or self._detect_kind()) is SourceKind.MCQ:
+            # A user's one question file: split by question hash, the same way wherever it is read, so
+            # pretraining on it can never train on the questions evaluate scores as its test split.
+            _note_once(f"note: '{self.name}' names no split (train, validation/val/dev, test); its questions are "
+                       "split by hash: 20% test, 5% validation, 75% train")
+            return self.files, HashSplit(split)
+        if own is None and split == "test":
+            raise DataError(f"'{self.name}' is text with no split in its name: it has no test split")
         if own is None or (own == "train" and split == "train"):
             has_validation = own == "train" and bool(_siblings(self.files, "validation"))
             if split == "train":
@@ -291,7 +296,7 @@ def _has_header(path: Path) -> bool:
     return any(cell.strip().lower() == "question" for cell in first)
 
 
-def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | None,
+def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | HashSplit | None,
               guard: ContaminationGuard | None) -> Iterator[MCQ]:
     """Normalised MCQs of ``rows`` that the split's hash hold-out and the
     contamination guard let through."""

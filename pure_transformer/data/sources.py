@@ -44,7 +44,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ..errors import DataError
-from .contamination import ContaminationGuard
+from .contamination import ContaminationGuard, normalize_question
 from ..answer_format import AnswerFormat
 from ..mcq import MCQ, shuffle_options
 from ..mcq_schemas import normalize_mcq
@@ -164,6 +164,24 @@ class HoldOut:
 
     def admits(self, key: str) -> bool:
         return in_holdout(key, self.every) == self.keep
+
+
+HASH_SPLIT_PERCENT: dict[str, range] = {"test": range(0, 20), "validation": range(20, 25), "train": range(25, 100)}
+"""How a question file that names no split is divided, by its question's hash mod 100: 20% test,
+5% validation, 75% train. Training and evaluation compute the same buckets, so no test question
+of such a file is ever trained on."""
+
+
+@dataclass(frozen=True)
+class HashSplit:
+    """Keep the questions whose hash falls in ``split``'s bucket of :data:`HASH_SPLIT_PERCENT`."""
+
+    split: str
+
+    def admits(self, key: str) -> bool:
+        # Hashed in the guard's normal form: a re-cased or re-punctuated copy lands in the same split.
+        digest = hashlib.blake2b(normalize_question(key).encode("utf-8"), digest_size=8, person=b"split").digest()
+        return int.from_bytes(digest, "little") % 100 in HASH_SPLIT_PERCENT[self.split]
 
 
 # --------------------------------------------------------------------------- sources
@@ -349,7 +367,7 @@ def _one_line(err: BaseException) -> str:
 # --------------------------------------------------------------------------- record -> text
 
 
-def _text_field(field: str, holdout: HoldOut | None) -> ToText:
+def _text_field(field: str, holdout: HoldOut | HashSplit | None) -> ToText:
     def to_text(record: Any, where: str, epoch: int) -> str | None:
         text = record.get(field) if isinstance(record, dict) else record
         if not isinstance(text, str):
@@ -362,7 +380,7 @@ def _text_field(field: str, holdout: HoldOut | None) -> ToText:
     return to_text
 
 
-def _reader(kind: SourceKind, holdout: HoldOut | None, guard: ContaminationGuard | None, field: str = "text",
+def _reader(kind: SourceKind, holdout: HoldOut | HashSplit | None, guard: ContaminationGuard | None, field: str = "text",
             answer_format: AnswerFormat = AnswerFormat.LETTER) -> ToText:
     return _mcq_text(holdout, guard, answer_format) if kind is SourceKind.MCQ else _text_field(field, holdout)
 
@@ -377,7 +395,7 @@ def epoch_options(mcq: MCQ, epoch: int) -> MCQ:
     return shuffle_options(mcq, random.Random(f"options-{epoch}-{mcq.question}"))
 
 
-def _mcq_text(holdout: HoldOut | None, guard: ContaminationGuard | None, answer_format: AnswerFormat) -> ToText:
+def _mcq_text(holdout: HoldOut | HashSplit | None, guard: ContaminationGuard | None, answer_format: AnswerFormat) -> ToText:
     def to_text(record: Any, where: str, epoch: int) -> str | None:
         mcq = record if isinstance(record, MCQ) else normalize_mcq(record, where=where)
         if holdout is not None and not holdout.admits(mcq.question):

@@ -353,6 +353,11 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
     pass1 = float(np.mean([np.mean(h) for h in hits])) if hits else 0.0
     passk = float(np.mean([any(h) for h in hits])) if hits else 0.0
     score.extra.update({"pass@1": pass1, f"pass@{k}": passk, "majority_accuracy": score.accuracy})
-    # The k samples of a question are not independent: the interval resamples questions.
-    score.accuracy, score.ci95 = pass1, bootstrap_ci([float(np.mean(h)) for h in hits])
+    # The k samples of a question are not independent: the interval resamples questions. A bootstrap of
+    # all-equal shares (every sample wrong) has zero width, so the interval also covers Wilson's on the
+    # questions, which never does.
+    low, high = bootstrap_ci([float(np.mean(h)) for h in hits])
+    w_low, w_high = wilson_interval(round(pass1 * len(hits)), len(hits))
+    score.accuracy, score.ci95 = pass1, (min(low, w_low), max(high, w_high))
+    score.extra[f"pass@{k}_ci95"] = list(wilson_interval(sum(map(any, hits)), len(hits)))
     return score
