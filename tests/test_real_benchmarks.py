@@ -234,3 +234,61 @@ def test_real_length_vignettes_in_every_mode_and_format(tiny_model_and_tok) -> N
         assert set(answer["probabilities"]) == set("ABCDE") and answer["answer"] in "ABCDE"
     with pytest.raises(DataError, match="--max-new-tokens 250 leaves no room for a prompt in the model's 256-token"):
         greedy_mcq_accuracy(engine, questions, AnswerFormat.TEXT, max_new_tokens=250)
+
+
+# ------------------------------------------------------------------ the medical suite
+def _suite_fixtures(root: Path) -> Path:
+    """Three questions per leaderboard task, each in its own hub schema (and MMLU's CSV and parquet)."""
+    import pandas as pd
+
+    root.mkdir()
+    _jsonl(root / "medqa_test.jsonl", [{"question": f"MedQA {i}?", "options": dict(zip("ABCD", LONG_OPTIONS.values())),
+                                        "answer_idx": "ABCD"[i], "answer": "x", "meta_info": "step1"} for i in range(3)])
+    _jsonl(root / "medmcqa.jsonl", [{"id": str(i), "question": f"MedMCQA {i}?", "opa": "0.5 mg", "opb": "5 mg",
+                                     "opc": "50 mg", "opd": "<5%", "cop": i % 4, "exp": "e"} for i in range(40)])
+    _jsonl(root / "pubmedqa_test.jsonl", [{"pubid": i, "question": f"PubMedQA {i}?",
+                                           "context": {"contexts": [ABSTRACT]}, "final_decision": "yes"}
+                                          for i in range(3)])
+    with (root / "anatomy_test.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([[f"Anatomy {i}?", "Femur", "Tibia", "Ulna", "Radius", "B"] for i in range(3)])
+    mmlu = [{"question": f"MMLU {i}?", "subject": "x", "choices": ["w", "x", "y", "z"], "answer": 1} for i in range(3)]
+    pd.DataFrame(mmlu).to_parquet(root / "mmlu-clinical-knowledge_test.parquet")
+    for task in ("college_biology", "college_medicine", "medical_genetics", "professional_medicine"):
+        _jsonl(root / f"mmlu-{task.replace('_', '-')}_test.jsonl", mmlu)
+    return root
+
+
+def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.CaptureFixture) -> None:
+    from pure_transformer.checkpoint import save_checkpoint, step_dir
+    from pure_transformer.evaluate import main as evaluate_main
+
+    torch.manual_seed(0)
+    ckpt = step_dir(tmp_path / "run", 1)
+    save_checkpoint(ckpt, build_model(CFG), {"kind": "pretrain", "step": 1, "model_config": CFG.to_dict(),
+                                            "tokenizer": "tokenizer.json"},
+                    files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    data = _suite_fixtures(tmp_path / "data")
+    out = tmp_path / "suite.json"
+    evaluate_main(["--checkpoint", str(ckpt), "--suite", "medical", "--data-dir", str(data), "--output", str(out),
+                   "--no-progress"])
+    rows = {r["task"]: r for r in json.loads(out.read_text())}
+    assert len(rows) == 9 and set(rows) >= {"medqa", "medmcqa", "pubmedqa", "mmlu-anatomy"}
+    assert rows["pubmedqa"]["chance"] == pytest.approx(1 / 3) and rows["pubmedqa"]["majority"] == 1.0
+    assert rows["mmlu-anatomy"]["n"] == 3 and rows["mmlu-anatomy"]["source"].endswith("anatomy_test.csv")
+    # a file naming no split is split by hash: only its test part is scored
+    assert 0 < rows["medmcqa"]["n"] < 40
+    for r in rows.values():
+        assert 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1 and r["ci95"][1] > r["ci95"][0]
+    table = out.with_suffix(".md").read_text()
+    assert table.count("\n") == 11 and "| pubmedqa | 3 |" in table
+    printed = capsys.readouterr().out
+    assert "mmlu-professional-medicine" in printed and "majority" in printed
+
+
+def test_suite_without_data_offline_is_one_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pure_transformer.evaluate", "--checkpoint", str(tmp_path),
+                             "--suite", "medical"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")

@@ -75,10 +75,11 @@ class HubSpec:
     holdout_every: int | None  # derive "validation" from "train" when the hub lacks one
     approx_train_tokens: int | None
     text_field: str = "text"
+    test_from: str | None = None  # the hub split read as our test split (MedMCQA: validation, as leaderboards do)
 
     def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
              answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
-        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every)
+        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every, self.test_from)
         fill_guard = split == "train" and self.kind is SourceKind.MCQ and guard is None
         if fill_guard:
             guard = ContaminationGuard()
@@ -94,7 +95,7 @@ class HubSpec:
         return HFSource(self.name, open_dataset, to_text, shard, guard, retry)
 
     def mcqs(self, split: Split) -> Iterator[MCQ]:
-        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every)
+        hub_split, holdout = _resolve_split(self.name, split, self.hub_splits, self.holdout_every, self.test_from)
         guard = None
         if split == "train":
             guard = ContaminationGuard()
@@ -333,9 +334,11 @@ def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
 
 
 def _resolve_split(
-    name: str, split: str, hub_splits: tuple[str, ...], holdout_every: int | None
+    name: str, split: str, hub_splits: tuple[str, ...], holdout_every: int | None, test_from: str | None = None
 ) -> tuple[str, HoldOut | None]:
     """Map our split to a hub split plus, for derived validation, a hash filter."""
+    if split == "test" and test_from is not None:
+        return test_from, None
     derived = holdout_every is not None and "validation" not in hub_splits
     if split == "validation" and derived:
         return "train", HoldOut(holdout_every, keep=True)
@@ -352,6 +355,10 @@ def _bundled() -> Any:
 
     return bundled_corpus(seed=0)
 
+
+MMLU_MEDICAL: tuple[str, ...] = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
+                                  "medical_genetics", "professional_medicine")
+"""The six MMLU subjects of the Open Medical-LLM Leaderboard (cais/mmlu configs)."""
 
 KNOWN_SOURCES: dict[str, SourceSpec] = {
     spec.name: spec
@@ -386,9 +393,51 @@ KNOWN_SOURCES: dict[str, SourceSpec] = {
             hub_splits=("train", "validation"),
             eval_splits=("validation", "test"),
             holdout_every=None,
+            test_from="validation",
             # 182,822 questions x ~100 tokens (short stems, options, brief explanation).
             approx_train_tokens=18_000_000,
         ),
+        HubSpec(
+            name="medqa5",
+            repo="bigbio/med_qa",
+            config="med_qa_en_source",  # the original 5-option release
+            kind=SourceKind.MCQ,
+            hub_splits=("train", "validation", "test"),
+            eval_splits=("validation", "test"),
+            holdout_every=None,
+            approx_train_tokens=2_600_000,
+        ),
+        HubSpec(
+            name="pubmedqa",
+            repo="qiaojin/PubMedQA",
+            config="pqa_labeled",  # 1,000 expert-labelled questions, all in its one split
+            kind=SourceKind.MCQ,
+            hub_splits=("train",),
+            eval_splits=("train",),
+            holdout_every=None,
+            approx_train_tokens=None,
+            test_from="train",
+        ),
+        HubSpec(
+            name="medbullets",
+            repo="LangAGI-Lab/medbullets",  # 5 options (opa..ope), answer_idx, explanation
+            config=None,
+            kind=SourceKind.MCQ,
+            hub_splits=("train", "test"),
+            eval_splits=("test",),
+            holdout_every=None,
+            approx_train_tokens=None,
+        ),
+        *(HubSpec(
+            name=f"mmlu-{subject.replace('_', '-')}",
+            repo="cais/mmlu",
+            config=subject,
+            kind=SourceKind.MCQ,
+            hub_splits=("dev", "validation", "test"),
+            eval_splits=("validation", "test"),
+            holdout_every=None,
+            approx_train_tokens=None,
+        ) for subject in MMLU_MEDICAL),
         BundledSpec("bundled-general", SourceKind.TEXT, "general"),
         BundledSpec("bundled-medical", SourceKind.TEXT, "medical"),
         BundledSpec("bundled-mcq", SourceKind.MCQ, "mcq"),

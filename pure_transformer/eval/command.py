@@ -111,6 +111,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.add_argument("--baseline", default=None, metavar="REPORT.json",
                    help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
+    p.add_argument("--suite", default=None, choices=["medical"],
+                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by letter log-likelihood, one table")
+    p.add_argument("--data-dir", default=None,
+                   help="with --suite: local test files (<task>_test.jsonl, <task>.parquet, anatomy_test.csv ...)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
 
@@ -125,7 +129,27 @@ def _read_report(path: str) -> list[dict]:
     return reports
 
 
+def run_medical_suite(args: argparse.Namespace) -> None:
+    """``--suite medical``: one row per leaderboard task; ``--output`` gets the JSON and a Markdown twin."""
+    from dataclasses import asdict
+
+    from .suite import markdown, print_suite, run_suite
+
+    def score(task: str, path: str | None) -> dict:
+        return evaluate(args.checkpoint, task, "test", data_path=path, modes=("loglikelihood",), limit=args.limit,
+                        batch_size=args.batch_size, device=args.device, progress=not args.no_progress)[0]
+
+    rows = run_suite(score, args.data_dir)
+    print_suite(rows)
+    if args.output:
+        Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        Path(args.output).with_suffix(".md").write_text(markdown(rows))
+        print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.suite:
+        return run_medical_suite(args)
     baseline = _read_report(args.baseline) if args.baseline else None
     if args.k < 1:
         raise DataError(f"--k must be >= 1, got {args.k}")

@@ -42,7 +42,12 @@ from ..mcq import LETTERS, MCQ
 from ..tokenizer import Tokenizer
 
 
-TASKS = {"synthetic": "bundled-mcq", "medqa": "medqa", "medmcqa": "medmcqa"}
+MEDICAL_SUITE: tuple[str, ...] = ("medqa", "medmcqa", "pubmedqa", "mmlu-anatomy", "mmlu-clinical-knowledge",
+                                   "mmlu-college-biology", "mmlu-college-medicine", "mmlu-medical-genetics",
+                                   "mmlu-professional-medicine")
+"""The Open Medical-LLM Leaderboard's nine tasks."""
+
+TASKS = {"synthetic": "bundled-mcq", **{name: name for name in (*MEDICAL_SUITE, "medqa5", "medbullets")}}
 """Task name -> dataset (the registry's name for it)."""
 
 
