@@ -246,3 +246,22 @@ def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_pat
         out = capsys.readouterr()
         assert code == 0, out.err
         assert "loglikelihood         6" in out.out
+
+
+def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    base = tmp_path / "base.json"
+    common = ["--checkpoint", str(tiny_ckpt), "--mode", "passk", "--k", "4", "--max-new-tokens", "3", "--no-progress"]
+    assert evaluate_main([*common, "--limit", "4", "--output", str(base)]) == 0
+    report = json.loads(base.read_text())[0]
+    shares = [q["share"] for q in report["questions"]]
+    assert report["accuracy"] == pytest.approx(sum(shares) / 4)  # pass@1 is the mean share
+    assert report["ci95"][1] > report["ci95"][0]  # never zero-width, even when every sample is wrong
+    capsys.readouterr()
+    assert evaluate_main([*common, "--limit", "8", "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "error: the baseline pairs 4 of the 8 questions scored in passk" in err and err.count("\n") == 1
+    assert evaluate_main([*common, "--limit", "8", "--baseline", str(base), "--allow-partial-baseline"]) == 0
+    assert "on 4 paired" in capsys.readouterr().out
+    assert evaluate_main([*common, "--limit", "4", "--baseline", str(base)]) == 0
+    assert "+0.000 [+0.000, +0.000] on 4 paired" in capsys.readouterr().out  # same seed, same samples

@@ -67,18 +67,27 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     return reports
 
 
-def print_table(reports: list[dict], baseline: list[dict] | None = None) -> None:
-    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain."""
+def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allow_partial: bool = False) -> None:
+    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain and the
+    number of questions it pairs. A baseline that pairs fewer questions than were scored is refused unless
+    ``allow_partial``: the gain would describe another set than the accuracy beside it."""
     before = {r["mode"]: r for r in baseline or []}
+    for r in reports:
+        if r["mode"] in before and not allow_partial:
+            paired = len({q["id"] for q in before[r["mode"]]["questions"]} & {q["id"] for q in r["questions"]})
+            if paired < r["n"]:
+                raise DataError(f"the baseline pairs {paired} of the {r['n']} questions scored in {r['mode']}; "
+                                "score the same questions (same --limit), or pass --allow-partial-baseline")
     print(f"{'mode':<18}{'n':>5}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
           + ("   gain vs baseline [95% paired CI]" if baseline else ""))
     for r in reports:
-        extra = "  ".join(f"{key} {r[key]:.3f}" for key in r if key in ("ece", "acc_norm") or key.startswith("pass@"))
+        extra = "  ".join(f"{key} {r[key]:.3f}" for key in r
+                      if key in ("ece", "acc_norm") or (key.startswith("pass@") and not key.endswith("_ci95")))
         line = (f"{r['mode']:<18}{r['n']:>5}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
                 f"{r['invalid_rate']:>11.3f}   {extra:<28}")
         if r["mode"] in before:
-            gain, (low, high), _ = paired_gain(before[r["mode"]], r)
-            line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}]"
+            gain, (low, high), paired = paired_gain(before[r["mode"]], r)
+            line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}] on {paired} paired"
         print(line)
 
 
@@ -111,6 +120,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.add_argument("--baseline", default=None, metavar="REPORT.json",
                    help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
+    p.add_argument("--allow-partial-baseline", action="store_true",
+                   help="accept a --baseline that pairs only some of the scored questions")
     p.add_argument("--suite", default=None, choices=["medical"],
                    help="medical: the Open Medical-LLM Leaderboard's nine tasks, by letter log-likelihood, one table")
     p.add_argument("--data-dir", default=None,
@@ -163,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
         if r.get("truncated"):
             print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
                   "longer than the context and lost the start of their question stem", file=sys.stderr)
-    print_table(reports, baseline)
+    print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
     if args.output:
         Path(args.output).write_text(json.dumps(reports, indent=1))
         print(f"wrote {args.output}")

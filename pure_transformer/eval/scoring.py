@@ -144,6 +144,8 @@ class MCQScore:
     gold: list[str]
     extra: dict[str, Any]
     """Mode-specific figures (ece, acc_norm, pass@k ...), reported beside the accuracy."""
+    shares: list[float] | None = None
+    """passk: each question's share of correct samples (what its pass@1 averages, and what gains pair on)."""
 
     @classmethod
     def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: Any) -> "MCQScore":
@@ -164,16 +166,19 @@ class MCQScore:
 
     def report(self) -> dict:
         """JSON-ready summary, with one ``{id, prediction, gold, correct}`` record per question."""
+        shares = self.shares if self.shares is not None else [None] * self.n
         return {"accuracy": self.accuracy, "ci95": list(self.ci95), "n": self.n, "invalid_rate": self.invalid_rate,
                 "letters": {str(k): v for k, v in self.letter_distribution.items()}, **self.extra,
-                "questions": [{"id": i, "prediction": p, "gold": g, "correct": c}
-                              for i, p, g, c in zip(self.ids, self.predictions, self.gold, self.correct)]}
+                "questions": [{"id": i, "prediction": p, "gold": g, "correct": c,
+                               **({"share": sh} if sh is not None else {})}
+                              for i, p, g, c, sh in zip(self.ids, self.predictions, self.gold, self.correct, shares)]}
 
 
 def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], int]:
-    """(mean gain, its 95% paired bootstrap CI, questions paired) between two reports' per-question results."""
-    earlier = {q["id"]: q["correct"] for q in before["questions"]}
-    pairs = [(earlier[q["id"]], q["correct"]) for q in after["questions"] if q["id"] in earlier]
+    """(mean gain, its 95% paired bootstrap CI, questions paired) between two reports' per-question results:
+    correctness, or for passk each question's share of correct samples, so the gain measures pass@1."""
+    earlier = {q["id"]: q.get("share", q["correct"]) for q in before["questions"]}
+    pairs = [(earlier[q["id"]], q.get("share", q["correct"])) for q in after["questions"] if q["id"] in earlier]
     if not pairs:
         raise DataError("the two reports share no question")
     was, now = zip(*pairs)
@@ -364,5 +369,6 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
     low, high = bootstrap_ci([float(np.mean(h)) for h in hits])
     w_low, w_high = wilson_interval(round(pass1 * len(hits)), len(hits))
     score.accuracy, score.ci95 = pass1, (min(low, w_low), max(high, w_high))
+    score.shares = [float(np.mean(h)) for h in hits]
     score.extra[f"pass@{k}_ci95"] = list(wilson_interval(sum(map(any, hits)), len(hits)))
     return score
