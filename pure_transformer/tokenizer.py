@@ -450,8 +450,20 @@ def _read_source(source: str | Path, text_field: str) -> Iterator[str]:
         if builder == "text":
             text_field = "text"
 
-    for row in rows:
+    for i, row in enumerate(rows):
         text = row.get(text_field)
         if not isinstance(text, str):
-            raise DataError(f"training input '{source}': a record has no text field '{text_field}'")
+            text = _mcq_text(row, f"training input '{source}' record {i}", text_field)
         yield text
+
+
+def _mcq_text(row: dict, where: str, text_field: str) -> str:
+    """An MCQ record (any schema evaluate reads) as the text a tokenizer should see: its context,
+    question, options and answer, and its explanation (the letter format's training text)."""
+    from .answer_format import AnswerFormat
+    from .mcq_schemas import normalize_mcq
+
+    try:
+        return AnswerFormat.LETTER.pretrain_text(normalize_mcq(row, where=where))
+    except DataError:
+        raise DataError(f"{where}: a record has no text field '{text_field}' and is not an MCQ") from None

@@ -292,3 +292,18 @@ def test_suite_without_data_offline_is_one_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pure_transformer.evaluate", "--checkpoint", str(tmp_path),
                              "--suite", "medical"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+
+
+def test_tokenizer_trains_on_mcq_files_and_warns_when_short(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pure_transformer.tokenizer import iter_training_texts, train_tokenizer
+
+    path = _jsonl(tmp_path / "medmcqa.jsonl", [{"question": "Which drug?", "opa": "Warfarin", "opb": "Heparin",
+                                                "opc": "Aspirin", "opd": "Insulin", "cop": 0, "exp": "VKORC1."}])
+    (text,) = list(iter_training_texts([str(path)]))
+    assert "Which drug?" in text and "D. Insulin" in text and "VKORC1." in text
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "x"}])
+    with pytest.raises(DataError, match="has no text field 'text' and is not an MCQ"):
+        list(iter_training_texts([str(bad)]))
+    tok = train_tokenizer([text] * 3, 2048, tmp_path / "tok", show_progress=False)
+    err = capsys.readouterr().err
+    assert f"warning: the trained vocabulary has {tok.vocab_size} tokens, fewer than the 2048 asked" in err
