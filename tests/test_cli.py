@@ -84,14 +84,14 @@ def test_user_mistakes_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Pat
         path.write_text(json.dumps(record) + "\n")
         return str(path)
 
-    five = mcq_file("five.jsonl", {"question": "Q?", "options": {k: k.lower() for k in "ABCDE"},
-                                   "answer_idx": "A", "answer": "a"})
-    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{five}:1")[::2],
-                          "5 options")
-    three = mcq_file("three.jsonl", {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c"},
-                                     "answer_idx": "A", "answer": "a"})
-    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{three}:1")[::2],
-                          "3 options")
+    eleven = mcq_file("eleven_train.jsonl", {"question": "Q?", "options": {k: k.lower() for k in "ABCDEFGHIJK"},
+                                       "answer_idx": "A", "answer": "a"})
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{eleven}:1")[::2],
+                          "11 option(s)")
+    gap = mcq_file("gap_train.jsonl", {"question": "Q?", "options": {"A": "a", "B": "b", "D": "d"}, "answer_idx": "A",
+                                 "answer": "a"})
+    assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{gap}:1")[::2],
+                          "lettered from A in order")
     missing = mcq_file("missing.jsonl", {"options": {k: k for k in "ABCD"}, "answer_idx": "A", "answer": "A"})
     assert_one_line_error(*run_cli(capsys, "data", "preview", "--tokenizer", tok, "--mixture", f"{missing}:1")[::2],
                           "question")

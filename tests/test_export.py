@@ -172,7 +172,7 @@ def test_lm_eval_scores_the_export_as_evaluate_does(exported, tiny_tokenizer) ->
                                   tasks=["pure_transformer_mcq", "pure_transformer_mcq_cloze"], batch_size=4,
                                   task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"limit": 12}),
                                   log_samples=True)
-    letters = letter_scores(model.eval(), tok, questions)  # (12, 4)
+    letters = torch.stack(letter_scores(model.eval(), tok, questions))  # (12, 4): four options each
     samples = sorted(out["samples"]["pure_transformer_mcq"], key=lambda s: s["doc_id"])
     assert len(samples) == 12
     for s, ours in zip(samples, letters.tolist()):
@@ -205,7 +205,7 @@ def test_lm_eval_local_completions_through_our_server(exported, serving) -> None
             model_args=f"model=tiny,base_url={url}/v1/completions,tokenizer={hf_dir},tokenizer_backend=huggingface,"
                        "tokenized_requests=True,num_concurrent=1,max_retries=1,batch_size=4",
             task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"limit": 8}))
-    letters = letter_scores(model, tok, bundled_corpus().mcq["test"][:8])
+    letters = torch.stack(letter_scores(model, tok, bundled_corpus().mcq["test"][:8]))  # (8, 4)
     samples = sorted(out["samples"]["pure_transformer_mcq"], key=lambda s: s["doc_id"])
     assert len(samples) == 8
     for s, ours in zip(samples, letters.tolist()):

@@ -26,7 +26,6 @@ import functools
 import glob
 import itertools
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,9 +242,7 @@ class LocalSpec:
         if own is None and (self.kind or self._detect_kind()) is SourceKind.MCQ:
             # A user's one question file: split by question hash, the same way wherever it is read, so
             # pretraining on it can never train on the questions evaluate scores as its test split.
-            _note_once(f"note: '{self.name}' names no split (train, validation/val/dev, test); its questions are "
-                       "split by hash: 20% test, 5% validation, 75% train")
-            return self.files, HashSplit(split)
+            return self.files, HashSplit(split, self.name)
         if own is None and split == "test":
             raise DataError(f"'{self.name}' is text with no split in its name: it has no test split")
         if own is None or (own == "train" and split == "train"):
@@ -487,15 +484,6 @@ SPLIT_WORDS: dict[Split, tuple[str, ...]] = {"train": ("train", "training"),
 def _named_split(path: Path) -> Split | None:
     words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
     return next((split for split, names in SPLIT_WORDS.items() if words & set(names)), None)
-
-
-_NOTED: set[str] = set()
-
-
-def _note_once(message: str) -> None:
-    if message not in _NOTED:
-        _NOTED.add(message)
-        print(message, file=sys.stderr, flush=True)
 
 
 def _siblings(files: tuple[Path, ...], split: str) -> tuple[Path, ...]:

@@ -166,6 +166,8 @@ class HoldOut:
         return in_holdout(key, self.every) == self.keep
 
 
+_HASH_SPLIT_NOTED: set[str] = set()
+
 HASH_SPLIT_PERCENT: dict[str, range] = {"test": range(0, 20), "validation": range(20, 25), "train": range(25, 100)}
 """How a question file that names no split is divided, by its question's hash mod 100: 20% test,
 5% validation, 75% train. Training and evaluation compute the same buckets, so no test question
@@ -177,8 +179,14 @@ class HashSplit:
     """Keep the questions whose hash falls in ``split``'s bucket of :data:`HASH_SPLIT_PERCENT`."""
 
     split: str
+    source: str = ""  # named in the one note printed when the first question is read
 
     def admits(self, key: str) -> bool:
+        if self.source and self.source not in _HASH_SPLIT_NOTED:
+            # Printed on the first readable question, so a malformed file still fails in one line.
+            _HASH_SPLIT_NOTED.add(self.source)
+            print(f"note: '{self.source}' names no split (train, validation/val/dev, test); its questions are split "
+                  "by hash: 20% test, 5% validation, 75% train", file=sys.stderr, flush=True)
         # Hashed in the guard's normal form: a re-cased or re-punctuated copy lands in the same split.
         digest = hashlib.blake2b(normalize_question(key).encode("utf-8"), digest_size=8, person=b"split").digest()
         return int.from_bytes(digest, "little") % 100 in HASH_SPLIT_PERCENT[self.split]

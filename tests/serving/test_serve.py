@@ -130,14 +130,25 @@ def test_mcq_probabilities(client):
 
 
 @pytest.mark.parametrize("options", [
-    {"A": "1", "B": "2", "C": "3", "D": "4", "E": "5"},
-    {"A": "1", "B": "2", "C": "3"},
+    {"A": "1"},
+    {k: str(i) for i, k in enumerate("ABCDEFGHIJK")},
     {"A": "1", "B": "2", "C": "3", "X": "4"},
+    {"A": "1", "B": "2", "D": "4"},
     {"A": "1", "B": "2", "C": "3", "D": "  "},
 ])
 def test_mcq_bad_options(client, options):
     err = assert_error(client.post("/v1/mcq", json={"question": "q?", "options": options}), 400)
     assert err["param"] == "options"
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 10])
+def test_mcq_any_option_count_with_a_context(client, count):
+    options = {chr(65 + i): f"option {i}" for i in range(count)}
+    response = client.post("/v1/mcq", json={"question": "Does it help?", "options": options,
+                                            "context": "An abstract. " * 200})  # longer than the context
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert list(body["probabilities"]) == list(options) and body["answer"] in options
 
 
 # -------------------------------------------------------------- bad input
