@@ -236,16 +236,20 @@ def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tok
 
 def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_path: Path, write_jsonl,
                                                        capsys: pytest.CaptureFixture) -> None:
-    # Users have their MedQA test file and nothing else: named for the test split, or for no split at all.
-    rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer}
-            for q in bundled_corpus().mcq["test"][:6]]
-    for name in ("x_test.jsonl", "questions.jsonl"):
+    # Users have their MedQA test file and nothing else: named for the test split, it is scored whole;
+    # named for no split, its hash-selected test part is (the part training on the file never sees).
+    from pure_transformer.data.sources import HashSplit
+
+    questions = bundled_corpus().mcq["test"][:40]
+    rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer} for q in questions]
+    in_test = sum(HashSplit("test").admits(q.question) for q in questions)
+    for name, n in (("x_test.jsonl", 40), ("questions.jsonl", in_test)):
         path = write_jsonl(tmp_path / name, rows)
         code = evaluate_main(["--checkpoint", str(tiny_ckpt), "--data-path", str(path), "--mode", "loglikelihood",
                               "--no-progress"])
         out = capsys.readouterr()
         assert code == 0, out.err
-        assert "loglikelihood         6" in out.out
+        assert f"{'loglikelihood':<18}{n:>5}" in out.out and 0 < in_test < 40
 
 
 def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: Path, tmp_path: Path,

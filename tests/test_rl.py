@@ -170,15 +170,15 @@ def test_validation_questions_from_a_file_the_source_or_a_held_out_slice(tmp_pat
     from pure_transformer.rl.questions import rl_questions
 
     rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer} for q in bundled.mcq["train"]]
-    small = write_jsonl(tmp_path / "mine.jsonl", rows[:12])
+    small = write_jsonl(tmp_path / "mine_train.jsonl", rows[:12])
     train, val = rl_questions(str(small), None, limit=100)
     assert (len(train), len(val)) == (4, 8) and not {q.question for q in train} & {q.question for q in val}
     assert "holding out 8 of its 12 training questions" in capsys.readouterr().err
     assert rl_questions(str(small), None, limit=100) == (train, val)  # the same slice every time (resume)
-    val_file = write_jsonl(tmp_path / "val.jsonl", rows[20:29])
+    val_file = write_jsonl(tmp_path / "val_validation.jsonl", rows[20:29])
     train, val = rl_questions(str(small), str(val_file), limit=100)
     assert (len(train), len(val)) == (12, 9)
-    tiny = write_jsonl(tmp_path / "tiny.jsonl", rows[:6])
+    tiny = write_jsonl(tmp_path / "tiny_train.jsonl", rows[:6])
     with pytest.raises(DataError, match="too few to hold out 8 for validation; pass a validation file with "
                                         "--val-data-path FILE"):
         rl_questions(str(tiny), None, limit=100)

@@ -245,7 +245,7 @@ class LocalSpec:
             return self.files, HashSplit(split, self.name)
         if own is None and split == "test":
             raise DataError(f"'{self.name}' is text with no split in its name: it has no test split")
-        if own is None or (own == "train" and split == "train"):
+        if own is None or own == "train":  # a lone *_train file holds out validation by hash (DATA.md)
             has_validation = own == "train" and bool(_siblings(self.files, "validation"))
             if split == "train":
                 return self.files, None if has_validation else HoldOut(self.holdout_every, keep=False)
