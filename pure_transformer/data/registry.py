@@ -23,9 +23,7 @@ dataset's evaluation splits, so no evaluation question is trained on.
 from __future__ import annotations
 
 import functools
-import glob
 import itertools
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from ..answer_format import AnswerFormat
 from ..mcq import MCQ
 from ..mcq_schemas import MMLU_CSV_COLUMNS, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
+from .local_files import BUILDERS, expand_local, has_header, named_split, sibling_files
 from .sources import (
     SPLITS,
     DocumentSource,
@@ -58,7 +57,6 @@ from .sources import (
     _rows,
 )
 
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ class LocalSpec:
 
     @property
     def builder(self) -> str:
-        return _BUILDERS[self.files[0].suffix]
+        return BUILDERS[self.files[0].suffix]
 
     @property
     def approx_train_tokens(self) -> int:
@@ -198,7 +196,7 @@ class LocalSpec:
     def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
              answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
         files, holdout = self._files_for(split)
-        kind = self.kind or self._detect_kind()
+        kind = self.resolved_kind
         if kind is SourceKind.MCQ and split == "train" and guard is None:
             guard = ContaminationGuard()
             for eval_files in self._eval_files():
@@ -217,14 +215,14 @@ class LocalSpec:
 
     def _eval_files(self) -> list[tuple[Path, ...]]:
         """The validation and test files whose questions training must not see."""
-        splits = [_named_split(f) for f in self.files]
+        splits = [named_split(f) for f in self.files]
         if len(set(splits)) > 1:
             return [tuple(f for f, s in zip(self.files, splits) if s == e) for e in ("validation", "test")
                     if e in splits]
-        return [sib for e in ("validation", "test") if (sib := _siblings(self.files, e))]
+        return [sib for e in ("validation", "test") if (sib := sibling_files(self.files, e))]
 
     def _files_for(self, split: Split) -> tuple[tuple[Path, ...], HoldOut | HashSplit | None]:
-        splits = [_named_split(f) for f in self.files]
+        splits = [named_split(f) for f in self.files]
         named = set(splits)
         if len(named) > 1:  # a folder of x_train / x_dev / x_test files: each split its own files
             if None in named:
@@ -239,25 +237,30 @@ class LocalSpec:
                 else None
             return chosen, holdout
         (own,) = named
-        if own is None and (self.kind or self._detect_kind()) is SourceKind.MCQ:
+        if own is None and self.resolved_kind is SourceKind.MCQ:
             # A user's one question file: split by question hash, the same way wherever it is read, so
             # pretraining on it can never train on the questions evaluate scores as its test split.
             return self.files, HashSplit(split, self.name)
         if own is None and split == "test":
             raise DataError(f"'{self.name}' is text with no split in its name: it has no test split")
         if own is None or own == "train":  # a lone *_train file holds out validation by hash (DATA.md)
-            has_validation = own == "train" and bool(_siblings(self.files, "validation"))
+            has_validation = own == "train" and bool(sibling_files(self.files, "validation"))
             if split == "train":
                 return self.files, None if has_validation else HoldOut(self.holdout_every, keep=False)
             if split == "validation" and not has_validation:
                 return self.files, HoldOut(self.holdout_every, keep=True)
         if own == split:
             return self.files, None
-        if own == "train" and (siblings := _siblings(self.files, split)):
+        if own == "train" and (siblings := sibling_files(self.files, split)):
             return siblings, None
         if own == "train":
             raise DataError(f"'{self.name}' has no {split} split (no sibling file with '{split}' for 'train')")
         raise DataError(f"'{self.name}' is a {own} file: it has no {split} split")
+
+    @functools.cached_property
+    def resolved_kind(self) -> SourceKind:
+        """``kind``, or what the first record says (read once per spec)."""
+        return self.kind or self._detect_kind()
 
     def _detect_kind(self) -> SourceKind:
         try:
@@ -272,7 +275,7 @@ class LocalSpec:
         import datasets
 
         extra: dict[str, Any] = {"sample_by": "paragraph"} if self.builder == "text" else {}
-        if self.builder == "csv" and not _has_header(files[0]):  # MMLU's original release: no header row
+        if self.builder == "csv" and not has_header(files[0]):  # MMLU's original release: no header row
             extra = {"column_names": list(MMLU_CSV_COLUMNS)}
         try:
             return datasets.load_dataset(
@@ -283,15 +286,6 @@ class LocalSpec:
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec
-
-
-def _has_header(path: Path) -> bool:
-    """Whether a CSV file's first row names its columns (a ``question`` column) rather than holding a question."""
-    import csv
-
-    with path.open(newline="", encoding="utf-8") as handle:
-        first = next(csv.reader(handle), [])
-    return any(cell.strip().lower() == "question" for cell in first)
 
 
 def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | HashSplit | None,
@@ -307,7 +301,7 @@ def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | Has
 def source_kind(name: str) -> SourceKind:
     """Whether a named dataset or local path holds text or multiple-choice questions."""
     spec = resolve_source(name)
-    return spec.kind if not isinstance(spec, LocalSpec) else (spec.kind or spec._detect_kind())
+    return spec.resolved_kind if isinstance(spec, LocalSpec) else spec.kind
 
 
 def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
@@ -446,61 +440,11 @@ def resolve_source(name: str) -> SourceSpec:
     """The spec for a known short name or a local file/folder/glob."""
     if name in KNOWN_SOURCES:
         return KNOWN_SOURCES[name]
-    looks_like_path = any(c in name for c in "/\\*?[") or Path(name).suffix in _BUILDERS or Path(name).exists()
+    looks_like_path = any(c in name for c in "/\\*?[") or Path(name).suffix in BUILDERS or Path(name).exists()
     if not looks_like_path:
         known = ", ".join(KNOWN_SOURCES)
         raise DataError(f"unknown dataset '{name}'; known: {known}, or a local path")
-    return LocalSpec(name=name, files=_expand_local(name))
-
-
-def _expand_local(name: str) -> tuple[Path, ...]:
-    path = Path(name)
-    if any(c in name for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(f"glob '{name}' matches no files")
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _BUILDERS)
-        if not files:
-            raise DataError(f"folder '{name}' has no {'/'.join(_BUILDERS)} files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DataError(f"no such file or folder: '{name}'")
-    unsupported = [f for f in files if f.suffix not in _BUILDERS]
-    if unsupported:
-        raise DataError(f"unsupported file type '{unsupported[0]}'; use {', '.join(_BUILDERS)}")
-    builders = {_BUILDERS[f.suffix] for f in files}
-    if len(builders) > 1:
-        raise DataError(f"'{name}' mixes file types ({', '.join(sorted(builders))}); use one kind per source")
-    return tuple(files)
-
-
-SPLIT_WORDS: dict[Split, tuple[str, ...]] = {"train": ("train", "training"),
-                                            "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
-"""The words in a file name that say which split it holds (``phrases_no_exclude_test.jsonl``: test)."""
-
-
-def _named_split(path: Path) -> Split | None:
-    words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
-    return next((split for split, names in SPLIT_WORDS.items() if words & set(names)), None)
-
-
-def _siblings(files: tuple[Path, ...], split: str) -> tuple[Path, ...]:
-    """``x_train.jsonl`` -> ``x_validation.jsonl`` (or ``x_val``/``x_dev``), if all exist."""
-    for alias in SPLIT_WORDS[split]:  # type: ignore[index]
-        found = []
-        for f in files:
-            if "train" not in f.stem:
-                return ()
-            head, _, tail = f.stem.rpartition("train")
-            candidate = f.with_name(head + alias + tail + f.suffix)
-            if not candidate.is_file():
-                break
-            found.append(candidate)
-        else:
-            return tuple(found)
-    return ()
+    return LocalSpec(name=name, files=expand_local(name))
 
 
 def open_source(

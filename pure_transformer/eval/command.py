@@ -60,7 +60,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
         else:
             score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4), progress=progress)
         label = f"{mode}/{fmt.value}" if mode in ("generate", "passk") else mode
-        reports.append({"task": Path(data_path).name if data_path else task, "source": source, "split": split, "mode": label, "checkpoint": str(ckpt),
+        reports.append({"task": Path(data_path).name if data_path else task, "source": source, "split": split,
+                        "mode": label, "checkpoint": str(ckpt),
                         "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), "answer_format": fmt.value,
                         "rotate": rotate % 4,
                         **score.report()})

@@ -151,8 +151,10 @@ class MCQScore:
     def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: Any) -> "MCQScore":
         correct = [p == q.answer for p, q in zip(predictions, questions)]
         n = len(questions)
+        # Chance follows each question's own option count (1/k), so a mixed file gets its true mean.
+        chance = sum(q.chance for q in questions) / max(1, n)
         return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions,
-                   [question_id(q) for q in questions], [q.answer for q in questions], dict(extra))
+                   [question_id(q) for q in questions], [q.answer for q in questions], {"chance": chance, **extra})
 
     @property
     def invalid_rate(self) -> float:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..data.registry import load_mcqs
 from ..errors import DataError
 from .scoring import MEDICAL_SUITE
 
@@ -63,11 +62,8 @@ def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
             found = local_file(Path(data_dir), task)
             path = str(found) if found else None
         report = score(task, path)
-        questions = load_mcqs(path or task, "test")
-        chance = sum(q.chance for q in questions) / len(questions)
         rows.append(SuiteRow(task, path or task, report["n"], report["accuracy"], tuple(report["ci95"]),  # type: ignore[arg-type]
-                             chance, majority_baseline(report["gold"] if "gold" in report else
-                                                       [q["gold"] for q in report["questions"]])))
+                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]])))
     if not rows:
         raise DataError("the suite has no tasks")
     return rows
