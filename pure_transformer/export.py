@@ -12,7 +12,8 @@ tools people use need no hand-made preprocessing:
   lm-evaluation-harness and vLLM then sees exactly the ids our own scoring does;
 - ``tokenizer_config.json`` with that token as ``bos_token``, the context length,
   and the server's chat template (:mod:`pure_transformer.chat`);
-- ``README.md``, the model card (:mod:`pure_transformer.model_card`).
+- ``README.md``, the model card (:mod:`pure_transformer.model_card`);
+- ``ledger.json``, the checkpoint's contamination ledger (:mod:`.data.ledger`), unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tokenizers.processors import TemplateProcessing
 from .answer_format import AnswerFormat
 from .chat import CHAT_TEMPLATE
 from .checkpoint import load_model, save_safetensors
+from .data.ledger import LEDGER_FILE, read_ledger
 from .model import hf_llama_config, hf_llama_state_dict
 from .model_card import model_card, read_reports
 from .tokenizer import Tokenizer
@@ -79,7 +81,10 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str
     tok_config.update({"bos_token": tok.hf.id_to_token(eot), "add_bos_token": True,
                        "model_max_length": model.cfg.max_seq_len, "chat_template": CHAT_TEMPLATE})
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(meta, model.cfg, model.num_params(), results))
+    ledger = read_ledger(ckpt)
+    if ledger is not None:
+        (out / LEDGER_FILE).write_text(ledger.to_json())
+    (out / "README.md").write_text(model_card(meta, model.cfg, model.num_params(), results, ledger))
     return out
 
 

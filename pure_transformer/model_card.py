@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import ModelConfig
+from .data.ledger import LEDGER_FILE, Ledger
 from .data.loader import tokens_per_source
 from .errors import DataError
 
@@ -89,7 +90,15 @@ def _results_section(reports: Sequence[dict]) -> list[str]:
     return lines
 
 
-def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[dict] = ()) -> str:
+def _ledger_section(ledger: Ledger | None) -> list[str]:
+    if ledger is None:
+        return ["This checkpoint predates training ledgers: which evaluation questions it saw cannot be checked.", ""]
+    return [f"`{LEDGER_FILE}` fingerprints the {ledger.summary()} the model was trained on, its parent checkpoints' "
+            "included; `evaluate` leaves those out of every score.", ""]
+
+
+def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[dict] = (),
+               ledger: Ledger | None = None) -> str:
     """Markdown, with Hugging Face front matter, for the export of a checkpoint with ``meta``."""
     kind = "GRPO fine-tuned" if meta.get("kind") == "rl" else "pretrained"
     front = ["---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation",
@@ -108,5 +117,6 @@ def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[
            "`Answer:` (or `Explanation:` for the explanation-first format). Out of scope: any clinical, "
            "diagnostic or patient-facing use.", "",
            "## License", "", "MIT, as the pure_transformer code. The training data keep their own licenses.", ""]
-    return "\n".join(front + body + _training_section(meta) + _results_section(reports) + use)
+    return "\n".join(front + body + _training_section(meta) + _ledger_section(ledger) + _results_section(reports)
+                     + use)
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ..checkpoint import load_model
+from ..data.ledger import read_ledger, split_contaminated
 from ..data.registry import load_mcqs
 from ..engine import Engine
 from ..answer_format import AnswerFormat
@@ -35,16 +36,29 @@ MODES = ("generate", "passk", "loglikelihood", "cloze")
 def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, data_path: str | None = None,
              modes: Sequence[str] = ("generate", "loglikelihood"), answer_format: AnswerFormat | None = None,
              limit: int | None = None, rotate: int = 0, max_new_tokens: int | None = None, k: int = 16,
-             batch_size: int = 32,
+             batch_size: int = 32, include_contaminated: bool = False,
              device: str | None = None, progress: bool = True) -> list[dict]:
     """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode.
     ``answer_format`` None means the checkpoint's own; ``rotate`` re-letters every
-    question's options cyclically (:func:`~pure_transformer.mcq.rotate_options`)."""
+    question's options cyclically (:func:`~pure_transformer.mcq.rotate_options`).
+
+    Questions in the checkpoint's training ledger (:mod:`~pure_transformer.data.ledger`)
+    are left out unless ``include_contaminated``; each report's ``contamination`` says
+    how many there were and whether they were scored."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, meta, ckpt = load_model(checkpoint, device)
     fmt = answer_format or AnswerFormat.of_checkpoint(meta)
     source = task_source(task, data_path)
-    questions = [rotate_options(q, rotate) for q in load_mcqs(source, split, limit=limit)]  # type: ignore[arg-type]
+    asked = [rotate_options(q, rotate) for q in load_mcqs(source, split, limit=limit)]  # type: ignore[arg-type]
+    ledger = read_ledger(ckpt)
+    clean, contaminated = split_contaminated(asked, ledger)
+    if not clean and not include_contaminated:
+        raise DataError(f"all {len(asked)} questions of {source} {split} are in the checkpoint's training ledger; "
+                        "--include-contaminated scores them anyway")
+    questions = asked if include_contaminated else clean
+    contamination = (None if ledger is None else
+                     {"count": len(contaminated), "share": len(contaminated) / len(asked), "of": len(asked),
+                      "included": include_contaminated, "ledger_questions": len(ledger)})
     engine = Engine(model, tok)
     reports = []
     for mode in modes:
@@ -63,7 +77,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
         reports.append({"task": Path(data_path).name if data_path else task, "source": source, "split": split,
                         "mode": label, "checkpoint": str(ckpt),
                         "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), "answer_format": fmt.value,
-                        "rotate": rotate % 4,
+                        "rotate": rotate, "contamination": contamination,
                         **score.report()})
     return reports
 
@@ -90,6 +104,22 @@ def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allo
             gain, (low, high), paired = paired_gain(before[r["mode"]], r)
             line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}] on {paired} paired"
         print(line)
+
+
+def print_contamination(c: dict | None) -> None:
+    """One line: what the checkpoint's training ledger says of the questions asked."""
+    if c is None:
+        print("note: the checkpoint has no training ledger (it predates them); contamination was not checked",
+              file=sys.stderr)
+    elif not c["count"]:
+        print(f"contamination: none of the {c['of']} questions is among the {c['ledger_questions']:,} "
+              "the checkpoint was trained on")
+    elif c["included"]:
+        print(f"warning: contamination: {c['count']} of {c['of']} questions ({c['share']:.1%}) were trained on, and "
+              "are scored (--include-contaminated): the accuracy overstates", file=sys.stderr)
+    else:
+        print(f"warning: contamination: {c['count']} of {c['of']} questions ({c['share']:.1%}) were trained on; "
+              f"scoring the {c['of'] - c['count']} clean ones (--include-contaminated scores all)", file=sys.stderr)
 
 
 def parse_modes(spec: str) -> tuple[str, ...]:
@@ -123,6 +153,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
     p.add_argument("--allow-partial-baseline", action="store_true",
                    help="accept a --baseline that pairs only some of the scored questions")
+    p.add_argument("--include-contaminated", action="store_true",
+                   help="also score questions in the checkpoint's training ledger (the report says so)")
     p.add_argument("--suite", default=None, choices=["medical"],
                    help="medical: the Open Medical-LLM Leaderboard's nine tasks, by letter log-likelihood, one table")
     p.add_argument("--data-dir", default=None,
@@ -149,7 +181,8 @@ def run_medical_suite(args: argparse.Namespace) -> None:
 
     def score(task: str, path: str | None) -> dict:
         return evaluate(args.checkpoint, task, "test", data_path=path, modes=("loglikelihood",), limit=args.limit,
-                        batch_size=args.batch_size, device=args.device, progress=not args.no_progress)[0]
+                        batch_size=args.batch_size, include_contaminated=args.include_contaminated,
+                        device=args.device, progress=not args.no_progress)[0]
 
     rows = run_suite(score, args.data_dir)
     print_suite(rows)
@@ -167,10 +200,11 @@ def run(args: argparse.Namespace) -> None:
         raise DataError(f"--k must be >= 1, got {args.k}")
     reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
                        answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
-                       rotate=args.rotate,
+                       rotate=args.rotate, include_contaminated=args.include_contaminated,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
+    print_contamination(reports[0]["contamination"])
     for r in reports:
         if r.get("truncated"):
             print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "

@@ -3,8 +3,9 @@
 Each task is scored by letter log-likelihood (the leaderboard's metric, as lm-eval's
 multiple-choice tasks score it) on its test split: the hub dataset by name, or a local
 copy found in ``--data-dir``. The table gives, per task, the question count, the
-accuracy with its 95% Wilson interval, the mean chance level (1/k per question) and the
-majority-answer baseline (the share of the most common gold letter). It is printed,
+accuracy with its 95% Wilson interval, the mean chance level (1/k per question), the
+majority-answer baseline (the share of the most common gold letter) and how many of the
+task's questions the checkpoint was trained on (its ledger; those are left out of n). It is printed,
 and written as JSON and Markdown for a model card.
 """
 
@@ -44,6 +45,8 @@ class SuiteRow:
     ci95: tuple[float, float]
     chance: float
     majority: float
+    contaminated: int | None  # questions in the checkpoint's training ledger (None: no ledger to check)
+    contaminated_scored: bool = False  # --include-contaminated: they are in n and the accuracy
 
 
 def majority_baseline(golds: list[str]) -> float:
@@ -62,23 +65,36 @@ def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
             found = local_file(Path(data_dir), task)
             path = str(found) if found else None
         report = score(task, path)
+        contamination = report.get("contamination")
         rows.append(SuiteRow(task, path or task, report["n"], report["accuracy"], tuple(report["ci95"]),  # type: ignore[arg-type]
-                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]])))
+                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]]),
+                             contamination and contamination["count"],
+                             bool(contamination and contamination["included"])))
     if not rows:
         raise DataError("the suite has no tasks")
     return rows
 
 
+def contaminated_cell(row: SuiteRow) -> str:
+    """``0``, ``3 (excluded)``, ``3 (scored)``, or ``unchecked`` for a checkpoint with no ledger."""
+    if row.contaminated is None:
+        return "unchecked"
+    if not row.contaminated:
+        return "0"
+    return f"{row.contaminated} ({'scored' if row.contaminated_scored else 'excluded'})"
+
+
 def markdown(rows: list[SuiteRow]) -> str:
     """The table as Markdown, ready for a model card."""
-    lines = ["| task | n | accuracy | 95% CI | chance | majority answer |", "|---|---:|---:|---|---:|---:|"]
+    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | contaminated |",
+             "|---|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {r.task} | {r.n} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {r.chance:.3f} | "
-              f"{r.majority:.3f} |" for r in rows]
+              f"{r.majority:.3f} | {contaminated_cell(r)} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def print_suite(rows: list[SuiteRow]) -> None:
-    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}")
+    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}  contaminated")
     for r in rows:
         print(f"{r.task:<28}{r.n:>6}{r.accuracy:>10.3f}   [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]{r.chance:>8.3f}"
-              f"{r.majority:>10.3f}")
+              f"{r.majority:>10.3f}  {contaminated_cell(r)}")

@@ -46,6 +46,7 @@ from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, recover_run_dir, require_meta, resume_checkpoint,
                           save_checkpoint, step_dir)
+from ..data.ledger import LEDGER_FILE, Ledger, LedgerEntry, read_ledger
 from ..mcq import MCQ
 from ..engine import Engine, SamplingParams, prompt_seed
 from ..errors import ConfigError
@@ -278,6 +279,11 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     budget, _ = sampling_budget(cfg, fmt)
     train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", rt.is_main)
     val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation", rt.is_main)
+    # The questions this run trains on, after its parents' (a resume keeps the ledger it saved).
+    ledger = read_ledger(ckpt) if ckpt is not None else None
+    if ledger is None:
+        parents = read_ledger(init_dir)  # None for a checkpoint made before ledgers
+        ledger = (parents if parents is not None else Ledger()).extended([LedgerEntry.of("rl", source, train)])
     engine = Engine(model, tok, compile_backend="inductor" if cfg.compile_decode else None)
     reward_fn = reward_fn or make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
     loss_cfg = loss_config(cfg)
@@ -295,6 +301,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         f"{cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples in the {fmt.value} format, "
         f"from {init_dir}" + (f" on {rt.world_size} ranks" if rt.distributed else "")
         + (f", resuming at step {step}" if meta else ""))
+    say(f"training ledger: {ledger.summary()}")
     logger = (MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
               if rt.is_main else None)
 
@@ -311,7 +318,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                     "rng": rng_state(), "best_val_accuracy": best, "complete": complete,
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")},
                     "world_size": rt.world_size, "stopped": stopping}
-        save_checkpoint(path, model, meta_out, optimizer, files={"tokenizer.json": tok.hf.to_str()},
+        save_checkpoint(path, model, meta_out, optimizer,
+                        files={"tokenizer.json": tok.hf.to_str(), LEDGER_FILE: ledger.to_json()},
                         extra_tensors={REFERENCE_FILE: model_tensors(ref)})
         prune_checkpoints(run_dir, cfg.keep_last)
         if rt.distributed:

@@ -35,6 +35,7 @@ from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
                           recover_run_dir, require_meta, resume_checkpoint, save_checkpoint, step_dir)
 from ..config import model_preset
+from ..data.ledger import LEDGER_FILE, Ledger, read_ledger, sources_ledger
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches, merge_states
 from ..data.mixing import MixtureConfig, SourceWeight
 from ..errors import ConfigError, UserError
@@ -182,6 +183,7 @@ class Run:
     loader: TrainLoader
     val_batches: dict[str, list[dict]]
     logger: MetricsLogger | None  # rank 0 only
+    ledger: Ledger | None  # rank 0 only: the training questions every checkpoint records
     step: int = 0
     tokens_seen: int = 0
     best_val: float = math.inf
@@ -206,7 +208,8 @@ class Run:
                     "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
                     "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
                     "stopped": stopped, "tokenizer": "tokenizer.json"}
-            save_checkpoint(path, weights, meta, optim, files={"tokenizer.json": self.tok.hf.to_str()})
+            files = {"tokenizer.json": self.tok.hf.to_str(), LEDGER_FILE: self.ledger.to_json()}  # type: ignore[union-attr]
+            save_checkpoint(path, weights, meta, optim, files=files)
             prune_checkpoints(self.run_dir, self.cfg.keep_last)
         if self.rt.distributed:
             dist.barrier()
@@ -253,9 +256,13 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
                        shard=functools.partial(shard_like, optimizer) if is_sharded(train_model) else None)
         loader.load_state_dict(meta["data"])
         set_rng_state(meta["rng"])
+    ledger = None
+    if rt.is_main:  # a resumed run keeps the ledger it started with, whatever its files say now
+        ledger = read_ledger(ckpt) if ckpt is not None else None
+        ledger = ledger if ledger is not None else sources_ledger("pretrain", cfg.sources)
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
               MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None, group="train",
-                            config=cfg.to_dict()) if rt.is_main else None)
+                            config=cfg.to_dict()) if rt.is_main else None, ledger)
     if meta is not None:
         run.step, run.tokens_seen, run.last_val = meta["step"], meta["tokens_seen"], meta.get("val", {})
         run.best_val, run.nonfinite = meta.get("best_val_loss", math.inf), meta.get("nonfinite", run.nonfinite)
@@ -269,6 +276,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
               f"{cfg.total_steps} steps, device {rt.device}" + (f", ~{est} h at 40% MFU" if est else "")
               + (f", resuming from {ckpt} at step {run.step}" if ckpt else ""))
         print("effective config: " + json.dumps(cfg.to_dict()))
+        print(f"training ledger: {ledger.summary()}")  # type: ignore[union-attr]
         if meta is not None and meta.get("complete"):
             print(f"run in {run_dir} is already complete ({run.step} steps)")
             if not os.path.lexists(run_dir / "final"):  # killed after the last save, before final/ was linked
