@@ -41,7 +41,7 @@ policy finds every loophole in a lenient parser:
 - :func:`normalize` keeps numbers whole, with their sign, comparator, decimals,
   range and percent ("-5", "0.5", "<5%", "2-5"), so "0.5 mg" never reads as
   "5 mg". Questions whose options normalise to nothing or to each other cannot
-  be answered by text; :func:`check_answerable` refuses them.
+  be answered by text; :func:`require_answerable` refuses them in one error line.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from .errors import DataError
 from .mcq import LETTERS, MCQ
 
 STOP_STRINGS: tuple[str, ...] = ("\n\nQuestion:", "\n\nContext:")
@@ -195,8 +196,11 @@ _ANSWER_LINE = re.compile(r"^[ \t]*Answer:[ \t]*(?P<rest>.*)$", re.MULTILINE)
 
 # A number kept whole: an optional sign or comparator (not after a letter or digit, so "covid-19" is
 # "covid 19"), digits with decimals or thousands, an optional range end, an optional percent.
-_NUMBER = r"(?:(?<![a-z0-9])[-+−±<>≤≥~][ \t]?)?\d+(?:[.,]\d+)*(?:[ \t]?[-–][ \t]?\d+(?:[.,]\d+)*)?%?"
-_TOKEN = re.compile(rf"{_NUMBER}|[a-z0-9]*[a-z][a-z0-9]*|[<>≤≥]")
+_NUMBER = r"(?:(?<![^\W_])[-+−±<>≤≥~][ \t]?)?\d+(?:[.,]\d+)*(?:[ \t]?[-–][ \t]?\d+(?:[.,]\d+)*)?%?"
+# A word: letters of any script ("α-blocker" is not "β-blocker") and digits, at least one letter, and an
+# ion's charge ("Ca++" is not "Ca").
+_WORD = r"[^\W_]*[^\W\d_][^\W_]*\+*"
+_TOKEN = re.compile(rf"{_NUMBER}|{_WORD}|[<>≤≥]")
 
 
 def normalize(text: str) -> str:
@@ -204,6 +208,8 @@ def normalize(text: str) -> str:
 
     Tokens are words and whole numbers (see ``_NUMBER``): "0.5 mg" is "0.5 mg",
     never "0 5 mg"; "-5 mg", "<5%", ">5%" and "2-5 mg" stay apart from "5 mg".
+    Words keep every script's letters and a trailing charge: "α-1 antitrypsin",
+    "β-blocker" and "Ca++" stay apart from "1 antitrypsin", "blocker" and "Ca".
     """
     return " ".join(re.sub(r"[ \t]", "", t).replace("−", "-") for t in _TOKEN.findall(text.lower()))
 
@@ -257,3 +263,17 @@ def check_answerable(mcq: MCQ) -> str | None:
             return f"options {seen[v]} and {k} read the same ({mcq.options[seen[v]]!r}, {mcq.options[k]!r})"
         seen[v] = k
     return None
+
+
+def require_answerable(questions: list[MCQ], fmt: AnswerFormat, where: str) -> None:
+    """Refuse, in one :class:`DataError`, questions the text formats can never score as
+    correct (:func:`check_answerable`): a reward that cannot pay teaches nothing, and an
+    accuracy that cannot count them is wrong. The letter format reads letters, so it takes any."""
+    if fmt is AnswerFormat.LETTER:
+        return
+    bad = [(i, why) for i, q in enumerate(questions) if (why := check_answerable(q)) is not None]
+    if bad:
+        i, why = bad[0]
+        raise DataError(f"{len(bad)} of the {len(questions)} {where} questions cannot be answered in the "
+                        f"{fmt.value} format (question {i}, {questions[i].question[:40]!r}: {why}); fix or drop "
+                        "them, or use the letter format")

@@ -23,7 +23,7 @@ from ..checkpoint import load_model
 from ..data.ledger import read_ledger, split_contaminated
 from ..data.registry import load_mcqs
 from ..engine import Engine
-from ..answer_format import AnswerFormat
+from ..answer_format import AnswerFormat, require_answerable
 from ..errors import DataError
 from ..mcq import rotate_options
 from .scoring import (TASKS, cloze_mcq_accuracy, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, paired_gain,
@@ -56,6 +56,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
         raise DataError(f"all {len(asked)} questions of {source} {split} are in the checkpoint's training ledger; "
                         "--include-contaminated scores them anyway")
     questions = asked if include_contaminated else clean
+    if {"generate", "passk"} & set(modes):
+        require_answerable(questions, fmt, f"{source} {split}")
     contamination = (None if ledger is None else
                      {"count": len(contaminated), "share": len(contaminated) / len(asked), "of": len(asked),
                       "included": include_contaminated, "ledger_questions": len(ledger)})
@@ -82,10 +84,9 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     return reports
 
 
-def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allow_partial: bool = False) -> None:
-    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain and the
-    number of questions it pairs. A baseline that pairs fewer questions than were scored is refused unless
-    ``allow_partial``: the gain would describe another set than the accuracy beside it."""
+def check_pairing(reports: list[dict], baseline: list[dict] | None, allow_partial: bool = False) -> None:
+    """Refuse a baseline that pairs fewer questions than were scored, unless ``allow_partial``:
+    the gain would describe another set than the accuracy beside it."""
     before = {r["mode"]: r for r in baseline or []}
     for r in reports:
         if r["mode"] in before and not allow_partial:
@@ -93,6 +94,13 @@ def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allo
             if paired < r["n"]:
                 raise DataError(f"the baseline pairs {paired} of the {r['n']} questions scored in {r['mode']}; "
                                 "score the same questions (same --limit), or pass --allow-partial-baseline")
+
+
+def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allow_partial: bool = False) -> None:
+    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain and the
+    number of questions it pairs (:func:`check_pairing` first)."""
+    check_pairing(reports, baseline, allow_partial)
+    before = {r["mode"]: r for r in baseline or []}
     print(f"{'mode':<18}{'n':>5}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
           + ("   gain vs baseline [95% paired CI]" if baseline else ""))
     for r in reports:
@@ -203,6 +211,7 @@ def run(args: argparse.Namespace) -> None:
                        rotate=args.rotate, include_contaminated=args.include_contaminated,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
+    check_pairing(reports, baseline, args.allow_partial_baseline)
     print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
     print_contamination(reports[0]["contamination"])
     for r in reports:

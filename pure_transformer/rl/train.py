@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..answer_format import AnswerFormat
+from ..answer_format import AnswerFormat, require_answerable
 from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, recover_run_dir, require_meta, resume_checkpoint,
                           save_checkpoint, step_dir)
@@ -277,6 +277,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         step, cursor, best = meta["step"], meta["cursor"], meta.get("best_val_accuracy", -math.inf)
     fmt = AnswerFormat(cfg.answer_format) if cfg.answer_format else AnswerFormat.of_checkpoint(init_meta)
     budget, _ = sampling_budget(cfg, fmt)
+    require_answerable(train, fmt, "training")
+    require_answerable(val, fmt, "validation")
     train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", rt.is_main)
     val = fitting(val, tok, fmt, budget, model.cfg.max_seq_len, "validation", rt.is_main)
     # The questions this run trains on, after its parents' (a resume keeps the ledger it saved).

@@ -60,7 +60,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from ..answer_format import AnswerFormat
+from ..answer_format import AnswerFormat, require_answerable
 from ..engine import Engine, SamplingParams, stream_text
 from ..errors import ConfigError, DataError, UserError
 from ..mcq import MCQ
@@ -236,6 +236,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         try:
             # MCQ validates "2-10 options lettered A.., none empty"; the gold letter is unknown here, A will do.
             question = MCQ(question=req.question, options=req.options, answer="A", context=req.context)
+            require_answerable([question], answer_format, "asked")
         except DataError as e:
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
         lease = gate.acquire()
