@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.answer_format import AnswerFormat, check_answerable, extract_letter, named_option, normalize
+from pure_transformer.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
+                                           require_answerable)
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.errors import DataError
 from pure_transformer.eval.scoring import fit_prompt, letter_scores, majority_vote
@@ -144,10 +145,34 @@ def test_letters_beyond_the_question_are_refused_and_a_capital_article_is_kept()
     assert extract_letter(" C. A beta blocker", tuple("ABCD")) == "C"
 
 
+NAMES = {"A": "α-blocker", "B": "β-blocker", "C": "blocker", "D": "Ca++ channel", "E": "Ca channel",
+         "F": "α-1 antitrypsin"}
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("α-blocker", "A"), ("Α-BLOCKER", "A"), ("β blocker", "B"), ("blocker", "C"), ("ca++ channel", "D"),
+    ("Ca channel", "E"), ("α-1 antitrypsin", "F"), ("1 antitrypsin", None), ("alpha-blocker", None),
+    ("β-blocker or α-blocker", None), ("Ca+ channel", None),
+])
+def test_answer_line_keeps_greek_letters_and_charges(line: str, expected: str | None) -> None:
+    assert named_option(MCQ("q?", NAMES, "A"), line) == expected
+
+
 def test_unnameable_options_are_reported() -> None:
-    assert check_answerable(MCQ("q?", DOSES, "A")) is None
+    assert check_answerable(MCQ("q?", DOSES, "A")) is None and check_answerable(MCQ("q?", NAMES, "A")) is None
     assert "no words or numbers" in check_answerable(MCQ("q?", {"A": "—", "B": "x"}, "A"))
     assert "read the same" in check_answerable(MCQ("q?", {"A": "Warfarin.", "B": "warfarin"}, "A"))
+
+
+def test_unanswerable_questions_are_refused_in_one_line_by_the_text_formats() -> None:
+    good, dash = MCQ("q?", DOSES, "A"), MCQ("Which sign?", {"A": "—", "B": "x"}, "A")
+    require_answerable([good, dash], AnswerFormat.LETTER, "test")  # letters name any option
+    for fmt in (AnswerFormat.TEXT, AnswerFormat.EXPLAIN):
+        with pytest.raises(DataError) as err:
+            require_answerable([good, dash, dash], fmt, "x.jsonl test")
+        message = str(err.value)
+        assert message.startswith(f"2 of the 3 x.jsonl test questions cannot be answered in the {fmt.value} format "
+                                  "(question 1, 'Which sign?'") and "\n" not in message
 
 
 def test_constant_policies_on_numeric_questions_earn_nothing_extra() -> None:
