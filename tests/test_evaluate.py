@@ -269,3 +269,24 @@ def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: P
     assert "on 4 paired" in capsys.readouterr().out
     assert evaluate_main([*common, "--limit", "4", "--baseline", str(base)]) == 0
     assert "+0.000 [+0.000, +0.000] on 4 paired" in capsys.readouterr().out  # same seed, same samples
+
+
+@pytest.mark.parametrize("mode", ["generate", "passk"])
+def test_save_generations_keeps_the_texts_the_answers_were_read_from(tiny_ckpt: Path, tmp_path: Path,
+                                                                     mode: str) -> None:
+    out = tmp_path / "r.json"
+    common = ["--checkpoint", str(tiny_ckpt), "--mode", mode, "--k", "3", "--limit", "4", "--format", "explain",
+              "--max-new-tokens", "12", "--no-progress", "--output", str(out)]
+    assert evaluate_main(common) == 0
+    assert not any("generation" in key for q in json.loads(out.read_text())[0]["questions"] for key in q)
+    assert evaluate_main([*common, "--save-generations"]) == 0
+    report = json.loads(out.read_text())[0]
+    questions = bundled_corpus().mcq["test"][:4]
+    for q, row in zip(questions, report["questions"]):
+        texts = [row["generation"]] if mode == "generate" else row["generations"]
+        reads = [AnswerFormat.EXPLAIN.read(q, t) for t in texts]  # the parser, run again on the saved text
+        assert len(texts) == (1 if mode == "generate" else 3)
+        if mode == "generate":
+            assert (row["prediction"], row.get("cause")) == reads[0]
+        else:
+            assert row["share"] == pytest.approx(sum(letter == q.answer for letter, _ in reads) / 3)

@@ -36,7 +36,7 @@ MODES = ("generate", "passk", "loglikelihood", "cloze")
 def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, data_path: str | None = None,
              modes: Sequence[str] = ("generate", "loglikelihood"), answer_format: AnswerFormat | None = None,
              limit: int | None = None, rotate: int = 0, max_new_tokens: int | None = None, k: int = 16,
-             batch_size: int = 32, include_contaminated: bool = False,
+             batch_size: int = 32, include_contaminated: bool = False, save_generations: bool = False,
              device: str | None = None, progress: bool = True) -> list[dict]:
     """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode.
     ``answer_format`` None means the checkpoint's own; ``rotate`` re-letters every
@@ -44,7 +44,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
 
     Questions in the checkpoint's training ledger (:mod:`~pure_transformer.data.ledger`)
     are left out unless ``include_contaminated``; each report's ``contamination`` says
-    how many there were and whether they were scored."""
+    how many there were and whether they were scored. ``save_generations`` keeps each
+    question's generated text(s) in the generate and passk reports."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, meta, ckpt = load_model(checkpoint, device)
     fmt = answer_format or AnswerFormat.of_checkpoint(meta)
@@ -80,7 +81,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
                         "mode": label, "checkpoint": str(ckpt),
                         "checkpoint_kind": meta.get("kind"), "step": meta.get("step"), "answer_format": fmt.value,
                         "rotate": rotate, "contamination": contamination,
-                        **score.report()})
+                        **score.report(generations=save_generations)})
     return reports
 
 
@@ -161,6 +162,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
     p.add_argument("--allow-partial-baseline", action="store_true",
                    help="accept a --baseline that pairs only some of the scored questions")
+    p.add_argument("--save-generations", action="store_true",
+                   help="keep every generated answer text in the report (generate, passk)")
     p.add_argument("--include-contaminated", action="store_true",
                    help="also score questions in the checkpoint's training ledger (the report says so)")
     p.add_argument("--suite", default=None, choices=["medical"],
@@ -209,6 +212,7 @@ def run(args: argparse.Namespace) -> None:
     reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
                        answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
                        rotate=args.rotate, include_contaminated=args.include_contaminated,
+                       save_generations=args.save_generations,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     check_pairing(reports, baseline, args.allow_partial_baseline)

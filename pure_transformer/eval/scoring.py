@@ -146,6 +146,10 @@ class MCQScore:
     """Mode-specific figures (ece, acc_norm, pass@k ...), reported beside the accuracy."""
     shares: list[float] | None = None
     """passk: each question's share of correct samples (what its pass@1 averages, and what gains pair on)."""
+    generations: list[list[str]] | None = None
+    """generate/passk: each question's generated texts (in the report with ``generations=True``)."""
+    causes: list[str | None] | None = None
+    """generate: why each unanswered question's text names no option (None where it answered)."""
 
     @classmethod
     def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: Any) -> "MCQScore":
@@ -166,14 +170,23 @@ class MCQScore:
         return {k: sum(p == k for p in self.predictions) / max(1, self.n)
                 for k in (*LETTERS[:max(4, highest + 1)], None)}
 
-    def report(self) -> dict:
-        """JSON-ready summary, with one ``{id, prediction, gold, correct}`` record per question."""
-        shares = self.shares if self.shares is not None else [None] * self.n
+    def report(self, generations: bool = False) -> dict:
+        """JSON-ready summary, with one ``{id, prediction, gold, correct}`` record per question, plus its
+        ``share`` (passk), its no-answer ``cause`` (generate) and, with ``generations``, the generated texts."""
+        questions = []
+        for i, (qid, p, g, c) in enumerate(zip(self.ids, self.predictions, self.gold, self.correct)):
+            row: dict[str, Any] = {"id": qid, "prediction": p, "gold": g, "correct": c}
+            if self.shares is not None:
+                row["share"] = self.shares[i]
+            if self.causes is not None and self.causes[i] is not None:
+                row["cause"] = self.causes[i]
+            if generations and self.generations is not None:
+                texts = self.generations[i]
+                row["generation" if len(texts) == 1 else "generations"] = texts[0] if len(texts) == 1 else texts
+            questions.append(row)
         return {"accuracy": self.accuracy, "ci95": list(self.ci95), "n": self.n, "invalid_rate": self.invalid_rate,
                 "letters": {str(k): v for k, v in self.letter_distribution.items()}, **self.extra,
-                "questions": [{"id": i, "prediction": p, "gold": g, "correct": c,
-                               **({"share": sh} if sh is not None else {})}
-                              for i, p, g, c, sh in zip(self.ids, self.predictions, self.gold, self.correct, shares)]}
+                "questions": questions}
 
 
 def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], int]:
@@ -343,7 +356,8 @@ def greedy_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format:
     sampled = sample_answers(engine, questions, answer_format, max_new_tokens=max_new_tokens, batch_size=batch_size,
                              progress=progress)
     score = MCQScore.of([a[0] for a in sampled.answers], questions, **truncation(sampled.truncated))
-    causes = [c[0] for c in sampled.causes if c[0] is not None]
+    score.causes, score.generations = [c[0] for c in sampled.causes], sampled.texts
+    causes = [c for c in score.causes if c is not None]
     score.extra["no_answer_causes"] = {cause: causes.count(cause) for cause in sorted(set(causes))}
     return score
 
@@ -371,6 +385,6 @@ def passk_mcq_accuracy(engine: Engine, questions: Sequence[MCQ], answer_format: 
     low, high = bootstrap_ci([float(np.mean(h)) for h in hits])
     w_low, w_high = wilson_interval(round(pass1 * len(hits)), len(hits))
     score.accuracy, score.ci95 = pass1, (min(low, w_low), max(high, w_high))
-    score.shares = [float(np.mean(h)) for h in hits]
+    score.shares, score.generations = [float(np.mean(h)) for h in hits], sampled.texts
     score.extra[f"pass@{k}_ci95"] = list(wilson_interval(sum(map(any, hits)), len(hits)))
     return score
