@@ -106,7 +106,7 @@ def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allo
           + ("   gain vs baseline [95% paired CI]" if baseline else ""))
     for r in reports:
         extra = "  ".join(f"{key} {r[key]:.3f}" for key in r
-                      if key in ("ece", "acc_norm") or (key.startswith("pass@") and not key.endswith("_ci95")))
+                      if key in ("chance", "ece", "acc_norm") or (key.startswith("pass@") and not key.endswith("_ci95")))
         line = (f"{r['mode']:<18}{r['n']:>5}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
                 f"{r['invalid_rate']:>11.3f}   {extra:<28}")
         if r["mode"] in before:
