@@ -297,9 +297,18 @@ class RunLock:
 
 
 # ------------------------------------------------------------------ loading
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "config": dict, "tokenizer": str, "answer_format": str, "tokens_seen": int, "rng": dict,
+    "data": (dict, list), "cursor": int, "source": str, "init_checkpoint": str, "val_source": (str, type(None)),
+    "complete": bool, "stopped": (str, type(None)), "val": dict, "nonfinite": dict, "world_size": int,
+    "best_val_loss": (int, float), "best_val_accuracy": (int, float), "optimizer": dict, "task": str,
+}
+"""The type of every meta.json field a command reads, checked whenever the field is present."""
+
+
 def read_meta(ckpt: Path) -> dict:
-    """``ckpt/meta.json``, checked to be a checkpoint's metadata (a mapping with the
-    model config and step every checkpoint has)."""
+    """``ckpt/meta.json``, checked to be a checkpoint's metadata: a mapping with the model
+    config and step every checkpoint has, and each other known field of its type (:data:`META_TYPES`)."""
     try:
         meta = json.loads((ckpt / META_FILE).read_text())
     except json.JSONDecodeError as e:
@@ -307,6 +316,7 @@ def read_meta(ckpt: Path) -> dict:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{ckpt / META_FILE} must be a JSON object, got {type(meta).__name__}")
     require_meta(meta, ckpt, {"model_config": dict, "step": int})
+    require_meta(meta, ckpt, {k: v for k, v in META_TYPES.items() if k in meta})
     return meta
 
 
@@ -317,9 +327,13 @@ def require_meta(meta: dict, ckpt: Path, fields: dict[str, type | tuple[type, ..
         if key not in meta:
             raise CheckpointError(f"{ckpt / META_FILE} has no '{key}'; it cannot be "
                                   f"{'resumed' if key not in ('model_config', 'step') else 'loaded'}")
-        if not isinstance(meta[key], kind) or isinstance(meta[key], bool) and kind is int:
-            raise CheckpointError(f"{ckpt / META_FILE}: '{key}' must be "
-                                  f"{getattr(kind, '__name__', kind)}, got {type(meta[key]).__name__}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool) and bool not in _types(kind):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in _types(kind))
+            raise CheckpointError(f"{ckpt / META_FILE}: {key} must be {names}, got {meta[key]!r}"[:300])
+
+
+def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def validate_checkpoint(ckpt: Path) -> str | None:
@@ -353,13 +367,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if reason:
             raise CheckpointError(f"checkpoint {p} is corrupt or incomplete ({reason})")
         return p
+    skipped: list[tuple[Path, str]] = []
     for cand in [p / "final", *reversed(step_dirs(p))]:
         if not cand.is_dir():
             continue
         reason = validate_checkpoint(cand)
         if reason is None:
+            for bad, why in skipped:  # said only when another checkpoint is used instead
+                warnings.warn(f"skipping unloadable checkpoint {bad}: {why}", stacklevel=2)
             return cand
-        warnings.warn(f"skipping unloadable checkpoint {cand}: {reason}", stacklevel=2)
+        skipped.append((cand, reason))
+    if skipped:
+        raise CheckpointError(f"no valid checkpoint in {p}; the newest, {skipped[0][0].name}, is unloadable "
+                              f"({skipped[0][1]})")
     raise CheckpointError(f"no valid checkpoint in {p} (expected final/ or step_XXXXXXX/ folders)")
 
 
@@ -383,9 +403,52 @@ def resume_checkpoint(run_dir: str | Path, resume: str | None) -> Path | None:
     return resolve_checkpoint(resume)
 
 
+def config_difference(saved: Any, here: dict) -> str | None:
+    """``"checkpoint has dim 1152, this run 256; n_layers 24, this run 4"``, or None when
+    the saved model config agrees with ``here`` on every field both name."""
+    if not isinstance(saved, dict):
+        return None
+    fields = [f"{k} {saved[k]}, this run {v}" for k, v in here.items() if k in saved and saved[k] != v
+              and not (isinstance(v, (list, tuple)) and list(v) == saved[k])]
+    return "checkpoint has " + "; ".join(fields) if fields else None
+
+
+def require_model_config(meta: dict, ckpt: Path, here: Any) -> None:
+    """Refuse, in one line naming the fields, a checkpoint whose model config is not ``here``'s
+    (a :class:`~pure_transformer.config.ModelConfig`): before a resume builds anything."""
+    difference = config_difference(meta.get("model_config"), here.to_dict())
+    if difference:
+        raise CheckpointError(f"checkpoint {ckpt} is another model shape: {difference}")
+
+
+def shape_mismatch(ckpt: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> str | None:
+    """None when every tensor of ``tensors`` has its parameter's shape in ``model``; else one
+    phrase naming what differs: the model config fields when meta.json has them ("checkpoint
+    has dim 128, this run 64"), else the first tensor that differs."""
+    expected = model.state_dict()
+    wrong = [(name, tuple(t.shape), tuple(expected[name].shape)) for name, t in tensors.items()
+             if name in expected and t.shape != expected[name].shape]
+    if not wrong:
+        return None
+    try:
+        saved = json.loads((ckpt / META_FILE).read_text()).get("model_config", {})
+    except (OSError, ValueError, AttributeError):
+        saved = {}
+    fields = config_difference(saved, model.cfg.to_dict()) if hasattr(model, "cfg") else None
+    if fields:
+        return fields
+    name, there, ours = wrong[0]
+    return f"{name} is {list(there)} in the checkpoint, {list(ours)} in this model" + (
+        f" ({len(wrong) - 1} more tensors differ)" if len(wrong) > 1 else "")
+
+
 def load_weights(ckpt: Path, model: torch.nn.Module, filename: str = MODEL_FILE) -> None:
-    """Load ``ckpt/filename`` into ``model`` (tied weights restored by sharing)."""
+    """Load ``ckpt/filename`` into ``model`` (tied weights restored by sharing); a checkpoint
+    of another shape is refused in one line before any tensor is copied."""
     tensors = load_file(str(ckpt / filename), device=str(next(model.parameters()).device))
+    mismatch = shape_mismatch(ckpt, model, tensors)
+    if mismatch:
+        raise CheckpointError(f"checkpoint {ckpt} is another model shape: {mismatch}")
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     shared = {name for name, t in model.state_dict().items() if name not in tensors
               and any(t.data_ptr() == o.data_ptr() for o in model.state_dict().values() if o is not t)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.checkpoint import save_checkpoint, step_dir
+from pure_transformer.checkpoint import model_tensors, save_checkpoint, save_safetensors, step_dir
 from pure_transformer.cli import main
 from pure_transformer.config import ModelConfig
 from pure_transformer.model import build_model
@@ -41,6 +41,16 @@ CASES = {
                                                                                               "dim": "32"}}),
                                      "evaluate", "dim must be int, got '32'"),
     "no rng on --resume": (lambda c, t: None, "resume", "has no 'rng'; it cannot be resumed"),
+    "config is a list": (lambda c, t: _edit_meta(c, lambda m: {**m, "config": [1]}), "resume",
+                         "meta.json: config must be dict, got [1]"),
+    "tokenizer is a number": (lambda c, t: _edit_meta(c, lambda m: {**m, "tokenizer": 5}), "evaluate",
+                              "meta.json: tokenizer must be str, got 5"),
+    "weights of another shape": (lambda c, t: save_safetensors(c / "model.safetensors", model_tensors(
+        build_model(CFG.replace(dim=64)))), "evaluate", "is another model shape: embed_tokens.weight is [512, 64] in the "
+        "checkpoint, [512, 32] in this model"),
+    "--resume into another model": (lambda c, t: _edit_meta(c, lambda m: {**m, "rng": {}}), "resume",
+                                    "is another model shape: checkpoint has vocab_size 512, this run 4096; dim 32, "
+                                    "this run 128"),
     "--checkpoint-dir is a file": (lambda c, t: (t / "afile").write_text("x"), "file-dir", "is a file, not a folder"),
     "betas of three": (lambda c, t: None, "set:betas=[0.9,0.95,0.99]", "betas must have 2 values, got 3"),
     "total_tokens=1e30": (lambda c, t: None, "set:total_tokens=1e30", "total_tokens must be a whole number of at most"),

@@ -290,3 +290,16 @@ def test_save_generations_keeps_the_texts_the_answers_were_read_from(tiny_ckpt: 
             assert (row["prediction"], row.get("cause")) == reads[0]
         else:
             assert row["share"] == pytest.approx(sum(letter == q.answer for letter, _ in reads) / 3)
+
+
+def test_a_baseline_of_other_questions_or_modes_is_one_line(tiny_ckpt: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    base = tmp_path / "base.json"
+    common = ["--checkpoint", str(tiny_ckpt), "--mode", "loglikelihood", "--limit", "4", "--no-progress"]
+    assert evaluate_main([*common, "--output", str(base)]) == 0
+    capsys.readouterr()
+    for extra, message in ((["--rotate", "1", "--allow-partial-baseline"], "the baseline shares none of the 4"),
+                           (["--mode", "cloze"], "the baseline has no mode of this run (it has loglikelihood)")):
+        assert evaluate_main([*common, *extra, "--baseline", str(base)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and message in err and "Traceback" not in err

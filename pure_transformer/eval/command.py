@@ -89,10 +89,16 @@ def check_pairing(reports: list[dict], baseline: list[dict] | None, allow_partia
     """Refuse a baseline that pairs fewer questions than were scored, unless ``allow_partial``:
     the gain would describe another set than the accuracy beside it."""
     before = {r["mode"]: r for r in baseline or []}
+    if baseline and not before.keys() & {r["mode"] for r in reports}:
+        raise DataError(f"the baseline has no mode of this run (it has {', '.join(sorted(before))}); "
+                        "score the same --mode")
     for r in reports:
-        if r["mode"] in before and not allow_partial:
+        if r["mode"] in before:
             paired = len({q["id"] for q in before[r["mode"]]["questions"]} & {q["id"] for q in r["questions"]})
-            if paired < r["n"]:
+            if paired == 0:
+                raise DataError(f"the baseline shares none of the {r['n']} questions scored in {r['mode']}: "
+                                "it was scored on other questions (another task, split or --rotate)")
+            if paired < r["n"] and not allow_partial:
                 raise DataError(f"the baseline pairs {paired} of the {r['n']} questions scored in {r['mode']}; "
                                 "score the same questions (same --limit), or pass --allow-partial-baseline")
 

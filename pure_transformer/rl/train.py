@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat, require_answerable
 from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
-                          prune_checkpoints, read_meta, recover_run_dir, require_meta, resume_checkpoint,
-                          save_checkpoint, step_dir)
+                          prune_checkpoints, read_meta, recover_run_dir, require_meta, require_model_config,
+                          resume_checkpoint, save_checkpoint, step_dir)
 from ..data.ledger import LEDGER_FILE, Ledger, LedgerEntry, read_ledger
 from ..mcq import MCQ
 from ..engine import Engine, SamplingParams, prompt_seed
@@ -270,6 +270,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                                        betas=cfg.betas)
     step, cursor, best = 0, 0, -math.inf
     if meta is not None:
+        require_model_config(meta, ckpt, model.cfg)  # type: ignore[arg-type]
         load_weights(ckpt, model)
         load_optimizer(ckpt, optimizer, meta, reset=cfg.reset_optimizer)
         load_weights(ckpt, ref, REFERENCE_FILE)

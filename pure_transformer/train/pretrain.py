@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          recover_run_dir, require_meta, resume_checkpoint, save_checkpoint, step_dir)
+                          recover_run_dir, require_meta, require_model_config, resume_checkpoint, save_checkpoint,
+                          step_dir)
 from ..config import model_preset
 from ..data.ledger import LEDGER_FILE, Ledger, read_ledger, sources_ledger
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches, merge_states
@@ -233,6 +234,8 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model_cfg = model.cfg if model is not None else model_preset(cfg.model)
+    if meta is not None:
+        require_model_config(meta, ckpt, model_cfg)  # type: ignore[arg-type]
     tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
     if tok.vocab_size > model_cfg.vocab_size:
         raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
