@@ -46,7 +46,7 @@ def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
               "labels": ["A", "B"], "meshes": []}, "long_answer": "Yes, they do.", "final_decision": "maybe"}
     mcq = normalize_mcq(pubmed)
     assert mcq.options == {"A": "yes", "B": "no", "C": "maybe"} and mcq.answer == "C"
-    assert mcq.context == ABSTRACT + " Second part." and mcq.chance == pytest.approx(1 / 3)
+    assert mcq.context == ABSTRACT + "\nSecond part." and mcq.chance == pytest.approx(1 / 3)
     bigbio = {"QUESTION": "Do statins help?", "CONTEXTS": [ABSTRACT], "final_decision": "no"}
     assert normalize_mcq(bigbio).answer == "B" and normalize_mcq(bigbio).context == ABSTRACT
 
