@@ -4,8 +4,9 @@ Each task is scored by letter log-likelihood (the leaderboard's metric, as lm-ev
 multiple-choice tasks score it) on its test split: the hub dataset by name, or a local
 copy found in ``--data-dir``. The table gives, per task, the question count, the
 accuracy with its 95% Wilson interval, the mean chance level (1/k per question) and the
-majority-answer baseline (the share of the most common gold letter). It is printed,
-and written as JSON and Markdown for a model card.
+majority-answer baseline (the share of the most common gold letter), and the lm-eval task
+whose prompt and choices scored it (:mod:`.conventions`). It is printed, and written as
+JSON and Markdown for a model card.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SuiteRow:
     ci95: tuple[float, float]
     chance: float
     majority: float
+    lm_eval_task: str | None = None
 
 
 def majority_baseline(golds: list[str]) -> float:
@@ -63,7 +65,8 @@ def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
             path = str(found) if found else None
         report = score(task, path)
         rows.append(SuiteRow(task, path or task, report["n"], report["accuracy"], tuple(report["ci95"]),  # type: ignore[arg-type]
-                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]])))
+                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]]),
+                             report.get("lm_eval_task")))
     if not rows:
         raise DataError("the suite has no tasks")
     return rows
@@ -71,14 +74,15 @@ def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
 
 def markdown(rows: list[SuiteRow]) -> str:
     """The table as Markdown, ready for a model card."""
-    lines = ["| task | n | accuracy | 95% CI | chance | majority answer |", "|---|---:|---:|---|---:|---:|"]
+    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | as lm-eval task |",
+             "|---|---:|---:|---|---:|---:|---|"]
     lines += [f"| {r.task} | {r.n} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {r.chance:.3f} | "
-              f"{r.majority:.3f} |" for r in rows]
+              f"{r.majority:.3f} | {r.lm_eval_task or '-'} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def print_suite(rows: list[SuiteRow]) -> None:
-    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}")
+    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}   as lm-eval task")
     for r in rows:
         print(f"{r.task:<28}{r.n:>6}{r.accuracy:>10.3f}   [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]{r.chance:>8.3f}"
-              f"{r.majority:>10.3f}")
+              f"{r.majority:>10.3f}   {r.lm_eval_task or '-'}")
