@@ -130,7 +130,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial-baseline", action="store_true",
                    help="accept a --baseline that pairs only some of the scored questions")
     p.add_argument("--suite", default=None, choices=["medical"],
-                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by letter log-likelihood, one table")
+                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by log-likelihood as lm-eval scores "
+                        "each, one table")
     p.add_argument("--data-dir", default=None,
                    help="with --suite: local test files (<task>_test.jsonl, <task>.parquet, anatomy_test.csv ...)")
     p.add_argument("--device", default=None)

@@ -1,12 +1,11 @@
 """``evaluate --suite medical``: the Open Medical-LLM Leaderboard's nine tasks in one table.
 
-Each task is scored by letter log-likelihood (the leaderboard's metric, as lm-eval's
-multiple-choice tasks score it) on its test split: the hub dataset by name, or a local
-copy found in ``--data-dir``. The table gives, per task, the question count, the
-accuracy with its 95% Wilson interval, the mean chance level (1/k per question) and the
-majority-answer baseline (the share of the most common gold letter), and the lm-eval task
-whose prompt and choices scored it (:mod:`.conventions`). It is printed, and written as
-JSON and Markdown for a model card.
+Each task is scored by the log-likelihood of each choice (the leaderboard's metric) after
+the prompt of lm-eval's own task (:mod:`.conventions`), on its test split: the hub dataset
+by name, or a local copy found in ``--data-dir``. The table gives, per task, the question
+count, the accuracy with its 95% Wilson interval, the mean chance level (1/k per question),
+the majority-answer baseline (the share of the most common gold letter) and the lm-eval
+task followed. It is printed, and written as JSON and Markdown for a model card.
 """
 
 from __future__ import annotations
