@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,12 +28,21 @@ MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_me
                  "professional_medicine")
 
 
+@dataclass(frozen=True)
 class LmEvalTask:
-    """One lm-eval task: its folder under ``lm_eval/tasks``, the files it needs, our task and its fixture."""
+    """One lm-eval task: its folder under ``lm_eval/tasks``, the files it needs, our task name, and the
+    fixture (under :data:`FIXTURES`) with the split that both lm-eval and ``evaluate`` score."""
 
-    def __init__(self, name: str, folder: str, files: tuple[str, ...], ours: str, fixture: str, split: str) -> None:
-        self.name, self.folder, self.files, self.ours, self.split = name, folder, files, ours, split
-        self.fixture = FIXTURES / fixture
+    name: str
+    folder: str
+    files: tuple[str, ...]
+    ours: str
+    file: str
+    split: str
+
+    @property
+    def fixture(self) -> Path:
+        return FIXTURES / self.file
 
 
 TASKS: tuple[LmEvalTask, ...] = (
@@ -52,13 +61,16 @@ def localise(task: LmEvalTask, tasks_root: Path, out: Path) -> None:
     """Copy ``task``'s files into ``out``, pointing its dataset at the fixture: ``dataset_path: json`` with
     the fixture as every split it may ask for (test, validation, few-shot), and no ``dataset_name``."""
     files = {split: str(task.fixture) for split in ("train", "validation", "test", "dev")}
+    pointed = 0
     for name in task.files:
         text = (tasks_root / task.folder / name).read_text()
         if not name.endswith(".py"):
-            text = re.sub(r'^"?dataset_path"?:.*$', f"dataset_path: json\ndataset_kwargs: "
-                          f"{json.dumps({'data_files': files})}", text, flags=re.M)
+            text, count = re.subn(r'^"?dataset_path"?:.*$', f"dataset_path: json\ndataset_kwargs: "
+                                  f"{json.dumps({'data_files': files})}", text, flags=re.M)
             text = re.sub(r'^"?dataset_name"?:.*\n', "", text, flags=re.M)
+            pointed += count
         (out / name).write_text(text)
+    assert pointed == 1, f"{task.name}: lm-eval's files name their dataset {pointed} times; expected once"
 
 
 @pytest.fixture(scope="module")
