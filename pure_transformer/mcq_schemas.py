@@ -10,6 +10,7 @@ schema              fields
 ==================  =============================================================
 normalised          question, options {A..}, answer letter[, explanation, subject, context]
 MedQA               question, options {A..} or [{key, value}], answer_idx letter
+MedQA (-hf)         sent1, ending0..ending3, label int 0-based (GBaker/MedQA-USMLE-4-options-hf)
 MedMCQA/Medbullets  question, opa..ope, cop int 0-based or answer_idx letter[, exp/explanation]
 PubMedQA            question, context {contexts: [..]}, final_decision yes/no/maybe
                     (bigbio: QUESTION, CONTEXTS, final_decision)
@@ -105,6 +106,17 @@ def _from_medqa(record: Mapping[str, Any], where: str) -> MCQ:
                   answer=_letter(record["answer_idx"], "MedQA", "answer_idx", where), subject=_text(meta))
 
 
+_ENDING_KEYS: tuple[str, ...] = tuple(f"ending{i}" for i in range(len(LETTERS)))
+
+
+def _from_medqa_hf(record: Mapping[str, Any], where: str) -> MCQ:
+    """GBaker's ``-hf`` layout (SWAG-like), the one lm-eval's ``medqa_4options`` reads."""
+    _require(record, ("sent1", "ending0", "ending1", "label"), "MedQA -hf", where)
+    options = {LETTERS[i]: _clean(record[key]) for i, key in enumerate(_ENDING_KEYS) if record.get(key) is not None}
+    return _build(where, question=_clean(record["sent1"]), options=options,
+                  answer=_index(record["label"], len(options), "MedQA -hf", "label", where))
+
+
 def _from_lettered_columns(record: Mapping[str, Any], where: str) -> MCQ:
     """MedMCQA (opa..opd, cop 0-3) and Medbullets (opa..ope, answer_idx letter)."""
     schema = "MedMCQA" if "cop" in record else "Medbullets"
@@ -141,7 +153,8 @@ def _from_pubmedqa(record: Mapping[str, Any], where: str) -> MCQ:
         raise DataError(f"PubMedQA final_decision must be yes, no or maybe, got {record['final_decision']!r}"
                         f"{_location(where)}")
     return _build(where, question=_clean(question), options=dict(PUBMEDQA_OPTIONS), answer=answer,
-                  context=" ".join(c.strip() for c in contexts) or None,
+                  # one section per line, as lm-eval's pubmedqa prompt shows the abstract
+                  context="\n".join(c.strip() for c in contexts if c.strip()) or None,
                   explanation=_text(record.get("long_answer", record.get("LONG_ANSWER"))))
 
 
@@ -180,6 +193,8 @@ SCHEMAS: tuple[Schema, ...] = (
     Schema("MedMCQA / Medbullets", "question, opa..ope, cop (0-based) or answer_idx",
            lambda r: "opa" in r or "cop" in r, _from_lettered_columns),
     Schema("MedQA (GBaker, bigbio)", "question, options, answer_idx", lambda r: "answer_idx" in r, _from_medqa),
+    Schema("MedQA -hf (GBaker 4-options-hf)", "sent1, ending0..ending3, label (0-based)",
+           lambda r: "sent1" in r, _from_medqa_hf),
     Schema("PubMedQA (qiaojin, bigbio)", "question, context.contexts, final_decision",
            lambda r: "final_decision" in r, _from_pubmedqa),
     Schema("MMLU (cais/mmlu)", "question, choices, answer (0-based)", lambda r: "choices" in r, _from_mmlu),

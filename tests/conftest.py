@@ -2,7 +2,9 @@
 
 ``serving`` runs an app behind a real socket. The data fixtures are session-scoped
 because they cost a second or two to build and every data test needs them.
-``write_jsonl`` is a helper fixture for tests that need their own small files.
+``write_jsonl`` is a helper fixture for tests that need their own small files;
+``random_checkpoint`` saves an untrained model with the tiny tokenizer, and
+``exported`` is one such checkpoint with its ``pure-transformer export`` folder.
 """
 
 from __future__ import annotations
@@ -44,6 +46,39 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory, bundled):
 
     texts = bundled.general + bundled.medical + [AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]]
     return train_tokenizer(texts, 512, tmp_path_factory.mktemp("tok"), show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tiny_tokenizer) -> Callable[..., Path]:
+    """``make(root, cfg, meta=None)``: a seeded random model of ``cfg`` saved as step 7 of an RL run under
+    ``root`` (the tiny tokenizer beside it, answer format explain); returns the step folder."""
+    import torch
+
+    from pure_transformer.checkpoint import save_checkpoint, step_dir
+    from pure_transformer.model import build_model
+
+    def make(root: Path, cfg: Any, meta: dict | None = None) -> Path:
+        torch.manual_seed(1)
+        return save_checkpoint(step_dir(root / "run", 7), build_model(cfg).eval(),
+                               {"kind": "rl", "step": 7, "model_config": cfg.to_dict(), "tokenizer": "tokenizer.json",
+                                "answer_format": "explain", **(meta or {})},
+                               files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, random_checkpoint) -> tuple[Path, Path]:
+    """(checkpoint, export folder): a random 2-layer model (grouped-query attention, 512-token context)
+    exported with ``pure-transformer export``, for the tests that read it with transformers and lm-eval."""
+    from pure_transformer.cli import main as cli_main
+    from pure_transformer.config import ModelConfig
+
+    root = tmp_path_factory.mktemp("export")
+    cfg = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=512)
+    ckpt = random_checkpoint(root, cfg)
+    assert cli_main(["export", "--checkpoint", str(ckpt.parent), "--out", str(root / "hf")]) == 0
+    return ckpt, root / "hf"
 
 
 @pytest.fixture

@@ -25,24 +25,6 @@ PROMPTS = ["Question: A 45-year-old man presents with fever. Answer:", "The firs
            "Explanation:\n A characteristic adverse effect of"]
 
 
-def _checkpoint(root: Path, tok, cfg: ModelConfig = CFG, meta: dict | None = None) -> Path:
-    torch.manual_seed(1)
-    return save_checkpoint(step_dir(root / "run", 7), build_model(cfg).eval(),
-                           {"kind": "rl", "step": 7, "model_config": cfg.to_dict(), "tokenizer": "tokenizer.json",
-                            "answer_format": "explain", **(meta or {})},
-                           files={"tokenizer.json": tok.hf.to_str()})
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> tuple[Path, Path]:
-    from pure_transformer.cli import main as cli_main
-
-    root = tmp_path_factory.mktemp("export")
-    ckpt = _checkpoint(root, tiny_tokenizer, CFG.replace(n_kv_heads=2))
-    assert cli_main(["export", "--checkpoint", str(ckpt.parent), "--out", str(root / "hf")]) == 0
-    return ckpt, root / "hf"
-
-
 def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -> None:
     _, hf_dir = exported
     hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
@@ -54,11 +36,11 @@ def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_logit_parity(tmp_path: Path, tiny_tokenizer, tied: bool) -> None:
+def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
     from pure_transformer.checkpoint import load_model
     from pure_transformer.export import export_hf
 
-    ckpt = _checkpoint(tmp_path, tiny_tokenizer, CFG.replace(tie_embeddings=tied, n_kv_heads=2))
+    ckpt = random_checkpoint(tmp_path, CFG.replace(tie_embeddings=tied, n_kv_heads=2))
     export_hf(ckpt, tmp_path / "hf")
     ours = load_model(ckpt)[0].eval()
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
@@ -116,7 +98,7 @@ def test_folder_is_complete_and_readable(exported, tiny_tokenizer) -> None:
         assert mode & 0o044 == 0o044, f"{name} is {oct(mode)}: others cannot read it"
 
 
-def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer) -> None:
+def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, random_checkpoint) -> None:
     from pure_transformer.export import export_hf
 
     pretrain = save_checkpoint(step_dir(tmp_path / "pre", 5), build_model(CFG),
@@ -126,7 +108,7 @@ def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer) ->
                                 "data": [{"source_tokens": {"fineweb-edu": 8000, "medqa": 1000}},
                                          {"source_tokens": {"fineweb-edu": 1000, "medqa": 240}}],
                                 "tokenizer": "tokenizer.json"}, files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
-    ckpt = _checkpoint(tmp_path, tiny_tokenizer, meta={"init_checkpoint": str(pretrain), "source": "medqa",
+    ckpt = random_checkpoint(tmp_path, CFG, meta={"init_checkpoint": str(pretrain), "source": "medqa",
                                                         "config": {"prompts_per_step": 16, "samples_per_prompt": 16,
                                                                    "kl_coef": 0.01}})
     report = tmp_path / "eval.json"
@@ -141,11 +123,11 @@ def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer) ->
     assert "| medqa | test | loglikelihood | 1273 | 0.262 | [0.238, 0.287] |" in card
 
 
-def test_bad_report_is_one_line_and_writes_nothing(tmp_path: Path, tiny_tokenizer,
+def test_bad_report_is_one_line_and_writes_nothing(tmp_path: Path, random_checkpoint,
                                                    capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.cli import main as cli_main
 
-    ckpt = _checkpoint(tmp_path, tiny_tokenizer)
+    ckpt = random_checkpoint(tmp_path, CFG)
     (tmp_path / "notes.json").write_text('{"accuracy": 1}')
     for report, message in ((tmp_path / "missing.json", "cannot read evaluation report"),
                             (tmp_path / "notes.json", "is not an evaluate --output report")):

@@ -47,9 +47,15 @@ def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
               "labels": ["A", "B"], "meshes": []}, "long_answer": "Yes, they do.", "final_decision": "maybe"}
     mcq = normalize_mcq(pubmed)
     assert mcq.options == {"A": "yes", "B": "no", "C": "maybe"} and mcq.answer == "C"
-    assert mcq.context == ABSTRACT + " Second part." and mcq.chance == pytest.approx(1 / 3)
+    assert mcq.context == ABSTRACT + "\nSecond part." and mcq.chance == pytest.approx(1 / 3)
     bigbio = {"QUESTION": "Do statins help?", "CONTEXTS": [ABSTRACT], "final_decision": "no"}
     assert normalize_mcq(bigbio).answer == "B" and normalize_mcq(bigbio).context == ABSTRACT
+    medqa_hf = {"id": "train-0", "sent1": "Which drug?", "sent2": "", "ending0": "Warfarin", "ending1": "Heparin",
+                "ending2": "Aspirin", "ending3": "Insulin", "label": 2}
+    assert normalize_mcq(medqa_hf) == MCQ("Which drug?", {"A": "Warfarin", "B": "Heparin", "C": "Aspirin",
+                                                         "D": "Insulin"}, "C")
+    with pytest.raises(DataError, match=r"MedQA -hf label must be an integer 0-3, got 4 \(x record 1\)"):
+        normalize_mcq({**medqa_hf, "label": 4}, where="x record 1")
 
     mmlu = {"question": "Which bone?", "subject": "anatomy", "choices": ["Femur", "Tibia", "Ulna", "Radius"],
             "answer": 2}
@@ -64,7 +70,7 @@ def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
         normalize_mcq({"prompt": "Q?", "label": 1}, where="x.jsonl record 0")
     message = str(err.value)
     assert "\n" not in message and "unrecognised MCQ record (fields: prompt, label) (x.jsonl record 0)" in message
-    for name in ("MedQA", "MedMCQA", "PubMedQA", "MMLU (cais/mmlu)", "MMLU CSV", "normalised"):
+    for name in ("MedQA", "MedQA -hf", "MedMCQA", "PubMedQA", "MMLU (cais/mmlu)", "MMLU CSV", "normalised"):
         assert name in message
     with pytest.raises(DataError, match="PubMedQA final_decision must be yes, no or maybe"):
         normalize_mcq({**pubmed, "final_decision": "perhaps"})
@@ -304,8 +310,14 @@ def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.Capt
     assert 0 < rows["medmcqa"]["n"] < 40
     for r in rows.values():
         assert 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1 and r["ci95"][1] > r["ci95"][0]
+    # each task scored with its lm-eval task's prompt and choices (tests/test_lm_eval_tasks.py checks them)
+    assert {r["lm_eval_task"] for r in rows.values()} == {"medqa_4options", "medmcqa", "pubmedqa", "mmlu_anatomy",
+                                                          "mmlu_clinical_knowledge", "mmlu_college_biology",
+                                                          "mmlu_college_medicine", "mmlu_medical_genetics",
+                                                          "mmlu_professional_medicine"}
     table = out.with_suffix(".md").read_text()
     assert table.count("\n") == 11 and "| pubmedqa | 3 |" in table
+    assert table.rstrip().endswith("| mmlu_professional_medicine |")
     printed = capsys.readouterr().out
     assert "mmlu-professional-medicine" in printed and "majority" in printed
 

@@ -5,7 +5,9 @@
 
 ``--checkpoint`` takes a step folder or a run folder (final, else the newest),
 pretrain and RL checkpoints alike. ``--data-path`` evaluates local files in any
-supported schema (MedQA hub jsonl, MedMCQA parquet/jsonl, the normalised record).
+supported schema (MedQA hub jsonl, MedMCQA parquet/jsonl, the normalised record);
+with ``--task``, they are scored by log-likelihood as that task's lm-eval definition
+scores them (:mod:`.conventions`).
 The JSON report is a list with one record per scoring mode.
 """
 
@@ -26,6 +28,7 @@ from ..engine import Engine
 from ..answer_format import AnswerFormat, require_answerable
 from ..errors import DataError
 from ..mcq import rotate_options
+from .conventions import convention_for
 from .scoring import (TASKS, cloze_mcq_accuracy, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, paired_gain,
                       passk_mcq_accuracy, task_source)
 
@@ -72,8 +75,11 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
             score = passk_mcq_accuracy(engine, questions, fmt, k=k, max_new_tokens=max_new_tokens,
                                        batch_size=max(batch_size, 256), progress=progress)  # rows per call
         elif mode == "loglikelihood":
-            score = loglikelihood_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4),
-                                               progress=progress)
+            # The task's lm-eval prompt and choices, for a local copy of it too (--task medmcqa --data-path ..).
+            convention = convention_for(task)
+            score = loglikelihood_mcq_accuracy(model, tok, questions, convention=convention,
+                                               batch_size=max(1, batch_size // 4), progress=progress)
+            score.extra["lm_eval_task"] = convention.lm_eval_task
         else:
             score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4), progress=progress)
         label = f"{mode}/{fmt.value}" if mode in ("generate", "passk") else mode
@@ -173,7 +179,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-contaminated", action="store_true",
                    help="also score questions in the checkpoint's training ledger (the report says so)")
     p.add_argument("--suite", default=None, choices=["medical"],
-                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by letter log-likelihood, one table")
+                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by log-likelihood as lm-eval scores "
+                        "each, one table")
     p.add_argument("--data-dir", default=None,
                    help="with --suite: local test files (<task>_test.jsonl, <task>.parquet, anatomy_test.csv ...)")
     p.add_argument("--device", default=None)

@@ -8,10 +8,13 @@ Scoring modes:
 - **passk**: ``k`` samples per question at temperature 1 under the same parser:
   pass@1 (mean correctness) and pass@k (any correct). GRPO can only sharpen
   what sampling already finds, so measure this before a long RL run.
-- **loglikelihood** (letter): as lm-evaluation-harness's ``medqa_4options``: the
-  prompt ``"Question: ...\nA. ...\n...\nD. ...\nAnswer:"`` is scored with
-  each continuation " A".." D"; the softmax over the four scores gives a
-  confidence, summarised by the expected calibration error (ECE, 10 bins).
+- **loglikelihood** (letter): each option's choice string scored after the
+  task's prompt, as lm-evaluation-harness's own task defines both
+  (:mod:`.conventions`; e.g. ``medqa_4options``: ``"Question: ...\nA. ...\n...\nD.
+  ...\nAnswer:"`` with " A".." D"; PubMedQA: " yes", " no", " maybe"); tasks
+  lm-eval does not define get ``medqa_4options``'s prompt for their option count.
+  The softmax over the scores gives a confidence, summarised by the expected
+  calibration error (ECE, 10 bins).
 - **cloze**: the question without its options, then ``"Answer:"``, scored with
   each option's text as the continuation (OLMES's cloze formulation): ``acc``
   takes the largest summed log-likelihood, ``acc_norm`` the largest per
@@ -40,12 +43,12 @@ from ..engine import Engine, SamplingParams, prompt_seed
 from ..errors import DataError
 from ..mcq import LETTERS, MCQ
 from ..tokenizer import Tokenizer
+from .conventions import CONVENTIONS, GENERIC, Convention
+from .conventions import harness_prompt as harness_prompt  # re-exported: the generic prompt's long-standing home
 
 
-MEDICAL_SUITE: tuple[str, ...] = ("medqa", "medmcqa", "pubmedqa", "mmlu-anatomy", "mmlu-clinical-knowledge",
-                                   "mmlu-college-biology", "mmlu-college-medicine", "mmlu-medical-genetics",
-                                   "mmlu-professional-medicine")
-"""The Open Medical-LLM Leaderboard's nine tasks."""
+MEDICAL_SUITE: tuple[str, ...] = tuple(CONVENTIONS)
+"""The Open Medical-LLM Leaderboard's nine tasks: those lm-eval defines, each scored by its convention."""
 
 TASKS = {"synthetic": "bundled-mcq", **{name: name for name in (*MEDICAL_SUITE, "medqa5", "medbullets")}}
 """Task name -> dataset (the registry's name for it)."""
@@ -200,14 +203,6 @@ def paired_gain(before: dict, after: dict) -> tuple[float, tuple[float, float], 
     return float(np.mean(now) - np.mean(was)), paired_bootstrap_ci(was, now), len(pairs)
 
 
-def harness_prompt(mcq: MCQ) -> str:
-    """lm-evaluation-harness ``medqa_4options`` prompt (single newlines, no trailing space),
-    with as many option lines as the question has and its context, if any, first."""
-    options = "\n".join(f"{k}. {v}" for k, v in mcq.options.items())
-    context = f"Context: {mcq.context}\n" if mcq.context else ""
-    return f"{context}Question: {mcq.question}\n{options}\nAnswer:"
-
-
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
     """Sum over equal-width confidence bins of |accuracy - confidence| weighted by bin size."""
     conf, hit = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
@@ -253,9 +248,12 @@ def per_question(flat: torch.Tensor, questions: Sequence[MCQ]) -> list[torch.Ten
     return list(torch.split(flat, [len(q.options) for q in questions]))
 
 
-def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ]) -> list[torch.Tensor]:
-    """Per question, the (k,) summed log-likelihoods of " A".. (its k letters) after :func:`harness_prompt`."""
-    pairs = [(harness_prompt(q), f" {letter}") for q in questions for letter in q.letters]
+def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ],
+                  convention: Convention = GENERIC) -> list[torch.Tensor]:
+    """Per question, the (k,) summed log-likelihoods of its k choices after the ``convention``'s prompt:
+    " A".. after :func:`harness_prompt` by default; a task's own (e.g. PubMedQA's " yes"/" no"/" maybe")
+    from :func:`~.conventions.convention_for`. Entry i is option i's, whatever the choice strings."""
+    pairs = [pair for q in questions for pair in convention.pairs(q)]
     return per_question(continuation_logprobs(model, tok, pairs), questions)
 
 
@@ -266,11 +264,13 @@ def cloze_prompt(mcq: MCQ) -> str:
 
 
 def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
-                               batch_size: int = 16, progress: bool = False) -> MCQScore:
-    """The most likely letter per question (:func:`letter_scores`); accuracy, CI and ECE."""
+                               convention: Convention = GENERIC, batch_size: int = 16,
+                               progress: bool = False) -> MCQScore:
+    """The most likely choice per question (:func:`letter_scores` under ``convention``), reported as its
+    letter; accuracy, CI and ECE."""
     predictions, confidence = [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="loglikelihood"):
-        for scores in letter_scores(model, tok, questions[start:start + batch_size]):
+        for scores in letter_scores(model, tok, questions[start:start + batch_size], convention):
             conf, best = torch.softmax(scores, dim=-1).max(dim=-1)  # over the question's k letters
             predictions.append(LETTERS[int(best)])
             confidence.append(float(conf))

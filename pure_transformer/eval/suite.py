@@ -1,12 +1,12 @@
 """``evaluate --suite medical``: the Open Medical-LLM Leaderboard's nine tasks in one table.
 
-Each task is scored by letter log-likelihood (the leaderboard's metric, as lm-eval's
-multiple-choice tasks score it) on its test split: the hub dataset by name, or a local
-copy found in ``--data-dir``. The table gives, per task, the question count, the
-accuracy with its 95% Wilson interval, the mean chance level (1/k per question), the
-majority-answer baseline (the share of the most common gold letter) and how many of the
-task's questions the checkpoint was trained on (its ledger; those are left out of n). It is printed,
-and written as JSON and Markdown for a model card.
+Each task is scored by the log-likelihood of each choice (the leaderboard's metric) after
+the prompt of lm-eval's own task (:mod:`.conventions`), on its test split: the hub dataset
+by name, or a local copy found in ``--data-dir``. The table gives, per task, the question
+count, the accuracy with its 95% Wilson interval, the mean chance level (1/k per question),
+the majority-answer baseline (the share of the most common gold letter), how many of the
+task's questions the checkpoint was trained on (its ledger: those are left out of n) and the
+lm-eval task followed. It is printed, and written as JSON and Markdown for a model card.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class SuiteRow:
     majority: float
     contaminated: int | None  # questions in the checkpoint's training ledger (None: no ledger to check)
     contaminated_scored: bool = False  # --include-contaminated: they are in n and the accuracy
+    lm_eval_task: str | None = None
 
 
 def majority_baseline(golds: list[str]) -> float:
@@ -69,7 +70,7 @@ def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
         rows.append(SuiteRow(task, path or task, report["n"], report["accuracy"], tuple(report["ci95"]),  # type: ignore[arg-type]
                              report["chance"], majority_baseline([q["gold"] for q in report["questions"]]),
                              contamination and contamination["count"],
-                             bool(contamination and contamination["included"])))
+                             bool(contamination and contamination["included"]), report.get("lm_eval_task")))
     if not rows:
         raise DataError("the suite has no tasks")
     return rows
@@ -86,15 +87,16 @@ def contaminated_cell(row: SuiteRow) -> str:
 
 def markdown(rows: list[SuiteRow]) -> str:
     """The table as Markdown, ready for a model card."""
-    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | contaminated |",
-             "|---|---:|---:|---|---:|---:|---:|"]
+    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | contaminated | as lm-eval task |",
+             "|---|---:|---:|---|---:|---:|---:|---|"]
     lines += [f"| {r.task} | {r.n} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {r.chance:.3f} | "
-              f"{r.majority:.3f} | {contaminated_cell(r)} |" for r in rows]
+              f"{r.majority:.3f} | {contaminated_cell(r)} | {r.lm_eval_task or '-'} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def print_suite(rows: list[SuiteRow]) -> None:
-    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}  contaminated")
+    print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}  {'contaminated':<14}"
+          "as lm-eval task")
     for r in rows:
         print(f"{r.task:<28}{r.n:>6}{r.accuracy:>10.3f}   [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]{r.chance:>8.3f}"
-              f"{r.majority:>10.3f}  {contaminated_cell(r)}")
+              f"{r.majority:>10.3f}  {contaminated_cell(r):<14}{r.lm_eval_task or '-'}")
