@@ -128,7 +128,7 @@ FROZEN_FLAGS = {
                 "--print-config --resume --set --stop-at-step",
     "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --print-config "
           "--resume --set --stop-at-step --task --val-data-path",
-    "serve": "--api-key --checkpoint --device --host --max-concurrency --max-tokens --name --port",
+    "serve": "--api-key --checkpoint --device --host --max-concurrency --max-tokens --name --port --shutdown-timeout",
     "tokenizer train": "--input --max-docs --out --quiet --text-field --vocab-size",
 }
 

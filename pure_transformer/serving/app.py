@@ -26,10 +26,13 @@ Chats are rendered with the text template in :mod:`.schemas` and stop at
 surrounding whitespace.
 
 Limits (:class:`ServerLimits`): ``max_tokens`` cap, ``prompt + max_tokens`` must
-fit the model context, ``n`` cap, request body size (413) and concurrent
-requests (429 at once, never queued forever). Every error, bad input included,
-is an OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}`` with a
-4xx status.
+fit the model context, ``n`` cap, prompts per request, a request's whole work
+(prompt tokens plus ``n x max_tokens`` per prompt), request body size (413) and
+concurrent requests (429 at once, never queued forever). Every error, bad input
+included, is an OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}``
+with a 4xx status. Lone UTF-16 surrogates in request text (valid JSON, not
+encodable) become U+FFFD, so echoing them back cannot fail. On SIGTERM running
+requests get ``--shutdown-timeout`` seconds, then the server exits regardless.
 
 With ``--api-key`` every ``/v1/*`` route requires ``Authorization: Bearer KEY``;
 ``/health`` and ``/`` stay open so load balancers and the page shell work.
@@ -49,6 +52,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 import time
 import uuid
@@ -68,7 +72,7 @@ from .http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyG
                    openai_h11_protocol)
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
-                      chat_prompt, sampling_params)
+                      chat_prompt, check_work, clean_text, sampling_params)
 from .worker import ModelWorker, TokenTap, mcq_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
@@ -132,8 +136,12 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         return legacy_logprobs(tokenizer, (prompt + completion)[first:], values[first:], tops[first:], top)
 
     async def run(request: Request, req: SamplingRequest, prompts: list[str] | list[list[int]], chat: bool) -> Any:
+        if len(prompts) > limits.max_prompts:
+            raise APIError(400, f"{len(prompts)} prompts in one request, over the server limit of "
+                                f"{limits.max_prompts}", param="prompt")
         ids = [encode(p) for p in prompts]
         params = [sampling_params(req, len(i), context, limits, (CHAT_STOP,) if chat else ()) for i in ids]
+        check_work([len(i) for i in ids], params, req.n, limits)
         top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
         if req.stream and (len(prompts) > 1 or top is not None or echo):
             raise APIError(400, "stream takes one prompt, without logprobs or echo", param="stream")
@@ -275,6 +283,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrency", type=int, default=ServerLimits.max_concurrency,
                    help="requests served at once; more get 429")
     p.add_argument("--max-tokens", type=int, default=ServerLimits.max_tokens, help="cap on a request's max_tokens")
+    p.add_argument("--shutdown-timeout", type=float, default=ServerLimits.shutdown_timeout_s, metavar="S",
+                   help="on SIGTERM, seconds running requests may take to finish before the server exits")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--name", default=None, help="model id reported by the API (default: the checkpoint folder)")
 
@@ -288,7 +298,8 @@ def run(args: argparse.Namespace) -> None:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
-    limits = ServerLimits(max_concurrency=args.max_concurrency, max_tokens=args.max_tokens)
+    limits = ServerLimits(max_concurrency=args.max_concurrency, max_tokens=args.max_tokens,
+                          shutdown_timeout_s=args.shutdown_timeout)
     # Bind before loading the model: a taken port fails in a second, as one line, not after the load
     # (uvicorn itself would log the error and exit with its own status).
     try:
@@ -308,5 +319,11 @@ def run(args: argparse.Namespace) -> None:
     # request head still incomplete after 16 KiB; what uvicorn rejects itself is answered in the
     # OpenAI error shape too (openai_h11_protocol).
     config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
-                            http=openai_h11_protocol())
+                            http=openai_h11_protocol(), timeout_graceful_shutdown=limits.shutdown_timeout_s)
     uvicorn.Server(config).run(sockets=[sock])
+    if app.state.worker.busy():
+        # The grace period is over and the model thread is still inside a forward pass: it cannot be
+        # interrupted, and waiting for it is what made SIGTERM look ignored.
+        print(f"serve: stopped after {limits.shutdown_timeout_s:g} s with a request still running", file=sys.stderr,
+              flush=True)
+        os._exit(0)

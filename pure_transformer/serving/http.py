@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException  # also covers routing's 404/405, unlike FastAPI's subclass
 
 
@@ -69,6 +70,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return error_response(exc.status_code, str(exc.detail), type=kind)
+
+    @app.exception_handler(PydanticSerializationError)
+    async def _unserialisable(_: Request, exc: PydanticSerializationError) -> JSONResponse:
+        # Text the response cannot carry (the request's inputs are cleaned, so this is a safety net).
+        return error_response(400, f"the response cannot be encoded as JSON: {str(exc).splitlines()[0][:200]}")
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:

@@ -4,10 +4,11 @@ request is checked against. Chats are rendered by :mod:`pure_transformer.chat`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Annotated, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ..chat import CHAT_STOP, chat_prompt as render_chat
 from ..engine import SamplingParams
@@ -15,7 +16,7 @@ from ..overrides import require_positive
 from .http import APIError
 
 __all__ = ["CHAT_STOP", "ChatMessage", "ChatRequest", "CompletionRequest", "MCQRequest", "SamplingRequest",
-           "ServerLimits", "StreamOptions", "chat_prompt", "sampling_params"]
+           "ServerLimits", "StreamOptions", "chat_prompt", "check_work", "clean_text", "sampling_params"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,28 @@ class ServerLimits:
     """Requests being served at once (streams count until they end); more get 429."""
     batch_window_s: float = 0.005
     """How long a non-streaming request waits for batch-mates."""
+    max_prompts: int = 256
+    """Prompts in one completions request (lm-eval's local-completions sends its batch as one)."""
+    max_request_tokens: int = 262_144
+    """A request's whole work: its prompt tokens plus ``n x max_tokens`` for each prompt."""
+    shutdown_timeout_s: float = 10.0
+    """On SIGTERM, how long running requests may finish before the server exits regardless."""
 
     def __post_init__(self) -> None:
-        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency"),
-                         "ServerLimits.")
+        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency",
+                                "max_prompts", "max_request_tokens"), "ServerLimits.")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (valid in a JSON string, not in UTF-8) replaced by U+FFFD,
+    so whatever is echoed back can be encoded."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
 
 
 # ---------------------------------------------------------------- requests
@@ -45,7 +64,7 @@ class SamplingRequest(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     """torch's generators take 64-bit seeds; past that is a 400 naming ``seed``, not an overflow."""
@@ -56,7 +75,7 @@ class StreamOptions(BaseModel):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    prompt: Text | list[Text] | list[int] | list[list[int]] = Field(min_length=1)
     """One text, several, one prompt as token ids, or several (OpenAI's four shapes)."""
     logprobs: int | None = Field(None, ge=0, le=5)
     """Return this many most likely tokens per position beside each token's log-probability."""
@@ -67,12 +86,12 @@ class CompletionRequest(SamplingRequest):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
     @field_validator("content", mode="before")
     @classmethod
@@ -89,14 +108,24 @@ class ChatRequest(SamplingRequest):
 
 
 class MCQRequest(BaseModel):
-    question: str
-    options: dict[str, str]  # 2-10 options lettered A.. in order
-    context: str | None = None  # shown before the question (e.g. PubMedQA's abstract)
+    question: Text
+    options: dict[str, Text]  # 2-10 options lettered A.. in order
+    context: Text | None = None  # shown before the question (e.g. PubMedQA's abstract)
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
     """The prompt of a chat request (the template in :mod:`pure_transformer.chat`)."""
     return render_chat([m.model_dump() for m in messages])
+
+
+def check_work(prompt_tokens: Sequence[int], params: Sequence[SamplingParams], n: int, limits: ServerLimits) -> None:
+    """400 naming the limit when a request's total work (prompt tokens and every sample's
+    ``max_tokens``) exceeds what one request may hold the model for."""
+    work = sum(prompt_tokens) + n * sum(p.max_new_tokens for p in params)
+    if work > limits.max_request_tokens:
+        raise APIError(400, f"this request asks for {work:,} tokens of work ({sum(prompt_tokens):,} prompt tokens + "
+                            f"n={n} x max_tokens over {len(params)} prompts), over the server limit of "
+                            f"{limits.max_request_tokens:,}; split it into smaller requests", param="prompt")
 
 
 def sampling_params(req: SamplingRequest, prompt_tokens: int, context: int, limits: ServerLimits,

@@ -36,6 +36,7 @@ class ModelWorker:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.batches = 0  # generate calls so far, for tests and /health
         self._task: asyncio.Task | None = None
+        self._calls = 0  # on the model thread or waiting for it
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._batch_loop())
@@ -47,7 +48,15 @@ class ModelWorker:
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the model thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        self._calls += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        finally:
+            self._calls -= 1
+
+    def busy(self) -> bool:
+        """Whether a call is queued or running on the model thread."""
+        return self._calls > 0
 
     async def generate(self, prompt: list[int], params: SamplingParams, n: int) -> list[Sample]:
         future = asyncio.get_running_loop().create_future()
