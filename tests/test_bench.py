@@ -10,6 +10,7 @@ import torch
 
 from pure_transformer.bench.generate import bench_generate
 from pure_transformer.bench.rl_step import PHASES, bench_rl_step
+from pure_transformer.config import model_preset
 from pure_transformer.bench.train import bench_config, bench_train
 from pure_transformer.cli import main as cli_main
 from pure_transformer.rl.config import grpo_preset
@@ -55,6 +56,18 @@ def test_rl_step_bench_times_every_phase_of_real_steps() -> None:
     assert len(steps) == 1
     assert all(steps[0][p] > 0 for p in PHASES)
     assert 0 < steps[0]["completion_tokens"] <= 2 * 4 * 8
+
+
+def test_rl_step_bench_fits_the_presets_budget_to_a_short_context() -> None:
+    # The 2-day preset asks 512 new tokens; the tiny model has 256 positions in all.
+    cfg = dataclasses.replace(grpo_preset("grpo_usmle_2day"), prompts_per_step=2, samples_per_prompt=2, micro_batch=4)
+    assert cfg.max_new_tokens + 1 > model_preset("tiny").max_seq_len
+    said: list[str] = []
+    steps = bench_rl_step(cfg, CPU, model_name="tiny", steps=1, say=said.append)
+    note = next(line for line in said if line.startswith("note: "))
+    fitted = int(note.split("generating up to ")[1].split()[0])
+    assert f"note: {cfg.max_new_tokens} new tokens do not fit the 256-token context" in note and 0 < fitted < 256
+    assert 0 < steps[0]["completion_tokens"] <= 2 * 2 * fitted
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 
 import torch
 
 from ..answer_format import AnswerFormat
 from ..engine import Engine
-from ..eval.scoring import task_source
+from ..errors import ConfigError
+from ..eval.scoring import encode_prompt, task_source
 from ..rl.config import GRPOConfig, grpo_preset
 from ..rl.questions import rl_questions
 from ..rl.rewards import RewardConfig, make_reward
@@ -50,6 +52,23 @@ def load_policy(checkpoint: str | None, model_name: str, device: torch.device):
     return build_model(cfg, device), bundled_tokenizer(cfg.vocab_size), AnswerFormat.EXPLAIN
 
 
+def fitting_budget(cfg: GRPOConfig, fmt: AnswerFormat, prompt_tokens: list[int], context: int, say=print) -> int:
+    """The preset's token budget, or, when it leaves no room for the median prompt in the
+    model's context (the 2-day preset's 512 tokens on the tiny model's 256), the room that
+    median prompt leaves, said in one note: a bench measures the model it was given."""
+    budget, _ = sampling_budget(cfg, fmt)
+    median = int(statistics.median(prompt_tokens))
+    if median + budget <= context:
+        return budget
+    if median >= context - 8:
+        raise ConfigError(f"the median question takes {median} of the model's {context} context tokens: no room to "
+                          "generate; pass --model or --checkpoint with a longer context")
+    fitted = context - median
+    say(f"note: {budget} new tokens do not fit the {context}-token context after a median {median}-token prompt; "
+        f"generating up to {fitted} (--set max_new_tokens=N to choose)")
+    return fitted
+
+
 def bench_rl_step(cfg: GRPOConfig, device: torch.device, *, checkpoint: str | None = None,
                   model_name: str = "tiny", steps: int = 2, say=print) -> list[dict[str, float]]:
     """Run ``steps`` GRPO steps after one warm-up step; returns each timed step's
@@ -61,8 +80,9 @@ def bench_rl_step(cfg: GRPOConfig, device: torch.device, *, checkpoint: str | No
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = model.setup_optimizers(cfg.lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
                                        betas=cfg.betas)
-    budget, _ = sampling_budget(cfg, fmt)
     train, _ = rl_questions(task_source("synthetic"), None, cfg.val_questions)  # the bundled questions
+    budget = fitting_budget(cfg, fmt, [len(encode_prompt(tok, q, fmt)) for q in train], model.cfg.max_seq_len, say)
+    cfg = dataclasses.replace(cfg, max_new_tokens=budget)
     train = fitting(train, tok, fmt, budget, model.cfg.max_seq_len, "train", False)
     engine = Engine(model, tok, compile_backend="inductor" if cfg.compile_decode else None)
     reward_fn = make_reward(RewardConfig(format_weight=cfg.format_weight, answer_format=fmt))
