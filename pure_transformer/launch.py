@@ -1,5 +1,5 @@
 """``python -m pure_transformer.launch [torchrun options] pretrain|rl [options]``:
-torchrun, with the three things a preemptible job needs from it.
+torchrun, with what a preemptible job needs from it, as a CLI like the others.
 
 Everything before the phase goes to torchrun unchanged (``--standalone
 --nproc-per-node 8``, or ``--nnodes``/``--rdzv-*`` for several nodes); the
@@ -15,8 +15,21 @@ On top of torchrun (``torch.distributed.run``, run in this process):
 - **A clean stop exits 0.** torchrun exits 1 after any signal, even when
   every worker saved and exited 0; a single process exits 0 in that case,
   and so does this launcher when the run's newest checkpoint was written
-  after the signal and says it stopped on one. Otherwise torchrun's own
-  failure stands.
+  during this launch and either says it stopped on the signal or is the
+  run's complete last one (the signal came after the run had finished).
+  Otherwise: 128 + the signal.
+- **User errors are one line and exit 2.** ``--nproc-per-node``, ``--nnodes``
+  and the phase's flags are checked here, before any worker starts (torchrun answers
+  ``0`` or ``abc`` with a traceback). A :class:`~pure_transformer.errors.UserError`
+  in the workers, usually raised by every rank alike, is written to torchrun's
+  per-worker error file instead of stderr; the launcher prints the first one
+  once and exits 2 whenever a worker exited 2, without ChildFailedError's
+  traceback. Kubernetes Jobs fail at once on exit 2 instead of retrying a typo
+  up to the backoff limit. Other worker failures print torchrun's summary and
+  exit 1.
+- **No orphans.** The workers die with the agent, even when it is killed with
+  SIGKILL: a parent-death signal and a watchdog (:mod:`pure_transformer.launch_worker`)
+  make them save as on a preemption and exit, releasing the run lock.
 - **The entry point** is filled in (``-m pure_transformer.run_train``).
 """
 
@@ -63,19 +76,26 @@ def shutdown_timeout(torchrun_args: list[str]) -> list[str]:
     return ["--shutdown-timeout", str(max(5, seconds - MARGIN_S))]
 
 
-def check_nproc_per_node(value: str) -> None:
-    """``--nproc-per-node`` as torchrun takes it (a positive count, or ``cpu``, ``gpu``, ``auto``
-    ...), checked here: torchrun itself answers 0 with an AssertionError and ``abc`` with a
-    ValueError traceback."""
-    from torch.distributed.run import determine_local_world_size
+def check_torchrun_args(args: argparse.Namespace) -> None:
+    """``--nproc-per-node`` (a positive count, or ``cpu``, ``gpu``, ``auto`` ...) and ``--nnodes``
+    (N or MIN:MAX) as torchrun takes them, checked here: torchrun itself answers ``0`` with an
+    AssertionError and ``abc`` with a ValueError, each a traceback and exit 1."""
+    from torch.distributed.run import determine_local_world_size, parse_min_max_nnodes
 
     try:
-        count = determine_local_world_size(value)
+        count = determine_local_world_size(args.nproc_per_node)
     except ValueError as e:
         reason = str(e) if "not available" in str(e) else "not a number"
-        fail(f"--nproc-per-node must be a positive number or one of cpu, gpu, auto; got {value!r} ({reason})")
+        fail(f"--nproc-per-node must be a positive number or one of cpu, gpu, auto; got {args.nproc_per_node!r} "
+             f"({reason})")
     if count < 1:
-        fail(f"--nproc-per-node must be at least 1, got {value!r}")
+        fail(f"--nproc-per-node must be at least 1, got {args.nproc_per_node!r}")
+    try:
+        low, high = parse_min_max_nnodes(args.nnodes)
+    except (ValueError, RuntimeError):
+        low = high = 0
+    if not 0 < low <= high:
+        fail(f"--nnodes must be a positive number of nodes or MIN:MAX with 0 < MIN <= MAX, got {args.nnodes!r}")
 
 
 def phase_namespace(phase_args: list[str]) -> argparse.Namespace:
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     torchrun_args, phase_args = split_argv(sys.argv[1:] if argv is None else argv)
     args = parse_args([*torchrun_args, *shutdown_timeout(torchrun_args), "-m", "pure_transformer.run_train",
                        *phase_args])
-    check_nproc_per_node(args.nproc_per_node)
+    check_torchrun_args(args)
     run_dir = phase_namespace(phase_args).checkpoint_dir
     # For the workers (inherited): who their agent is, and how long they may take to stop without it.
     os.environ[AGENT_PID_ENV] = str(os.getpid())

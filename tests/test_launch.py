@@ -58,13 +58,23 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, message: str) -> No
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("nproc", ["0", "abc"])
-def test_a_bad_nproc_per_node_is_one_line_and_exit_2(tmp_path: Path, nproc: str) -> None:
-    # torchrun itself: an AssertionError (0) or a ValueError (abc) traceback, exit 1
-    proc = launch("--standalone", "--nproc-per-node", nproc, "pretrain", "--config", "debug",
+@pytest.mark.parametrize("flag,value", [("--nproc-per-node", "0"), ("--nproc-per-node", "abc"), ("--nnodes", "2:1")])
+def test_a_bad_node_or_process_count_is_one_line_and_exit_2(tmp_path: Path, flag: str, value: str) -> None:
+    # torchrun itself: an AssertionError (0, 2:1) or a ValueError (abc) traceback, exit 1
+    proc = launch("--standalone", "--nproc-per-node", "1", flag, value, "pretrain", "--config", "debug",
                   "--checkpoint-dir", str(tmp_path))
-    assert_one_error_line(proc, "--nproc-per-node must be")
-    assert repr(nproc) in proc.stderr and not (tmp_path / "logs").exists()
+    assert_one_error_line(proc, f"{flag} must be")
+    assert repr(value) in proc.stderr and not (tmp_path / "logs").exists()
+
+
+def test_torchrun_counts_it_accepts_pass_the_check() -> None:
+    from torch.distributed.run import parse_args
+
+    from pure_transformer.launch import check_torchrun_args
+
+    for argv in (["--nproc-per-node", "2"], ["--nproc-per-node", "cpu"], ["--nproc-per-node", "auto"],
+                 ["--nnodes", "1:4", "--nproc-per-node", "8"]):
+        check_torchrun_args(parse_args([*argv, "-m", "pure_transformer.run_train", "pretrain"]))  # no SystemExit
 
 
 def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> None:
