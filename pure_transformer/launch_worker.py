@@ -32,6 +32,8 @@ SHUTDOWN_ENV = "PURE_TRANSFORMER_SHUTDOWN_S"
 """Set by the launcher to torchrun's ``--shutdown-timeout``: how long an orphan may take to save."""
 DEFAULT_SHUTDOWN_S = 30.0
 """torchrun's own default ``--shutdown-timeout``, for workers started by plain torchrun."""
+FOLLOWER_ENV = "PURE_TRANSFORMER_FOLLOWS_AGENT"
+"""Set by a worker that follows its agent, so that processes it starts do not take themselves for workers."""
 USER_ERROR = "user_error"
 """The ``pure_transformer`` field of an error file a worker wrote for a UserError."""
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -91,6 +93,9 @@ def follow_agent(poll_s: float = 1.0) -> None:
         shutdown_s = float(os.environ.get(SHUTDOWN_ENV) or DEFAULT_SHUTDOWN_S)
     except ValueError:
         shutdown_s = DEFAULT_SHUTDOWN_S
+    if os.environ.get(FOLLOWER_ENV):  # started by a worker (and inherited its env): not a worker itself
+        return
+    os.environ[FOLLOWER_ENV] = str(os.getpid())
     armed = _set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != agent:  # gone before the kernel was asked: no signal will come, and nothing ran yet
         print("the launcher's agent is gone; this worker exits before starting", file=sys.stderr, flush=True)

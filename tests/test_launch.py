@@ -124,6 +124,9 @@ def children(pid: int) -> list[int]:
     return [int(c) for task in glob.glob(f"/proc/{pid}/task/*/children") for c in Path(task).read_text().split()]
 
 
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds processes through /proc (Linux)")
+
+
 def alive(pid: int) -> bool:
     """Running, as opposed to gone or a zombie (an orphan's new parent may never reap it)."""
     try:
@@ -133,7 +136,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+@needs_proc
 def test_kill_9_of_the_launcher_takes_its_workers_with_it(tmp_path: Path, tiny_tokenizer) -> None:
     """A preempted node's agent dies by SIGKILL: its workers get SIGTERM from the kernel, save as on a
     preemption and exit within seconds, so the run lock is free for the replacement."""
@@ -170,6 +173,50 @@ def test_kill_9_of_the_launcher_takes_its_workers_with_it(tmp_path: Path, tiny_t
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+ORPHAN = """
+import os, signal, sys, time
+from pure_transformer import launch_worker
+if sys.argv[1] == "watchdog-only":  # what a system without PR_SET_PDEATHSIG gets
+    launch_worker._set_parent_death_signal = lambda signum: False
+launch_worker.follow_agent(poll_s=100 if sys.argv[1] == "pdeathsig" else 0.1)  # 100: only the kernel is in time
+def on_term(signum, frame):
+    print("SIGTERM", flush=True)
+    if sys.argv[1] != "stuck":  # a run that saves and exits; "stuck" never gets there
+        os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+AGENT = """
+import subprocess, sys, time
+out = open(sys.argv[2], "w")
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[3]], stdout=out, stderr=subprocess.STDOUT)
+while not open(sys.argv[2]).read().strip():
+    time.sleep(0.05)
+"""  # exits as soon as the worker runs: to the worker, its agent died
+
+
+@needs_proc
+@pytest.mark.parametrize("mode", ["pdeathsig", "watchdog-only", "stuck"])
+def test_an_orphaned_worker_is_signalled_then_killed(tmp_path: Path, mode: str) -> None:
+    """The kernel's SIGTERM, or the watchdog's where there is none; a worker that does not stop
+    is killed after the shutdown timeout the launcher passed down (1 s here)."""
+    out = tmp_path / "worker.out"
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test", "PURE_TRANSFORMER_SHUTDOWN_S": "1"}
+    for name in ("PURE_TRANSFORMER_AGENT_PID", "PURE_TRANSFORMER_FOLLOWS_AGENT"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "-c", AGENT, ORPHAN, str(out), mode], env=env, timeout=60, check=True)
+    worker = int(out.read_text().split()[0])
+    deadline = time.time() + 10
+    while alive(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+    lines = out.read_text().split("\n")
+    assert not alive(worker) and lines[1] == "SIGTERM", lines  # one SIGTERM, not a second "stop now"
+    assert ("did not stop within 1 s; killing it" in out.read_text()) == (mode == "stuck")
 
 
 def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny_tokenizer, monkeypatch,
