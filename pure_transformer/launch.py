@@ -41,7 +41,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 PHASES = ("pretrain", "rl")
 GRACE_ENV = "PURE_TRANSFORMER_GRACE_S"
@@ -127,7 +130,7 @@ def run_outcome(run_dir: str | Path, since: float) -> tuple[str, dict] | None:
     return None
 
 
-def user_error(failures: dict) -> tuple[bool, str | None]:
+def user_error(failures: dict[int, ProcessFailure]) -> tuple[bool, str | None]:
     """Whether any worker exited 2 (a user error, which no retry fixes), and the earliest such
     message a worker handed over in its error file (None: the worker printed it itself)."""
     from .launch_worker import USER_ERROR
