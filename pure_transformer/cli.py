@@ -263,7 +263,10 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .launch_worker import hand_to_launcher
+
+        if not hand_to_launcher(str(e)):  # under the launcher, it prints the first rank's line once
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -289,19 +292,25 @@ def command_main(name: str, argv: Sequence[str] | None = None) -> int:
     return dispatch(parser.parse_args(argv))
 
 
-def run_train_main(argv: Sequence[str] | None = None) -> int:
-    """The ``main()`` of ``python -m pure_transformer.run_train pretrain|rl``."""
+def run_train_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """``python -m pure_transformer.run_train``'s parser, with the flags of the phase ``argv`` runs
+    (the launcher parses with it too, so a bad flag is one line from it, not one per rank)."""
     parser = argparse.ArgumentParser(prog="python -m pure_transformer.run_train",
                                      description="pretraining (phase 1) and GRPO (phase 2)")
     phases = parser.add_subparsers(dest="phase", required=True)
-    argv = list(sys.argv[1:] if argv is None else argv)
     for name in ("pretrain", "rl"):
         p = phases.add_parser(name, help=COMMANDS[name].split(" (=")[0])  # as before the move
         if not argv or argv[0] == name or argv[0].startswith("-"):  # build the phase that runs
             module = _command_module(name)
             module.add_args(p)
             p.set_defaults(func=module.run)
-    return dispatch(parser.parse_args(argv))
+    return parser
+
+
+def run_train_main(argv: Sequence[str] | None = None) -> int:
+    """The ``main()`` of ``python -m pure_transformer.run_train pretrain|rl``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return dispatch(run_train_parser(argv).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``python -m pure_transformer.launch [torchrun options] pretrain|rl [options]``:
-torchrun, with the three things a preemptible job needs from it.
+torchrun, with what a preemptible job needs from it, as a CLI like the others.
 
 Everything before the phase goes to torchrun unchanged (``--standalone
 --nproc-per-node 8``, or ``--nnodes``/``--rdzv-*`` for several nodes); the
@@ -15,19 +15,36 @@ On top of torchrun (``torch.distributed.run``, run in this process):
 - **A clean stop exits 0.** torchrun exits 1 after any signal, even when
   every worker saved and exited 0; a single process exits 0 in that case,
   and so does this launcher when the run's newest checkpoint was written
-  after the signal and says it stopped on one. Otherwise torchrun's own
-  failure stands.
+  during this launch and either says it stopped on the signal or is the
+  run's complete last one (the signal came after the run had finished).
+  Otherwise: 128 + the signal.
+- **User errors are one line and exit 2.** ``--nproc-per-node``, ``--nnodes``
+  and the phase's flags are checked here, before any worker starts (torchrun answers
+  ``0`` or ``abc`` with a traceback). A :class:`~pure_transformer.errors.UserError`
+  in the workers, usually raised by every rank alike, is written to torchrun's
+  per-worker error file instead of stderr; the launcher prints the first one
+  once and exits 2 whenever a worker exited 2, without ChildFailedError's
+  traceback. Kubernetes Jobs fail at once on exit 2 instead of retrying a typo
+  up to the backoff limit. Other worker failures print torchrun's summary and
+  exit 1.
+- **No orphans.** The workers die with the agent, even when it is killed with
+  SIGKILL: a parent-death signal and a watchdog (:mod:`pure_transformer.launch_worker`)
+  make them save as on a preemption and exit, releasing the run lock.
 - **The entry point** is filled in (``-m pure_transformer.run_train``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 PHASES = ("pretrain", "rl")
 GRACE_ENV = "PURE_TRANSFORMER_GRACE_S"
@@ -62,42 +79,109 @@ def shutdown_timeout(torchrun_args: list[str]) -> list[str]:
     return ["--shutdown-timeout", str(max(5, seconds - MARGIN_S))]
 
 
-def stopped_cleanly(phase_args: list[str], since: float) -> bool:
-    """True when the run folder's newest checkpoint was saved after ``since`` (a
-    ``time.time()``) by a stop on a signal."""
+def check_torchrun_args(args: argparse.Namespace) -> None:
+    """``--nproc-per-node`` (a positive count, or ``cpu``, ``gpu``, ``auto`` ...) and ``--nnodes``
+    (N or MIN:MAX) as torchrun takes them, checked here: torchrun itself answers ``0`` with an
+    AssertionError and ``abc`` with a ValueError, each a traceback and exit 1."""
+    from torch.distributed.run import determine_local_world_size, parse_min_max_nnodes
+
+    try:
+        count = determine_local_world_size(args.nproc_per_node)
+    except ValueError as e:
+        reason = str(e) if "not available" in str(e) else "not a number"
+        fail(f"--nproc-per-node must be a positive number or one of cpu, gpu, auto; got {args.nproc_per_node!r} "
+             f"({reason})")
+    if count < 1:
+        fail(f"--nproc-per-node must be at least 1, got {args.nproc_per_node!r}")
+    try:
+        low, high = parse_min_max_nnodes(args.nnodes)
+    except (ValueError, RuntimeError):
+        low = high = 0
+    if not 0 < low <= high:
+        fail(f"--nnodes must be a positive number of nodes or MIN:MAX with 0 < MIN <= MAX, got {args.nnodes!r}")
+
+
+def phase_namespace(phase_args: list[str]) -> argparse.Namespace:
+    """The phase's flags parsed once, here: a bad flag is one ``error:`` line (exit 2) before any
+    worker starts, instead of one per rank."""
+    from .cli import run_train_parser
+
+    return run_train_parser(phase_args).parse_args(phase_args)
+
+
+def run_outcome(run_dir: str | Path, since: float) -> tuple[str, dict] | None:
+    """How the run in ``run_dir`` ended, judged by its newest checkpoint if that was saved
+    after ``since`` (a ``time.time()``, the launch): ("finished", meta) for a complete run,
+    ("saved", meta) for a stop on a signal; None otherwise (no such checkpoint)."""
     from .checkpoint import read_meta, resume_checkpoint
     from .errors import UserError
 
-    if "--checkpoint-dir" not in phase_args:
-        return False
-    run_dir = Path(phase_args[phase_args.index("--checkpoint-dir") + 1])
     try:
-        ckpt = resume_checkpoint(run_dir, "auto")
-        if ckpt is None:
-            return False
-        meta_file = ckpt / "meta.json"
-        return meta_file.stat().st_mtime >= since and read_meta(ckpt).get("stopped") == "signal"
+        ckpt = resume_checkpoint(Path(run_dir), "auto")
+        if ckpt is None or (ckpt / "meta.json").stat().st_mtime < since:
+            return None
+        meta = read_meta(ckpt)
     except (OSError, UserError):
-        return False
+        return None
+    if meta.get("complete"):  # also a signal during the last step: that step completed the run
+        return "finished", meta
+    if meta.get("stopped") == "signal":
+        return "saved", meta
+    return None
+
+
+def user_error(failures: dict[int, ProcessFailure]) -> tuple[bool, str | None]:
+    """Whether any worker exited 2 (a user error, which no retry fixes), and the earliest such
+    message a worker handed over in its error file (None: the worker printed it itself)."""
+    from .launch_worker import USER_ERROR
+
+    exited_2 = sorted((f for f in failures.values() if f.exitcode == 2), key=lambda f: f.timestamp)
+    for failure in exited_2:
+        data = failure.error_file_data
+        if isinstance(data, dict) and data.get("pure_transformer") == USER_ERROR:
+            return True, str(data["message"])
+    return bool(exited_2), None
 
 
 def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import record
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
+
+    from .launch_worker import AGENT_PID_ENV, SHUTDOWN_ENV
 
     torchrun_args, phase_args = split_argv(sys.argv[1:] if argv is None else argv)
     args = parse_args([*torchrun_args, *shutdown_timeout(torchrun_args), "-m", "pure_transformer.run_train",
                        *phase_args])
+    check_torchrun_args(args)
+    run_dir = phase_namespace(phase_args).checkpoint_dir
+    # For the workers (inherited): who their agent is, and how long they may take to stop without it.
+    os.environ[AGENT_PID_ENV] = str(os.getpid())
+    os.environ[SHUTDOWN_ENV] = str(args.shutdown_timeout)
     started = time.time()
     try:
-        record(run)(args)  # as torchrun's own main: a failed worker's error file becomes the launcher's
+        # Not wrapped in torchrun's ``record``, as its main is: that copies a worker's error file to
+        # the agent's own, which only an agent under another agent has, and logs three lines about it.
+        run(args)
+    except ChildFailedError as e:
+        is_user_error, message = user_error(e.failures)
+        if is_user_error:  # the run's own "error:" line, once, and the status that says "don't retry"
+            if message is not None:
+                print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+        print(e, file=sys.stderr)  # torchrun's summary of the failures; the launcher's traceback says nothing
+        sys.exit(1)
     except SignalException as e:
-        if stopped_cleanly(phase_args, started):
-            print(f"launch: stopped on {signal.Signals(e.sigval).name}; the run saved a checkpoint and resumes with "
-                  "--resume", file=sys.stderr)
+        name = signal.Signals(e.sigval).name
+        outcome = run_outcome(run_dir, started)
+        if outcome is not None and outcome[0] == "finished":
+            print(f"launch: {name} arrived after the run had finished (step {outcome[1]['step']}); nothing is left "
+                  "to do", file=sys.stderr)
             sys.exit(0)
-        print(f"launch: stopped on {signal.Signals(e.sigval).name} before the run could save", file=sys.stderr)
+        if outcome is not None:
+            print(f"launch: stopped on {name}; the run saved a checkpoint and resumes with --resume", file=sys.stderr)
+            sys.exit(0)
+        print(f"launch: stopped on {name} before the run could save", file=sys.stderr)
         sys.exit(128 + int(e.sigval))
 
 

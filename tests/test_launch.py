@@ -1,8 +1,12 @@
 """``python -m pure_transformer.launch``: torchrun with the grace period as its
-shutdown timeout, and exit 0 when SIGTERM to torchrun itself made the run save."""
+shutdown timeout, exit 0 when SIGTERM to torchrun itself made the run save or came
+after it finished, one ``error:`` line and exit 2 for a user error on any rank, and
+no worker outliving its agent."""
 
 from __future__ import annotations
 
+import argparse
+import glob
 import os
 import signal
 import subprocess
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.checkpoint import read_meta, resume_checkpoint
+from pure_transformer.checkpoint import RunLock, read_meta, resume_checkpoint
 from pure_transformer.launch import shutdown_timeout, split_argv
 from pure_transformer.train.metrics import read_metrics
 
@@ -37,6 +41,228 @@ def test_bad_usage_is_one_line(tmp_path: Path) -> None:
                               text=True, timeout=60, env=env)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def launch(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PURE_TRANSFORMER_GRACE_S", None)
+    return subprocess.run([sys.executable, "-m", "pure_transformer.launch", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
+    """Exit 2 (Kubernetes fails the Job at once), and stderr holds one ``error:`` line and no traceback."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("flag,value", [("--nproc-per-node", "0"), ("--nproc-per-node", "abc"), ("--nnodes", "2:1")])
+def test_a_bad_node_or_process_count_is_one_line_and_exit_2(tmp_path: Path, flag: str, value: str) -> None:
+    # torchrun itself: an AssertionError (0, 2:1) or a ValueError (abc) traceback, exit 1
+    proc = launch("--standalone", "--nproc-per-node", "1", flag, value, "pretrain", "--config", "debug",
+                  "--checkpoint-dir", str(tmp_path))
+    assert_one_error_line(proc, f"{flag} must be")
+    assert repr(value) in proc.stderr and not (tmp_path / "logs").exists()
+
+
+def test_torchrun_counts_it_accepts_pass_the_check() -> None:
+    from torch.distributed.run import parse_args
+
+    from pure_transformer.launch import check_torchrun_args
+
+    for argv in (["--nproc-per-node", "2"], ["--nproc-per-node", "cpu"], ["--nproc-per-node", "auto"],
+                 ["--nnodes", "1:4", "--nproc-per-node", "8"]):
+        check_torchrun_args(parse_args([*argv, "-m", "pure_transformer.run_train", "pretrain"]))  # no SystemExit
+
+
+def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Both ranks reject the config: the launcher says so once and passes the 2 on."""
+    proc = launch("--standalone", "--nproc-per-node", "2", "pretrain", "--config", "nope",
+                  "--checkpoint-dir", str(tmp_path))
+    assert_one_error_line(proc, "unknown pretrain config 'nope'")
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("error: unknown pretrain config")  # the last word
+    # A bad flag of the phase is caught by the launcher before any worker starts.
+    proc = launch("--standalone", "--nproc-per-node", "2", "pretrain", "--checkpoint-dir", str(tmp_path), "--bogus")
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "--bogus" in proc.stderr
+    assert "Traceback" not in proc.stderr and "closing signal" not in proc.stderr
+
+
+def test_the_user_error_of_any_rank_is_the_one_printed(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A worker of the launcher (its parent's pid in PURE_TRANSFORMER_AGENT_PID) writes its error to
+    torchrun's error file, not stderr; the launcher picks the rank that exited 2, not the one torchrun
+    then stopped with SIGTERM, nor one that failed otherwise."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from pure_transformer.cli import dispatch
+    from pure_transformer.errors import DataError
+    from pure_transformer.launch import user_error
+
+    def fails(args: object) -> None:
+        raise DataError("no such file: corpus.jsonl")
+
+    error_file = tmp_path / "1" / "error.json"
+    error_file.parent.mkdir()
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    monkeypatch.setenv("PURE_TRANSFORMER_AGENT_PID", str(os.getppid()))
+    assert dispatch(argparse.Namespace(func=fails)) == 2
+    assert capsys.readouterr().err == ""  # left to the launcher
+    failures = {0: ProcessFailure(0, 100, -15, str(tmp_path / "0" / "error.json")),
+                1: ProcessFailure(1, 101, 2, str(error_file))}
+    assert user_error(failures) == (True, "no such file: corpus.jsonl")
+    assert user_error({0: failures[0]}) == (False, None)
+    assert user_error({0: ProcessFailure(0, 100, 2, str(tmp_path / "none"))}) == (True, None)  # it printed itself
+
+    monkeypatch.setenv("PURE_TRANSFORMER_AGENT_PID", "1")  # not our parent: plain torchrun, or a grandchild
+    error_file.unlink()
+    assert dispatch(argparse.Namespace(func=fails)) == 2
+    assert capsys.readouterr().err == "error: no such file: corpus.jsonl\n" and not error_file.exists()
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in glob.glob(f"/proc/{pid}/task/*/children") for c in Path(task).read_text().split()]
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds processes through /proc (Linux)")
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie (an orphan's new parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@needs_proc
+def test_kill_9_of_the_launcher_takes_its_workers_with_it(tmp_path: Path, tiny_tokenizer) -> None:
+    """A preempted node's agent dies by SIGKILL: its workers get SIGTERM from the kernel, save as on a
+    preemption and exit within seconds, so the run lock is free for the replacement."""
+    run_dir = tmp_path / "run"
+    log = (tmp_path / "launch.log").open("w")  # a file: a pipe nobody reads would block the orphans' prints
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pure_transformer.launch", "--standalone", "--nproc-per-node", "2", "pretrain",
+         "--config", "debug", "--no-progress", "--set", f"tokenizer={tiny_tokenizer.source}",
+         "--set", "total_tokens=100000000", "--set", "micro_batch=4", "--set", "val_every=100000",
+         "--set", "ckpt_every=100000", "--set", "log_every=1", "--set", "val_tokens=4096",
+         "--checkpoint-dir", str(run_dir)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "logs/metrics.jsonl").exists() or max(losses(run_dir), default=0) < 2:
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "launch.log").read_text()[-3000:]
+            time.sleep(0.1)
+        workers = children(proc.pid)
+        assert len(workers) == 2 and all(map(alive, workers))
+        proc.kill()
+        proc.wait(timeout=10)
+        killed = time.time()
+        while any(map(alive, workers)) and time.time() < killed + 10:
+            time.sleep(0.1)
+        assert not any(map(alive, workers)), "workers outlived their agent by 10 s"
+        with RunLock(run_dir):  # free: the orphans held it until they exited
+            pass
+        meta = read_meta(resume_checkpoint(run_dir, "auto"))
+        assert meta["stopped"] == "signal" and meta["step"] >= 2  # they saved, as on a preemption
+    finally:
+        for pid in filter(alive, workers):  # before the fix: stop the orphans this test made
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+ORPHAN = """
+import os, signal, sys, time
+from pure_transformer import launch_worker
+if sys.argv[1] == "watchdog-only":  # what a system without PR_SET_PDEATHSIG gets
+    launch_worker._set_parent_death_signal = lambda signum: False
+launch_worker.follow_agent(poll_s=100 if sys.argv[1] == "pdeathsig" else 0.1)  # 100: only the kernel is in time
+def on_term(signum, frame):
+    print("SIGTERM", flush=True)
+    if sys.argv[1] != "stuck":  # a run that saves and exits; "stuck" never gets there
+        os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+AGENT = """
+import subprocess, sys, time
+out = open(sys.argv[2], "w")
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[3]], stdout=out, stderr=subprocess.STDOUT)
+while not open(sys.argv[2]).read().strip():
+    time.sleep(0.05)
+"""  # exits as soon as the worker runs: to the worker, its agent died
+
+
+@needs_proc
+@pytest.mark.parametrize("mode", ["pdeathsig", "watchdog-only", "stuck"])
+def test_an_orphaned_worker_is_signalled_then_killed(tmp_path: Path, mode: str) -> None:
+    """The kernel's SIGTERM, or the watchdog's where there is none; a worker that does not stop
+    is killed after the shutdown timeout the launcher passed down (1 s here)."""
+    out = tmp_path / "worker.out"
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test", "PURE_TRANSFORMER_SHUTDOWN_S": "1"}
+    for name in ("PURE_TRANSFORMER_AGENT_PID", "PURE_TRANSFORMER_FOLLOWS_AGENT"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "-c", AGENT, ORPHAN, str(out), mode], env=env, timeout=60, check=True)
+    worker = int(out.read_text().split()[0])
+    deadline = time.time() + 10
+    while alive(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+    lines = out.read_text().split("\n")
+    assert not alive(worker) and lines[1] == "SIGTERM", lines  # one SIGTERM, not a second "stop now"
+    assert ("did not stop within 1 s; killing it" in out.read_text()) == (mode == "stuck")
+
+
+def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny_tokenizer, monkeypatch,
+                                                             capsys) -> None:
+    """The signal lands after the last save (the workers were exiting): nothing was lost, exit 0.
+    torchrun itself runs here in-process, so a stand-in for it writes a real run and is signalled."""
+    import torch
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from pure_transformer.config import ModelConfig
+    from pure_transformer.launch import main
+    from pure_transformer.model import build_model
+    from pure_transformer.overrides import apply_overrides
+    from pure_transformer.train.config import debug
+    from pure_transformer.train.pretrain import pretrain
+
+    run_dir = tmp_path / "run"
+    cfg = apply_overrides(debug(), dict(tokenizer=tiny_tokenizer.source, seq_len=64, micro_batch=4,
+                                        global_batch_tokens=256, total_tokens=256 * 3, warmup_tokens=256,
+                                        val_every=3, val_tokens=256, ckpt_every=3, shuffle_buffer=64))
+    model = ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=64)
+
+    def finish_then_signal(args: object) -> None:
+        torch.manual_seed(0)
+        assert pretrain(cfg, run_dir, model=build_model(model), progress=False).stopped is None
+        raise SignalException("Process got signal: 15", signal.SIGTERM)
+
+    def signal_only(args: object) -> None:
+        raise SignalException("Process got signal: 15", signal.SIGTERM)
+
+    for name in ("PURE_TRANSFORMER_AGENT_PID", "PURE_TRANSFORMER_SHUTDOWN_S"):
+        monkeypatch.setenv(name, "")  # main() sets them for its workers; undone after the test
+    argv = ["--standalone", "--nproc-per-node", "1", "pretrain", "--config", "debug", "--checkpoint-dir",
+            str(run_dir), "--resume"]
+    monkeypatch.setattr(torchrun, "run", finish_then_signal)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 0, err
+    assert "launch: SIGTERM arrived after the run had finished (step 3)" in err and "before the run" not in err
+
+    monkeypatch.setattr(torchrun, "run", signal_only)  # a later launch, signalled before it saved anything
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 143 and "before the run could save" in capsys.readouterr().err
 
 
 def losses(run_dir: Path) -> dict[int, float]:
