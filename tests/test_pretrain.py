@@ -301,24 +301,24 @@ def test_best_tracks_mcq_accuracy_and_is_logged(tmp_path: Path, tiny_tokenizer) 
 
 
 def test_best_is_the_most_accurate_step_not_the_lowest_loss(tmp_path: Path, tiny_tokenizer, monkeypatch) -> None:
-    """Scripted accuracies: 0.5 at step 4 beats the lower losses of steps 8 and 12, and a tie
-    (0.5 again at step 12 in the second run) goes to the lower validation loss."""
-    for name, script in (("peak", [0.0, 0.5, 0.25, 0.25]), ("tie", [0.0, 0.5, 0.25, 0.5])):
+    """Scripted accuracies: 0.5 at step 2 beats the lower losses of steps 4 and 6, and a tie
+    (0.5 again at step 6 in the second run) goes to the lower validation loss."""
+    for name, script in (("peak", [0.0, 0.5, 0.25, 0.25]), ("tie", [0.0, 0.5, 0.25, 0.5])):  # steps 0, 2, 4, 6
         scores = iter(script)
         monkeypatch.setattr("pure_transformer.train.pretrain.mcq_validate",
                             lambda *a, s=scores: {"val_mcq_acc": next(s), "val_mcq_no_answer": 0.0})
-        run(small_cfg(tiny_tokenizer.source, val_mcq=4), tmp_path / name, TINY_MCQ)
+        run(small_cfg(tiny_tokenizer.source, val_mcq=4, total_tokens=512 * 6, val_every=2), tmp_path / name, TINY_MCQ)
         val = {r["step"]: r for r in val_records(tmp_path / name)}
         assert [r["val_mcq_acc"] for r in val.values()] == script
         best = read_meta(tmp_path / name / "best")
         assert best["best"]["metric"] == "val_mcq_acc"
         if name == "peak":
-            assert val[12]["val_loss"] < val[4]["val_loss"] and best["step"] == 4
+            assert val[6]["val_loss"] < val[2]["val_loss"] and best["step"] == 2
             final = read_meta(tmp_path / name / "final")  # best_val_loss keeps its meaning: the lowest so far
-            assert final["best_val_loss"] == min(r["val_loss"] for s, r in val.items() if s > 0) == val[12]["val_loss"]
-            assert final["best"] == best["best"] and best["best_val_loss"] == val[4]["val_loss"]
+            assert final["best_val_loss"] == min(r["val_loss"] for s, r in val.items() if s > 0) == val[6]["val_loss"]
+            assert final["best"] == best["best"] and best["best_val_loss"] == val[2]["val_loss"]
         else:
-            assert best["step"] == (12 if val[12]["val_loss"] < val[4]["val_loss"] else 4)
+            assert best["step"] == (6 if val[6]["val_loss"] < val[2]["val_loss"] else 2)
 
 
 def test_without_an_mcq_source_best_tracks_val_loss(tmp_path: Path, tiny_tokenizer) -> None:
