@@ -231,6 +231,9 @@ def test_two_process_ddp_resume_matches(tmp_path: Path, tiny_tokenizer) -> None:
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert losses(tmp_path / "whole") == losses(tmp_path / "split") and len(losses(tmp_path / "whole")) == 8
+    # Both ranks answered their half of the validation questions; the resumed run kept the best-so-far.
+    best = read_meta(tmp_path / "whole" / "best")["best"]
+    assert best["metric"] == "val_mcq_acc" and best == read_meta(tmp_path / "split" / "best")["best"]
     meta = read_meta(tmp_path / "split" / "final")
     # One data state for the whole run, merged from both ranks' logical shards.
     assert meta["world_size"] == 2 and meta["data"]["owned"] == list(range(meta["data"]["num_shards"]))

@@ -80,6 +80,8 @@ def validation_questions(sources: dict[str, float], count: int, tok: Tokenizer, 
     questions: list[MCQ] = []
     origin: list[str] = []
     for name, wanted in zip(names, shares(count, len(names))):
+        if not wanted:  # fewer questions asked for than there are MCQ sources
+            continue
         # A few spare questions, so that the ones too long for the context can be passed over.
         pool = load_mcqs(name, "validation", limit=2 * wanted)
         kept = [q for q in pool if _fits(tok, q, answer_format, context, budget)][:wanted]
