@@ -403,3 +403,14 @@ def test_eta_leaves_out_the_warm_up_steps() -> None:
     bar = ProgressBar(total=10, disable=True, clock=SteadyRate(warmup=1, mark=(0, 0.0)))
     bar.n = 4
     assert bar.format_dict["rate"] == pytest.approx(bar.clock.rate(4))
+
+
+def test_resume_with_another_best_metric_starts_the_choice_afresh(tmp_path: Path, tiny_tokenizer, capsys) -> None:
+    cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 8, val_mcq=4)
+    run(cfg, tmp_path, TINY_MCQ, stop_at_step=4)
+    assert read_meta(tmp_path / "best")["best"]["metric"] == "val_mcq_acc"
+    capsys.readouterr()
+    run(apply_overrides(cfg, {"val_mcq": 0}), tmp_path, TINY_MCQ, resume="auto")  # val_mcq may change on resume
+    assert "best/ was chosen by val_mcq_acc, now by val_loss" in capsys.readouterr().err
+    best = read_meta(tmp_path / "best")
+    assert best["best"]["metric"] == "val_loss" and best["step"] == 8  # the first validation after the resume

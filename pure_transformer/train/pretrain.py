@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,7 @@ class Run:
         return best_metric(self.mcq_val is not None)
 
     def validate(self, lockstep: bool) -> dict[str, float]:
-        """Loss, then MCQ accuracy when there are questions (every rank must call); logged and printed."""
+        """Loss, then MCQ accuracy when there are questions (every rank must call); logged."""
         val = validate(self.model, self.val_batches, self.rt, self.cfg.document_masking, lockstep)
         if self.mcq_val is not None:
             val.update(mcq_validate(self.model, self.tok, self.mcq_val, self.rt))
@@ -288,6 +289,9 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
         run.step, run.tokens_seen, run.last_val = meta["step"], meta["tokens_seen"], meta.get("val", {})
         run.best_val, run.nonfinite = meta.get("best_val_loss", math.inf), meta.get("nonfinite", run.nonfinite)
         run.best = restored_best(meta, run.best_metric)
+        if run.best is None and isinstance(meta.get("best"), dict) and rt.is_main:
+            print(f"note: best/ was chosen by {meta['best'].get('metric')}, now by {run.best_metric}: the next "
+                  f"validation starts the choice afresh", file=sys.stderr, flush=True)
 
     info = describe(cfg, model, rt, tok)
     info.update(best_metric=run.best_metric, val_mcq_questions=len(mcq_val.questions) if mcq_val else 0)
