@@ -64,6 +64,7 @@ def _training_section(meta: dict) -> list[str]:
         for name, weight in (cfg.get("sources") or {}).items():
             lines.append(f"| {name} | {weight} | {seen.get(name, 0):,} |")
         lines.append("")
+        lines += _selection(pretrain)
     if meta.get("kind") == "rl":
         rl = meta.get("config", {})
         lines += [f"Then fine-tuned with GRPO for {meta.get('step')} steps on `{meta.get('source')}` "
@@ -71,6 +72,23 @@ def _training_section(meta: dict) -> list[str]:
                   f"reward: the option named on the final answer line, KL coefficient {rl.get('kl_coef')}, "
                   f"answer format `{meta.get('answer_format')}`).", ""]
     return lines
+
+
+def _selection(pretrain: dict) -> list[str]:
+    """Which metric picked the pretraining run's ``best/``, and where this model stands to it."""
+    best = pretrain.get("best")
+    if not isinstance(best, dict) or not best.get("metric"):
+        return []
+    if best["metric"] == "val_mcq_acc":
+        n = best.get("questions")
+        fmt = pretrain.get("config", {}).get("answer_format", "letter")
+        what = f"greedy accuracy on {n or 'the'} validation questions in the `{fmt}` format"
+    else:
+        what = "validation loss; the mixture held no multiple-choice source"
+    return [f"Checkpoint selection: the pretraining run's `best/` is its validation step with the best "
+            f"`{best['metric']}` ({what}), step {best.get('step')} at {best.get('value'):.4g}. This model comes "
+            f"from pretraining step {pretrain.get('step')}"
+            + (", that step." if best.get("step") == pretrain.get("step") else "."), ""]
 
 
 def _results_section(reports: Sequence[dict]) -> list[str]:

@@ -57,6 +57,9 @@ def test_overrides_parse_and_validate(tmp_path: Path) -> None:
         apply_overrides(cfg, {"activation_checkpointing": "full"})
     with pytest.raises(ConfigError, match="min_lr <= peak_lr"):
         apply_overrides(cfg, {"min_lr": 1.0})
+    assert apply_overrides(cfg, parse_set(["val_mcq=0"])).val_mcq == 0  # loss-only validation
+    with pytest.raises(ConfigError, match=r"^val_mcq must be >= 0 \(0 turns MCQ validation off\), got -1$"):
+        apply_overrides(cfg, {"val_mcq": -1})
     with pytest.raises(ConfigError, match="key=value"):
         parse_set(["peak_lr"])
     (tmp_path / "c.yaml").write_text("micro_batch: 4\nbetas: [0.9, 0.99]\n")

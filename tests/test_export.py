@@ -107,6 +107,8 @@ def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, ra
                                            "peak_lr": 0.003, "answer_format": "letter"},
                                 "data": [{"source_tokens": {"fineweb-edu": 8000, "medqa": 1000}},
                                          {"source_tokens": {"fineweb-edu": 1000, "medqa": 240}}],
+                                "best": {"metric": "val_mcq_acc", "value": 0.40625, "step": 4, "val_loss": 2.5,
+                                         "questions": 64},
                                 "tokenizer": "tokenizer.json"}, files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
     ckpt = random_checkpoint(tmp_path, CFG, meta={"init_checkpoint": str(pretrain), "source": "medqa",
                                                         "config": {"prompts_per_step": 16, "samples_per_prompt": 16,
@@ -120,6 +122,9 @@ def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, ra
     assert f"{n:,} parameters" in card
     assert "| fineweb-edu | 0.85 | 9,000 |" in card and "| medqa | 0.15 | 1,240 |" in card
     assert "GRPO for 7 steps on `medqa` (16 questions x 16 samples" in card
+    # Which metric chose best/, and that this model is not that step.
+    assert ("`best/` is its validation step with the best `val_mcq_acc` (greedy accuracy on 64 validation questions "
+            "in the `letter` format), step 4 at 0.4062. This model comes from pretraining step 5.") in card
     assert "| medqa | test | loglikelihood | 1273 | 0.262 | [0.238, 0.287] |" in card
 
 

@@ -51,6 +51,11 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, ti
     for run in ("ddp", "fsdp"):
         assert curve(tmp_path / run, "loss") == pytest.approx(one, rel=1e-5), run
         assert curve(tmp_path / run, "val_loss") == pytest.approx(curve(tmp_path / "one", "val_loss"), rel=1e-5), run
+        # The MCQ validation ran on every layout (FSDP: on unsharded parameters, each rank its own questions);
+        # greedy answers of the same weights, up to a rare argmax flip from the 1e-5 differences.
+        acc = curve(tmp_path / run, "val_mcq_acc")
+        assert len(acc) == 3 and acc == pytest.approx(curve(tmp_path / "one", "val_mcq_acc"), abs=2 / 64), run
+        assert read_meta(tmp_path / run / "best")["best"]["metric"] == "val_mcq_acc"
     # The sharded run wrote the same full safetensors a replica does: the same names, shapes and values.
     for name, fsdp in fsdp_half.items():
         ddp = load_file(str(tmp_path / "ddp/step_0000005" / name))
@@ -68,3 +73,41 @@ def test_an_unknown_parallelism_is_one_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="parallel must be one of ddp, fsdp, got 'zero'"):
         apply_overrides(debug(), {"parallel": "zero"})
+
+
+UNEQUAL_FORWARDS = """
+import torch, torch.distributed as dist
+from pure_transformer.config import model_preset
+from pure_transformer.model import build_model
+from pure_transformer.train.parallel import parallelize
+from pure_transformer.train.runtime import init_runtime
+from pure_transformer.train.validation import unsharded
+rt = init_runtime("cpu")
+torch.manual_seed(0)
+model = build_model(model_preset("tiny").replace(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128))
+parallelize(model, rt, "fsdp")
+x = torch.randint(0, 512, (2, 16))
+with torch.no_grad(), unsharded(model):
+    for _ in range(3 if rt.rank == 0 else 1):
+        model(x)
+loss, _ = model(x, x)  # sharded again: a training forward and backward in lockstep
+loss.backward()
+print(f"rank {rt.rank} ok {type(next(model.parameters())).__name__} {loss.item():.6f}")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_unsharded_fsdp_model_generates_on_each_rank_alone(tmp_path: Path) -> None:
+    """MCQ validation answers different questions on each rank, so their forward counts differ:
+    inside ``unsharded`` an FSDP forward must wait on no other rank (or this would hang), and the
+    parameters are shards again afterwards."""
+    script = tmp_path / "unequal.py"
+    script.write_text(UNEQUAL_FORWARDS)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert [line.rsplit(" ", 1)[0] for line in lines] == ["rank 0 ok DTensor", "rank 1 ok DTensor"]
+    assert len({line.rsplit(" ", 1)[1] for line in lines}) == 1  # the same loss on both ranks

@@ -23,7 +23,7 @@ def _expected_shape(n_panels: int) -> tuple[int, int]:
     return round(PANEL_SIZE[1] * rows * DPI), round(PANEL_SIZE[0] * NCOLS * DPI)
 
 
-def _write(run_dir: Path, val: bool = True, mfu: bool = True, extra: bool = False) -> None:
+def _write(run_dir: Path, val: bool = True, mfu: bool = True, extra: bool = False, mcq: bool = False) -> None:
     log = MetricsLogger(run_dir / "logs", tensorboard=False)
     for step in range(1, 41):
         rec = {"tokens_seen": step * 4096, "loss": 8.0 * math.exp(-step / 15) + 2.0,
@@ -41,7 +41,9 @@ def _write(run_dir: Path, val: bool = True, mfu: bool = True, extra: bool = Fals
             loss = rec["loss"] + 0.1
             log.log(step, {"val_loss": loss, "val_ppl": math.exp(loss),
                            "val_loss/medical": loss, "val_ppl/medical": math.exp(loss),
-                           "val_loss/general": loss + 0.3, "val_ppl/general": math.exp(loss + 0.3)})
+                           "val_loss/general": loss + 0.3, "val_ppl/general": math.exp(loss + 0.3),
+                           **({"val_mcq_acc": step / 80, "val_mcq_acc/medqa": step / 80, "val_mcq_acc/synthetic": step / 40,
+                               "val_mcq_no_answer": 1 - step / 40} if mcq else {})})
     log.close()
 
 
@@ -70,6 +72,20 @@ def test_custom_out_and_str_path(tmp_path: Path) -> None:
 def test_train_only_no_mfu(tmp_path: Path) -> None:
     _write(tmp_path, val=False, mfu=False)
     _check_png(plot_run(tmp_path), _expected_shape(5))
+
+
+def test_mcq_accuracy_gets_its_panel_and_time_none(tmp_path: Path) -> None:
+    from pure_transformer.train.metrics import read_metrics
+    from pure_transformer.train.plot import _pretrain_figure
+
+    _write(tmp_path, mcq=True)
+    records = read_metrics(tmp_path / "logs" / "metrics.jsonl")
+    assert all("time" in r for r in records)  # every line is stamped, and the stamp gets no panel
+    _check_png(plot_run(tmp_path), _expected_shape(6))
+    ax = [a for a in _pretrain_figure(records).axes if a.get_visible()][5]
+    assert ax.get_title().startswith("validation questions")
+    assert [line.get_label() for line in ax.lines] == ["accuracy", "medqa", "synthetic", "names no option"]
+    assert list(ax.lines[0].get_ydata()) == [0.125, 0.25, 0.375, 0.5]
 
 
 def test_extra_numeric_key_gets_a_panel(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Pretraining loop tests: bit-exact resume, accumulation equivalence, retention,
-non-finite skipping, SIGTERM, metrics sinks and the debug preset."""
+non-finite skipping, SIGTERM, metrics sinks, the choice of best/ (MCQ accuracy or loss), the
+warm-up-free ETA and the debug preset."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -22,8 +24,11 @@ from pure_transformer.overrides import apply_overrides
 from pure_transformer.train.config import PretrainConfig, debug
 from pure_transformer.train.metrics import read_metrics
 from pure_transformer.train.pretrain import TrainingError, pretrain
+from pure_transformer.train.validation import mcq_validate
 
 TINY = model_preset("tiny").replace(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=64)
+TINY_MCQ = TINY.replace(max_seq_len=128)
+"""Room for a letter-format question and its answer (in 64 tokens no bundled question fits: no MCQ validation)."""
 
 
 def small_cfg(tokenizer: str, **changes: object) -> PretrainConfig:
@@ -34,9 +39,26 @@ def small_cfg(tokenizer: str, **changes: object) -> PretrainConfig:
     return apply_overrides(debug(), base)
 
 
-def run(cfg: PretrainConfig, run_dir: Path, **kw: object):
+def run(cfg: PretrainConfig, run_dir: Path, model_cfg=TINY, **kw: object):
     torch.manual_seed(cfg.seed)  # the same initial weights for every run of a test
-    return pretrain(cfg, run_dir, model=build_model(TINY), progress=False, **kw)
+    return pretrain(cfg, run_dir, model=build_model(model_cfg), progress=False, **kw)
+
+
+def val_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir / "logs" / "metrics.jsonl") if "val_loss" in r]
+
+
+def expected_best(run_dir: Path) -> dict:
+    """The validation (after step 0) with the highest val_mcq_acc, ties to the lower val_loss then the earlier."""
+    return max((r for r in val_records(run_dir) if r["step"] > 0),
+               key=lambda r: (r["val_mcq_acc"], -r["val_loss"], -r["step"]))
+
+
+def weight_accuracy(model, tok, val, rt) -> dict[str, float]:
+    """A stand-in scorer whose accuracy is a function of the weights alone (real greedy answers of
+    these untrained models are all wrong), so a resumed run must reproduce it bit for bit."""
+    total = sum(float(p.detach().double().sum()) for p in model.parameters())
+    return {"val_mcq_acc": int(abs(total) * 1e4) % 4 / 4, "val_mcq_no_answer": 0.0}
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -44,16 +66,25 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_is_bit_exact(tmp_path: Path, tiny_tokenizer, workers: int) -> None:
-    cfg = small_cfg(tiny_tokenizer.source, num_workers=workers)
-    whole = run(cfg, tmp_path / "whole")
-    first = run(cfg, tmp_path / "split", stop_at_step=6)
-    assert first.stopped == "stop_at_step" and first.step == 6
-    second = run(cfg, tmp_path / "split", resume="auto")
+def test_resume_is_bit_exact(tmp_path: Path, tiny_tokenizer, workers: int, monkeypatch) -> None:
+    monkeypatch.setattr("pure_transformer.train.pretrain.mcq_validate", weight_accuracy)
+    cfg = small_cfg(tiny_tokenizer.source, num_workers=workers, val_every=2, val_mcq=4)
+    whole = run(cfg, tmp_path / "whole", TINY_MCQ)
+    first = run(cfg, tmp_path / "split", TINY_MCQ, stop_at_step=5)  # between validations: best/ is from before
+    assert first.stopped == "stop_at_step" and first.step == 5
+    assert read_meta(step_dirs(tmp_path / "split")[-1])["best"] == read_meta(tmp_path / "split" / "best")["best"]
+    second = run(cfg, tmp_path / "split", TINY_MCQ, resume="auto")
     assert second.stopped is None and second.step == whole.step == cfg.total_steps
     a, b = losses(tmp_path / "whole"), losses(tmp_path / "split")
     assert sorted(a) == list(range(1, 13)) and a == b  # every step, bit for bit
     assert whole.val == second.val
+    # The resumed run restored what best/ tracks, so it picked the same step an uninterrupted run did.
+    acc = [r["val_mcq_acc"] for r in val_records(tmp_path / "whole")]
+    assert acc == [r["val_mcq_acc"] for r in val_records(tmp_path / "split")] and len(set(acc)) > 1
+    best = read_meta(tmp_path / "whole" / "best")
+    assert best["best"] == read_meta(tmp_path / "split" / "best")["best"]
+    assert best["best"]["metric"] == "val_mcq_acc" and best["step"] == best["best"]["step"]
+    assert best["step"] == expected_best(tmp_path / "whole")["step"]
 
 
 def test_accumulation_equivalence(tmp_path: Path, tiny_tokenizer) -> None:
@@ -78,9 +109,15 @@ def test_retention_best_final_and_metrics(tmp_path: Path, tiny_tokenizer) -> Non
     assert final["step"] == 24 and final["complete"] and final["tokens_seen"] == 512 * 24
     assert best["val"]["val_loss"] == best["best_val_loss"] == min(
         r["val_loss"] for r in read_metrics(tmp_path / "logs/metrics.jsonl") if "val_loss" in r and r["step"] > 0)
+    # No bundled question fits TINY's 64-token context with an answer: best/ is chosen by loss, and says so.
+    assert best["best"] == {"metric": "val_loss", "value": best["best_val_loss"], "step": best["step"],
+                            "val_loss": best["best_val_loss"], "questions": 0}
     assert (tmp_path / "final" / "tokenizer.json").exists()
 
     records = read_metrics(tmp_path / "logs" / "metrics.jsonl")
+    times = [r["time"] for r in records]  # every line: wall-clock Unix seconds, in the order written
+    assert all(isinstance(t, float) for t in times) and times == sorted(times)
+    assert times[0] == pytest.approx(time.time(), abs=600)
     train = [r for r in records if "loss" in r]
     assert {"step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb"} <= train[0].keys()
     val = [r for r in records if "val_loss" in r]
@@ -94,6 +131,7 @@ def test_retention_best_final_and_metrics(tmp_path: Path, tiny_tokenizer) -> Non
     events = EventAccumulator(str(tmp_path / "logs"))
     events.Reload()
     assert {"train/loss", "train/lr", "val/loss", f"val/loss/{names[0]}"} <= set(events.Tags()["scalars"])
+    assert not {"val/mcq_acc", "train/time"} & set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 25))
 
 
@@ -193,6 +231,9 @@ def test_two_process_ddp_resume_matches(tmp_path: Path, tiny_tokenizer) -> None:
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert losses(tmp_path / "whole") == losses(tmp_path / "split") and len(losses(tmp_path / "whole")) == 8
+    # Both ranks answered their half of the validation questions; the resumed run kept the best-so-far.
+    best = read_meta(tmp_path / "whole" / "best")["best"]
+    assert best["metric"] == "val_mcq_acc" and best == read_meta(tmp_path / "split" / "best")["best"]
     meta = read_meta(tmp_path / "split" / "final")
     # One data state for the whole run, merged from both ranks' logical shards.
     assert meta["world_size"] == 2 and meta["data"]["owned"] == list(range(meta["data"]["num_shards"]))
@@ -235,3 +276,141 @@ def test_a_batch_that_does_not_divide_fails_before_any_work(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"global_batch_tokens \(1000\) must be a multiple of"):
         pretrain(cfg, tmp_path / "run", progress=False)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+def test_best_tracks_mcq_accuracy_and_is_logged(tmp_path: Path, tiny_tokenizer) -> None:
+    """The real scorer: greedy answers to fixed validation questions, logged at every validation
+    (step 0 too); best/ is the step with the highest accuracy, and its meta.json says so."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 8, val_mcq=8)
+    run(cfg, tmp_path, TINY_MCQ)
+    val = val_records(tmp_path)
+    assert [r["step"] for r in val] == [0, 4, 8]
+    for r in val:
+        assert 0 <= r["val_mcq_acc"] <= 1 and 0 <= r["val_mcq_no_answer"] <= 1
+        assert r["val_mcq_acc"] == r["val_mcq_acc/bundled-mcq"]  # the mixture's one MCQ source
+        assert r["val_mcq_acc"] * 8 == round(r["val_mcq_acc"] * 8)  # a share of the 8 questions
+    best = read_meta(tmp_path / "best")
+    want = expected_best(tmp_path)
+    assert best["best"] == {"metric": "val_mcq_acc", "value": want["val_mcq_acc"], "step": want["step"],
+                            "val_loss": want["val_loss"], "questions": 8}
+    assert best["step"] == want["step"] and read_meta(tmp_path / "final")["best"] == best["best"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["best_metric"] == "val_mcq_acc" and config["val_mcq_questions"] == 8
+    events = EventAccumulator(str(tmp_path / "logs"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/mcq_acc")] == [0, 4, 8]
+
+
+def test_best_is_the_most_accurate_step_not_the_lowest_loss(tmp_path: Path, tiny_tokenizer, monkeypatch) -> None:
+    """Scripted accuracies: 0.5 at step 2 beats the lower losses of steps 4 and 6, and a tie
+    (0.5 again at step 6 in the second run) goes to the lower validation loss."""
+    for name, script in (("peak", [0.0, 0.5, 0.25, 0.25]), ("tie", [0.0, 0.5, 0.25, 0.5])):  # steps 0, 2, 4, 6
+        scores = iter(script)
+        monkeypatch.setattr("pure_transformer.train.pretrain.mcq_validate",
+                            lambda *a, s=scores: {"val_mcq_acc": next(s), "val_mcq_no_answer": 0.0})
+        run(small_cfg(tiny_tokenizer.source, val_mcq=4, total_tokens=512 * 6, val_every=2), tmp_path / name, TINY_MCQ)
+        val = {r["step"]: r for r in val_records(tmp_path / name)}
+        assert [r["val_mcq_acc"] for r in val.values()] == script
+        best = read_meta(tmp_path / name / "best")
+        assert best["best"]["metric"] == "val_mcq_acc"
+        if name == "peak":
+            assert val[6]["val_loss"] < val[2]["val_loss"] and best["step"] == 2
+            final = read_meta(tmp_path / name / "final")  # best_val_loss keeps its meaning: the lowest so far
+            assert final["best_val_loss"] == min(r["val_loss"] for s, r in val.items() if s > 0) == val[6]["val_loss"]
+            assert final["best"] == best["best"] and best["best_val_loss"] == val[2]["val_loss"]
+        else:
+            assert best["step"] == (6 if val[6]["val_loss"] < val[2]["val_loss"] else 2)
+
+
+def test_without_an_mcq_source_best_tracks_val_loss(tmp_path: Path, tiny_tokenizer) -> None:
+    cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 8,
+                    sources={"bundled-general": 0.5, "bundled-medical": 0.5})
+    run(cfg, tmp_path, TINY_MCQ)  # room for questions, but there are none in the mixture
+    val = val_records(tmp_path)
+    assert not any("mcq" in k for r in val for k in r)
+    best = read_meta(tmp_path / "best")
+    assert best["best"]["metric"] == "val_loss" and best["best"]["value"] == best["best_val_loss"]
+    assert best["step"] == min((r for r in val if r["step"] > 0), key=lambda r: r["val_loss"])["step"]
+    assert json.loads((tmp_path / "config.json").read_text())["best_metric"] == "val_loss"
+
+
+def test_new_best_and_restored_best() -> None:
+    from pure_transformer.train.validation import best_metric, new_best, restored_best
+
+    assert best_metric(True) == "val_mcq_acc" and best_metric(False) == "val_loss"
+    best = {"metric": "val_mcq_acc", "value": 0.5, "step": 4, "val_loss": 2.0}
+    assert new_best({"val_mcq_acc": 0.6, "val_loss": 9.0}, best, "val_mcq_acc")
+    assert not new_best({"val_mcq_acc": 0.4, "val_loss": 1.0}, best, "val_mcq_acc")
+    assert new_best({"val_mcq_acc": 0.5, "val_loss": 1.9}, best, "val_mcq_acc")  # a tie: the lower loss
+    assert not new_best({"val_mcq_acc": 0.5, "val_loss": 2.0}, best, "val_mcq_acc")  # a full tie: the earlier
+    assert new_best({"val_mcq_acc": 0.0, "val_loss": 9.0}, None, "val_mcq_acc")
+    loss_best = {"metric": "val_loss", "value": 2.0, "step": 4, "val_loss": 2.0}
+    assert new_best({"val_loss": 1.5}, loss_best, "val_loss") and not new_best({"val_loss": 2.0}, loss_best, "val_loss")
+    # Resume: the saved record when it tracks the same metric; a checkpoint older than meta["best"] tracked the loss.
+    assert restored_best({"best": best, "best_val_loss": 1.0}, "val_mcq_acc") == best
+    assert restored_best({"best_val_loss": 1.5}, "val_loss") == {"metric": "val_loss", "value": 1.5, "step": None,
+                                                                 "val_loss": 1.5}
+    assert restored_best({"best_val_loss": 1.5}, "val_mcq_acc") is None  # accuracy tracking starts afresh
+    assert restored_best({"best": loss_best}, "val_mcq_acc") is None
+    assert restored_best({"best_val_loss": math.inf}, "val_loss") is None
+
+
+def test_mcq_validation_questions_are_fixed_and_fit(tiny_tokenizer, bundled_dir: Path) -> None:
+    from pure_transformer.answer_format import AnswerFormat
+    from pure_transformer.data.registry import load_mcqs
+    from pure_transformer.eval.scoring import fit_prompt
+    from pure_transformer.train.validation import mcq_sources, shares, validation_questions
+
+    local = str(bundled_dir / "medqa_train.jsonl")  # a second MCQ source: a local file and its validation sibling
+    sources = {"bundled-general": 0.5, "bundled-mcq": 0.3, local: 0.2}
+    assert mcq_sources(sources) == ["bundled-mcq", local] and shares(5, 2) == [3, 2]
+    first = validation_questions(sources, 5, tiny_tokenizer, 128, AnswerFormat.LETTER)
+    again = validation_questions(sources, 5, tiny_tokenizer, 128, AnswerFormat.LETTER)
+    assert first == again and first.sources == ["bundled-mcq"] * 3 + [local] * 2
+    # From each source's validation split, never training's, and each leaves room for the answer.
+    for q, name in zip(first.questions, first.sources):
+        assert q.question in {v.question for v in load_mcqs(name, "validation")}
+        fit_prompt(tiny_tokenizer, q, AnswerFormat.LETTER, 128, first.max_new_tokens)  # raises if it cannot fit
+    assert first.max_new_tokens == AnswerFormat.LETTER.max_new_tokens()
+    assert validation_questions(sources, 0, tiny_tokenizer, 128, AnswerFormat.LETTER) is None
+    assert validation_questions({"bundled-general": 1.0}, 5, tiny_tokenizer, 128, AnswerFormat.LETTER) is None
+    # The explain format's 96-token answer leaves no room in a 64-token context: loss alone, said aloud.
+    assert validation_questions(sources, 5, tiny_tokenizer, 64, AnswerFormat.EXPLAIN, verbose=False) is None
+
+
+def test_eta_leaves_out_the_warm_up_steps() -> None:
+    from pure_transformer.train.progress import ProgressBar, SteadyRate, eta_seconds, steady_rate
+
+    # Steps 1-3 took 10 s each (compilation), then 1 s each: the rate counts from the third step on.
+    clock = SteadyRate(warmup=3)
+    stamps = {1: 10.0, 2: 20.0, 3: 30.0, 4: 31.0, 5: 32.0, 6: 33.0}
+    for step, t in stamps.items():
+        if step == 3:
+            assert clock.mark is None and clock.rate(2, 20.0) is None  # not warmed up yet: no estimate
+        clock.observe(step, t)
+    assert clock.mark == (3, 30.0)
+    assert clock.rate(6, 33.0) == pytest.approx(1.0)
+    assert eta_seconds(100, 6, clock.mark, 33.0) == pytest.approx(94.0)  # not (100 - 6) * 33 / 6 = 517 s
+    assert steady_rate((3, 30.0), 3, 30.0) is None and eta_seconds(100, 100, (3, 30.0), 40.0) == 0.0
+    # A resumed run warms up again: the mark is this process's, at the step it reached.
+    resumed = SteadyRate(warmup=2)
+    resumed.observe(501, 5.0)
+    resumed.observe(502, 6.0)
+    assert resumed.mark == (502, 6.0) and eta_seconds(600, 504, resumed.mark, 7.0) == pytest.approx(48.0)
+    # The bar's rate (hence tqdm's ETA) is the clock's once it has a mark.
+    bar = ProgressBar(total=10, disable=True, clock=SteadyRate(warmup=1, mark=(0, 0.0)))
+    bar.n = 4
+    assert bar.format_dict["rate"] == pytest.approx(bar.clock.rate(4))
+
+
+def test_resume_with_another_best_metric_starts_the_choice_afresh(tmp_path: Path, tiny_tokenizer, capsys) -> None:
+    cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 8, val_mcq=4)
+    run(cfg, tmp_path, TINY_MCQ, stop_at_step=4)
+    assert read_meta(tmp_path / "best")["best"]["metric"] == "val_mcq_acc"
+    capsys.readouterr()
+    run(apply_overrides(cfg, {"val_mcq": 0}), tmp_path, TINY_MCQ, resume="auto")  # val_mcq may change on resume
+    assert "best/ was chosen by val_mcq_acc, now by val_loss" in capsys.readouterr().err
+    best = read_meta(tmp_path / "best")
+    assert best["best"]["metric"] == "val_loss" and best["step"] == 8  # the first validation after the resume

@@ -64,6 +64,10 @@ class PretrainConfig:
     val_every: int = 250
     val_tokens: int = 1_000_000
     """Held-out tokens per source at each validation."""
+    val_mcq: int = 64
+    """Validation questions (split over the mixture's MCQ sources) asked greedily in ``answer_format``
+    at each validation; ``best/`` then tracks their accuracy, ``val_mcq_acc``. 0, or a mixture
+    without MCQs, validates on loss alone and ``best/`` tracks ``val_loss`` (docs/TRAINING.md)."""
     ckpt_every: int = 500
     keep_last: int = 3
 
@@ -94,6 +98,8 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         require_positive(self, ("data_shards", "seq_len", "micro_batch", "global_batch_tokens", "total_tokens", "log_every",
                                 "val_every", "ckpt_every", "keep_last", "max_nonfinite"))
+        if self.val_mcq < 0:
+            raise ConfigError(f"val_mcq must be >= 0 (0 turns MCQ validation off), got {self.val_mcq}")
         if not self.sources or any(w <= 0 for w in self.sources.values()):
             raise ConfigError(f"sources must map names to positive weights, got {self.sources}")
         if not 0 <= self.min_lr <= self.peak_lr:

@@ -8,6 +8,10 @@ TensorBoard tags are grouped: validation figures under ``val/`` (``val_loss`` ->
 ``val/loss``, ``val_ppl/medqa`` -> ``val/ppl/medqa``), everything else under the
 run's group (``train/`` or ``rl/``); a dict of numbers (an RL step's answer
 shares) becomes one tag per entry. The run's config is written once, as text.
+
+Every JSONL record carries ``time``, the wall clock when it was written (Unix seconds,
+UTC, a float), so a curve can be put against elapsed time and the gap of a resume seen;
+TensorBoard has its own wall time per event, so ``time`` is not a scalar there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,13 +106,13 @@ class MetricsLogger:
             self.tb.add_text(f"{group}/config", text, 0)
 
     def log(self, step: int, record: dict[str, Any]) -> None:
-        record = {"step": step, **record}
+        record = {"step": step, "time": time.time(), **record}
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
         if self.tb is None:
             return
         for key, value in record.items():
-            if key == "step":
+            if key in ("step", "time"):
                 continue
             values = value if isinstance(value, dict) else {None: value}
             for sub, v in values.items():

@@ -4,7 +4,9 @@
 
 - a pretraining run: loss (validation overlaid) against tokens seen, learning
   rate, throughput (with MFU on a twin axis when logged), per-source validation
-  perplexity and gradient norm; any other numeric key gets a panel of its own;
+  perplexity and gradient norm, and, when logged, the greedy accuracy on the
+  validation questions (what ``best/`` tracks; per source when several) with the
+  share that names no option; any other numeric key gets a panel of its own;
 - a GRPO run (its records carry ``reward``): reward and sample accuracy,
   validation accuracy with its 95% band, KL, entropy, response length, clip and
   mask fractions, the generation/training time split, gradient norm, and the
@@ -36,7 +38,7 @@ MAX_EXTRA_PANELS = 6  # a log with dozens of unknown keys should not yield a pos
 
 # Keys drawn by the fixed pretraining panels (or meaningless as a curve), so not "extra".
 _KNOWN = {"step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb",
-          "mfu", "nonfinite_skipped", "val_loss", "val_ppl"}
+          "mfu", "nonfinite_skipped", "val_loss", "val_ppl", "val_mcq_acc", "val_mcq_no_answer", "time"}
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -198,8 +200,12 @@ def _pretrain_figure(records: list[dict[str, Any]]) -> Figure:
     numeric = {k for r in records for k, v in r.items()
                if k not in _KNOWN and "/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
     extra = sorted(numeric)[:MAX_EXTRA_PANELS]
-    fig, axes = _figure(5 + len(extra))
+    mcq = bool(len(_series(records, "val_mcq_acc")[0]))
+    fixed = 6 if mcq else 5
+    fig, axes = _figure(fixed + len(extra))
     ax_loss, ax_lr, ax_tps, ax_ppl, ax_gn = axes[:5]
+    if mcq:
+        _mcq_panel(axes[5], records, to_x, xlabel)
 
     # Loss, with validation loss overlaid on the same token axis.
     s, v = _series(records, "loss")
@@ -256,10 +262,29 @@ def _pretrain_figure(records: list[dict[str, Any]]) -> Figure:
     else:
         _empty(ax_ppl, "validation perplexity")
 
-    for ax, key in zip(axes[5:], extra):
+    for ax, key in zip(axes[fixed:], extra):
         s, v = _series(records, key)
         ax.plot(s, v, lw=1)
         ax.set_title(key)
         ax.set_xlabel("step")
 
     return fig
+
+
+def _mcq_panel(ax: Axes, records: list[dict[str, Any]], to_x: Any, xlabel: str) -> None:
+    """Greedy accuracy on the validation questions (per source when there are several), and the
+    share of answers that name no option."""
+    sources = sorted({k for r in records for k in r if k.startswith("val_mcq_acc/")})
+    keys = {"val_mcq_acc": "accuracy", **({k: k.removeprefix("val_mcq_acc/") for k in sources}
+                                          if len(sources) > 1 else {})}
+    for i, (key, label) in enumerate(keys.items()):
+        s, v = _series(records, key)
+        ax.plot(to_x(s), v, "o-", ms=3, lw=1.5 if i == 0 else 1, color=f"C{i}", label=label)
+    ns, nv = _series(records, "val_mcq_no_answer")
+    if len(ns):
+        ax.plot(to_x(ns), nv, "--", lw=1, color="grey", label="names no option")
+    ax.set_ylim(0, 1)
+    ax.set_title("validation questions (greedy; best/ tracks it)")
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.legend(fontsize="small")

@@ -9,8 +9,10 @@
   autocast (CUDA) or fp32 (CPU), clips the gradient norm, and skips the update
   when the loss or gradient is not finite;
 - the LR is a function of tokens seen (warmup, cosine, floor);
-- every ``val_every`` steps: loss and perplexity per source and overall; a new
-  best is saved to ``DIR/best``;
+- every ``val_every`` steps: loss and perplexity per source and overall and, when
+  the mixture holds MCQs, greedy accuracy on fixed validation questions in the
+  checkpoint's answer format (:mod:`.validation`); a new best (by that accuracy,
+  else by loss) is saved to ``DIR/best``;
 - every ``ckpt_every`` steps, on ``stop_at_step``, on SIGTERM/SIGINT and at
   the end: an atomic checkpoint holding weights, optimizer, RNG and the
   data-stream position, so a resumed run continues bit for bit.
@@ -23,13 +25,13 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from ..answer_format import AnswerFormat
 from ..checkpoint import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
@@ -46,10 +48,13 @@ from ..tokenizer import Tokenizer
 from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
 from .parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
+from .progress import ProgressBar, SteadyRate
 from .runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank, init_runtime,
                       max_over_ranks, peak_memory_gb, rng_state, seed_everything, set_rng_state)
 from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
+from .validation import (MCQValidation, best_metric, best_record, mcq_validate, new_best, restored_best,
+                         validation_questions)
 
 
 class TrainingError(UserError):
@@ -187,9 +192,30 @@ class Run:
     ledger: Ledger | None  # rank 0 only: the training questions every checkpoint records
     step: int = 0
     tokens_seen: int = 0
-    best_val: float = math.inf
+    mcq_val: MCQValidation | None = None  # None: no MCQ source (or val_mcq=0), best/ tracks val_loss
+    best_val: float = math.inf  # the lowest val_loss so far, whatever best/ tracks
+    best: dict | None = None  # the validation best/ holds (validation.best_record), None before the first
     last_val: dict = field(default_factory=dict)
     nonfinite: dict = field(default_factory=lambda: {"in_row": 0, "total": 0})
+
+    @property
+    def best_metric(self) -> str:
+        return best_metric(self.mcq_val is not None)
+
+    def validate(self, lockstep: bool) -> dict[str, float]:
+        """Loss, then MCQ accuracy when there are questions (every rank must call); logged."""
+        val = validate(self.model, self.val_batches, self.rt, self.cfg.document_masking, lockstep)
+        if self.mcq_val is not None:
+            val.update(mcq_validate(self.model, self.tok, self.mcq_val, self.rt))
+        self.log(val)
+        return val
+
+    def summary(self) -> str:
+        """The printed line of the last validation."""
+        v = self.last_val
+        acc = f" mcq_acc {v['val_mcq_acc']:.3f} (no answer {v['val_mcq_no_answer']:.2f})" if "val_mcq_acc" in v else ""
+        return f"step {self.step}: val_loss {v['val_loss']:.4f}{acc} " + " ".join(
+            f"ppl/{k.split('/', 1)[1]} {x:.2f}" for k, x in v.items() if k.startswith("val_ppl/"))
 
     def log(self, record: dict, step: int | None = None) -> None:
         if self.logger:
@@ -205,7 +231,7 @@ class Run:
                           else (self.model, self.optimizer))
         if self.rt.is_main:
             meta = {"kind": "pretrain", "step": self.step, "tokens_seen": self.tokens_seen, "loss": loss,
-                    "val": self.last_val, "best_val_loss": self.best_val, "config": self.cfg.to_dict(),
+                    "val": self.last_val, "best_val_loss": self.best_val, "best": self.best, "config": self.cfg.to_dict(),
                     "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
                     "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
                     "stopped": stopped, "tokenizer": "tokenizer.json"}
@@ -263,14 +289,22 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     if rt.is_main:  # a resumed run keeps the ledger it started with, whatever its files say now
         ledger = read_ledger(ckpt) if ckpt is not None else None
         ledger = ledger if ledger is not None else sources_ledger("pretrain", cfg.sources)
+    # The same questions on every rank and every resume: the first that fit of each MCQ source's validation split.
+    mcq_val = validation_questions(cfg.sources, cfg.val_mcq, tok, model.cfg.max_seq_len,
+                                   AnswerFormat(cfg.answer_format), verbose=rt.is_main)
     run = Run(cfg, rt, run_dir, tok, model, train_model, optimizer, loader, val_batches,
               MetricsLogger(run_dir / "logs", resume_step=meta["step"] if meta else None, group="train",
-                            config=cfg.to_dict()) if rt.is_main else None, ledger)
+                            config=cfg.to_dict()) if rt.is_main else None, ledger, mcq_val=mcq_val)
     if meta is not None:
         run.step, run.tokens_seen, run.last_val = meta["step"], meta["tokens_seen"], meta.get("val", {})
         run.best_val, run.nonfinite = meta.get("best_val_loss", math.inf), meta.get("nonfinite", run.nonfinite)
+        run.best = restored_best(meta, run.best_metric)
+        if run.best is None and isinstance(meta.get("best"), dict) and rt.is_main:
+            print(f"note: best/ was chosen by {meta['best'].get('metric')}, now by {run.best_metric}: the next "
+                  f"validation starts the choice afresh", file=sys.stderr, flush=True)
 
     info = describe(cfg, model, rt, tok)
+    info.update(best_metric=run.best_metric, val_mcq_questions=len(mcq_val.questions) if mcq_val else 0)
     if rt.is_main:
         (run_dir / "config.json").write_text(json.dumps(info, indent=1))
         est = info.get("estimated_hours_at_40pct_mfu")
@@ -317,15 +351,17 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
     lockstep = is_sharded(run.train_model)  # FSDP: every rank runs every validation forward
     grace = GraceCheck()
     batches = iter(run.loader)
-    bar = tqdm(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
-               dynamic_ncols=True)
+    clock = SteadyRate()  # the ETA and the planning estimate leave out this process's warm-up steps
+    bar = ProgressBar(total=cfg.total_steps, initial=run.step, disable=not (progress and rt.is_main), unit="step",
+                      dynamic_ncols=True, clock=clock)
     say = bar.write if rt.is_main else (lambda msg: None)
     start = t_log = time.perf_counter()
     tokens_at_log, data_wait = run.tokens_seen, 0.0  # seconds blocked on next(batches) since the last log
     try:
         if run.step == 0:  # the starting point of every validation curve
-            run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking, lockstep)
-            run.log(run.last_val)
+            run.last_val = run.validate(lockstep)
+            say(run.summary())
+            t_log = time.perf_counter()  # the first window's tokens/s is training, not this validation
         with stop.installed():
             while run.step < cfg.total_steps:
                 step_start = time.perf_counter()
@@ -345,6 +381,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                 run.tokens_seen += cfg.global_batch_tokens
                 loss_value = loss.item()
                 bar.update(1)
+                clock.observe(run.step)
                 if not finite:  # a bad batch or a spike: the weights were left as they were
                     run.log({"loss": loss_value, "grad_norm": grad_norm.item(),
                              "nonfinite_skipped": run.nonfinite["total"]})
@@ -363,9 +400,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                     if peak_flops:
                         record["mfu"] = flops_per_token * tok_s / (peak_flops * rt.world_size)
                     run.log(record)
-                    if not estimated:  # the planning figure, from measured rather than assumed speed
-                        hours = (cfg.total_tokens - run.tokens_seen) / tok_s / 3600
-                        say(f"measured {tok_s:,.0f} tokens/s: about {hours:.2f} h to go "
+                    rate = clock.rate(run.step, now)
+                    if not estimated and rate:  # the planning figure, measured after the warm-up steps
+                        hours = (cfg.total_steps - run.step) / rate / 3600
+                        say(f"measured {rate * cfg.global_batch_tokens:,.0f} tokens/s: about {hours:.2f} h to go "
                             f"(~{hours + (now - start) / 3600:.2f} h in all)")
                         estimated = True
                     t_log, tokens_at_log, data_wait = now, run.tokens_seen, 0.0
@@ -378,13 +416,12 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                 stopping = None if is_last else "stop_at_step" if run.step == stop_at_step else (
                     "signal" if signalled else None)
                 if run.step % cfg.val_every == 0 or is_last:
-                    run.last_val = validate(run.model, run.val_batches, rt, cfg.document_masking, lockstep)
-                    run.log(run.last_val)
-                    say(f"step {run.step}: val_loss {run.last_val['val_loss']:.4f} " + " ".join(
-                        f"ppl/{k.split('/', 1)[1]} {v:.2f}" for k, v in run.last_val.items()
-                        if k.startswith("val_ppl/")))
-                    if run.last_val["val_loss"] < run.best_val:
-                        run.best_val = run.last_val["val_loss"]
+                    run.last_val = run.validate(lockstep)
+                    say(run.summary())
+                    run.best_val = min(run.best_val, run.last_val["val_loss"])
+                    if new_best(run.last_val, run.best, run.best_metric):
+                        run.best = best_record(run.last_val, run.best_metric, run.step,
+                                               len(run.mcq_val.questions) if run.mcq_val else 0)
                         save_start = time.perf_counter()
                         path, saved_step = run.save(loss_value, stopped=stopping), run.step
                         save_s = time.perf_counter() - save_start
