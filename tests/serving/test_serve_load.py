@@ -168,3 +168,19 @@ def test_metrics_parse_and_count(client, url):
     assert m['pure_transformer_requests_total{"status": "400"}'] >= 1
     health = client.get("/health").json()
     assert {"waiting_requests", "running_requests", "running_rows"} <= health.keys()
+
+
+def test_bench_serve_measures_both_servers_alike(url):
+    from pure_transformer.bench.serve import HEADER, bench_serve, markdown_table
+
+    levels = bench_serve({"new": url, "baseline": url}, [1, 3], per_client=2, stream_share=0.5, max_tokens=4, seed=0,
+                         sequential=3, say=lambda *a, **k: None)
+    assert [(lv.clients, lv.server) for lv in levels] == [
+        ("1", "new"), ("1", "baseline"), ("3", "new"), ("3", "baseline"),
+        ("1 (the 3-client requests in sequence)", "new"), ("1 (the 3-client requests in sequence)", "baseline")]
+    assert all(lv.sent == len(lv.outcomes) and all(o.status == 200 and o.tokens >= 1 for o in lv.outcomes)
+               for lv in levels)
+    assert levels[2].sent == levels[4].sent == 6  # the sequential level replays the 3-client requests
+    table = markdown_table(levels).splitlines()
+    assert table[0] == "| " + " | ".join(HEADER) + " |" and len(table) == 2 + len(levels)
+    assert "6/6" in table[4]
