@@ -92,7 +92,7 @@ class Job:
                         for i, (ids, p) in enumerate(zip(prompts, params))]
         self.samples: list[list[Sample | None]] = [[None] * n for _ in prompts]
         self.unadmitted, self.open_rows = len(prompts), len(prompts) * n
-        self.closed = False
+        self.closed = self.failed = False
         self._held: list[tuple] = []  # events read while waiting for admission, replayed first
         worker.active += 1
         worker.scheduler.submit(self.entries)
@@ -117,6 +117,7 @@ class Job:
                 self.samples[event[0]][event[2]] = event[3]
                 self.open_rows -= 1
             elif kind == "error":
+                self.failed = True  # its rows are gone already; closing it is no disconnect
                 error = event[2]
                 if isinstance(error, QueueTimeout):
                     raise APIError(503, f"server overloaded: this request {error}; retry later", type="server_error",
@@ -143,8 +144,9 @@ class Job:
             return
         self.closed = True
         self.worker.active -= 1
-        if self.open_rows:
+        if self.open_rows and not self.failed:
             self.worker.metrics.disconnects.inc()
+        if self.open_rows:
             self.worker.scheduler.cancel(self.entries)
 
 

@@ -136,7 +136,8 @@ def test_queue_timeout_is_a_503_never_a_hang(tiny_model, tiny_tokenizer, serving
             assert time.monotonic() - started < 5
             busy.result(timeout=10)
         assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 4}).status_code == 200
-        assert _metrics(base)["pure_transformer_queue_timeouts_total"] == 2
+        m = _metrics(base)
+        assert m["pure_transformer_queue_timeouts_total"] == 2 and m["pure_transformer_disconnects_total"] == 0
 
 
 def test_admission_caps_rows_and_kv_slots_yet_serves_everyone(tiny_model, tiny_tokenizer, serving):
