@@ -7,6 +7,9 @@
   mask and the write position is a device tensor, so a decode step has one shape
   and can be compiled once and replayed as a CUDA graph.
 
+- :func:`right_aligned`: merges rows of several caches into one (the serving
+  scheduler's continuous batching: rows prefilled apart join one batch).
+
 Both left-pad rows of different prompt lengths: ``pad[b]`` leading slots of row
 ``b`` hold padding that no query attends to, and RoPE positions count from the
 first real token.
