@@ -150,13 +150,16 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         head = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
                 "model": model_name}
         job = worker.open(ids, params, req.n, stream=req.stream)
+        handed = False  # to a JobStream, which closes the job when the response ends
         try:
             if req.stream:
                 await job.admitted(request)  # a queue timeout is still a 503, before any header is sent
                 head["object"] = "chat.completion.chunk" if chat else "text_completion"
                 usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
-                return JobStream(stream(request, job, len(ids[0]), params[0], chat, head, usage), job,
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                response = JobStream(stream(request, job, len(ids[0]), params[0], chat, head, usage), job,
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                handed = True
+                return response
             groups = await job.results(request)
             choices = []
             for prompt, text, group in zip(ids, prompts, groups):
@@ -177,7 +180,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         except ValueError as e:  # the engine's own input checks
             raise APIError(400, str(e)) from None
         finally:
-            if not req.stream:
+            if not handed:
                 job.close()
         used = sum(len(s.tokens) for g in groups for s in g)
         prompt_tokens = sum(map(len, ids))

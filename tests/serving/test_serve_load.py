@@ -138,6 +138,7 @@ def test_queue_timeout_is_a_503_never_a_hang(tiny_model, tiny_tokenizer, serving
         assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 4}).status_code == 200
         m = _metrics(base)
         assert m["pure_transformer_queue_timeouts_total"] == 2 and m["pure_transformer_disconnects_total"] == 0
+        assert c.get("/health").json()["active_requests"] == 0  # the refused stream holds nothing
 
 
 def test_admission_caps_rows_and_kv_slots_yet_serves_everyone(tiny_model, tiny_tokenizer, serving):
