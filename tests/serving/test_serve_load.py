@@ -186,3 +186,35 @@ def test_bench_serve_measures_both_servers_alike(url):
     table = markdown_table(levels).splitlines()
     assert table[0] == "| " + " | ".join(HEADER) + " |" and len(table) == 2 + len(levels)
     assert "6/6" in table[4]
+
+
+def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tiny_tokenizer, serving, monkeypatch):
+    # A 200-token prompt is running when a short one with 200 tokens to go joins: the merged cache needs
+    # more slots than the 256-token context (positions, which index RoPE, stay within it).
+    from pure_transformer.serving import scheduler
+
+    real, capacities = scheduler.decode_step, []
+
+    def watched(model, tokens, cache):
+        capacities.append(cache.capacity)
+        time.sleep(0.01)  # slow enough that the long prompt is still running when the short one joins
+        return real(model, tokens, cache)
+
+    monkeypatch.setattr(scheduler, "decode_step", watched)
+    long_ids = [tiny_tokenizer.eot_id] + [(7 * i) % 500 + 1 for i in range(199)]
+    bodies = [{"prompt": long_ids, "max_tokens": 40, "temperature": 0},
+              {"prompt": "The heart", "max_tokens": 200, "temperature": 0}]
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny")
+    with serving(app) as base, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_send, base, bodies[0])
+        while not app.state.worker.scheduler.running_rows:  # the long prompt is decoding (0.4 s or more)
+            time.sleep(0.01)
+        second = pool.submit(_send, base, bodies[1])
+        texts = [first.result(), second.result()]
+    assert max(capacities) > tiny_model.cfg.max_seq_len
+    engine = Engine(tiny_model, tiny_tokenizer)
+    for body, text in zip(bodies, texts):
+        ids = body["prompt"] if isinstance(body["prompt"], list) else \
+            [tiny_tokenizer.eot_id] + tiny_tokenizer.encode(body["prompt"])
+        alone = engine.generate([ids], SamplingParams(max_new_tokens=body["max_tokens"], temperature=0))[0][0]
+        assert text == [alone.text]
