@@ -14,7 +14,7 @@ Subcommands::
     pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
-    pure-transformer bench train|generate|rl-step [--model PRESET ...]
+    pure-transformer bench train|generate|rl-step [--model PRESET ...] | serve --url URL [--baseline URL]
 
 Every handler parses nothing itself and does no work beyond calling the library
 and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
@@ -118,6 +118,7 @@ BENCHMARKS = {
     "train": (".bench.train", "a pretraining step against transformers: tokens/s, MFU, peak memory, data wait"),
     "generate": (".bench.generate", "batched decoding against transformers generate: tokens/s, time to first token"),
     "rl-step": (".bench.rl_step", "one GRPO step split into generation, reference, policy, backward, optimizer"),
+    "serve": (".bench.serve", "load on running servers (and a --baseline): requests/s, tokens/s, TTFT, latency"),
 }
 
 

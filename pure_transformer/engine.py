@@ -84,7 +84,7 @@ class Sample:
 
 
 @dataclass
-class _Row:
+class Row:
     prompt: int
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -187,6 +187,37 @@ class _PromptNoise:
             rows, samples = zip(*slots)
             out[list(rows)] = q[list(samples)]
         return out
+
+
+def row_stopped(tok: Tokenizer, row: Row, params: SamplingParams) -> bool:
+    """Whether ``row``'s last token ended it: end-of-text, or a stop string now in its text."""
+    if row.tokens[-1] == tok.eot_id:
+        return True
+    if not params.stop_strings:
+        return False
+    # Only the tail can complete a stop string that was not there one token ago.
+    tail = tok.decode(row.tokens[-16:])
+    return any(s in tail for s in params.stop_strings)
+
+
+def finish_row(tok: Tokenizer, row: Row, reason: Literal["stop", "length"], params: SamplingParams) -> Sample:
+    """The :class:`Sample` of a finished row: its text cut before a stop string."""
+    body = row.tokens[:-1] if row.tokens and row.tokens[-1] == tok.eot_id else row.tokens
+    text = tok.decode(body)
+    for s in params.stop_strings:
+        if s in text:
+            text = text[:text.index(s)]
+    if reason == "length":
+        # The budget can end inside a multi-byte character; its bytes decode to U+FFFD,
+        # which is no text the model wrote (stream_text holds it back the same way).
+        text = text.rstrip("\ufffd")
+    keep = None
+    if row.keep:
+        width = max(k.numel() for k in row.keep)
+        keep = torch.full((len(row.keep), width), -1, dtype=torch.int32)  # ids < 2**31; half of int64
+        for t, k in enumerate(row.keep):
+            keep[t, :k.numel()] = k
+    return Sample(list(row.tokens), torch.tensor(row.logprobs, dtype=torch.float32), keep, reason, text)
 
 
 def prefill(model: Transformer, prompts: list[list[int]], capacity: int, dtype: torch.dtype, pad_id: int = 0
@@ -293,33 +324,6 @@ class Engine:
     def device(self) -> torch.device:
         return self.model.embed_tokens.weight.device
 
-    def _stopped(self, row: _Row, params: SamplingParams) -> bool:
-        if row.tokens[-1] == self.tok.eot_id:
-            return True
-        if not params.stop_strings:
-            return False
-        # Only the tail can complete a stop string that was not there one token ago.
-        tail = self.tok.decode(row.tokens[-16:])
-        return any(s in tail for s in params.stop_strings)
-
-    def _finish(self, row: _Row, reason: Literal["stop", "length"], params: SamplingParams) -> Sample:
-        body = row.tokens[:-1] if row.tokens and row.tokens[-1] == self.tok.eot_id else row.tokens
-        text = self.tok.decode(body)
-        for s in params.stop_strings:
-            if s in text:
-                text = text[:text.index(s)]
-        if reason == "length":
-            # The budget can end inside a multi-byte character; its bytes decode to U+FFFD,
-            # which is no text the model wrote (stream_text holds it back the same way).
-            text = text.rstrip("\ufffd")
-        keep = None
-        if row.keep:
-            width = max(k.numel() for k in row.keep)
-            keep = torch.full((len(row.keep), width), -1, dtype=torch.int32)  # ids < 2**31; half of int64
-            for t, k in enumerate(row.keep):
-                keep[t, :k.numel()] = k
-        return Sample(list(row.tokens), torch.tensor(row.logprobs, dtype=torch.float32), keep, reason, text)
-
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams, num_samples: int = 1, *,
                  seeds: Sequence[int] | None = None) -> list[list[Sample]]:
@@ -368,7 +372,7 @@ class Engine:
             cache = (self._static_rows(prefilled, rows_idx, capacity) if self.static_cache
                      else prefilled.select(rows_idx))
             del prefilled
-            rows = [_Row(prompt=i // num_samples) for i in range(len(prompts) * num_samples)]
+            rows = [Row(prompt=i // num_samples) for i in range(len(prompts) * num_samples)]
             active = list(range(len(rows)))  # rows[active[j]] lives in cache row j
             live = torch.ones(len(active), dtype=torch.bool)  # on the host: read row by row, never a device sync
             done: dict[int, Sample] = {}
@@ -386,8 +390,8 @@ class Engine:
                         row.keep.append(keep_host[j][keep_host[j] >= 0])
                     if stream:
                         yield tokens_list[j]
-                    if self._stopped(row, params):
-                        done[r] = self._finish(row, "stop", params)
+                    if row_stopped(self.tok, row, params):
+                        done[r] = finish_row(self.tok, row, "stop", params)
                         live[j] = False
                 if not live.any() or step == capacity - longest - 1:
                     break
@@ -400,34 +404,50 @@ class Engine:
                 logits = self._decode_next(tokens, cache)
         for r, row in enumerate(rows):
             if r not in done:
-                done[r] = self._finish(row, "length", params)
+                done[r] = finish_row(self.tok, row, "length", params)
         self.model.train(was_training)
         yield [[done[p * num_samples + s] for s in range(num_samples)] for p in range(len(prompts))]
 
 
-def stream_text(engine: Engine, prompt: str | list[int], params: SamplingParams) -> Iterator[str]:
-    """Yield the completion of ``prompt`` as text pieces, as tokens arrive. A text
-    prompt starts after end-of-text, as every training document; ids are used as given.
+class TextStream:
+    """Incremental text of one completion, token by token (what :func:`stream_text` and the
+    server's streams emit).
 
     Byte-level BPE can split one character over several tokens, so the text is
     re-decoded and only the new, complete suffix is emitted (a trailing U+FFFD
-    means a character is still incomplete).
-    """
-    ids = prompt if isinstance(prompt, list) else [engine.tok.eot_id] + engine.tok.encode(prompt)
-    tokens: list[int] = []
-    shown = ""
-    for token in engine.stream(ids, params):
-        if token == engine.tok.eot_id:
-            break
-        tokens.append(token)
-        text = engine.tok.decode(tokens)
+    means a character is still incomplete). End-of-text or a stop string ends it."""
+
+    def __init__(self, tok: Tokenizer, stop_strings: Sequence[str]):
+        self.tok, self.stop_strings = tok, tuple(stop_strings)
+        self.tokens: list[int] = []
+        self.shown, self.done = "", False
+
+    def feed(self, token: int) -> str:
+        """The new text after ``token`` ("" when none is complete yet, or once done)."""
+        if self.done:
+            return ""
+        if token == self.tok.eot_id:
+            self.done = True
+            return ""
+        self.tokens.append(token)
+        text = self.tok.decode(self.tokens)
         if text.endswith("\ufffd"):
-            continue
-        stop = next((s for s in params.stop_strings if s in text), None)
+            return ""
+        stop = next((s for s in self.stop_strings if s in text), None)
         if stop is not None:
-            text = text[:text.index(stop)]
-        if len(text) > len(shown):
-            yield text[len(shown):]
-            shown = text
-        if stop is not None:
+            text, self.done = text[:text.index(stop)], True
+        piece = text[len(self.shown):] if len(text) > len(self.shown) else ""
+        self.shown = max(self.shown, text, key=len)
+        return piece
+
+
+def stream_text(engine: Engine, prompt: str | list[int], params: SamplingParams) -> Iterator[str]:
+    """Yield the completion of ``prompt`` as text pieces, as tokens arrive (see :class:`TextStream`).
+    A text prompt starts after end-of-text, as every training document; ids are used as given."""
+    ids = prompt if isinstance(prompt, list) else [engine.tok.eot_id] + engine.tok.encode(prompt)
+    text = TextStream(engine.tok, params.stop_strings)
+    for token in engine.stream(ids, params):
+        if piece := text.feed(token):
+            yield piece
+        if text.done:
             break

@@ -7,6 +7,9 @@
   mask and the write position is a device tensor, so a decode step has one shape
   and can be compiled once and replayed as a CUDA graph.
 
+- :func:`right_aligned`: merges rows of several caches into one (the serving
+  scheduler's continuous batching: rows prefilled apart join one batch).
+
 Both left-pad rows of different prompt lengths: ``pad[b]`` leading slots of row
 ``b`` hold padding that no query attends to, and RoPE positions count from the
 first real token.
@@ -172,3 +175,32 @@ class StaticKVCache:
         for t in (*self.k, *self.v, self.pad):
             t[:len(keep)] = t[keep]  # the gather is a new tensor, so overlapping rows are safe
         return self.rows(len(keep))
+
+
+@torch.no_grad()
+def right_aligned(parts: list[tuple[KVCache, torch.Tensor]], extra: int) -> KVCache:
+    """A fresh cache of ``rows`` from each ``(cache, rows)`` part, every row's last filled
+    slot at the same place, and ``extra`` free slots after it: how rows prefilled apart
+    (or decoded for different lengths) join one batch that writes one slot per step.
+
+    The common left padding is trimmed, so the filled slots are as many as the longest
+    row's own tokens. The capacity may pass ``max_seq_len``: a row's RoPE position is its
+    slot minus its padding, which stays below its own prompt + max_tokens, so only the
+    slot count, never a position, grows with the rows around it."""
+    own = [c.length - c.pad[rows] for c, rows in parts]  # (R_i,) tokens each row holds
+    length = max(int(o.max()) for o in own)
+    first = parts[0][0]
+    total = sum(len(rows) for _, rows in parts)
+    shape = (total, first.k[0].shape[1], length + extra, first.k[0].shape[3])
+    k = [torch.zeros(shape, device=t.device, dtype=t.dtype) for t in first.k]
+    v = [torch.zeros(shape, device=t.device, dtype=t.dtype) for t in first.v]
+    pads, at = [], 0
+    for (cache, rows), o in zip(parts, own):
+        shift = length - cache.length  # every slot of this part moves by as much; < 0 trims padding
+        src, dst = max(0, -shift), max(0, shift)
+        for mine, theirs in ((k, cache.k), (v, cache.v)):
+            for d, s in zip(mine, theirs):
+                d[at:at + len(rows), :, dst:length] = s[rows, :, src:cache.length]
+        pads.append(length - o)
+        at += len(rows)
+    return KVCache(k, v, torch.cat(pads), length)

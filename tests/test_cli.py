@@ -112,6 +112,8 @@ FROZEN_FLAGS = {
     "bench generate": "--batch --compile --device --model --new-tokens --no-compile --prompt-len --repeats "
                       "--samples-per-prompt --threads",
     "bench rl-step": "--checkpoint --config --device --model --set --steps --threads",
+    "bench serve": "--api-key --baseline --clients --max-tokens --requests-per-client --seed --sequential "
+                   "--stream-share --url",
     "bench train": "--activation-checkpointing --compile --device --micro-batch --model --no-compile --num-workers "
                    "--peak-tflops --repeats --seq-len --steps --threads",
     "data export-bundled": "--out --seed",
@@ -128,7 +130,8 @@ FROZEN_FLAGS = {
                 "--print-config --resume --set --stop-at-step",
     "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --print-config "
           "--resume --set --stop-at-step --task --val-data-path",
-    "serve": "--api-key --checkpoint --device --host --max-concurrency --max-tokens --name --port --shutdown-timeout",
+    "serve": "--api-key --checkpoint --device --host --kv-cache-tokens --max-queue --max-running-rows --max-tokens "
+             "--name --port --queue-timeout --shutdown-timeout",
     "tokenizer train": "--input --max-docs --out --quiet --text-field --vocab-size",
 }
 

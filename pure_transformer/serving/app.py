@@ -19,7 +19,8 @@ Endpoints:
   lm-evaluation-harness prompt, for ``text``/``explain`` over the option texts
   (after a greedy ``explanation``, which is returned); over-long prompts keep
   their end, as the harness does.
-- ``GET /v1/models``, ``GET /health`` and ``GET /`` (a small demo page).
+- ``GET /v1/models``, ``GET /health`` (with queue depth and running rows), ``GET /metrics``
+  (Prometheus, :mod:`.metrics`) and ``GET /`` (a small demo page).
 
 Chats are rendered with the text template in :mod:`.schemas` and stop at
 ``"\\nUser:"`` (plus any ``stop`` strings); the reply is stripped of
@@ -27,30 +28,29 @@ surrounding whitespace.
 
 Limits (:class:`ServerLimits`): ``max_tokens`` cap, ``prompt + max_tokens`` must
 fit the model context, ``n`` cap, prompts per request, a request's whole work
-(prompt tokens plus ``n x max_tokens`` per prompt), request body size (413) and
-concurrent requests (429 at once, never queued forever). Every error, bad input
+(prompt tokens plus ``n x max_tokens`` per prompt) and request body size (413).
+Under load a request waits in a bounded queue (``--max-queue``, 429 with ``Retry-After``
+only once it is full) and gets 503 if it waited longer than ``--queue-timeout``. Every error, bad input
 included, is an OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}``
 with a 4xx status. Lone UTF-16 surrogates in request text (valid JSON, not
 encodable) become U+FFFD, so echoing them back cannot fail. On SIGTERM running
 requests get ``--shutdown-timeout`` seconds, then the server exits regardless.
 
 With ``--api-key`` every ``/v1/*`` route requires ``Authorization: Bearer KEY``;
-``/health`` and ``/`` stay open so load balancers and the page shell work.
+``/health``, ``/metrics`` and ``/`` stay open so load balancers, scrapers and the page shell work.
 The page itself calls ``/v1/*`` and so needs the key (it has a field for it).
 
-Threading: the model runs on one worker thread, so the event loop never blocks
-and no two forward passes race. Non-streaming requests wait a few ms in a
-queue and those with identical sampling parameters (and no seed, whose result
-must not depend on its batch-mates) go through one ``Engine.generate`` call.
-Streams advance one text piece per hop to that thread, so they interleave with
-batches, and a client that disconnects stops its generation.
+Threading: the model runs on one thread, owned by the continuous-batching
+:class:`~.scheduler.Scheduler`: every request being generated for, streamed or not,
+whatever its sampling parameters, is a set of rows in one running batch; each step
+advances every row, finished rows leave at once and waiting requests join between
+steps. A client that disconnects frees its rows at the next step. The event loop
+never blocks on the model; scoring calls (MCQ, ``logprobs``) run between two steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
 import os
 import sys
@@ -62,18 +62,18 @@ from typing import Any, AsyncIterator
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..answer_format import AnswerFormat, require_answerable
-from ..engine import Engine, SamplingParams, stream_text
+from ..engine import Engine, SamplingParams, TextStream
 from ..errors import ConfigError, DataError, UserError
 from ..mcq import MCQ
-from .http import (APIError, ApiKeyMiddleware, BodyLimitMiddleware, ConcurrencyGate, Lease, install_error_handlers,
-                   openai_h11_protocol)
+from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers, openai_h11_protocol
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
                       chat_prompt, check_work, clean_text, sampling_params)
-from .worker import ModelWorker, TokenTap, mcq_answer
+from .metrics import Metrics, StatusMiddleware
+from .worker import ClientGone, Job, ModelWorker, explanation_request, mcq_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -83,19 +83,19 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-class LeasedStream(StreamingResponse):
-    """Releases its concurrency lease however the response ends, including a client that
-    leaves before the body generator has even started (its own ``finally`` would never run)."""
+class JobStream(StreamingResponse):
+    """Closes its job (freeing the rows still running) however the response ends, including a
+    client that leaves before the body generator has even started (its own ``finally`` would never run)."""
 
-    def __init__(self, content: AsyncIterator[str], lease: Lease, **kwargs: Any):
+    def __init__(self, content: AsyncIterator[str], job: Job, **kwargs: Any):
         super().__init__(content, **kwargs)
-        self.lease = lease
+        self.job = job
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.lease.release()
+            self.job.close()
 
 
 def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | None = None,
@@ -103,8 +103,8 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     """The HTTP app around an already-loaded model (tests pass a tiny random one);
     ``/v1/mcq`` asks questions in ``answer_format`` (the checkpoint's)."""
     engine = Engine(model, tokenizer)
-    worker = ModelWorker(engine, limits.batch_window_s)
-    gate = ConcurrencyGate(limits.max_concurrency)
+    metrics = Metrics()
+    worker = ModelWorker(engine, limits, metrics)
     context = model.cfg.max_seq_len
     created = int(time.time())
 
@@ -115,11 +115,12 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         await worker.stop()
 
     app = FastAPI(title="pure_transformer", lifespan=lifespan)
-    app.state.worker, app.state.gate = worker, gate
+    app.state.worker, app.state.metrics = worker, metrics
     install_error_handlers(app)
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
-    app.add_middleware(BodyLimitMiddleware, limit=limits.max_body_bytes)  # outermost: before auth reads anything
+    app.add_middleware(BodyLimitMiddleware, limit=limits.max_body_bytes)  # before auth reads anything
+    app.add_middleware(StatusMiddleware, metrics=metrics)  # outermost: every answer is counted
 
     def encode(prompt: str | list[int]) -> list[int]:
         """The model's input: after end-of-text, as every training document starts."""
@@ -145,18 +146,21 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
         if req.stream and (len(prompts) > 1 or top is not None or echo):
             raise APIError(400, "stream takes one prompt, without logprobs or echo", param="stream")
-        lease = gate.acquire()
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         head = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
                 "model": model_name}
-        if req.stream:
-            head["object"] = "chat.completion.chunk" if chat else "text_completion"
-            usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
-            return LeasedStream(stream(request, ids[0], params[0], req.n, chat, head, lease, usage), lease,
-                                media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        job = worker.open(ids, params, req.n, stream=req.stream)
+        handed = False  # to a JobStream, which closes the job when the response ends
         try:
-            # Concurrent waits: the batch loop runs the prompts through one generate call where it can.
-            groups = await asyncio.gather(*(worker.generate(i, p, req.n) for i, p in zip(ids, params)))
+            if req.stream:
+                await job.admitted(request)  # a queue timeout is still a 503, before any header is sent
+                head["object"] = "chat.completion.chunk" if chat else "text_completion"
+                usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
+                response = JobStream(stream(request, job, len(ids[0]), params[0], chat, head, usage), job,
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                handed = True
+                return response
+            groups = await job.results(request)
             choices = []
             for prompt, text, group in zip(ids, prompts, groups):
                 hidden = 0 if isinstance(text, list) and text[:1] == [tokenizer.eot_id] else 1  # encode()'s EOT
@@ -171,25 +175,24 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                                                                         s.tokens, top)
                         body = {"text": prefix + s.text, "logprobs": lp}
                     choices.append({"index": len(choices), **body, "finish_reason": s.finish_reason})
+        except ClientGone:
+            raise APIError(499, "client closed the request", code="client_closed_request") from None
         except ValueError as e:  # the engine's own input checks
             raise APIError(400, str(e)) from None
         finally:
-            lease.release()
+            if not handed:
+                job.close()
         used = sum(len(s.tokens) for g in groups for s in g)
         prompt_tokens = sum(map(len, ids))
         return {**head, "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
                           "total_tokens": prompt_tokens + used}}
 
-    async def stream(request: Request, prompt: list[int], params: SamplingParams, n: int, chat: bool, head: dict,
-                     lease: Lease, usage: bool) -> AsyncIterator[str]:
-        # n streams advance round-robin, one piece per hop to the model thread.
-        seeds = [(params.seed + i) % 2**63 if params.seed is not None else None for i in range(n)]
-        taps = [TokenTap(engine) for _ in range(n)]
-        pieces = [stream_text(tap, prompt, dataclasses.replace(params, seed=s))  # type: ignore[arg-type]
-                  for tap, s in zip(taps, seeds)]
-        live, started = set(range(n)), [False] * n
-        done = object()
+    async def stream(request: Request, job: Job, prompt_tokens: int, params: SamplingParams, chat: bool, head: dict,
+                     usage: bool) -> AsyncIterator[str]:
+        # The n samples' tokens arrive as the scheduler draws them, interleaved.
+        texts = [TextStream(tokenizer, params.stop_strings) for _ in range(job.n)]
+        started = [False] * job.n
 
         def chunk(i: int, text: str | None, finish: str | None) -> dict:
             if chat:
@@ -203,32 +206,28 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             return {**head, "choices": [choice]}
 
         try:
-            while live:
-                for i in sorted(live):
-                    if await request.is_disconnected():
-                        return  # finally closes the generators, ending their generation
-                    piece = await worker.call(next, pieces[i], done)
-                    if piece is done:
-                        live.discard(i)
-                        yield _sse(chunk(i, None, taps[i].finish_reason(params)))
-                        continue
-                    if chat and not started[i]:
-                        piece = piece.lstrip()  # the template leaves the reply's leading space to the model
-                        if not piece:
-                            continue
+            while job.open_rows:
+                _, kind, i, value = await job.next_event(request)
+                if kind == "done":
+                    yield _sse(chunk(i, None, value.finish_reason))
+                    continue
+                piece = texts[i].feed(value)
+                if chat and not started[i]:
+                    piece = piece.lstrip()  # the template leaves the reply's leading space to the model
+                if piece:
                     yield _sse(chunk(i, piece, None))
             if usage:  # stream_options.include_usage: one last chunk with no choices
-                used = sum(len(t.tokens) for t in taps)
-                yield _sse({**head, "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": used,
-                                                             "total_tokens": len(prompt) + used}})
+                used = sum(len(s.tokens) for s in job.samples[0])  # type: ignore[union-attr]
+                yield _sse({**head, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                                                             "total_tokens": prompt_tokens + used}})
             yield "data: [DONE]\n\n"
-        except ValueError as e:  # headers are sent already, so the error travels as an event
+        except ClientGone:
+            return  # JobStream closes the job, freeing its rows at the next step
+        except Exception as e:  # noqa: BLE001 - headers are sent already, so the error travels as an event
             yield _sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None, "code": None}})
             yield "data: [DONE]\n\n"  # and the stream still ends the way clients wait for
         finally:
-            for gen in pieces:
-                worker.pool.submit(gen.close)  # queued behind any step still running on the model thread
-            lease.release()
+            job.close()
 
     @app.post("/v1/completions")
     async def completions(request: Request, req: CompletionRequest) -> Any:
@@ -247,13 +246,15 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             require_answerable([question], answer_format, "asked")
         except DataError as e:
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
-        lease = gate.acquire()
         try:
-            result = await worker.call(mcq_answer, engine, question, answer_format)
+            explanation = None
+            if answer_format is AnswerFormat.EXPLAIN:  # the explanation is generated in the running batch
+                ids, params = explanation_request(engine, question, answer_format)
+                explanation = (await worker.generate(ids, params))[0].text
+            # The letter and option scores are forward passes between two decode steps, not decoding.
+            result = await worker.call(mcq_answer, engine, question, answer_format, explanation)
         except DataError as e:  # options and cue alone longer than the context: the request's fault
             raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
-        finally:
-            lease.release()
         return {"object": "mcq.answer", "model": model_name, "answer_format": answer_format.value, **result}
 
     @app.get("/v1/models")
@@ -263,7 +264,15 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name, "active_requests": gate.active}
+        scheduler = worker.scheduler
+        return {"status": "ok", "model": model_name, "active_requests": worker.active,
+                "waiting_requests": scheduler.waiting_requests, "running_requests": scheduler.running_requests,
+                "running_rows": scheduler.running_rows}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -280,8 +289,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
-    p.add_argument("--max-concurrency", type=int, default=ServerLimits.max_concurrency,
-                   help="requests served at once; more get 429")
+    p.add_argument("--max-running-rows", type=int, default=ServerLimits.max_running_rows,
+                   help="rows (prompt x sample) decoded together in the running batch")
+    p.add_argument("--kv-cache-tokens", type=int, default=None, metavar="N",
+                   help="KV-cache slots the running batch may hold (default: max-running-rows x the model context)")
+    p.add_argument("--max-queue", type=int, default=ServerLimits.max_queue,
+                   help="requests waiting to join the batch; past it a request gets 429")
+    p.add_argument("--queue-timeout", type=float, default=ServerLimits.queue_timeout_s, metavar="S",
+                   help="a request that waited this long in the queue gets 503")
     p.add_argument("--max-tokens", type=int, default=ServerLimits.max_tokens, help="cap on a request's max_tokens")
     p.add_argument("--shutdown-timeout", type=float, default=ServerLimits.shutdown_timeout_s, metavar="S",
                    help="on SIGTERM, seconds running requests may take to finish before the server exits")
@@ -298,7 +313,8 @@ def run(args: argparse.Namespace) -> None:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
-    limits = ServerLimits(max_concurrency=args.max_concurrency, max_tokens=args.max_tokens,
+    limits = ServerLimits(max_running_rows=args.max_running_rows, kv_cache_tokens=args.kv_cache_tokens,
+                          max_queue=args.max_queue, queue_timeout_s=args.queue_timeout, max_tokens=args.max_tokens,
                           shutdown_timeout_s=args.shutdown_timeout)
     # Bind before loading the model: a taken port fails in a second, as one line, not after the load
     # (uvicorn itself would log the error and exit with its own status).

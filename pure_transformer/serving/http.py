@@ -1,5 +1,5 @@
 """HTTP plumbing for :mod:`pure_transformer.serving.app`: OpenAI-shaped errors, the
-body-size and API-key middlewares, and the concurrency gate.
+body-size and API-key middlewares, and uvicorn's own rejections.
 
 The middlewares are plain ASGI (not ``BaseHTTPMiddleware``) so they run before
 FastAPI parses anything and never get in the way of streaming responses or
@@ -26,15 +26,16 @@ class APIError(Exception):
     """A request problem that becomes an OpenAI-shaped error response."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None,
-                 type: str = "invalid_request_error", code: str | None = None):
+                 type: str = "invalid_request_error", code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = status, message, param, type, code
+        self.headers = headers
 
 
 def error_response(status: int, message: str, *, param: str | None = None, type: str = "invalid_request_error",
-                   code: str | None = None) -> JSONResponse:
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 _UNION_TAG = re.compile(r"(str|int|float|bool|list|dict|none)|.*[\[(].*")
@@ -55,7 +56,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, type=exc.type, code=exc.code)
+        return error_response(exc.status, exc.message, param=exc.param, type=exc.type, code=exc.code,
+                              headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -143,32 +145,6 @@ class ApiKeyMiddleware:
                                           type="authentication_error", code="invalid_api_key")
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)
-
-
-class ConcurrencyGate:
-    """Counts requests in flight; past the limit a request is refused, not queued.
-
-    Only the event loop touches the counter, so no lock is needed."""
-
-    def __init__(self, limit: int):
-        self.limit, self.active = limit, 0
-
-    def acquire(self) -> "Lease":
-        if self.active >= self.limit:
-            raise APIError(429, f"server busy: {self.limit} requests already in flight, retry shortly",
-                           type="rate_limit_error", code="rate_limit_exceeded")
-        self.active += 1
-        return Lease(self)
-
-
-class Lease:
-    def __init__(self, gate: ConcurrencyGate):
-        self.gate, self.held = gate, True
-
-    def release(self) -> None:
-        if self.held:  # idempotent: streams release from several exit paths
-            self.held = False
-            self.gate.active -= 1
 
 
 # ------------------------------------------------------------------ protocol

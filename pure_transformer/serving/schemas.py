@@ -28,10 +28,16 @@ class ServerLimits:
     max_n: int = 16
     max_stop: int = 4
     max_body_bytes: int = 64 * 1024
-    max_concurrency: int = 8
-    """Requests being served at once (streams count until they end); more get 429."""
-    batch_window_s: float = 0.005
-    """How long a non-streaming request waits for batch-mates."""
+    max_running_rows: int = 64
+    """Rows (prompt x sample) in the running batch; a request larger than this runs alone."""
+    kv_cache_tokens: int | None = None
+    """KV-cache slots (rows x slots) the running batch may hold; None: max_running_rows x the model context."""
+    max_queue: int = 256
+    """Requests waiting to join the batch; past it a request gets 429."""
+    queue_timeout_s: float = 60.0
+    """A request that waited this long without joining the batch gets 503."""
+    retry_after_s: int = 1
+    """The ``Retry-After`` header of a 429 or 503."""
     max_prompts: int = 256
     """Prompts in one completions request (lm-eval's local-completions sends its batch as one)."""
     max_request_tokens: int = 262_144
@@ -40,8 +46,11 @@ class ServerLimits:
     """On SIGTERM, how long running requests may finish before the server exits regardless."""
 
     def __post_init__(self) -> None:
-        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_concurrency",
-                                "max_prompts", "max_request_tokens"), "ServerLimits.")
+        require_positive(self, ("max_tokens", "default_max_tokens", "max_n", "max_body_bytes", "max_running_rows",
+                                "max_queue", "queue_timeout_s", "retry_after_s", "max_prompts", "max_request_tokens"),
+                         "ServerLimits.")
+        if self.kv_cache_tokens is not None:
+            require_positive(self, ("kv_cache_tokens",), "ServerLimits.")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

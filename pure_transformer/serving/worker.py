@@ -1,133 +1,182 @@
-"""The model side of :mod:`pure_transformer.serving.app`: one worker thread that owns
-the engine, a queue that batches compatible non-streaming requests, and the
-MCQ scorer.
+"""The model side of :mod:`pure_transformer.serving.app`: the worker that owns the
+:class:`~pure_transformer.serving.scheduler.Scheduler` (and so the model thread),
+the :class:`Job` through which one HTTP request waits for its rows, and the MCQ scorer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from ..answer_format import AnswerFormat
-from ..engine import Engine, Sample, SamplingParams
-from ..mcq import MCQ
+from ..engine import Engine, Sample, SamplingParams, prompt_seed
 from ..eval.scoring import continuation_logprobs, fit_prompt, letter_scores
+from ..mcq import MCQ
+from .http import APIError
+from .scheduler import Entry, QueueTimeout, Scheduler
+from .schemas import ServerLimits
+
+DISCONNECT_POLL_S = 0.1
+"""How often a waiting request checks that its client is still there."""
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited or ran."""
 
 
 # ------------------------------------------------------------------ worker
-@dataclass
-class _Job:
-    prompt: list[int]
-    params: SamplingParams
-    n: int
-    future: asyncio.Future
-
-
 class ModelWorker:
-    """Owns the engine and its one worker thread; batches compatible requests."""
+    """Owns the scheduler; admits requests into its queue (429 once it is full)."""
 
-    def __init__(self, engine: Engine, window_s: float):
-        self.engine, self.window_s = engine, window_s
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.batches = 0  # generate calls so far, for tests and /health
-        self._task: asyncio.Task | None = None
-        self._calls = 0  # on the model thread or waiting for it
+    def __init__(self, engine: Engine, limits: ServerLimits, metrics: Any):
+        self.engine, self.limits, self.metrics = engine, limits, metrics
+        kv_tokens = limits.kv_cache_tokens or limits.max_running_rows * engine.model.cfg.max_seq_len
+        self.scheduler = Scheduler(engine, max_rows=limits.max_running_rows, kv_tokens=kv_tokens,
+                                   queue_timeout_s=limits.queue_timeout_s, metrics=metrics)
+        metrics.bind(self.scheduler)
+        self.active = 0  # requests between open() and Job.close(), streams until they end
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._batch_loop())
+        self.scheduler.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the model thread."""
-        self._calls += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-        finally:
-            self._calls -= 1
+        self.scheduler.stop()
 
     def busy(self) -> bool:
-        """Whether a call is queued or running on the model thread."""
-        return self._calls > 0
+        """Whether rows run or a call runs or waits on the model thread."""
+        return self.scheduler.busy()
 
-    async def generate(self, prompt: list[int], params: SamplingParams, n: int) -> list[Sample]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(prompt, params, n, future))
-        return await future
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the model thread, between two decode steps."""
+        return await asyncio.wrap_future(self.scheduler.call(fn, *args))
 
-    async def _batch_loop(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            await asyncio.sleep(self.window_s)  # let concurrent requests join this batch
-            while not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
-            groups: dict[Any, list[_Job]] = {}
-            for job in jobs:
-                # A seeded request runs alone: its samples must not depend on its batch-mates.
-                key = (job.params, job.n) if job.params.seed is None else id(job)
-                groups.setdefault(key, []).append(job)
-            for group in groups.values():
-                await self._run_group(group)
+    def open(self, prompts: list[list[int]], params: list[SamplingParams], n: int, *, stream: bool) -> "Job":
+        """Queue one request's prompts (``n`` samples each); 429 when the queue is full."""
+        if self.scheduler.waiting_requests >= self.limits.max_queue:
+            raise APIError(429, f"server busy: {self.limits.max_queue} requests already waiting, retry shortly",
+                           type="rate_limit_error", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(self.limits.retry_after_s)})
+        return Job(self, prompts, params, n, stream)
 
-    async def _run_group(self, group: list[_Job]) -> None:
-        self.batches += 1
+    async def generate(self, prompt: list[int], params: SamplingParams, n: int = 1) -> list[Sample]:
+        """The ``n`` samples of one prompt through the scheduler (no client to watch)."""
+        job = self.open([prompt], [params], n, stream=False)
         try:
-            results = await self.call(self.engine.generate, [j.prompt for j in group], group[0].params, group[0].n)
-        except Exception as e:  # noqa: BLE001 - delivered to each waiting request instead of killing the loop
-            for job in group:
-                if not job.future.done():
-                    job.future.set_exception(e)
+            return (await job.results(None))[0]
+        finally:
+            job.close()
+
+
+class Job:
+    """One HTTP request's entries, seen from the event loop: its events arrive in a queue."""
+
+    def __init__(self, worker: ModelWorker, prompts: list[list[int]], params: list[SamplingParams], n: int,
+                 stream: bool):
+        self.worker, self.n = worker, n
+        self.events: asyncio.Queue[tuple] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def sink(i: int) -> Any:
+            def deliver(event: tuple) -> None:
+                try:
+                    loop.call_soon_threadsafe(self.events.put_nowait, (i, *event))
+                except RuntimeError:  # the loop is closed: the server is going away
+                    pass
+            return deliver
+
+        # A seeded prompt draws as Engine.generate([prompt], params, n) draws it: prompt_seed(seed, 0).
+        self.entries = [Entry(ids, p, n, prompt_seed(p.seed, 0) if p.seed is not None
+                              else int(torch.randint(2**62, ()).item()), stream, sink(i), job=self)
+                        for i, (ids, p) in enumerate(zip(prompts, params))]
+        self.samples: list[list[Sample | None]] = [[None] * n for _ in prompts]
+        self.unadmitted, self.open_rows = len(prompts), len(prompts) * n
+        self.closed = self.failed = False
+        self._held: list[tuple] = []  # events read while waiting for admission, replayed first
+        worker.active += 1
+        worker.scheduler.submit(self.entries)
+
+    async def next_event(self, request: Any) -> tuple:
+        """(prompt index, kind, ...) of the next event; raises ClientGone when ``request``'s
+        client left, 503 on a queue timeout, and an entry's error as itself."""
+        while True:
+            if self._held and not self.unadmitted:
+                return self._held.pop(0)
+            try:
+                event = self.events.get_nowait() if not self.events.empty() else \
+                    await asyncio.wait_for(self.events.get(), DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    raise ClientGone() from None
+                continue
+            kind = event[1]
+            if kind == "admitted":
+                self.unadmitted -= 1
+            elif kind == "done":
+                self.samples[event[0]][event[2]] = event[3]
+                self.open_rows -= 1
+            elif kind == "error":
+                self.failed = True  # its rows are gone already; closing it is no disconnect
+                error = event[2]
+                if isinstance(error, QueueTimeout):
+                    raise APIError(503, f"server overloaded: this request {error}; retry later", type="server_error",
+                                   code="queue_timeout", headers={"Retry-After": str(self.worker.limits.retry_after_s)})
+                raise error
+            return event
+
+    async def admitted(self, request: Any) -> None:
+        """Wait until every prompt has joined the running batch (its events stay queued)."""
+        while self.unadmitted:
+            event = await self.next_event(request)
+            if event[1] != "admitted":
+                self._held.append(event)
+
+    async def results(self, request: Any) -> list[list[Sample]]:
+        """Every prompt's samples, once all rows are done."""
+        while self.open_rows:
+            await self.next_event(request)
+        return self.samples  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Free the rows still running or waiting (idempotent)."""
+        if self.closed:
             return
-        for job, samples in zip(group, results):
-            if not job.future.done():  # a cancelled waiter (client gone) just drops its result
-                job.future.set_result(samples)
-
-
-class TokenTap:
-    """Stands in for an Engine in :func:`stream_text` and records the tokens, so a
-    stream can report its finish reason and token count."""
-
-    def __init__(self, engine: Engine):
-        self.engine, self.tok, self.tokens = engine, engine.tok, []
-
-    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        for token in self.engine.stream(prompt, params):
-            self.tokens.append(token)
-            yield token
-
-    def finish_reason(self, params: SamplingParams) -> str:
-        if self.tokens and self.tokens[-1] == self.tok.eot_id:
-            return "stop"
-        text = self.tok.decode(self.tokens)
-        return "stop" if any(s in text for s in params.stop_strings) else "length"
+        self.closed = True
+        self.worker.active -= 1
+        if self.open_rows and not self.failed:
+            self.worker.metrics.disconnects.inc()
+        if self.open_rows:
+            self.worker.scheduler.cancel(self.entries)
 
 
 # --------------------------------------------------------------------- mcq
-def mcq_answer(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> dict[str, Any]:
+def explanation_request(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> tuple[list[int], SamplingParams]:
+    """(prompt ids, greedy params) of the explanation the ``explain`` format writes before its answer."""
+    params = SamplingParams(max_new_tokens=answer_format.max_new_tokens(), temperature=0.0,
+                            stop_strings=("\nAnswer:", *answer_format.stop_strings()))
+    ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, params.max_new_tokens)
+    return ids, params
+
+
+def mcq_answer(engine: Engine, mcq: MCQ, answer_format: AnswerFormat, explanation: str | None = None
+               ) -> dict[str, Any]:
     """The model's answer to one question, asked the way it was trained.
 
     ``letter``: the softmax over the log-likelihoods of its letters " A", " B".. after the harness
     prompt. ``text``: the softmax over each option's text as the continuation of the
     format's prompt. ``explain``: a greedy explanation first (returned), then the
-    softmax over each ``"\nAnswer: {option}"`` after it.
+    softmax over each ``"\nAnswer: {option}"`` after it. The server passes the
+    ``explanation`` it generated through its scheduler; without one it is generated here.
     """
     if answer_format is AnswerFormat.LETTER:
         probs = dict(zip(mcq.letters, torch.softmax(letter_scores(engine.model, engine.tok, [mcq])[0], dim=0).tolist()))
         return {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}
-    context, explanation = answer_format.prompt(mcq), None
+    context = answer_format.prompt(mcq)
     if answer_format is AnswerFormat.EXPLAIN:
-        params = SamplingParams(max_new_tokens=answer_format.max_new_tokens(), temperature=0.0,
-                                stop_strings=("\nAnswer:", *answer_format.stop_strings()))
-        ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, params.max_new_tokens)
-        explanation = engine.generate([ids], params)[0][0].text
+        if explanation is None:
+            ids, params = explanation_request(engine, mcq, answer_format)
+            explanation = engine.generate([ids], params)[0][0].text
         context += explanation + "\nAnswer:"
     scores = continuation_logprobs(engine.model, engine.tok, [(context, f" {text}") for text in mcq.options.values()])
     probs = dict(zip(mcq.letters, torch.softmax(scores, dim=0).tolist()))

@@ -24,7 +24,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def url(tiny_model, tiny_tokenizer, serving) -> Iterator[str]:
-    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits(max_concurrency=16))
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits())
     with serving(app) as base:
         yield base
 

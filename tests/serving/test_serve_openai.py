@@ -164,20 +164,23 @@ def test_protocol_level_rejections_are_openai_shaped(tiny_model, tiny_tokenizer,
 
 
 def test_a_stream_that_fails_part_way_still_ends_with_done(tiny_model, tiny_tokenizer, serving, monkeypatch):
-    from pure_transformer.serving import worker
+    from pure_transformer.serving import scheduler
 
-    real = worker.TokenTap.stream
+    real, steps = scheduler.decode_step, []
 
-    def failing(self, prompt, params):  # fault injection: the engine raises after two tokens
-        for i, token in enumerate(real(self, prompt, params)):
-            if i == 2:
-                raise ValueError("injected failure")
-            yield token
+    def failing(model, tokens, cache):  # fault injection: the engine raises on the third decode step
+        steps.append(1)
+        if len(steps) == 3:
+            raise ValueError("injected failure")
+        return real(model, tokens, cache)
 
-    monkeypatch.setattr(worker.TokenTap, "stream", failing)
+    monkeypatch.setattr(scheduler, "decode_step", failing)
     with serving(create_app(tiny_model, tiny_tokenizer, model_name="tiny")) as base, \
             httpx.Client(base_url=base, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json={"prompt": "Question:", "max_tokens": 8, "temperature": 0,
                                                        "stream": True}) as r:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
-    assert "injected failure" in lines[-2] and lines[-1] == "data: [DONE]"
+        assert "injected failure" in lines[-2] and lines[-1] == "data: [DONE]"
+        # The failure cost that batch, not the server: the next request is served.
+        again = c.post("/v1/completions", json={"prompt": "Question:", "max_tokens": 4, "temperature": 0})
+        assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] >= 1

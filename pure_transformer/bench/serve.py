@@ -1,0 +1,205 @@
+"""``pure-transformer bench serve``: a load generator against running servers.
+
+    pure-transformer bench serve --url http://127.0.0.1:8000 [--baseline http://127.0.0.1:8001] \\
+        --clients 1,8,32,64 --requests-per-client 4 --stream-share 0.25
+
+For each client count, that many clients each send ``--requests-per-client``
+completions back to back (a closed loop, no retries, one connection each). The
+requests are drawn once from ``--seed`` with mixed sampling parameters (greedy and
+sampled temperatures, top-p, some seeded, ``n`` of 1 or 2) and a ``--stream-share``
+of streams, so every server gets the very same requests. With ``--baseline`` the
+two servers take turns level by level (new, old, old, new, ...), so load from other
+processes hits both alike. ``--sequential N`` also sends the requests of the
+N-client level from one client, one after another.
+
+Reported per server and level: requests served / sent (anything but 200 counts as
+not served), requests/s, generated tokens/s (the servers' own ``usage`` counts),
+p50/p95 time to first token (streams: the first text chunk; a non-streaming
+request's first token is unobservable, so its whole latency stands in) and p50/p95
+latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+PROMPTS = ["Question: a patient has fever and a rash. What is the most likely cause?", "The heart pumps",
+           "Patients with type 2 diabetes often", "Blood pressure is measured", "Answer briefly: what is anemia?",
+           "The liver", "Symptoms of dehydration include", "A 45-year-old man presents with chest pain"]
+
+
+@dataclass
+class Outcome:
+    status: int
+    latency_s: float
+    first_s: float
+    tokens: int
+
+
+@dataclass
+class Level:
+    server: str
+    clients: str
+    sent: int
+    wall_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def row(self) -> list[str]:
+        ok = [o for o in self.outcomes if o.status == 200]
+        tokens = sum(o.tokens for o in ok)
+
+        def pct(values: list[float], q: float) -> str:
+            if not values:
+                return "-"
+            values = sorted(values)
+            return f"{values[min(len(values) - 1, int(q * len(values)))]:.3f}"
+
+        first, latency = [o.first_s for o in ok], [o.latency_s for o in ok]
+        failed = sorted({o.status for o in self.outcomes if o.status != 200})
+        served = f"{len(ok)}/{self.sent}" + (f" (got {', '.join(map(str, failed))})" if failed else "")
+        return [self.clients, self.server, served, f"{len(ok) / self.wall_s:.2f}",
+                f"{tokens / self.wall_s:.1f}", pct(first, 0.5), pct(first, 0.95), pct(latency, 0.5),
+                pct(latency, 0.95)]
+
+
+HEADER = ["clients", "server", "served", "req/s", "gen tok/s", "TTFT p50 s", "TTFT p95 s", "latency p50 s",
+          "latency p95 s"]
+
+
+def requests_for(count: int, rng: random.Random, *, max_tokens: int, stream_share: float) -> list[dict]:
+    """``count`` completion bodies with mixed sampling parameters."""
+    out = []
+    for i in range(count):
+        temperature = rng.choice([0.0, 0.7, 1.0, 1.2])
+        body: dict[str, Any] = {"prompt": f"{rng.choice(PROMPTS)} ({i})", "max_tokens": rng.choice(
+            [max_tokens // 2, max_tokens]), "temperature": temperature, "top_p": rng.choice([1.0, 0.9, 0.5]),
+            "n": rng.choice([1, 1, 1, 2])}
+        if rng.random() < 0.5:
+            body["seed"] = rng.randrange(2**31)
+        if rng.random() < stream_share:
+            body.update(stream=True, n=1, stream_options={"include_usage": True})
+        out.append(body)
+    return out
+
+
+async def one(client: Any, body: dict) -> Outcome:
+    start = time.perf_counter()
+    try:
+        if not body.get("stream"):
+            r = await client.post("/v1/completions", json=body)
+            elapsed = time.perf_counter() - start
+            tokens = r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0
+            return Outcome(r.status_code, elapsed, elapsed, tokens)
+        first, tokens = None, 0
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return Outcome(r.status_code, time.perf_counter() - start, 0.0, 0)
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    return Outcome(500, time.perf_counter() - start, 0.0, 0)
+                if first is None and event["choices"] and event["choices"][0].get("text"):
+                    first = time.perf_counter() - start
+                if event.get("usage"):
+                    tokens = event["usage"]["completion_tokens"]
+        elapsed = time.perf_counter() - start
+        return Outcome(200, elapsed, elapsed if first is None else first, tokens)
+    except Exception:  # noqa: BLE001 - a dropped connection or timeout is an unserved request, not a crash
+        return Outcome(0, time.perf_counter() - start, 0.0, 0)
+
+
+async def run_level(url: str, name: str, bodies: list[list[dict]], api_key: str | None, timeout_s: float) -> Level:
+    """One client per list in ``bodies``, each sending its requests one after another."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=len(bodies) + 1, max_keepalive_connections=len(bodies) + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers, limits=limits,
+                                 transport=httpx.AsyncHTTPTransport(retries=0, limits=limits)) as client:
+
+        async def loop(mine: list[dict]) -> list[Outcome]:
+            return [await one(client, b) for b in mine]
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(loop(mine) for mine in bodies))
+        wall = time.perf_counter() - start
+    level = Level(name, str(len(bodies)), sum(map(len, bodies)), wall)
+    level.outcomes = [o for r in results for o in r]
+    return level
+
+
+def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int, stream_share: float,
+                max_tokens: int, seed: int, sequential: int | None, api_key: str | None = None,
+                timeout_s: float = 600.0, say: Any = print) -> list[Level]:
+    """Every level against every server, in alternating order; returns the measured levels."""
+    rng = random.Random(seed)
+    plan: list[tuple[str, list[list[dict]]]] = []
+    for c in clients:
+        bodies = requests_for(c * per_client, rng, max_tokens=max_tokens, stream_share=stream_share)
+        plan.append((str(c), [bodies[i::c] for i in range(c)]))
+        if sequential == c:
+            plan.append((f"1 (the {c}-client requests in sequence)", [bodies]))
+    levels = []
+    for k, (label, bodies) in enumerate(plan):
+        measured = {}
+        for name in list(servers) if k % 2 == 0 else list(servers)[::-1]:
+            measured[name] = level = asyncio.run(run_level(servers[name], name, bodies, api_key, timeout_s))
+            level.clients = label
+            say(f"  {label} clients, {name}: {len(level.outcomes)} requests in {level.wall_s:.1f} s", file=sys.stderr)
+        levels += [measured[name] for name in servers]  # the table lists the servers in one order
+    return levels
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="the server to measure, e.g. http://127.0.0.1:8000")
+    p.add_argument("--baseline", default=None, metavar="URL", help="a second server, measured in the same run")
+    p.add_argument("--clients", default="1,8,32,64", help="comma-separated concurrent client counts")
+    p.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in turn")
+    p.add_argument("--stream-share", type=float, default=0.25, help="share of requests that stream (0..1)")
+    p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of a request (half of them ask half)")
+    p.add_argument("--sequential", type=int, default=None, metavar="N",
+                   help="also send the N-client level's requests from one client, one after another")
+    p.add_argument("--seed", type=int, default=0, help="draws the requests")
+    p.add_argument("--api-key", default=None, help="sent as 'Authorization: Bearer KEY' to both servers")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        raise ConfigError(f"--clients takes comma-separated integers, got {args.clients!r}") from None
+    if any(c < 1 for c in clients) or args.requests_per_client < 1 or args.max_tokens < 2:
+        raise ConfigError("--clients, --requests-per-client must be >= 1 and --max-tokens >= 2")
+    if not 0 <= args.stream_share <= 1:
+        raise ConfigError(f"--stream-share must be in 0..1, got {args.stream_share}")
+    servers = {"new": args.url} if args.baseline is None else {"new": args.url, "baseline": args.baseline}
+    print(f"command: {shlex.join(['pure-transformer', *sys.argv[1:]])}")
+    if hasattr(os, "getloadavg"):
+        print(f"client machine: {os.cpu_count()} CPUs, load average (1, 5, 15 min): "
+              + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    levels = bench_serve(servers, clients, per_client=args.requests_per_client, stream_share=args.stream_share,
+                         max_tokens=args.max_tokens, seed=args.seed, sequential=args.sequential,
+                         api_key=args.api_key)
+    print(markdown_table(levels))
+
+
+def markdown_table(levels: list[Level]) -> str:
+    """The levels as a markdown table, in the order measured."""
+    rows = [lv.row() for lv in levels]
+    align = ["---"] * 2 + ["---:"] * (len(HEADER) - 2)
+    return "\n".join("| " + " | ".join(r) + " |" for r in [HEADER, align, *rows])
