@@ -206,7 +206,8 @@ def grpo_memory(cfg: ModelConfig, prompts: int, samples: int, micro_batch: int, 
     The update scores completions on top of a repeated prompt cache with a (rows, 1, W, S) mask;
     with GQA no fused SDPA kernel takes that, so the attention probabilities are counted as saved."""
     p, L, V, c = param_counts(cfg), cfg.n_layers, cfg.vocab_size, prec.compute
-    width = min(cfg.max_seq_len, prompt_tokens + new_tokens)
+    prompt_tokens = max(1, min(prompt_tokens, cfg.max_seq_len - new_tokens))  # run_plan fits prompts to the context
+    width = prompt_tokens + new_tokens
     kv_row = L * 2 * cfg.kv_heads * cfg.head_dim * c  # bytes per cached token
     rows = prompts * samples
     logits = micro_batch * new_tokens * V
@@ -306,16 +307,20 @@ class Plan:
     def peak(self) -> int:
         return peak_bytes(self.components)[0]
 
-    def render(self) -> str:
-        """One block: header, the components, the alternatives, the FLOPs and the verdicts."""
+    def render(self, detail: bool = True) -> str:
+        """One block: header, the components (one line of them unless ``detail``), the
+        alternatives, the FLOPs and the verdicts."""
         peak, phase = peak_bytes(self.components)
         tflops = f", {self.target.peak_flops / 1e12:g} TFLOP/s bf16" if self.target.peak_flops else ""
         lines = [f"plan: {self.title} on {self.target.name} ({_gb(self.target.memory_bytes)}{tflops}), "
                  f"{self.precision.label}"]
-        for x in self.components:
-            if x.bytes:
-                lines.append(f"  {x.name:<46}{_gb(x.bytes):>10}  [{x.phase}] {x.note}")
-        lines.append(f"  {'peak (resident + ' + phase + ')':<46}{_gb(peak):>10}")
+        if detail:
+            for x in self.components:
+                if x.bytes:
+                    lines.append(f"  {x.name:<46}{_gb(x.bytes):>10}  [{x.phase}] {x.note}")
+            lines.append(f"  {'peak (resident + ' + phase + ')':<46}{_gb(peak):>10}")
+        else:
+            lines.append("  " + ", ".join(f"{x.name} {_gb(x.bytes)}" for x in self.components if x.bytes >= 0.01e9))
         if self.alternatives:
             lines.append("  peak by activation checkpointing: " + ", ".join(
                 f"{k} {_gb(v)}" for k, v in self.alternatives.items()))
@@ -419,9 +424,12 @@ def plan_for(config: str, gpu: str, overrides: dict | None = None, model: str | 
 
 
 def run_plan(cfg: "object", model_cfg: ModelConfig, device: "object", grpo_new_tokens: int | None = None,
-             world_size: int = 1) -> str:
-    """The block a run prints at its start: its plan on the device it runs on."""
+             questions: int = MEDQA_TRAIN_QUESTIONS, world_size: int = 1) -> str:
+    """The block a run prints at its start: its plan on the device it runs on (GRPO: with
+    ``grpo_new_tokens`` and the run's number of training ``questions``)."""
     target = device_target(device)
     if grpo_new_tokens is not None:
-        return grpo_plan(cfg, model_cfg, target, grpo_new_tokens, world_size=world_size).render()
-    return pretrain_plan(cfg, model_cfg, target, world_size=world_size).render()
+        plan = grpo_plan(cfg, model_cfg, target, grpo_new_tokens, questions=questions, world_size=world_size)
+    else:
+        plan = pretrain_plan(cfg, model_cfg, target, world_size=world_size)
+    return plan.render(detail=False)  # `pure-transformer plan` prints every component
