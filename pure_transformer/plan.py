@@ -31,12 +31,16 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .config import ModelConfig
 from .errors import ConfigError
 from .losses import LOSS_CHUNK
 from .train.metrics import GPU_SPECS
+
+if TYPE_CHECKING:  # the configs only as types: `plan` imports no more than it runs
+    from .rl.config import GRPOConfig
+    from .train.config import PretrainConfig
 
 Checkpointing = bool | Literal["selective"]
 ACHIEVABLE_MFU = 0.4
@@ -286,7 +290,8 @@ def verdict(peak: int, target: Target, tp: TimePlan) -> list[str]:
         lines.append(f"time: no verdict ({why}){at}")
     else:
         ok = tp.implied_mfu <= ACHIEVABLE_MFU
-        lines.append(f"time: {'on time' if ok else 'NOT on time'}: {tp.hours:g} h needs {tp.required_tokens_per_s:,.0f} "
+        lines.append(f"time: {'on time' if ok else 'NOT on time'}: {tp.hours:g} h needs "
+                     f"{tp.required_tokens_per_s:,.0f} "
                      f"tokens/s = {tp.implied_mfu:.1%} MFU (<= {ACHIEVABLE_MFU:.0%} counted on); at "
                      f"{ACHIEVABLE_MFU:.0%} MFU it takes {tp.hours_at_achievable:.1f} h, "
                      f"{abs(tp.hours - tp.hours_at_achievable):.1f} h {'early' if ok else 'late'}")
@@ -355,47 +360,48 @@ def device_target(device: "object") -> Target:
     return Target(f"{dev.type} (RAM)", ram, None, FP32)
 
 
-def pretrain_plan(cfg: "object", model_cfg: ModelConfig, target: Target, name: str = "",
+def pretrain_plan(cfg: "PretrainConfig", model_cfg: ModelConfig, target: Target, name: str = "",
                   prec: Precision | None = None, world_size: int = 1) -> Plan:
     """The plan of a :class:`~pure_transformer.train.config.PretrainConfig` on ``target``."""
     prec = prec or target.precision
-    accum = cfg.accum_steps(world_size)  # type: ignore[attr-defined]
-    shape = dict(micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, accum_steps=accum, prec=prec)  # type: ignore[attr-defined]
-    components = pretrain_memory(model_cfg, checkpointing=cfg.activation_checkpointing, **shape)  # type: ignore[attr-defined]
+    accum = cfg.accum_steps(world_size)
+    shape = dict(micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, accum_steps=accum, prec=prec)
+    components = pretrain_memory(model_cfg, checkpointing=cfg.activation_checkpointing, **shape)
     alternatives = {MODE_NAMES[m]: peak_bytes(pretrain_memory(model_cfg, checkpointing=m, **shape))[0] for m in MODES}
-    tokens = math.ceil(cfg.total_tokens / cfg.global_batch_tokens) * cfg.global_batch_tokens  # type: ignore[attr-defined]
-    tp = time_plan(flops_per_token(model_cfg, cfg.seq_len), tokens, cfg.budget_hours, target.peak_flops,  # type: ignore[attr-defined]
+    tokens = math.ceil(cfg.total_tokens / cfg.global_batch_tokens) * cfg.global_batch_tokens
+    tp = time_plan(flops_per_token(model_cfg, cfg.seq_len), tokens, cfg.budget_hours, target.peak_flops,
                    f" ({world_size} device{'s' if world_size > 1 else ''})")
     if world_size > 1 and tp.peak_flops:
         tp = dataclasses.replace(tp, peak_flops=tp.peak_flops * world_size)
-    title = (f"{name + ': ' if name else ''}{cfg.model} ({param_counts(model_cfg).total:,} parameters), micro-batch "  # type: ignore[attr-defined]
-             f"{cfg.micro_batch} x {cfg.seq_len} x {accum} accumulation, checkpointing "  # type: ignore[attr-defined]
-             f"{MODE_NAMES[cfg.activation_checkpointing]}"  # type: ignore[attr-defined]
-             + (" (compile on; planned eager, which saves more)" if cfg.compile else ""))  # type: ignore[attr-defined]
+    title = (f"{name + ': ' if name else ''}{cfg.model} ({param_counts(model_cfg).total:,} parameters), micro-batch "
+             f"{cfg.micro_batch} x {cfg.seq_len} x {accum} accumulation, checkpointing "
+             f"{MODE_NAMES[cfg.activation_checkpointing]}"
+             + (" (compile on; planned eager, which saves more)" if cfg.compile else ""))
     return Plan(title, target, prec, components, tp, alternatives)
 
 
-def grpo_plan(cfg: "object", model_cfg: ModelConfig, target: Target, new_tokens: int, name: str = "",
+def grpo_plan(cfg: "GRPOConfig", model_cfg: ModelConfig, target: Target, new_tokens: int, name: str = "",
               prec: Precision | None = None, questions: int = MEDQA_TRAIN_QUESTIONS,
               world_size: int = 1) -> Plan:
     """The plan of a :class:`~pure_transformer.rl.config.GRPOConfig` on ``target``: memory per
     rank; time counts every sample at the full budget, sampled, scored by the reference and
     trained on (2 + 2 + 6 FLOPs a parameter a token)."""
     prec = prec or target.precision
-    prompts = cfg.prompts_per_step // world_size  # type: ignore[attr-defined]
-    components = grpo_memory(model_cfg, prompts, cfg.samples_per_prompt, cfg.micro_batch, new_tokens, prec)  # type: ignore[attr-defined]
-    steps = math.ceil(cfg.epochs * questions / cfg.prompts_per_step)  # type: ignore[attr-defined]
-    if cfg.max_steps is not None:  # type: ignore[attr-defined]
-        steps = min(steps, cfg.max_steps)  # type: ignore[attr-defined]
-    tokens = steps * cfg.prompts_per_step * cfg.samples_per_prompt * new_tokens * cfg.updates_per_rollout  # type: ignore[attr-defined]
+    prompts = cfg.prompts_per_step // world_size
+    components = grpo_memory(model_cfg, prompts, cfg.samples_per_prompt, cfg.micro_batch, new_tokens, prec)
+    steps = math.ceil(cfg.epochs * questions / cfg.prompts_per_step)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    tokens = steps * cfg.prompts_per_step * cfg.samples_per_prompt * new_tokens * cfg.updates_per_rollout
     train_flops = flops_per_token(model_cfg, min(model_cfg.max_seq_len, MEDQA_PROMPT_TOKENS + new_tokens))
     flops = train_flops + 2 * (train_flops // 3)  # sampling and the reference: a forward each, a third of training
-    tp = time_plan(flops, tokens, getattr(cfg, "budget_hours", None), target.peak_flops and target.peak_flops * world_size,
+    peak = target.peak_flops * world_size if target.peak_flops else None
+    tp = time_plan(flops, tokens, cfg.budget_hours, peak,
                    f" completion tokens ({steps:,} steps over {questions:,} questions, each sample at the "
                    f"{new_tokens}-token budget; decoding is memory-bound, so MFU flatters it)")
     title = (f"{name + ': ' if name else ''}GRPO of {param_counts(model_cfg).total:,} parameters, "
-             f"{cfg.prompts_per_step} x {cfg.samples_per_prompt} samples, {new_tokens} new tokens, micro-batch "  # type: ignore[attr-defined]
-             f"{cfg.micro_batch}")  # type: ignore[attr-defined]
+             f"{cfg.prompts_per_step} x {cfg.samples_per_prompt} samples, {new_tokens} new tokens, micro-batch "
+             f"{cfg.micro_batch}")
     return Plan(title, target, prec, components, tp)
 
 
@@ -423,8 +429,8 @@ def plan_for(config: str, gpu: str, overrides: dict | None = None, model: str | 
                      config)
 
 
-def run_plan(cfg: "object", model_cfg: ModelConfig, device: "object", grpo_new_tokens: int | None = None,
-             questions: int = MEDQA_TRAIN_QUESTIONS, world_size: int = 1) -> str:
+def run_plan(cfg: "PretrainConfig | GRPOConfig", model_cfg: ModelConfig, device: "object",
+             grpo_new_tokens: int | None = None, questions: int = MEDQA_TRAIN_QUESTIONS, world_size: int = 1) -> str:
     """The block a run prints at its start: its plan on the device it runs on (GRPO: with
     ``grpo_new_tokens`` and the run's number of training ``questions``)."""
     target = device_target(device)
