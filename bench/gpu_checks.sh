@@ -24,3 +24,13 @@ check train-ac 120 train --model medium-large --micro-batch 16 --seq-len 2048 --
 check generate 150 generate --model medium-large --batch 256 --prompt-len 128 --new-tokens 512 --repeats 2
 check rl-step 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2
 check rl-step-compiled 60 rl-step --config grpo_usmle_2day --model medium-large --steps 2 --set compile_decode=true
+# The planner against the CUDA peaks measured above (issue 23): the same shape, the lent GPU's
+# memory and peak. bench train compiles on CUDA, which saves less than the eager plan counts.
+echo "== plan vs measured peak (medium-large, 16 x 2048, bf16 autocast)"
+for ckpt in "train false" "train-sac selective" "train-ac true"; do
+  set -- $ckpt
+  planned=$(python3 -m pure_transformer plan --config a100_2day --gpu h200-141gb --set global_batch_tokens=32768 \
+    --set activation_checkpointing="$2" | grep -E '^  peak \(' | grep -oE '[0-9.]+ GB')
+  measured=$(grep -E '^\| ours' "$OUT/$1.log" | awk -F'|' '{print $6}' | tr -d ' ')
+  echo "$1 (checkpointing $2): planned peak $planned, measured peak_gb ${measured:-n/a}" | tee -a "$OUT/plan.txt"
+done

@@ -14,6 +14,7 @@ Subcommands::
     pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
+    pure-transformer plan --config a100_2day --gpu a100-80gb [--set KEY=VALUE ...]
     pure-transformer bench train|generate|rl-step [--model PRESET ...] | serve --url URL [--baseline URL]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -100,6 +101,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from .train.plot import plot_run
 
     print(f"wrote {plot_run(args.run_dir, args.out)}")
+
+
+# ----------------------------------------------------------------------- plan
+def cmd_plan(args: argparse.Namespace) -> None:
+    from .overrides import parse_set
+    from .plan import plan_for
+
+    print(plan_for(args.config, args.gpu, parse_set(args.set), args.model).render())
 
 
 # --------------------------------------------------------------------- parser
@@ -220,6 +229,15 @@ def build_parser(stages: Iterable[str] = (*COMMANDS, "bench")) -> argparse.Argum
             module = importlib.import_module(module_name, __package__)
             module.add_args(p)
             p.set_defaults(func=module.run)
+
+    p = _add(groups, "plan", cmd_plan, "will a preset fit in a GPU's memory and finish in its hours? memory per "
+             "component, FLOPs/token, the tokens/s and MFU its budget needs")
+    p.add_argument("--config", default="a100_2day",
+                   help="pretraining preset (a100_2day | h200_1day | debug | demo) or GRPO preset (grpo_usmle_2day)")
+    p.add_argument("--gpu", default="a100-80gb", help="a100-80gb | h100-80gb | h200-141gb (default a100-80gb)")
+    p.add_argument("--model", default=None, help="model preset (default: the config's; medium-large for GRPO)")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="override one config field (repeatable), e.g. --set activation_checkpointing=selective")
 
     p = groups.add_parser("plot", help="plot a run's training curves to PNG")
     p.add_argument("run_dir", help="run folder (holding logs/metrics.jsonl)")

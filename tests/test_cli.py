@@ -125,6 +125,7 @@ FROZEN_FLAGS = {
     "export": "--checkpoint --out --report",
     "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
     "model info": "",
+    "plan": "--config --gpu --model --set",
     "plot": "--out",
     "pretrain": "--checkpoint-dir --config --config-file --device --log-every --model --no-progress --num-workers "
                 "--print-config --resume --set --stop-at-step",

@@ -24,6 +24,8 @@ class GRPOConfig:
     """Passes over the training questions; sets the number of steps."""
     max_steps: int | None = None
     """Stop earlier than ``epochs`` would (debug runs)."""
+    budget_hours: float | None = None
+    """Wall-clock hours the run is meant to finish in (``pure-transformer plan`` checks it)."""
 
     lr: float = 1e-5
     embedding_lr: float = 2e-4
@@ -99,7 +101,7 @@ class GRPOConfig:
 def grpo_usmle_2day() -> GRPOConfig:
     """The design's phase 2: 16 prompts x 16 samples, micro-batch 8, 2 epochs over
     MedQA train, lr 1e-5 (embeddings 2e-4), KL 0.01, T=1.0, top-k 40, 512 new tokens."""
-    return GRPOConfig()
+    return GRPOConfig(budget_hours=48.0)
 
 
 def debug() -> GRPOConfig:

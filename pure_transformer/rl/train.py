@@ -52,6 +52,7 @@ from ..engine import Engine, SamplingParams, prompt_seed
 from ..errors import ConfigError
 from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
 from ..overrides import apply_overrides
+from ..plan import run_plan
 from ..train.metrics import MetricsLogger
 from ..train.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
                              all_reduce_sum, any_rank, init_runtime, no_phase, rng_state, seed_everything,
@@ -305,6 +306,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         f"from {init_dir}" + (f" on {rt.world_size} ranks" if rt.distributed else "")
         + (f", resuming at step {step}" if meta else ""))
     say(f"training ledger: {ledger.summary()}")
+    say(run_plan(cfg, model.cfg, rt.device, grpo_new_tokens=budget, questions=len(train), world_size=rt.world_size))
     logger = (MetricsLogger(run_dir / "logs", resume_step=step if meta else None, group="rl", config=info)
               if rt.is_main else None)
 

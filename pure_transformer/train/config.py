@@ -50,6 +50,8 @@ class PretrainConfig:
     global_batch_tokens: int = 524_288
     """Tokens per optimizer step over all devices and accumulation steps."""
     total_tokens: int = 2_000_000_000
+    budget_hours: float | None = None
+    """Wall-clock hours the plan is meant to finish in (``pure-transformer plan`` checks it)."""
 
     peak_lr: float = 3e-4
     min_lr: float = 3e-5
@@ -143,13 +145,13 @@ def a100_2day() -> PretrainConfig:
     524,288 tokens per step = 16 x 2048 per micro-batch x 16 accumulation steps;
     3,815 optimizer steps in all.
     """
-    return PretrainConfig()
+    return PretrainConfig(budget_hours=48.0)
 
 
 def h200_1day() -> PretrainConfig:
     """The same recipe for one H100/H200: micro-batch 64 uses the larger memory
     (4 accumulation steps), and torch.compile is on."""
-    return PretrainConfig(micro_batch=64, compile=True, num_workers=4)
+    return PretrainConfig(micro_batch=64, compile=True, num_workers=4, budget_hours=24.0)
 
 
 def debug() -> PretrainConfig:

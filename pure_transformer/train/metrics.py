@@ -37,6 +37,17 @@ PEAK_BF16_FLOPS = {
 }
 
 
+# The GPUs `pure-transformer plan --gpu` knows: name -> (memory bytes, peak dense bf16 FLOP/s), from the
+# vendors' datasheets: A100 80GB 312 TFLOPS bf16 (NVIDIA A100 datasheet, dense), H100 SXM5 80GB 989 TFLOPS
+# (H100 datasheet: 1,979 with sparsity, half of it dense), H200 SXM 141GB 989 TFLOPS (H200 datasheet, same
+# compute as H100 SXM). "80GB" is 80 GiB as nvidia-smi reports it (81,920 MiB); "141GB" is 141e9 bytes.
+GPU_SPECS = {
+    "a100-80gb": (80 * 2**30, PEAK_BF16_FLOPS["A100"]),
+    "h100-80gb": (80 * 2**30, PEAK_BF16_FLOPS["H100"]),
+    "h200-141gb": (141 * 10**9, PEAK_BF16_FLOPS["H200"]),
+}
+
+
 def device_peak_flops(device: "torch.device") -> float | None:
     """Peak bf16 FLOP/s of a CUDA device when known, else None (CPU included)."""
     import torch

@@ -44,6 +44,7 @@ from ..data.mixing import MixtureConfig, SourceWeight
 from ..errors import ConfigError, UserError
 from ..model import Transformer, build_model
 from ..overrides import apply_overrides
+from ..plan import run_plan
 from ..tokenizer import Tokenizer
 from .config import PretrainConfig
 from .metrics import MetricsLogger, device_peak_flops
@@ -313,6 +314,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
               f"{cfg.total_steps} steps, device {rt.device}" + (f", ~{est} h at 40% MFU" if est else "")
               + (f", resuming from {ckpt} at step {run.step}" if ckpt else ""))
         print("effective config: " + json.dumps(cfg.to_dict()))
+        print(run_plan(cfg, model.cfg, rt.device, world_size=rt.world_size))  # memory and time, before the hours
         print(f"training ledger: {ledger.summary()}")  # type: ignore[union-attr]
         if meta is not None and meta.get("complete"):
             print(f"run in {run_dir} is already complete ({run.step} steps)")
