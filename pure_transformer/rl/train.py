@@ -252,7 +252,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         require_meta(meta, ckpt, {"config": dict, "rng": dict, "cursor": int, "source": str,  # type: ignore[arg-type]
                                   "init_checkpoint": str})
         saved = apply_overrides(GRPOConfig(), meta["config"])
-        if dataclasses.replace(saved, reset_optimizer=cfg.reset_optimizer) != cfg:  # a resume-time choice
+        # reset_optimizer is a resume-time choice, budget_hours a planning figure: neither changes the run.
+        if dataclasses.replace(saved, reset_optimizer=cfg.reset_optimizer, budget_hours=cfg.budget_hours) != cfg:
             changed = next(k for k in cfg.to_dict() if getattr(saved, k) != getattr(cfg, k))
             raise ConfigError(f"cannot change {changed} when resuming an RL run")
         init_checkpoint = meta["init_checkpoint"]
