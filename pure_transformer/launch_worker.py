@@ -5,9 +5,9 @@ torchrun's agent (the launcher's own process) spawns one worker per local rank.
 
 - **No orphans.** When the agent is killed outright (kill -9, the OOM killer, a
   preempted node), nobody forwards a signal: the workers would train on unsupervised,
-  holding the run lock and the GPUs. So each worker asks the kernel for SIGTERM when its
-  parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux), and a watchdog thread polls the parent
-  pid (the only mechanism elsewhere). SIGTERM takes the trainer's usual path: every rank
+  holding the run lock and the GPUs. So each worker asks the kernel for a signal when its
+  parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux), turned into one SIGTERM, and a watchdog
+  thread polls the parent pid (the only mechanism elsewhere). SIGTERM takes the trainer's usual path: every rank
   gets it at once, so they finish the same step, save and exit, and the lock is free.
   A worker still alive the agent's shutdown timeout later is killed, as the agent
   would have killed it.
@@ -77,6 +77,18 @@ def _set_parent_death_signal(signum: int) -> bool:
         return False
 
 
+AGENT_DEATH_SIGNAL = signal.SIGUSR2
+"""What the kernel sends a worker whose agent died (converted to a single SIGTERM)."""
+_stopping = threading.Event()
+
+
+def _stop_once() -> None:
+    """SIGTERM to this process, the first time only: the trainer saves and exits on it."""
+    if not _stopping.is_set():
+        _stopping.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def follow_agent(poll_s: float = 1.0) -> None:
     """Under torchrun, make this worker stop when its agent dies (see the module docstring).
 
@@ -96,7 +108,11 @@ def follow_agent(poll_s: float = 1.0) -> None:
     if os.environ.get(FOLLOWER_ENV):  # started by a worker (and inherited its env): not a worker itself
         return
     os.environ[FOLLOWER_ENV] = str(os.getpid())
-    armed = _set_parent_death_signal(signal.SIGTERM)
+    # The kernel sends the parent-death signal each time the worker is handed to another thread of
+    # the dying agent (torchrun's agent has several), and a second SIGTERM means "stop now, unsaved"
+    # to the trainer. So the kernel sends SIGUSR2, and its handler turns the first into one SIGTERM.
+    signal.signal(AGENT_DEATH_SIGNAL, lambda *_: _stop_once())
+    armed = _set_parent_death_signal(AGENT_DEATH_SIGNAL)
     if os.getppid() != agent:  # gone before the kernel was asked: no signal will come, and nothing ran yet
         print("the launcher's agent is gone; this worker exits before starting", file=sys.stderr, flush=True)
         os._exit(143)
@@ -107,8 +123,8 @@ def follow_agent(poll_s: float = 1.0) -> None:
 def _watch(agent: int, armed: bool, poll_s: float, shutdown_s: float) -> None:
     while os.getppid() == agent:
         time.sleep(poll_s)
-    if not armed:  # with PDEATHSIG the kernel already sent it; a second SIGTERM would mean "stop now"
-        os.kill(os.getpid(), signal.SIGTERM)
+    if not armed:  # with PDEATHSIG the kernel already said it
+        _stop_once()
     time.sleep(shutdown_s)
     print(f"the launcher's agent died and this worker did not stop within {shutdown_s:.0f} s; killing it",
           file=sys.stderr, flush=True)

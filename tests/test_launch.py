@@ -165,7 +165,9 @@ def test_kill_9_of_the_launcher_takes_its_workers_with_it(tmp_path: Path, tiny_t
         assert not any(map(alive, workers)), "workers outlived their agent by 10 s"
         with RunLock(run_dir):  # free: the orphans held it until they exited
             pass
-        meta = read_meta(resume_checkpoint(run_dir, "auto"))
+        saved = resume_checkpoint(run_dir, "auto")
+        assert saved is not None, (tmp_path / "launch.log").read_text()[-3000:]
+        meta = read_meta(saved)
         assert meta["stopped"] == "signal" and meta["step"] >= 2  # they saved, as on a preemption
     finally:
         for pid in filter(alive, workers):  # before the fix: stop the orphans this test made
@@ -217,6 +219,29 @@ def test_an_orphaned_worker_is_signalled_then_killed(tmp_path: Path, mode: str) 
     lines = out.read_text().split("\n")
     assert not alive(worker) and lines[1] == "SIGTERM", lines  # one SIGTERM, not a second "stop now"
     assert ("did not stop within 1 s; killing it" in out.read_text()) == (mode == "stuck")
+
+
+REPEATED_DEATH = """
+import os, signal, time
+from pure_transformer import launch_worker
+launch_worker.follow_agent(poll_s=100)
+terms = []
+signal.signal(signal.SIGTERM, lambda *_: terms.append(1))
+for _ in range(3):  # the kernel repeats the signal as the worker passes through the dying agent's threads
+    os.kill(os.getpid(), launch_worker.AGENT_DEATH_SIGNAL)
+    time.sleep(0.05)
+time.sleep(0.2)
+print(len(terms))
+"""
+
+
+def test_the_agent_death_signal_repeated_is_one_sigterm(tmp_path: Path) -> None:
+    # Two SIGTERMs would be "stop now" to the trainer, which then dies without saving (seen under kill -9).
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}
+    for name in ("PURE_TRANSFORMER_AGENT_PID", "PURE_TRANSFORMER_FOLLOWS_AGENT"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", REPEATED_DEATH], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["1"], out.stdout + out.stderr
 
 
 def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny_tokenizer, monkeypatch,

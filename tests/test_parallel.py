@@ -76,6 +76,7 @@ def test_an_unknown_parallelism_is_one_clear_error() -> None:
 
 
 UNEQUAL_FORWARDS = """
+import sys
 import torch, torch.distributed as dist
 from pure_transformer.config import model_preset
 from pure_transformer.model import build_model
@@ -92,7 +93,9 @@ with torch.no_grad(), unsharded(model):
         model(x)
 loss, _ = model(x, x)  # sharded again: a training forward and backward in lockstep
 loss.backward()
-print(f"rank {rt.rank} ok {type(next(model.parameters())).__name__} {loss.item():.6f}")
+# One file per rank: two ranks printing to one pipe can interleave their lines.
+open(f"{sys.argv[1]}/rank{rt.rank}.txt", "w").write(
+    f"rank {rt.rank} ok {type(next(model.parameters())).__name__} {loss.item():.6f}")
 dist.destroy_process_group()
 """
 
@@ -105,9 +108,9 @@ def test_unsharded_fsdp_model_generates_on_each_rank_alone(tmp_path: Path) -> No
     script = tmp_path / "unequal.py"
     script.write_text(UNEQUAL_FORWARDS)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script)], capture_output=True, text=True, timeout=120,
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    lines = sorted((tmp_path / f"rank{r}.txt").read_text() for r in range(2))
     assert [line.rsplit(" ", 1)[0] for line in lines] == ["rank 0 ok DTensor", "rank 1 ok DTensor"]
     assert len({line.rsplit(" ", 1)[1] for line in lines}) == 1  # the same loss on both ranks

@@ -145,7 +145,10 @@ def test_planned_cpu_peak_within_15_percent_of_measured(shape: tuple) -> None:
     # Measures: peak RSS growth of one fp32 training step (forward, chunked or plain loss, backward,
     # AdamW) in a fresh process; plans: weights + AdamW + the larger of forward/backward and the step.
     model, micro_batch, seq_len, checkpointing = shape
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "2"}
+    # A clean environment: variables earlier tests leave in this process (torch's, torchrun's) must not
+    # change what the fresh process allocates.
+    env = {**{k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH") if k in os.environ},
+           "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, __file__, json.dumps(shape)], capture_output=True, text=True, env=env,
                          timeout=300, check=True)
     measured = json.loads(out.stdout.strip().splitlines()[-1])
