@@ -15,7 +15,7 @@ Subcommands::
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
     pure-transformer plan --config a100_2day --gpu a100-80gb [--set KEY=VALUE ...]
-    pure-transformer bench train|generate|rl-step [--model PRESET ...] | serve --url URL [--baseline URL]
+    pure-transformer bench train|generate|rl-step|logp-gap [--model PRESET ...] | serve --url URL [--baseline URL]
 
 Every handler parses nothing itself and does no work beyond calling the library
 and printing. A :class:`~pure_transformer.errors.UserError` becomes one line on
@@ -127,6 +127,7 @@ BENCHMARKS = {
     "train": (".bench.train", "a pretraining step against transformers: tokens/s, MFU, peak memory, data wait"),
     "generate": (".bench.generate", "batched decoding against transformers generate: tokens/s, time to first token"),
     "rl-step": (".bench.rl_step", "one GRPO step split into generation, reference, policy, backward, optimizer"),
+    "logp-gap": (".bench.logp_gap", "a bf16 sampler's log-probs against an fp32 and a bf16 trainer's"),
     "serve": (".bench.serve", "load on running servers (and a --baseline): requests/s, tokens/s, TTFT, latency"),
 }
 

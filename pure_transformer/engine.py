@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .kv_cache import KVCache, StaticKVCache
+from .precision import autocast, model_uses_bf16
 from .model import Transformer
 from .tokenizer import Tokenizer
 
@@ -243,13 +244,13 @@ def decode_step(model: Transformer, tokens: torch.Tensor, cache: KVCache | Stati
 
 
 def sampler_precision(model: Transformer) -> tuple[torch.dtype, contextlib.AbstractContextManager]:
-    """(KV-cache dtype, autocast) the engine samples under: bf16 on CUDA (the cache in bf16
-    halves its memory; logits are still sampled in fp32), the weights' dtype elsewhere.
-    The GRPO scorer recomputes log-probs under the same, so on-policy pi_theta / pi_old is
-    1 up to kernel noise rather than the bf16-vs-fp32 gap."""
-    device = model.embed_tokens.weight.device
-    if device.type == "cuda":
-        return torch.bfloat16, torch.autocast("cuda", dtype=torch.bfloat16)
+    """(KV-cache dtype, autocast) the engine samples under: bf16 when the model runs in bf16
+    (on CUDA by default, anywhere with ``precision=bf16``: the cache in bf16 halves its memory;
+    logits are still sampled in fp32), else the weights' dtype. The GRPO scorer recomputes
+    log-probs under the same, so on-policy pi_theta / pi_old is 1 up to kernel noise rather
+    than the bf16-vs-fp32 gap."""
+    if model_uses_bf16(model):
+        return torch.bfloat16, autocast(model.embed_tokens.weight.device, True)
     return model.embed_tokens.weight.dtype, contextlib.nullcontext()
 
 

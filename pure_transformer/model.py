@@ -28,6 +28,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from .config import ModelConfig
 from .kv_cache import KVCache, StaticKVCache
+from .precision import model_uses_bf16
 from .losses import IGNORE_INDEX, LOSS_CHUNK, linear_cross_entropy
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.
@@ -204,6 +205,7 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.max_seq_len, cfg.head_dim), persistent=False)
         self.activation_checkpointing: bool | str = False
+        self.bf16: bool | None = None  # None: bf16 exactly on CUDA (pure_transformer.precision)
         """True: recompute each block in backward; "selective": only its elementwise ops."""
 
     # ----------------------------------------------------------------- init
@@ -342,7 +344,8 @@ class Transformer(nn.Module):
         - vectors (norm gains): ``lr``, never decayed.
 
         Each group records its peak rate in ``group["peak_lr"]`` so a schedule
-        can scale every group by the same factor. ``fused`` defaults to True on CUDA.
+        can scale every group by the same factor. ``fused`` defaults to True on CUDA and
+        wherever the model runs in bf16 (the CUDA code path, :mod:`pure_transformer.precision`).
         """
         embedding = self.embed_tokens.weight
         matrices = [p for p in self.parameters() if p.ndim >= 2 and p is not embedding]
@@ -355,7 +358,7 @@ class Transformer(nn.Module):
         for g in groups:
             g["peak_lr"] = g["lr"]
         if fused is None:
-            fused = embedding.is_cuda
+            fused = embedding.is_cuda or model_uses_bf16(self)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 

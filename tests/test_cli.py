@@ -112,6 +112,7 @@ FROZEN_FLAGS = {
     "bench generate": "--batch --compile --device --model --new-tokens --no-compile --prompt-len --repeats "
                       "--samples-per-prompt --threads",
     "bench rl-step": "--checkpoint --config --device --model --set --steps --threads",
+    "bench logp-gap": "--checkpoint --device --max-new-tokens --model --prompts --samples --threads",
     "bench serve": "--api-key --baseline --clients --max-tokens --requests-per-client --seed --sequential "
                    "--stream-share --url",
     "bench train": "--activation-checkpointing --compile --device --micro-batch --model --no-compile --num-workers "
@@ -120,8 +121,8 @@ FROZEN_FLAGS = {
     "data overlap": "--eval --eval-split --max-train-docs --n --train",
     "data preview": "--answer-format --mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
     "evaluate": "--allow-partial-baseline --baseline --batch-size --checkpoint --data-dir --data-path --device --format "
-                "--include-contaminated --k --limit --max-new-tokens --mode --no-progress --output --rotate "
-                "--save-generations --split --suite --task",
+                "--include-contaminated --k --limit --max-new-tokens --mode --no-progress --output --precision "
+                "--rotate --save-generations --split --suite --task",
     "export": "--checkpoint --out --report",
     "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
     "model info": "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from pure_transformer.errors import ConfigError
 from pure_transformer.overrides import apply_overrides, load_yaml, parse_set
+from pure_transformer.rl.config import grpo_preset
 from pure_transformer.train.config import PRETRAIN_PRESETS, pretrain_preset
 from pure_transformer.train.schedule import lr_at, set_lr
 
@@ -22,14 +24,22 @@ def test_a100_2day_matches_the_design() -> None:
     assert (cfg.peak_lr, cfg.min_lr, cfg.betas, cfg.weight_decay, cfg.grad_clip) == (3e-4, 3e-5, (0.9, 0.95), 0.1, 1.0)
     assert cfg.warmup_tokens == 100_000_000
     assert (cfg.log_every, cfg.val_every, cfg.val_tokens, cfg.ckpt_every, cfg.keep_last) == (10, 250, 1_000_000, 500, 3)
-    assert cfg.sources == {"fineweb-edu": 0.85, "medqa": 0.15}
+    # MCQs explanation first, MedMCQA (which has explanations) for two thirds of the 15% MCQ share.
+    assert cfg.sources == {"fineweb-edu": 0.85, "medmcqa": 0.10, "medqa": 0.05} and cfg.answer_format == "explain"
     assert cfg.total_steps == 3815
+    letter = pretrain_preset("a100_2day_letter")  # the design's recipe, as written
+    assert letter.sources == {"fineweb-edu": 0.85, "medqa": 0.15} and letter.answer_format == "letter"
+    assert dataclasses.replace(letter, sources=cfg.sources, answer_format="explain") == cfg
 
 
 def test_every_preset_validates_and_h200_uses_memory() -> None:
     for name in PRETRAIN_PRESETS:
         pretrain_preset(name).accum_steps()
-    assert pretrain_preset("h200_1day").accum_steps() < pretrain_preset("a100_2day").accum_steps()
+    h200 = pretrain_preset("h200_1day")
+    assert h200.accum_steps() < pretrain_preset("a100_2day").accum_steps()
+    assert (h200.sources, h200.answer_format) == (pretrain_preset("a100_2day").sources, "explain")
+    assert grpo_preset("grpo_usmle_2day").answer_format is None  # the checkpoint's: explain after a100_2day
+    assert grpo_preset("grpo_usmle_2day_letter").answer_format == "letter"
     with pytest.raises(ConfigError, match="unknown pretrain config 'nope'"):
         pretrain_preset("nope")
 

@@ -28,6 +28,7 @@ from ..engine import Engine
 from ..answer_format import AnswerFormat, require_answerable
 from ..errors import DataError
 from ..mcq import rotate_options
+from ..precision import PRECISIONS, autocast, uses_bf16
 from .conventions import convention_for
 from .scoring import (TASKS, cloze_mcq_accuracy, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, paired_gain,
                       passk_mcq_accuracy, task_source)
@@ -40,7 +41,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
              modes: Sequence[str] = ("generate", "loglikelihood"), answer_format: AnswerFormat | None = None,
              limit: int | None = None, rotate: int = 0, max_new_tokens: int | None = None, k: int = 16,
              batch_size: int = 32, include_contaminated: bool = False, save_generations: bool = False,
-             device: str | None = None, progress: bool = True) -> list[dict]:
+             precision: str = "auto", device: str | None = None, progress: bool = True) -> list[dict]:
     """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode.
     ``answer_format`` None means the checkpoint's own; ``rotate`` re-letters every
     question's options cyclically (:func:`~pure_transformer.mcq.rotate_options`).
@@ -51,6 +52,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     question's generated text(s) in the generate and passk reports."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok, meta, ckpt = load_model(checkpoint, device)
+    model.bf16 = uses_bf16(precision, model.embed_tokens.weight.device)  # the engine follows it, and scoring below
     fmt = answer_format or AnswerFormat.of_checkpoint(meta)
     source = task_source(task, data_path)
     asked = [rotate_options(q, rotate) for q in load_mcqs(source, split, limit=limit)]  # type: ignore[arg-type]
@@ -77,11 +79,14 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
         elif mode == "loglikelihood":
             # The task's lm-eval prompt and choices, for a local copy of it too (--task medmcqa --data-path ..).
             convention = convention_for(task)
-            score = loglikelihood_mcq_accuracy(model, tok, questions, convention=convention,
-                                               batch_size=max(1, batch_size // 4), progress=progress)
+            with autocast(model.embed_tokens.weight.device, model.bf16):
+                score = loglikelihood_mcq_accuracy(model, tok, questions, convention=convention,
+                                                   batch_size=max(1, batch_size // 4), progress=progress)
             score.extra["lm_eval_task"] = convention.lm_eval_task
         else:
-            score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4), progress=progress)
+            with autocast(model.embed_tokens.weight.device, model.bf16):
+                score = cloze_mcq_accuracy(model, tok, questions, batch_size=max(1, batch_size // 4),
+                                           progress=progress)
         label = f"{mode}/{fmt.value}" if mode in ("generate", "passk") else mode
         reports.append({"task": Path(data_path).name if data_path else task, "source": source, "split": split,
                         "mode": label, "checkpoint": str(ckpt),
@@ -183,6 +188,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "each, one table")
     p.add_argument("--data-dir", default=None,
                    help="with --suite: local test files (<task>_test.jsonl, <task>.parquet, anatomy_test.csv ...)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16: the CUDA code path on any device")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
 
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> None:
     reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
                        answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
                        rotate=args.rotate, include_contaminated=args.include_contaminated,
-                       save_generations=args.save_generations,
+                       save_generations=args.save_generations, precision=args.precision,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     check_pairing(reports, baseline, args.allow_partial_baseline)

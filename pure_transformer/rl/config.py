@@ -35,6 +35,9 @@ class GRPOConfig:
     warmup_steps: int = 0
     """Linear LR warmup; constant afterwards."""
 
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere; bf16: the CUDA code path on any device
+    (:mod:`pure_transformer.precision`); fp32: no autocast."""
     answer_format: Literal["letter", "text", "explain"] | None = None
     """How questions are asked and answers read; None takes the pretrained checkpoint's."""
     temperature: float = 1.0
@@ -99,9 +102,16 @@ class GRPOConfig:
 
 
 def grpo_usmle_2day() -> GRPOConfig:
-    """The design's phase 2: 16 prompts x 16 samples, micro-batch 8, 2 epochs over
-    MedQA train, lr 1e-5 (embeddings 2e-4), KL 0.01, T=1.0, top-k 40, 512 new tokens."""
+    """Phase 2: 16 prompts x 16 samples, micro-batch 8, 2 epochs over MedQA train, lr 1e-5
+    (embeddings 2e-4), KL 0.01, T=1.0, top-k 40, 512 new tokens: room for an explanation before
+    the answer line, in the pretrained checkpoint's format (``explain`` after ``a100_2day``)."""
     return GRPOConfig(budget_hours=48.0)
+
+
+def grpo_usmle_2day_letter() -> GRPOConfig:
+    """The design's letter recipe (after ``a100_2day_letter``): the same run, answering with a
+    letter, so 16 new tokens are plenty."""
+    return dataclasses.replace(grpo_usmle_2day(), answer_format="letter", max_new_tokens=16)
 
 
 def debug() -> GRPOConfig:
@@ -125,8 +135,9 @@ def demo() -> GRPOConfig:
                                ckpt_every=30, val_questions=100, shuffle_options=True)
 
 
-GRPO_PRESETS: dict[str, Callable[[], GRPOConfig]] = {"grpo_usmle_2day": grpo_usmle_2day, "debug": debug,
-                                                     "demo": demo}
+GRPO_PRESETS: dict[str, Callable[[], GRPOConfig]] = {"grpo_usmle_2day": grpo_usmle_2day,
+                                                     "grpo_usmle_2day_letter": grpo_usmle_2day_letter,
+                                                     "debug": debug, "demo": demo}
 
 
 def grpo_preset(name: str) -> GRPOConfig:

@@ -242,7 +242,7 @@ def grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: str | Path
 def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, task: str, data_path: str | None,
                 val_data_path: str | None, resume: str | None, stop_at_step: int | None, device: str | None,
                 progress: bool, reward_fn: RewardFn | None) -> RLResult:
-    rt = init_runtime(device)
+    rt = init_runtime(device, cfg.precision)
     if cfg.prompts_per_step % rt.world_size:
         raise ConfigError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of the {rt.world_size} ranks "
                           "(each rank samples whole groups)")
@@ -267,6 +267,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
     train, val = rl_questions(source, val_data_path, cfg.val_questions)
 
     model, tok, init_meta, init_dir = load_model(init_checkpoint, rt.device)
+    model.bf16 = rt.bf16  # sampler, scorer and reference in one precision; master weights stay fp32
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = model.setup_optimizers(cfg.lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
                                        betas=cfg.betas)

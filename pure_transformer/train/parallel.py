@@ -43,7 +43,7 @@ def parallelize(model: Transformer, rt: Runtime, parallel: str = "ddp", compile:
     if parallel == "fsdp":
         mesh = init_device_mesh(rt.device.type, (rt.world_size,))
         policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-                  if rt.device.type == "cuda" else MixedPrecisionPolicy())
+                  if rt.bf16 else MixedPrecisionPolicy())
         for block in model.layers:
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)  # the embedding, final norm and head

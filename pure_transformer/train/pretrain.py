@@ -247,7 +247,7 @@ class Run:
 def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transformer | None,
           device: str | None) -> Run:
     """Build (or restore) every piece of a run; prints the effective settings."""
-    rt = init_runtime(device)
+    rt = init_runtime(device, cfg.precision)
     cfg.accum_steps(rt.world_size)  # a batch that does not divide fails now, not after the tokenizer is trained
     cfg.check_data_shards(rt.world_size)  # likewise a layout the logical data shards cannot be split over
     ckpt = resume_checkpoint(run_dir, resume)
@@ -271,6 +271,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     if rt.rank:  # after the model, which every rank initialises alike: FSDP, unlike DDP, broadcasts none
         seed_everything(cfg.seed + rt.rank)
     model.activation_checkpointing = cfg.activation_checkpointing
+    model.bf16 = rt.bf16  # the engine (MCQ validation) and fused AdamW follow it
     if meta is not None:
         load_weights(ckpt, model)  # into the whole model, before FSDP would shard it
     train_model = parallelize(model, rt, cfg.parallel, cfg.compile)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..precision import autocast, uses_bf16
+
 T = TypeVar("T")
 
 
@@ -34,6 +36,8 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
+    bf16: bool = False
+    """Whether the run computes under bf16 autocast (:mod:`pure_transformer.precision`)."""
 
     @property
     def is_main(self) -> bool:
@@ -44,15 +48,14 @@ class Runtime:
         return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (no GradScaler needed: bf16 has fp32's range); fp32 on CPU."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast when the run is bf16 (no GradScaler needed: bf16 has fp32's range)."""
+        return autocast(self.device, self.bf16)
 
 
-def init_runtime(device: str | None = None) -> Runtime:
+def init_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
     """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK (absent: one process) and join
-    the process group: NCCL on GPUs, Gloo on CPU."""
+    the process group: NCCL on GPUs, Gloo on CPU. ``precision`` as in
+    :func:`pure_transformer.precision.uses_bf16`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -68,7 +71,7 @@ def init_runtime(device: str | None = None) -> Runtime:
         # and torch's default (10 minutes for NCCL) would kill a run that is only starting.
         minutes = float(os.environ.get("PURE_TRANSFORMER_DIST_TIMEOUT_MIN", "60"))
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=minutes))
-    return Runtime(rank, world, local, dev)
+    return Runtime(rank, world, local, dev, uses_bf16(precision, dev))
 
 
 def close_runtime() -> None:
