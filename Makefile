@@ -2,6 +2,7 @@
 #   make demo   - create .venv if needed, then run the main job on the bundled data
 #   (make demo-long: the same with longer pretraining and GRPO, about 18 minutes)
 #   make test   - create .venv if needed, then run the test suite
+#   (make test-fast: one quick test or more of every test file, under 90 s; CONTRIBUTING.md)
 #
 # TORCH_SPEC picks the PyTorch build. The default pin resolves to the CPU wheel
 # that these machines carry locally; on a GPU machine use e.g.
@@ -16,7 +17,7 @@ LONG_RL_STEPS ?= 150
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-long test bench clean
+.PHONY: install demo demo-long test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ demo-long: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m fast
 
 bench: $(STAMP)
 	$(PY) bench/bench_tokenize.py

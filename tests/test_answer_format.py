@@ -26,6 +26,7 @@ def _mcq(explanation: str | None = None, options: dict[str, str] | None = None) 
 
 
 # ------------------------------------------------------------------ rendering
+@pytest.mark.fast
 def test_prompts_and_pretraining_text_exact() -> None:
     plain, explained = _mcq(), _mcq("Warfarin blocks VKORC1.")
     assert AnswerFormat.LETTER.prompt(plain) == HEADER + "Answer:"
@@ -38,12 +39,14 @@ def test_prompts_and_pretraining_text_exact() -> None:
         HEADER + "Explanation: Warfarin blocks VKORC1.\nAnswer: Warfarin")
 
 
+@pytest.mark.fast
 def test_explain_without_explanation_is_the_text_form() -> None:
     # GBaker's MedQA has no explanations: such records teach the answer line alone.
     assert AnswerFormat.EXPLAIN.pretrain_text(_mcq()) == AnswerFormat.TEXT.pretrain_text(_mcq())
     assert AnswerFormat.EXPLAIN.pretrain_text(_mcq("  ")) == AnswerFormat.TEXT.pretrain_text(_mcq())
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fmt", list(AnswerFormat))
 def test_every_gold_target_parses_to_its_letter(fmt: AnswerFormat) -> None:
     for mcq in bundled_corpus().mcq["test"][:100]:
@@ -70,6 +73,7 @@ def test_every_gold_target_parses_to_its_letter(fmt: AnswerFormat) -> None:
     ("E", None), ("The answer is E", None), ("", None), ("   \n", None), ("None of the above", None),
     ("Vitamin D deficiency", None), ("Bartonella henselae", None),
 ])
+@pytest.mark.fast
 def test_extract_letter(completion: str, expected: str | None) -> None:
     assert extract_letter(completion, LETTERS) == expected
     assert AnswerFormat.LETTER.parse(_mcq(), completion) == expected
@@ -86,10 +90,12 @@ TREMOR = {"A": "Tremor", "B": "Resting tremor", "C": "Aspirin", "D": "Warfarin"}
     ("C", None), ("C. Aspirin", "C"),  # a bare letter is never read, the option text is
     ("Warfarinization", None), ("nothing", None), ("", None),
 ])
+@pytest.mark.fast
 def test_named_option(line: str, expected: str | None) -> None:
     assert named_option(MCQ("q?", TREMOR, "B"), line) == expected
 
 
+@pytest.mark.fast
 def test_only_the_final_answer_line_counts() -> None:
     mcq = MCQ("q?", TREMOR, "D")
     explain = AnswerFormat.EXPLAIN
@@ -123,6 +129,7 @@ def _constant_policies(mcq: MCQ, fmt: AnswerFormat) -> dict[str, str]:
             "explanation names every option": " " + " ".join(mcq.options.values()) + "\nAnswer: none"}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fmt", list(AnswerFormat))
 def test_constant_policies_earn_chance_or_less(fmt: AnswerFormat) -> None:
     questions = bundled_corpus().mcq["test"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import subprocess
 import sys
@@ -20,6 +22,7 @@ def test_readme_python_example_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "runs/api/rl/final/meta.json").is_file()
 
 
+@pytest.mark.fast
 def test_names_resolve_on_use() -> None:
     probe = ("import sys, pure_transformer as pt\nassert 'torch' not in sys.modules\n"
              "from pure_transformer.checkpoint import load_model\nassert pt.load_model is load_model\n"

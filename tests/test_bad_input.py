@@ -58,6 +58,7 @@ CASES = {
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line(case: str, ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     prepare, how, message = CASES[case]

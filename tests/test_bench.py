@@ -37,6 +37,7 @@ def test_train_bench_matches_transformers_loss_and_reports_mfu_by_its_formula() 
     assert any(f"= {flops:,}" in line for line in lines)  # the formula is printed with its result
 
 
+@pytest.mark.fast
 def test_generate_bench_contenders_agree_token_for_token() -> None:
     rows = bench_generate("tiny", CPU, batch=4, prompt_len=8, new_tokens=6, repeats=1, say=lambda *_: None)
     assert [r.name for r in rows] == ["ours, dynamic cache", "ours, static cache", "transformers generate",
@@ -49,6 +50,7 @@ def test_generate_bench_contenders_agree_token_for_token() -> None:
     assert sampled[1].same_as_ours == 4 and sampled[2].same_as_ours is None  # our seeds, their own RNG
 
 
+@pytest.mark.fast
 def test_rl_step_bench_times_every_phase_of_real_steps() -> None:
     cfg = dataclasses.replace(grpo_preset("grpo_usmle_2day"), prompts_per_step=2, samples_per_prompt=4,
                               max_new_tokens=8, micro_batch=4)
@@ -80,12 +82,14 @@ def test_rl_step_bench_fits_the_presets_budget_to_a_short_context() -> None:
     (["bench", "generate", "--device", "gpu0"], "error: unknown device 'gpu0'"),
     (["bench", "rl-step", "--checkpoint", "/no/such/run"], "error: checkpoint path not found: /no/such/run"),
 ])
+@pytest.mark.fast
 def test_bad_bench_arguments_are_one_error_line(argv, message, capsys) -> None:
     assert cli_main(argv if "--device" in argv else [*argv, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.fast
 def test_bench_generate_command_prints_its_table(capsys) -> None:
     assert cli_main(["bench", "generate", "--device", "cpu", "--batch", "2", "--prompt-len", "4", "--new-tokens",
                      "3", "--repeats", "1"]) == 0

@@ -34,6 +34,7 @@ def trained_pair() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     return model, opt
 
 
+@pytest.mark.fast
 def test_round_trip_weights_optimizer_and_meta(tmp_path: Path) -> None:
     model, opt = trained_pair()
     save_checkpoint(step_dir(tmp_path, 2), model, {"step": 2, "model_config": CFG.to_dict(), "data": {"pos": [1, 2]}},
@@ -57,6 +58,7 @@ def test_round_trip_weights_optimizer_and_meta(tmp_path: Path) -> None:
     assert meta["data"] == {"pos": [1, 2]}
 
 
+@pytest.mark.fast
 def test_run_folder_prefers_final_then_newest(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in (1, 2, 3):
@@ -67,6 +69,7 @@ def test_run_folder_prefers_final_then_newest(tmp_path: Path) -> None:
     assert read_meta(resolve_checkpoint(tmp_path))["step"] == 2
 
 
+@pytest.mark.fast
 def test_corrupt_newest_is_skipped_with_warning(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in (1, 2):
@@ -81,6 +84,7 @@ def test_corrupt_newest_is_skipped_with_warning(tmp_path: Path) -> None:
         resolve_checkpoint(tmp_path / "nope")
 
 
+@pytest.mark.fast
 def test_retention_keeps_last_three_plus_best(tmp_path: Path) -> None:
     model, _ = trained_pair()
     for step in range(1, 7):
@@ -93,6 +97,7 @@ def test_retention_keeps_last_three_plus_best(tmp_path: Path) -> None:
     load_weights(tmp_path / "best", build_model(CFG))  # survives its step folder's deletion
 
 
+@pytest.mark.fast
 def test_no_pickle_in_checkpoint(tmp_path: Path) -> None:
     model, opt = trained_pair()
     ckpt = save_checkpoint(step_dir(tmp_path, 1), model, {"step": 1, "model_config": CFG.to_dict()}, opt)
@@ -147,6 +152,7 @@ class _Canary:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.fast
 def test_malicious_pickle_is_never_unpickled(tmp_path: Path) -> None:
     import pickle
 

@@ -30,6 +30,7 @@ def assert_one_line_error(code: int, err: str, message: str) -> None:
     assert message in lines[0], lines[0]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("preset", list(MODEL_PRESETS))
 def test_model_info_prints_exact_count(capsys: pytest.CaptureFixture, preset: str) -> None:
     code, out, _ = run_cli(capsys, "model", "info", preset)
@@ -57,12 +58,14 @@ def test_tokenizer_train_default_corpus_and_preview(capsys: pytest.CaptureFixtur
         assert abs(target - achieved) < 0.02
 
 
+@pytest.mark.fast
 def test_data_overlap_reports(capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(capsys, "data", "overlap", "--train", "bundled-general", "--eval", "bundled-mcq",
                            "--eval-split", "test", "--n", "13")
     assert code == 0 and "13-gram overlap" in out and "400 eval items" in out
 
 
+@pytest.mark.fast
 def test_user_mistakes_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Path, tiny_tokenizer) -> None:
     tok = tiny_tokenizer.source
     assert_one_line_error(*run_cli(capsys, "model", "info", "huge")[::2], "unknown model preset 'huge'")
@@ -138,6 +141,7 @@ FROZEN_FLAGS = {
 }
 
 
+@pytest.mark.fast
 def test_cli_surface_is_frozen() -> None:
     import argparse
 
@@ -165,6 +169,7 @@ def test_commands_import_only_what_they_run() -> None:
         assert proc.stdout.strip().splitlines()[-1] == loaded
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command", ["pretrain", "rl"])
 def test_print_config_round_trips_through_config_file(command: str, tmp_path, capsys) -> None:
     import yaml
@@ -181,6 +186,7 @@ def test_print_config_round_trips_through_config_file(command: str, tmp_path, ca
     assert capsys.readouterr().out == printed
 
 
+@pytest.mark.fast
 def test_own_warnings_are_one_line(capsys) -> None:
     import warnings
 
@@ -197,6 +203,7 @@ def test_own_warnings_are_one_line(capsys) -> None:
     assert err.startswith("warning: ") and err.count("\n") == 1 and ".py:" not in err
 
 
+@pytest.mark.fast
 def test_sigterm_during_set_up_is_one_line() -> None:
     import signal
     import time

@@ -16,6 +16,7 @@ from pure_transformer.train.config import PRETRAIN_PRESETS, pretrain_preset
 from pure_transformer.train.schedule import lr_at, set_lr
 
 
+@pytest.mark.fast
 def test_a100_2day_matches_the_design() -> None:
     cfg = pretrain_preset("a100_2day")
     assert cfg.total_tokens == 2_000_000_000 and cfg.global_batch_tokens == 524_288
@@ -32,6 +33,7 @@ def test_a100_2day_matches_the_design() -> None:
     assert dataclasses.replace(letter, sources=cfg.sources, answer_format="explain") == cfg
 
 
+@pytest.mark.fast
 def test_every_preset_validates_and_h200_uses_memory() -> None:
     for name in PRETRAIN_PRESETS:
         pretrain_preset(name).accum_steps()
@@ -44,12 +46,14 @@ def test_every_preset_validates_and_h200_uses_memory() -> None:
         pretrain_preset("nope")
 
 
+@pytest.mark.fast
 def test_accumulation_must_divide() -> None:
     cfg = apply_overrides(pretrain_preset("debug"), {"global_batch_tokens": 3000})
     with pytest.raises(ConfigError, match="must be a multiple of micro_batch"):
         cfg.accum_steps()
 
 
+@pytest.mark.fast
 def test_overrides_parse_and_validate(tmp_path: Path) -> None:
     cfg = apply_overrides(pretrain_preset("debug"), parse_set(["peak_lr=1e-3", "compile=true", "total_tokens=2e6",
                                                               "sources={a: 0.5, b: 0.5}", "tokenizer=gpt2"]))
@@ -82,6 +86,7 @@ def test_overrides_parse_and_validate(tmp_path: Path) -> None:
         load_yaml(tmp_path / "missing.yaml")
 
 
+@pytest.mark.fast
 def test_lr_schedule_warmup_cosine_floor() -> None:
     kw = dict(peak_lr=1.0, min_lr=0.1, warmup_tokens=100, total_tokens=1100)
     assert lr_at(0, **kw) == 0.0
@@ -95,6 +100,7 @@ def test_lr_schedule_warmup_cosine_floor() -> None:
     assert all(a >= b for a, b in zip(values, values[1:]))  # monotone decay after warmup
 
 
+@pytest.mark.fast
 def test_set_lr_scales_every_group() -> None:
     p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([{"params": [p1], "lr": 1e-5, "peak_lr": 1e-5},

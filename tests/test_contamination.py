@@ -21,6 +21,7 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.open()]
 
 
+@pytest.mark.fast
 def test_eval_questions_injected_into_training_are_dropped_and_counted(tmp_path, bundled_dir, write_jsonl):
     train = read_jsonl(bundled_dir / "medqa_train.jsonl")
     test = read_jsonl(bundled_dir / "medqa_test.jsonl")
@@ -42,6 +43,7 @@ def test_eval_questions_injected_into_training_are_dropped_and_counted(tmp_path,
     assert source.state_dict()["dropped"] == source.guard.dropped
 
 
+@pytest.mark.fast
 def test_bundled_mcq_training_stream_excludes_its_eval_questions(bundled):
     source = open_source("bundled-mcq", "train")
     texts = {d.text for d in takewhile(lambda d: d.epoch == 0, source)}
@@ -50,6 +52,7 @@ def test_bundled_mcq_training_stream_excludes_its_eval_questions(bundled):
     assert len(texts) + source.guard.dropped >= len(set(AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]))
 
 
+@pytest.mark.fast
 def test_guard_normalises_formatting():
     guard = ContaminationGuard(["What is the most likely diagnosis?"])
     assert normalize_question("  WHAT is the most-likely\tdiagnosis ") == "what is the most likely diagnosis"
@@ -58,6 +61,7 @@ def test_guard_normalises_formatting():
     assert guard.dropped == 1
 
 
+@pytest.mark.fast
 def test_ngram_overlap_on_a_hand_made_example():
     train = ["the quick brown fox jumps over the lazy dog", "nothing to see here at all"]
     evals = [

@@ -3,6 +3,8 @@ probe scores a model that can copy options above one that cannot."""
 
 from __future__ import annotations
 
+import pytest
+
 import dataclasses
 import types
 
@@ -16,6 +18,7 @@ from pure_transformer.eval.probes import drill_batches, lookup_drill, option_cop
 from pure_transformer.eval.scoring import encode_prompt
 
 
+@pytest.mark.fast
 def test_drill_answer_is_the_key_paired_with_the_asked_value():
     batch = next(drill_batches(vocab_size=500, batch_size=64, filler=5, seed=3))
     assert batch.input_ids.shape == (64, 8 + 5 + 2)
@@ -25,6 +28,7 @@ def test_drill_answer_is_the_key_paired_with_the_asked_value():
         assert row[-2] == 5 and pairs[row[-1]] == answer
 
 
+@pytest.mark.fast
 def test_lookup_drill_reports_held_out_accuracy():
     cfg = model_preset("tiny")
     history = list(lookup_drill(cfg, steps=4, batch_size=8, report_every=2))
@@ -61,6 +65,7 @@ class _Copier(torch.nn.Module):
         return None, logits
 
 
+@pytest.mark.fast
 def test_option_copy_accuracy_separates_a_reader_from_a_constant(tiny_tokenizer):
     tok = tiny_tokenizer
     questions = [MCQ(question=f"Which drug number {i}?", options={L: f"{name} {i}" for L, name in

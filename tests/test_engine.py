@@ -34,6 +34,7 @@ def greedy_without_cache(model, prompt: list[int], n: int) -> list[int]:
     return ids[len(prompt):]
 
 
+@pytest.mark.fast
 def test_cache_matches_full_forward_logits(engine: Engine) -> None:
     model = engine.model
     x = torch.randint(0, 512, (2, 12))
@@ -44,6 +45,7 @@ def test_cache_matches_full_forward_logits(engine: Engine) -> None:
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.fast
 def test_greedy_kv_cache_equals_no_cache(engine: Engine) -> None:
     ps = prompts(engine.tok)  # different lengths: exercises left padding
     out = engine.generate(ps, SamplingParams(max_new_tokens=12, temperature=0))
@@ -54,6 +56,7 @@ def test_greedy_kv_cache_equals_no_cache(engine: Engine) -> None:
         assert group[0].finish_reason == ("stop" if len(got) < 12 else "length")
 
 
+@pytest.mark.fast
 def test_logprobs_equal_full_forward_under_the_same_truncation(engine: Engine) -> None:
     params = SamplingParams(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, seed=3)
     ps = prompts(engine.tok)
@@ -70,6 +73,7 @@ def test_logprobs_equal_full_forward_under_the_same_truncation(engine: Engine) -
                 assert s.logprobs[t].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
+@pytest.mark.fast
 def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
     torch.manual_seed(0)
     logits = torch.randn(6, 50)
@@ -85,6 +89,7 @@ def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
     assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
 
 
+@pytest.mark.fast
 def test_top_p_alone_keeps_at_most_the_candidate_cap() -> None:
     """A flat 5,000-token distribution at top_p 0.99 would keep ~4,950 ids per step;
     the nucleus is sought among the 1,024 most likely, so the kept set stays bounded."""
@@ -101,6 +106,7 @@ def test_top_p_alone_keeps_at_most_the_candidate_cap() -> None:
     assert sorted(k for k in keep[0].tolist() if k >= 0) == [0, 1]
 
 
+@pytest.mark.fast
 def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
     ps = prompts(engine.tok)
     a = engine.generate(ps, SamplingParams(max_new_tokens=8, temperature=1.0, seed=7), num_samples=3)
@@ -110,6 +116,7 @@ def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
     assert tok(a) == tok(b) and tok(a) != tok(c)
 
 
+@pytest.mark.fast
 def test_exponential_race_draws_from_the_truncated_distribution() -> None:
     """argmax(p / q), q ~ Exp(1), is an exact draw from p: 40,000 draws match p
     within 4 standard errors, under top-k and top-p truncation alike."""
@@ -129,6 +136,7 @@ def test_exponential_race_draws_from_the_truncated_distribution() -> None:
         assert ((freq - expected).abs() <= 4 * se + 1e-9).all(), (params, freq, expected)
 
 
+@pytest.mark.fast
 def test_a_prompt_samples_alike_whatever_its_batch(engine: Engine) -> None:
     """Seeds are per prompt: prompt 1 asked with others or alone (or batch order
     reversed) draws the same tokens; this is what lets GRPO ranks split a step."""
@@ -146,6 +154,7 @@ def test_a_prompt_samples_alike_whatever_its_batch(engine: Engine) -> None:
         engine.generate(ps, params, seeds=[1, 2])
 
 
+@pytest.mark.fast
 def test_prefill_once_per_prompt(engine: Engine) -> None:
     batch_sizes = []
     handle = engine.model.embed_tokens.register_forward_hook(lambda m, i, o: batch_sizes.append(tuple(i[0].shape)))
@@ -155,6 +164,7 @@ def test_prefill_once_per_prompt(engine: Engine) -> None:
     assert all(shape == (48, 1) for shape in batch_sizes[1:])  # then 3 x 16 rows, one token each
 
 
+@pytest.mark.fast
 def test_stop_on_eot_and_stop_strings_with_compaction(engine: Engine) -> None:
     eot = engine.tok.eot_id
     ps = prompts(engine.tok)
@@ -201,6 +211,7 @@ def test_stop_on_eot_and_stop_strings_with_compaction(engine: Engine) -> None:
     assert len(cut.tokens) < len(free.tokens) or free.finish_reason == "stop"
 
 
+@pytest.mark.fast
 def test_bad_requests() -> None:
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0)

@@ -41,6 +41,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
     return path
 
 
+@pytest.mark.fast
 def test_wilson_interval_by_hand() -> None:
     low, high = wilson_interval(50, 100)
     assert (round(low, 4), round(high, 4)) == (0.4038, 0.5962)
@@ -48,12 +49,14 @@ def test_wilson_interval_by_hand() -> None:
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
 
 
+@pytest.mark.fast
 def test_expected_calibration_error_by_hand() -> None:
     # bin [0.9, 1.0): confidences 0.95, 0.95, one right -> |0.5 - 0.95| * 2/4; bin [0.3, 0.4): 0.35, 0.35, both right
     ece = expected_calibration_error([0.95, 0.95, 0.35, 0.35], [True, False, True, True])
     assert ece == pytest.approx(0.45 * 0.5 + 0.65 * 0.5)
 
 
+@pytest.mark.fast
 def test_paired_bootstrap_ci() -> None:
     rng = np.random.default_rng(0)
     before = rng.random(400) < 0.25
@@ -65,6 +68,7 @@ def test_paired_bootstrap_ci() -> None:
     assert low == high == 0.0
 
 
+@pytest.mark.fast
 def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokenizer) -> None:
     from pure_transformer.checkpoint import load_model
 
@@ -85,6 +89,7 @@ def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokeniz
     assert 0 <= score.extra["ece"] <= 1 and score.n == 6
 
 
+@pytest.mark.fast
 def test_continuation_logprobs_match_one_forward_per_pair(tiny_ckpt: Path) -> None:
     # Shared contexts share a row, one-token and longer continuations mix, and an over-long pair
     # keeps its last max_seq_len inputs (lm-eval's rule): each value against its own forward pass.
@@ -108,6 +113,7 @@ def test_continuation_logprobs_match_one_forward_per_pair(tiny_ckpt: Path) -> No
         assert value == pytest.approx(sum(logp[first + i, t].item() for i, t in enumerate(cont_ids)), abs=1e-4)
 
 
+@pytest.mark.fast
 def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "report.json"
     code = evaluate_main(["--checkpoint", str(tiny_ckpt.parent), "--task", "synthetic", "--split", "test",
@@ -124,6 +130,7 @@ def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys:
     assert "loglikelihood" in capsys.readouterr().out
 
 
+@pytest.mark.fast
 def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
     from pure_transformer.checkpoint import load_model
 
@@ -146,6 +153,7 @@ def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
     assert score.extra["acc_norm"] == pytest.approx(hits_norm / 5)
 
 
+@pytest.mark.fast
 def test_passk_counts_by_hand(tiny_ckpt: Path) -> None:
     from pure_transformer.checkpoint import load_model
     from pure_transformer.engine import Engine
@@ -162,6 +170,7 @@ def test_passk_counts_by_hand(tiny_ckpt: Path) -> None:
     assert score.extra["pass@4"] >= score.extra["pass@1"]
 
 
+@pytest.mark.fast
 def test_baseline_gain_and_rotation(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = tmp_path / "base.json"
     args = ["--checkpoint", str(tiny_ckpt), "--limit", "8", "--mode", "loglikelihood,cloze", "--no-progress"]
@@ -183,6 +192,7 @@ def test_baseline_gain_and_rotation(tiny_ckpt: Path, tmp_path: Path, capsys: pyt
     assert err.count("error:") == 3 and "Traceback" not in err and "--k must be >= 1" in err
 
 
+@pytest.mark.fast
 def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, capsys: pytest.CaptureFixture) -> None:
     code = evaluate_main(["--checkpoint", str(tiny_ckpt), "--data-path", str(bundled_dir / "medqa_train.jsonl"),
                           "--split", "test", "--limit", "5", "--mode", "loglikelihood", "--no-progress"])
@@ -191,6 +201,7 @@ def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, cap
     assert "unknown task 'usmle'" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint import load_model
     from pure_transformer.engine import Engine, SamplingParams, stream_text
@@ -212,6 +223,7 @@ def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFi
     assert "top_p" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tokenizer, tied: bool) -> None:
     transformers = pytest.importorskip("transformers")
@@ -234,6 +246,7 @@ def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tok
         torch.testing.assert_close(hf(x).logits, ours(x)[1], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.fast
 def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_path: Path, write_jsonl,
                                                        capsys: pytest.CaptureFixture) -> None:
     # Users have their MedQA test file and nothing else: named for the test split, it is scored whole;
@@ -252,6 +265,7 @@ def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_pat
         assert f"{'loglikelihood':<18}{n:>5}" in out.out and 0 < in_test < 40
 
 
+@pytest.mark.fast
 def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
     base = tmp_path / "base.json"
@@ -271,6 +285,7 @@ def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: P
     assert "+0.000 [+0.000, +0.000] on 4 paired" in capsys.readouterr().out  # same seed, same samples
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mode", ["generate", "passk"])
 def test_save_generations_keeps_the_texts_the_answers_were_read_from(tiny_ckpt: Path, tmp_path: Path,
                                                                      mode: str) -> None:
@@ -292,6 +307,7 @@ def test_save_generations_keeps_the_texts_the_answers_were_read_from(tiny_ckpt: 
             assert row["share"] == pytest.approx(sum(letter == q.answer for letter, _ in reads) / 3)
 
 
+@pytest.mark.fast
 def test_a_baseline_of_other_questions_or_modes_is_one_line(tiny_ckpt: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     base = tmp_path / "base.json"

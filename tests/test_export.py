@@ -25,6 +25,7 @@ PROMPTS = ["Question: A 45-year-old man presents with fever. Answer:", "The firs
            "Explanation:\n A characteristic adverse effect of"]
 
 
+@pytest.mark.fast
 def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -> None:
     _, hf_dir = exported
     hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
@@ -35,6 +36,7 @@ def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -
     assert hf_tok.model_max_length == CFG.max_seq_len
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
     from pure_transformer.checkpoint import load_model
@@ -49,6 +51,7 @@ def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
         torch.testing.assert_close(hf(x).logits, ours(x)[1], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.fast
 def test_greedy_generate_matches_ours(exported) -> None:
     from pure_transformer.checkpoint import load_model
 
@@ -71,6 +74,7 @@ def test_greedy_generate_matches_ours(exported) -> None:
         assert text.rstrip("\ufffd") == "".join(stream_text(engine, prompt, params))
 
 
+@pytest.mark.fast
 def test_chat_template_is_the_servers(exported) -> None:
     _, hf_dir = exported
     hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
@@ -84,6 +88,7 @@ def test_chat_template_is_the_servers(exported) -> None:
                                      "User: Adverse effect?\nAssistant:")
 
 
+@pytest.mark.fast
 def test_folder_is_complete_and_readable(exported, tiny_tokenizer) -> None:
     _, hf_dir = exported
     config = json.loads((hf_dir / "config.json").read_text())
@@ -98,6 +103,7 @@ def test_folder_is_complete_and_readable(exported, tiny_tokenizer) -> None:
         assert mode & 0o044 == 0o044, f"{name} is {oct(mode)}: others cannot read it"
 
 
+@pytest.mark.fast
 def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, random_checkpoint) -> None:
     from pure_transformer.export import export_hf
 
@@ -128,6 +134,7 @@ def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, ra
     assert "| medqa | test | loglikelihood | 1273 | 0.262 | [0.238, 0.287] |" in card
 
 
+@pytest.mark.fast
 def test_bad_report_is_one_line_and_writes_nothing(tmp_path: Path, random_checkpoint,
                                                    capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.cli import main as cli_main

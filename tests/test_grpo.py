@@ -33,6 +33,7 @@ def _ones(*shape: int) -> torch.Tensor:
 # Advantages
 # ---------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_group_advantages_mean_centred_by_hand():
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 2.0, 2.0, 2.0, 2.0])
     adv = group_advantages(rewards, 4)
@@ -41,6 +42,7 @@ def test_group_advantages_mean_centred_by_hand():
     assert adv.tolist() == pytest.approx(expected)
 
 
+@pytest.mark.fast
 def test_group_advantages_std_scaled_by_hand():
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 2.0, 2.0, 2.0, 2.0])
     eps = 1e-6
@@ -52,6 +54,7 @@ def test_group_advantages_std_scaled_by_hand():
     assert adv.tolist() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.fast
 def test_group_advantages_integer_rewards_and_bad_layout():
     assert group_advantages(torch.tensor([1, 0]), 2).tolist() == pytest.approx([0.5, -0.5])
     with pytest.raises(ValueError, match="multiple of group_size"):
@@ -60,6 +63,7 @@ def test_group_advantages_integer_rewards_and_bad_layout():
         group_advantages(torch.zeros(2, 4), 4)
 
 
+@pytest.mark.fast
 def test_zero_variance_groups():
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
     assert zero_variance_groups(rewards, 3).tolist() == [True, True, False]
@@ -76,6 +80,7 @@ def _one_token_batch(rhos: list[float], advs: list[float]):
     return logp, zeros, zeros.clone(), torch.tensor(advs, dtype=torch.float64), _ones(len(rhos), 1)
 
 
+@pytest.mark.fast
 def test_clipping_asymmetric_by_hand():
     # eps_low 0.2, eps_high 0.28: range [0.8, 1.28].
     rhos = [0.5, 0.5, 1.5, 1.5, 1.1]
@@ -96,6 +101,7 @@ def test_clipping_asymmetric_by_hand():
     assert logp.grad.squeeze(1).tolist() == pytest.approx(expected_grad)
 
 
+@pytest.mark.fast
 def test_clipping_symmetric_default():
     logp, old, ref, adv, mask = _one_token_batch([1.5, 0.5], [1.0, -1.0])
     out = grpo_loss(logp, old, ref, adv, mask, NO_KL_NO_MASK)
@@ -103,6 +109,7 @@ def test_clipping_symmetric_default():
     assert out.clip_frac == pytest.approx(1.0)
 
 
+@pytest.mark.fast
 def test_config_validation():
     with pytest.raises(ConfigError, match="clip_eps"):
         GRPOLossConfig(clip_eps=0.0)
@@ -116,6 +123,7 @@ def test_config_validation():
 # KL term
 # ---------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_kl_value_by_hand():
     lp, olds, refs = [-1.0, -2.0, -0.5], [-1.2, -1.5, -0.5], [-0.7, -3.0, -2.0]
     expected = []
@@ -130,6 +138,7 @@ def test_kl_value_by_hand():
     assert out.policy_loss == 0.0
 
 
+@pytest.mark.fast
 def test_kl_nonnegative_on_policy():
     g = torch.Generator().manual_seed(0)
     logp = -torch.rand(8, 5, generator=g, dtype=torch.float64) * 3
@@ -145,6 +154,7 @@ def test_kl_nonnegative_on_policy():
         assert one.kl >= 0
 
 
+@pytest.mark.fast
 def test_kl_term_unaffected_by_sequence_mask():
     # Sequence 0: A < 0 and drift 1.0 > 0.5, so masked; sequence 1 is kept.
     logp = torch.tensor([[-2.0, -2.0], [-1.0, -1.0]], dtype=torch.float64)
@@ -163,6 +173,7 @@ def test_kl_term_unaffected_by_sequence_mask():
 # Off-policy sequence mask
 # ---------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_offpolicy_mask_is_one_sided():
     # Each row: one prompt position (mask 0, huge fake drift that must be ignored) + 2 completion tokens.
     # drifts (mean of old - logp over completion): 1.0, 0.1, 1.0, 0.5 (exactly delta: not masked).
@@ -204,6 +215,7 @@ def _exact_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (p * (p / q).log()).sum()
 
 
+@pytest.mark.fast
 def test_rho_k3_unbiased_plain_k3_biased_monte_carlo():
     n = 200_000
     g = torch.Generator().manual_seed(1234)
@@ -226,6 +238,7 @@ def test_rho_k3_unbiased_plain_k3_biased_monte_carlo():
     assert abs(plain.kl - truth) > 10 * se_plain
 
 
+@pytest.mark.fast
 def test_kl_gradient_is_importance_weighted_true_kl_gradient():
     """E_{pi_old}[grad(rho*k3)] = E_{pi_old}[rho * log(pi_theta/pi_ref) * grad log pi_theta] = grad KL, exactly."""
     z = P_THETA.log().clone().requires_grad_(True)           # logits of pi_theta
@@ -254,6 +267,7 @@ def test_kl_gradient_is_importance_weighted_true_kl_gradient():
     torch.testing.assert_close(total, true_grad)
 
 
+@pytest.mark.fast
 def test_grpo_loss_gradient_matches_finite_differences():
     g = torch.Generator().manual_seed(7)
     B, T, V = 3, 4, 5
@@ -287,6 +301,7 @@ def test_grpo_loss_gradient_matches_finite_differences():
 # Token-level normalisation across micro-batches
 # ---------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_micro_batches_with_total_token_count_equal_one_batch():
     g = torch.Generator().manual_seed(3)
     B, T = 6, 7
@@ -320,6 +335,7 @@ def test_micro_batches_with_total_token_count_equal_one_batch():
     assert naive != pytest.approx(full.loss.item())
 
 
+@pytest.mark.fast
 def test_padding_values_are_ignored():
     logp = torch.tensor([[-1.0, float("-inf")]], dtype=torch.float64, requires_grad=True)
     old = torch.tensor([[-1.1, float("nan")]], dtype=torch.float64)
@@ -348,6 +364,7 @@ def _top_k_case(k: int = 4, temperature: float = 0.7):
     return logits, tokens, keep_ids, expected
 
 
+@pytest.mark.fast
 def test_masked_logprobs_top_k_matches_renormalised_kept_logits():
     logits, tokens, keep_ids, expected = _top_k_case()
     got = masked_logprobs(logits, tokens, temperature=0.7, keep_ids=keep_ids)
@@ -356,6 +373,7 @@ def test_masked_logprobs_top_k_matches_renormalised_kept_logits():
     assert torch.all(got > masked_logprobs(logits, tokens, temperature=0.7))
 
 
+@pytest.mark.fast
 def test_masked_logprobs_gradient_through_keep_mask():
     logits, tokens, keep_ids, _ = _top_k_case(temperature=1.3)
     a = logits.clone().requires_grad_(True)
@@ -369,6 +387,7 @@ def test_masked_logprobs_gradient_through_keep_mask():
     assert torch.equal(a.detach(), logits)                               # the caller's logits are untouched
 
 
+@pytest.mark.fast
 def test_masked_logprobs_full_vocab_and_temperature():
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(2, 4, 9, generator=g)
@@ -385,6 +404,7 @@ def test_masked_logprobs_full_vocab_and_temperature():
     assert masked_logprobs(logits.bfloat16(), tokens).dtype == torch.float32
 
 
+@pytest.mark.fast
 def test_masked_logprobs_unrestricted_positions_and_invalid_tokens():
     logits, tokens, keep_ids, _ = _top_k_case()
     keep_ids = keep_ids.clone()

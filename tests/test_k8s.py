@@ -86,6 +86,7 @@ CASES = [dict(phase="pretrain"), dict(phase="pretrain", gpus=8, run="big"), dict
          dict(phase="pretrain", nodes=3, gpus=8, storage_class="cephfs"), dict(phase="rl", nodes=2, gpus=4)]
 
 
+@pytest.mark.fast
 @needs_kubernetes
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 def test_every_rendered_object_matches_the_kubernetes_schema(kw: dict) -> None:
@@ -95,6 +96,7 @@ def test_every_rendered_object_matches_the_kubernetes_schema(kw: dict) -> None:
     assert "PersistentVolumeClaim" in rendered
 
 
+@pytest.mark.fast
 @needs_kubernetes
 def test_schema_check_catches_a_missing_field_and_a_misspelt_one() -> None:
     job = objects(phase="pretrain")["Job"]
@@ -107,6 +109,7 @@ def test_schema_check_catches_a_missing_field_and_a_misspelt_one() -> None:
         check_schema(job, "V1Job")
 
 
+@pytest.mark.fast
 def test_training_job_resumes_and_survives_preemption() -> None:
     job = objects(phase="pretrain", image="registry/pt:1", grace_s=450)["Job"]
     assert job["metadata"]["name"] == "pure-transformer-pretrain"
@@ -127,6 +130,7 @@ def test_training_job_resumes_and_survives_preemption() -> None:
     assert any(r["action"] == "FailJob" and r["onExitCodes"]["values"] == [2] for r in rules)
 
 
+@pytest.mark.fast
 def test_gpu_count_picks_run_train_or_the_torchrun_launcher() -> None:
     one = train_container(objects(phase="rl")["Job"])["command"]
     assert one[-4:] == ["python", "-m", "pure_transformer.run_train", "rl"]
@@ -136,6 +140,7 @@ def test_gpu_count_picks_run_train_or_the_torchrun_launcher() -> None:
     assert many["resources"]["requests"]["nvidia.com/gpu"] == "4"
 
 
+@pytest.mark.fast
 def test_default_run_folders_chain_pretrain_grpo_eval_serve() -> None:
     for run, root, suffix in (("default", "/data/runs", ""), ("exp1", "/data/runs/exp1", "-exp1")):
         pre = train_container(objects(phase="pretrain", run=run)["Job"])["args"]
@@ -151,6 +156,7 @@ def test_default_run_folders_chain_pretrain_grpo_eval_serve() -> None:
         assert ev_job["metadata"]["name"] == f"pure-transformer-eval{suffix}"
 
 
+@pytest.mark.fast
 def test_multi_node_is_a_pytorchjob_on_a_shared_volume() -> None:
     rendered = objects(phase="pretrain", nodes=3, gpus=8)
     assert "Job" not in rendered and rendered["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -165,6 +171,7 @@ def test_multi_node_is_a_pytorchjob_on_a_shared_volume() -> None:
         Settings(phase="pretrain", nodes=2, access_mode="ReadWriteOnce")
 
 
+@pytest.mark.fast
 def test_serve_listens_on_all_interfaces_with_health_probes() -> None:
     rendered = objects(phase="serve", api_key_secret="serve-key")
     dep, svc = rendered["Deployment"], rendered["Service"]
@@ -179,6 +186,7 @@ def test_serve_listens_on_all_interfaces_with_health_probes() -> None:
     assert svc["spec"]["selector"] == dep["spec"]["template"]["metadata"]["labels"] == dep["spec"]["selector"]["matchLabels"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("run", ["123", "true", "null", "1e3"])
 def test_run_names_that_look_like_other_yaml_types_stay_strings(run: str) -> None:
     job = objects(phase="pretrain", run=run)["Job"]
@@ -186,6 +194,7 @@ def test_run_names_that_look_like_other_yaml_types_stay_strings(run: str) -> Non
     assert job["metadata"]["name"] == f"pure-transformer-pretrain-{run}"
 
 
+@pytest.mark.fast
 def test_long_run_names_are_shortened_with_a_hash_and_too_long_ones_refused() -> None:
     a, b = "a" * 39 + "1", "a" * 39 + "2"
     names = {objects(phase="pretrain", run=r)["Job"]["metadata"]["name"] for r in (a, b)}
@@ -196,6 +205,7 @@ def test_long_run_names_are_shortened_with_a_hash_and_too_long_ones_refused() ->
         Settings(phase="pretrain", run="r" * 100)
 
 
+@pytest.mark.fast
 def test_extra_arguments_arrive_verbatim_one_element_each() -> None:
     extra = ("--set", 'sources={"a": 1}', "--set", "note=it's \"quoted\"\nand two lines", "--set", "k=$(HF_TOKEN)")
     args = train_container(objects(phase="pretrain", extra=extra)["Job"])["args"]
@@ -207,6 +217,7 @@ def test_extra_arguments_arrive_verbatim_one_element_each() -> None:
     ["pretrain", "--gpus", "0"], ["rl", "--gpus", "-1"], ["finetune"], ["pretrain", "--run", "x: y"],
     ["pretrain", "--memory", "lots"], ["serve", "--nodes", "2"], ["eval", "--namespace", "Bad_NS"],
     ["pretrain", "--gpus", "two"], ["logs", "--run", "UPPER"], ["status", "--", "-x"]])
+@pytest.mark.fast
 def test_bad_values_are_one_error_line_and_status_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     assert command.main([*argv, "--dry-run"] if argv[0] in ("pretrain", "rl", "eval", "serve") else argv) == 2
     out, err = capsys.readouterr()
@@ -217,6 +228,7 @@ def _env_with_path(path: Path) -> dict[str, str]:
     return {**os.environ, "PATH": str(path), "PYTHON": sys.executable}
 
 
+@pytest.mark.fast
 def test_deploy_sh_dry_run_passes_arguments_after_double_dash_unchanged(tmp_path: Path) -> None:
     proc = subprocess.run([BASH, str(DEPLOY), "rl", "--run", "123", "--namespace", "ucsdfutures", "--dry-run",
                            "--", "--set", 'sources={"a": 1}'], capture_output=True, text=True, timeout=60,
@@ -238,6 +250,7 @@ def _fake_kubectl(bin_dir: Path, script: str) -> Path:
     return log
 
 
+@pytest.mark.fast
 def test_deploy_sh_without_kubectl_is_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run([BASH, str(DEPLOY), "pretrain"], capture_output=True, text=True, timeout=60,
                           env=_env_with_path(tmp_path))
@@ -246,6 +259,7 @@ def test_deploy_sh_without_kubectl_is_one_clear_line(tmp_path: Path) -> None:
         "error: kubectl not found on PATH; install it, or use --dry-run to print the manifests"]
 
 
+@pytest.mark.fast
 def test_a_refusing_cluster_is_one_line_and_status_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
     _fake_kubectl(tmp_path, "print('error: You must be logged in to the server (Unauthorized)', file=sys.stderr)\n"
@@ -257,6 +271,7 @@ def test_a_refusing_cluster_is_one_line_and_status_1(tmp_path: Path, monkeypatch
         "error: kubectl get failed (exit 1): error: You must be logged in to the server (Unauthorized)"]
 
 
+@pytest.mark.fast
 def test_apply_reuses_the_volume_and_replaces_a_finished_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture) -> None:
     log = _fake_kubectl(tmp_path, (
@@ -278,6 +293,7 @@ def test_apply_reuses_the_volume_and_replaces_a_finished_job(tmp_path: Path, mon
     assert "ReadWriteMany" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 def test_delete_selects_the_runs_objects_and_keeps_the_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
     log = _fake_kubectl(tmp_path, "if argv[0] == 'api-resources': print('pytorchjobs.kubeflow.org')")
@@ -304,6 +320,7 @@ def _requeue(*child_args: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.fast
 def test_requeue_turns_a_clean_stop_after_sigterm_into_143_and_passes_other_statuses() -> None:
     proc = _requeue("60", "0")
     assert proc.stdout.readline().strip() == "ready"

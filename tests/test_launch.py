@@ -21,6 +21,7 @@ from pure_transformer.launch import shutdown_timeout, split_argv
 from pure_transformer.train.metrics import read_metrics
 
 
+@pytest.mark.fast
 def test_arguments_split_at_the_phase_and_the_timeout_follows_the_grace_period(monkeypatch) -> None:
     assert split_argv(["--standalone", "--nproc-per-node", "2", "rl", "--config", "debug"]) == (
         ["--standalone", "--nproc-per-node", "2"], ["rl", "--config", "debug"])
@@ -67,6 +68,7 @@ def test_a_bad_node_or_process_count_is_one_line_and_exit_2(tmp_path: Path, flag
     assert repr(value) in proc.stderr and not (tmp_path / "logs").exists()
 
 
+@pytest.mark.fast
 def test_torchrun_counts_it_accepts_pass_the_check() -> None:
     from torch.distributed.run import parse_args
 
@@ -89,6 +91,7 @@ def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr and "closing signal" not in proc.stderr
 
 
+@pytest.mark.fast
 def test_the_user_error_of_any_rank_is_the_one_printed(tmp_path: Path, monkeypatch, capsys) -> None:
     """A worker of the launcher (its parent's pid in PURE_TRANSFORMER_AGENT_PID) writes its error to
     torchrun's error file, not stderr; the launcher picks the rank that exited 2, not the one torchrun
@@ -200,6 +203,7 @@ while not open(sys.argv[2]).read().strip():
 """  # exits as soon as the worker runs: to the worker, its agent died
 
 
+@pytest.mark.fast
 @needs_proc
 @pytest.mark.parametrize("mode", ["pdeathsig", "watchdog-only", "stuck"])
 def test_an_orphaned_worker_is_signalled_then_killed(tmp_path: Path, mode: str) -> None:
@@ -235,6 +239,7 @@ print(len(terms))
 """
 
 
+@pytest.mark.fast
 def test_the_agent_death_signal_repeated_is_one_sigterm(tmp_path: Path) -> None:
     # Two SIGTERMs would be "stop now" to the trainer, which then dies without saving (seen under kill -9).
     env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}
@@ -244,6 +249,7 @@ def test_the_agent_death_signal_repeated_is_one_sigterm(tmp_path: Path) -> None:
     assert out.returncode == 0 and out.stdout.split() == ["1"], out.stdout + out.stderr
 
 
+@pytest.mark.fast
 def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny_tokenizer, monkeypatch,
                                                              capsys) -> None:
     """The signal lands after the last save (the workers were exiting): nothing was lost, exit 0.
@@ -330,6 +336,7 @@ def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, t
     assert losses(split) == losses(tmp_path / "whole") and len(losses(split)) == total
 
 
+@pytest.mark.fast
 def test_a_step_plus_a_save_longer_than_the_grace_period_is_said_once(monkeypatch) -> None:
     from pure_transformer.train.runtime import GraceCheck
 

@@ -30,6 +30,7 @@ QUESTION = MCQ("A 45-year-old man has crushing chest pain. Which drug first?",
                {"A": "Aspirin", "B": "Warfarin", "C": "0.5 mg digoxin", "D": "Heparin"}, "A")
 
 
+@pytest.mark.fast
 def test_fingerprint_survives_formatting_and_relettering() -> None:
     copies = [
         replace(QUESTION, question=QUESTION.question.upper()),
@@ -48,6 +49,7 @@ def test_fingerprint_survives_formatting_and_relettering() -> None:
     assert len({fingerprint(q) for q in [QUESTION, *others]}) == 4
 
 
+@pytest.mark.fast
 def test_ledger_round_trip_and_a_corrupt_file(tmp_path: Path) -> None:
     train = bundled_corpus().mcq["train"][:30]
     ledger = Ledger((LedgerEntry.of("pretrain", "bundled-mcq", train),)).extended(
@@ -113,6 +115,7 @@ def test_pretraining_writes_the_ledger_and_resume_keeps_it(trained: dict[str, Pa
     assert held_out and not any(q in expected for q in held_out)
 
 
+@pytest.mark.fast
 def test_grpo_extends_its_parents_ledger_and_export_copies_it(trained: dict[str, Path]) -> None:
     course = str(trained["course"])
     rl = read_ledger(trained["rl"] / "final")
@@ -134,6 +137,7 @@ def _exam(trained: dict[str, Path], seen: list[MCQ], unseen: list[MCQ]) -> Path:
     return path
 
 
+@pytest.mark.fast
 def test_evaluate_leaves_trained_questions_out(trained: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     seen = load_mcqs(str(trained["course"]), "train")[:4]
     unseen = bundled_corpus().mcq["test"][:6]
@@ -158,6 +162,7 @@ def test_evaluate_leaves_trained_questions_out(trained: dict[str, Path], capsys:
     assert {q["id"] for q in report["questions"]} < {q["id"] for q in report_all["questions"]}
 
 
+@pytest.mark.fast
 def test_evaluate_refuses_a_set_that_is_all_trained_on(trained: dict[str, Path],
                                                        capsys: pytest.CaptureFixture) -> None:
     code = cli_main(["evaluate", "--checkpoint", str(trained["rl"]), "--data-path", str(trained["course"]),
@@ -166,6 +171,7 @@ def test_evaluate_refuses_a_set_that_is_all_trained_on(trained: dict[str, Path],
     assert code == 2 and err.startswith("error: all ") and "--include-contaminated" in err and "\n" not in err
 
 
+@pytest.mark.fast
 def test_a_checkpoint_without_a_ledger_says_so(tmp_path: Path, tiny_tokenizer,
                                                 capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint import save_checkpoint, step_dir

@@ -88,6 +88,7 @@ def lm_eval_run(exported, tmp_path_factory: pytest.TempPathFactory) -> dict:
                                    task_manager=TaskManager(include_path=str(include), include_defaults=False))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
 def test_lm_eval_task_scores_each_choice_as_evaluate_does(task: LmEvalTask, lm_eval_run: dict, exported) -> None:
     from pure_transformer.checkpoint import load_model
@@ -112,6 +113,7 @@ def test_lm_eval_task_scores_each_choice_as_evaluate_does(task: LmEvalTask, lm_e
     assert [q["prediction"] for q in report["questions"]] == ["ABCD"[int(s.argmax())] for s in ours]
 
 
+@pytest.mark.fast
 def test_cli_evaluate_reports_lm_evals_accuracy(lm_eval_run: dict, exported, tmp_path: Path) -> None:
     from pure_transformer.cli import main as cli_main
 
@@ -125,6 +127,7 @@ def test_cli_evaluate_reports_lm_evals_accuracy(lm_eval_run: dict, exported, tmp
     assert report["accuracy"] == pytest.approx(lm_eval_run["results"]["medmcqa"]["acc,none"])
 
 
+@pytest.mark.fast
 def test_conventions_by_task_name() -> None:
     mcq = MCQ(" Which bone? ", {"A": "Ulna", "B": "Femur"}, "A", context="Part one.\nPart two.")
     mmlu = convention_for("mmlu-college-medicine")
@@ -140,6 +143,7 @@ def test_conventions_by_task_name() -> None:
                                      "Answer:", " B")
 
 
+@pytest.mark.fast
 def test_pubmedqa_scores_are_one_per_word_and_predict_letters(exported) -> None:
     from pure_transformer.checkpoint import load_model
     from pure_transformer.eval.scoring import continuation_logprobs, loglikelihood_mcq_accuracy

@@ -59,6 +59,7 @@ def test_resume_yields_exactly_the_uninterrupted_batches(tiny_tokenizer, bundled
     assert sum(batch["source_tokens"].values()) == (BATCH - 1) * (SEQ + 1)
 
 
+@pytest.mark.fast
 def test_stats_report_the_achieved_mixture(tiny_tokenizer):
     # One logical shard: the token-deficit rule is exact per shard to within a document, and 200 batches
     # split over 16 shards would add up 16 such errors on a stream too short to hide them.
@@ -107,6 +108,7 @@ def leftover_tokens(state: dict) -> Counter[int]:
     return out
 
 
+@pytest.mark.fast
 def test_ranks_and_workers_split_the_stream_without_duplicates_or_losses(tmp_path, write_jsonl):
     config, docs = id_source(tmp_path, write_jsonl)
     seen: Counter[int] = Counter()
@@ -158,6 +160,7 @@ def test_state_saved_by_some_readers_resumes_on_others(tmp_path, write_jsonl, be
     assert seen == docs
 
 
+@pytest.mark.fast
 def test_validation_batches_are_fixed_and_the_same_on_any_world_size(tiny_tokenizer):
     names = ["bundled-general", "bundled-mcq"]
     kwargs = dict(seq_len=SEQ, batch_size=BATCH, tokens_per_source=21 * (SEQ + 1))
@@ -178,6 +181,7 @@ def test_validation_batches_are_fixed_and_the_same_on_any_world_size(tiny_tokeni
                 assert torch.equal(rows[r], everything[r::world])
 
 
+@pytest.mark.fast
 def test_mismatched_or_old_states_are_refused(tiny_tokenizer):
     loader = build_train_loader(MIX, tiny_tokenizer, seq_len=SEQ, batch_size=BATCH, num_shards=4)
     state = loader.state_dict()
@@ -195,10 +199,12 @@ def test_mismatched_or_old_states_are_refused(tiny_tokenizer):
         build_train_loader(MIX, tiny_tokenizer, num_shards=4, num_workers=3)
 
 
+@pytest.mark.fast
 def test_document_spans():
     assert document_spans(torch.tensor([0, 1, 2, 0, 1, 0])) == [(0, 3), (3, 5), (5, 6)]
 
 
+@pytest.mark.fast
 def test_tokens_per_source_sums_every_logical_shard_and_reads_old_states() -> None:
     from pure_transformer.data.loader import tokens_per_source
 

@@ -25,6 +25,7 @@ def _mcq(**overrides: object) -> MCQ:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_mcq_takes_two_to_ten_options_lettered_in_order() -> None:
     five = _mcq(options={**OPTIONS, "E": "Clopidogrel"}, answer="E")
     assert five.letters == ("A", "B", "C", "D", "E") and five.answer_text == "Clopidogrel" and five.chance == 0.2
@@ -45,11 +46,13 @@ def test_mcq_takes_two_to_ten_options_lettered_in_order() -> None:
         ({"question": ""}, "question is empty"),
     ],
 )
+@pytest.mark.fast
 def test_mcq_validation_messages(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(DataError, match=message):
         _mcq(**overrides)
 
 
+@pytest.mark.fast
 def test_mcq_orders_options_and_data_error_is_a_user_error() -> None:
     mcq = _mcq(options={"D": "Alteplase", "C": "Warfarin", "B": "Heparin", "A": "Aspirin"})
     assert tuple(mcq.options) == ("A", "B", "C", "D")
@@ -62,6 +65,7 @@ def test_mcq_orders_options_and_data_error_is_a_user_error() -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_normalize_medqa_hub_record() -> None:
     record = {"question": "Q?", "options": dict(OPTIONS), "answer_idx": "C", "answer": "Warfarin",
               "meta_info": "step1"}
@@ -69,6 +73,7 @@ def test_normalize_medqa_hub_record() -> None:
     assert mcq == MCQ("Q?", dict(OPTIONS), "C", subject="step1")
 
 
+@pytest.mark.fast
 def test_normalize_bigbio_option_list() -> None:
     record = {"question": "Q?", "options": [{"key": k, "value": v} for k, v in OPTIONS.items()],
               "answer_idx": "B"}
@@ -76,6 +81,7 @@ def test_normalize_bigbio_option_list() -> None:
     assert mcq.options == OPTIONS and mcq.answer == "B"
 
 
+@pytest.mark.fast
 def test_normalize_reads_five_option_medqa_and_locates_a_bad_answer() -> None:
     record = {"question": "Q?", "options": {**OPTIONS, "E": "Clopidogrel"}, "answer_idx": "E"}
     assert normalize_mcq(record).answer_text == "Clopidogrel"
@@ -84,6 +90,7 @@ def test_normalize_reads_five_option_medqa_and_locates_a_bad_answer() -> None:
     assert str(err.value) == "MCQ answer 'F' is not one of A, B, C, D, E (medqa.jsonl line 7)"
 
 
+@pytest.mark.fast
 def test_normalize_names_missing_question() -> None:
     record = {"options": dict(OPTIONS), "answer_idx": "A"}
     with pytest.raises(DataError) as err:
@@ -92,6 +99,7 @@ def test_normalize_names_missing_question() -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.fast
 def test_normalize_medmcqa() -> None:
     record = {"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": 3,
               "exp": "Because z.", "subject_name": "Pharmacology"}
@@ -100,6 +108,7 @@ def test_normalize_medmcqa() -> None:
     assert (mcq.answer, mcq.explanation, mcq.subject) == ("D", "Because z.", "Pharmacology")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("cop", [-1, None])
 def test_normalize_medmcqa_hidden_label(cop: object) -> None:
     record = {"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": cop}
@@ -108,11 +117,13 @@ def test_normalize_medmcqa_hidden_label(cop: object) -> None:
         normalize_mcq(record)
 
 
+@pytest.mark.fast
 def test_normalize_medmcqa_missing_option() -> None:
     with pytest.raises(DataError, match="MedMCQA record is missing field\\(s\\) opd"):
         normalize_mcq({"question": "Q?", "opa": "w", "opb": "x", "opc": "y", "cop": 1})
 
 
+@pytest.mark.fast
 def test_normalize_rejects_non_dict() -> None:
     with pytest.raises(DataError, match="must be a dict, got list"):
         normalize_mcq(["Q?"])  # type: ignore[arg-type]
@@ -120,6 +131,7 @@ def test_normalize_rejects_non_dict() -> None:
 
 @pytest.mark.parametrize("explanation, subject, context", [(None, None, None),
                                                            ("Vitamin K.", "Pharmacology", "An abstract.")])
+@pytest.mark.fast
 def test_round_trip_through_normalised_record(explanation: str | None, subject: str | None,
                                               context: str | None) -> None:
     mcq = _mcq(explanation=explanation, subject=subject, context=context)
@@ -134,6 +146,7 @@ def test_round_trip_through_normalised_record(explanation: str | None, subject: 
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_shuffle_options_keeps_gold_text() -> None:
     mcq = _mcq(explanation="why", subject="pharm")
     rng = random.Random(0)
@@ -147,11 +160,13 @@ def test_shuffle_options_keeps_gold_text() -> None:
     assert answers == set(mcq.letters)  # the gold letter really moves
 
 
+@pytest.mark.fast
 def test_shuffle_options_is_deterministic_for_a_seed() -> None:
     mcq = _mcq()
     assert shuffle_options(mcq, random.Random(7)) == shuffle_options(mcq, random.Random(7))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("count", [2, 3, 5])
 def test_shuffle_and_rotate_follow_the_option_count(count: int) -> None:
     options = {chr(65 + i): f"option {i}" for i in range(count)}

@@ -33,6 +33,7 @@ def take_tokens(mixture, budget: int) -> np.ndarray:
     return totals
 
 
+@pytest.mark.fast
 def test_token_weighting_hits_the_shares(tiny_tokenizer):
     mixture = build_mixture(MixtureConfig(BUNDLED, shuffle_buffer=None), tiny_tokenizer)
     totals = take_tokens(mixture, 200_000)
@@ -43,6 +44,7 @@ def test_token_weighting_hits_the_shares(tiny_tokenizer):
     assert mixture.tokens == totals.tolist()
 
 
+@pytest.mark.fast
 def test_document_weighting_hits_the_probabilities(tiny_tokenizer):
     config = MixtureConfig(BUNDLED, weight_by="documents", shuffle_buffer=None, seed=3)
     picks = [source for source, _ in islice(build_mixture(config, tiny_tokenizer), 3000)]
@@ -60,6 +62,7 @@ def small_sources(tmp_path, write_jsonl):
     return {name: str(p) for name, p in paths.items()}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("weight_by", ["tokens", "documents"])
 def test_first_exhausted_stops_when_one_source_ends(tiny_tokenizer, small_sources, weight_by):
     config = MixtureConfig(
@@ -75,6 +78,7 @@ def test_first_exhausted_stops_when_one_source_ends(tiny_tokenizer, small_source
     assert mixture.docs[0] <= 12 and mixture.docs[1] <= 40  # and nothing repeated
 
 
+@pytest.mark.fast
 def test_all_exhausted_restarts_finished_sources_until_every_one_ends(tiny_tokenizer, small_sources):
     config = MixtureConfig(
         (SourceWeight(small_sources["small"], 0.5), SourceWeight(small_sources["large"], 0.5)),
@@ -89,6 +93,7 @@ def test_all_exhausted_restarts_finished_sources_until_every_one_ends(tiny_token
     assert mixture.exhausted == [True, True]
 
 
+@pytest.mark.fast
 def test_cycling_forever_is_the_default(tiny_tokenizer, small_sources):
     config = MixtureConfig((SourceWeight(small_sources["small"], 1.0),), shuffle_buffer=None)
     mixture = build_mixture(config, tiny_tokenizer)
@@ -96,12 +101,14 @@ def test_cycling_forever_is_the_default(tiny_tokenizer, small_sources):
     assert mixture.epochs == [8]  # the 100th document is in the 9th pass over 12
 
 
+@pytest.mark.fast
 def test_repeat_warning_for_medqa_at_two_billion_tokens():
     with pytest.warns(DataRepeatWarning, match=r"medqa would repeat ~1[0-9]{2}x over 2B tokens at 15%"):
         heavy = warn_on_repeats(MixtureConfig(), 2_000_000_000)
     assert [e.name for e in heavy] == ["medqa"]  # FineWeb-Edu's 10B tokens are plenty
 
 
+@pytest.mark.fast
 def test_config_validation_and_parsing():
     assert parse_mixture("fineweb-edu:0.85, medqa:0.15") == MixtureConfig().sources
     with pytest.raises(DataError, match="must be > 0"):
@@ -112,6 +119,7 @@ def test_config_validation_and_parsing():
         parse_mixture("medqa:lots")
 
 
+@pytest.mark.fast
 def test_shuffle_window_permutes_within_windows(tiny_tokenizer):
     plain = ShuffleWindow(open_source("bundled-general"), tiny_tokenizer, None, 0, 0)
     shuffled = ShuffleWindow(open_source("bundled-general"), tiny_tokenizer, 32, 0, 0)
@@ -120,6 +128,7 @@ def test_shuffle_window_permutes_within_windows(tiny_tokenizer):
     assert a != b and sorted(a) == sorted(b)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("weight_by", ["tokens", "documents"])
 def test_resume_with_shuffle_buffer_is_exact(tiny_tokenizer, weight_by):
     config = MixtureConfig(BUNDLED, weight_by=weight_by, shuffle_buffer=50, seed=7)

@@ -24,6 +24,7 @@ def expected_params(c: ModelConfig) -> int:
     return embeddings + c.n_layers * per_layer + c.dim  # final norm
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", list(MODEL_PRESETS))
 def test_preset_parameter_counts(name: str) -> None:
     cfg = model_preset(name)
@@ -32,6 +33,7 @@ def test_preset_parameter_counts(name: str) -> None:
     assert model.num_params() == expected_params(cfg)
 
 
+@pytest.mark.fast
 def test_medium_large_is_the_design_model() -> None:
     cfg = model_preset("medium-large")
     assert (cfg.n_layers, cfg.dim, cfg.max_seq_len) == (20, 1152, 2048)
@@ -40,6 +42,7 @@ def test_medium_large_is_the_design_model() -> None:
     assert 350_000_000 <= n <= 450_000_000, n
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_build_model_draws_the_seed_stream_of_a_meta_build(tied: bool) -> None:
     # build_model constructs on the target device; its constructors' init must not shift the
@@ -61,6 +64,7 @@ def test_build_model_draws_the_seed_stream_of_a_meta_build(tied: bool) -> None:
     assert torch.equal(model.rope_cos, reference.rope_cos)
 
 
+@pytest.mark.fast
 def test_unknown_preset_and_bad_config() -> None:
     with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
         model_preset("huge")
@@ -70,6 +74,7 @@ def test_unknown_preset_and_bad_config() -> None:
         ModelConfig(dim=64, n_heads=4, n_kv_heads=3)
 
 
+@pytest.mark.fast
 def test_flops_per_token_by_hand() -> None:
     c = SMALL
     model = build_model(c)
@@ -77,6 +82,7 @@ def test_flops_per_token_by_hand() -> None:
     assert model.flops_per_token(16) == 6 * matmul + 12 * c.n_layers * c.n_heads * c.head_dim * 16
 
 
+@pytest.mark.fast
 def test_causality() -> None:
     torch.manual_seed(0)
     model = build_model(SMALL).eval()
@@ -89,6 +95,7 @@ def test_causality() -> None:
     assert not torch.allclose(a[:, 12:], b[:, 12:])
 
 
+@pytest.mark.fast
 def test_document_masking_equals_documents_alone() -> None:
     torch.manual_seed(0)
     model = build_model(SMALL).eval()
@@ -104,6 +111,7 @@ def test_document_masking_equals_documents_alone() -> None:
     assert not torch.allclose(unmasked[:, 7:], alone2, atol=1e-3)
 
 
+@pytest.mark.fast
 def test_positions_and_varlen_boundaries() -> None:
     doc_ids = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 2, 2]])
     assert positions_from_doc_ids(doc_ids).tolist() == [[0, 1, 0, 1, 2], [0, 1, 2, 0, 1]]
@@ -112,6 +120,7 @@ def test_positions_and_varlen_boundaries() -> None:
     assert cu.tolist() == [0, 2, 5, 8, 10] and max_len == 3
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_logits_match_hf_llama(tied: bool) -> None:
     transformers = pytest.importorskip("transformers")
@@ -128,6 +137,7 @@ def test_logits_match_hf_llama(tied: bool) -> None:
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.fast
 def test_loss_mean_ignore_and_per_token() -> None:
     torch.manual_seed(0)
     model = build_model(SMALL)
@@ -145,6 +155,7 @@ def test_loss_mean_ignore_and_per_token() -> None:
     torch.testing.assert_close(per_token[keep], manual)
 
 
+@pytest.mark.fast
 def test_activation_checkpointing_same_gradients_and_what_it_recomputes() -> None:
     """Full and selective checkpointing give the plain gradients. Counting the ops that
     run in forward + backward: full recomputes every matmul of the forward again;
@@ -184,12 +195,14 @@ def test_activation_checkpointing_same_gradients_and_what_it_recomputes() -> Non
     assert full[silu] == selective[silu] == plain[silu] + SMALL.n_layers
 
 
+@pytest.mark.fast
 def test_tied_embeddings_survive_meta_init() -> None:
     model = build_model(SMALL.replace(tie_embeddings=True))
     assert model.lm_head.weight is model.embed_tokens.weight
     assert model.num_params() == expected_params(SMALL.replace(tie_embeddings=True))
 
 
+@pytest.mark.fast
 def test_optimizer_groups() -> None:
     model = build_model(SMALL)
     opt = model.setup_optimizers(1e-5, embedding_lr=2e-4, weight_decay=0.1)
@@ -203,6 +216,7 @@ def test_optimizer_groups() -> None:
     assert all(g["peak_lr"] == g["lr"] for g in opt.param_groups)
 
 
+@pytest.mark.fast
 def test_init_statistics() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=512, dim=256, n_layers=8, n_heads=4, ffn_dim=512, max_seq_len=32)
@@ -225,6 +239,7 @@ def test_torch_compile_matches_eager() -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
 def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk: int) -> None:
     """Value and both gradients against F.cross_entropy on materialised logits, in
@@ -250,6 +265,7 @@ def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk:
         torch.testing.assert_close(linear_cross_entropy(hidden, weight, labels, chunk=chunk), ref)
 
 
+@pytest.mark.fast
 def test_model_loss_uses_the_chunked_path_with_the_same_gradients() -> None:
     """The model's training loss (tied head included) against the per-token loss of
     its materialised logits: same value, same parameter gradients."""

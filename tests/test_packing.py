@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
@@ -31,6 +33,7 @@ def drain(packer: Packer, docs, sources=None) -> list:
     return blocks
 
 
+@pytest.mark.fast
 def test_blocks_plus_remainder_are_exactly_the_joined_documents():
     docs = random_docs(200)
     packer = Packer(SEQ, EOT)
@@ -40,6 +43,7 @@ def test_blocks_plus_remainder_are_exactly_the_joined_documents():
     assert len(packer.remainder()) < SEQ + 1
 
 
+@pytest.mark.fast
 def test_block_shapes_and_per_source_counts():
     docs = random_docs(100, seed=1)
     sources = [i % 3 for i in range(len(docs))]
@@ -56,6 +60,7 @@ def test_block_shapes_and_per_source_counts():
     assert np.all(per_source <= expected) and np.all(expected - per_source <= SEQ)  # the rest is queued
 
 
+@pytest.mark.fast
 def test_position_ids_restart_at_each_document_and_each_block():
     blocks = drain(Packer(SEQ, EOT), random_docs(100, seed=2))
     for b in blocks:
@@ -68,6 +73,7 @@ def test_position_ids_restart_at_each_document_and_each_block():
         np.testing.assert_array_equal(b.position_ids[inside], b.position_ids[np.flatnonzero(inside) - 1] + 1)
 
 
+@pytest.mark.fast
 def test_resume_with_a_carried_remainder():
     docs = random_docs(120, seed=3)
     reference = drain(Packer(SEQ, EOT), docs)
@@ -85,6 +91,7 @@ def test_resume_with_a_carried_remainder():
         np.testing.assert_array_equal(got.position_ids, want.position_ids)
 
 
+@pytest.mark.fast
 def test_pack_token_stream_and_pack_texts_round_trip(tiny_tokenizer, bundled):
     texts = bundled.general[:40]
     blocks = list(pack_texts(texts, tiny_tokenizer, seq_len=SEQ))

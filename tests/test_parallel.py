@@ -66,6 +66,7 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, ti
     assert model.num_params() > 0
 
 
+@pytest.mark.fast
 def test_an_unknown_parallelism_is_one_clear_error() -> None:
     from pure_transformer.errors import ConfigError
     from pure_transformer.overrides import apply_overrides

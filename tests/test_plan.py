@@ -28,6 +28,7 @@ from pure_transformer.model import Transformer, build_model
 TINY = model_preset("tiny")
 
 
+@pytest.mark.fast
 def test_param_counts_and_flops_match_the_model() -> None:
     for name in MODEL_PRESETS:
         cfg = model_preset(name)
@@ -37,6 +38,7 @@ def test_param_counts_and_flops_match_the_model() -> None:
         assert plan.flops_per_token(cfg, 1000) == model.flops_per_token(1000), name
 
 
+@pytest.mark.fast
 def test_tiny_components_by_hand() -> None:
     p = 1_377_408  # tiny: 4096 x 128 tied embedding + 4 x (4 x 128^2 + 3 x 128 x 384 + 2 x 128) + 128
     parts = {x.name: x for x in plan.pretrain_memory(TINY, 16, 256, False, 2, plan.FP32)}
@@ -56,6 +58,7 @@ def test_tiny_components_by_hand() -> None:
     assert (peak, phase) == (12 * p + forward, "forward")
 
 
+@pytest.mark.fast
 def test_full_checkpointing_keeps_only_block_inputs() -> None:
     n = 1000
     assert plan.layer_saved_bytes(TINY, n, True, plan.FP32) == n * 128 * 4
@@ -85,6 +88,7 @@ def _saved_per_layer(autocast: bool) -> int:
     return totals[1] - totals[0]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("autocast", [False, True])
 def test_layer_formula_equals_autograds_saved_tensors(autocast: bool) -> None:
     # CPU autocast casts like CUDA's (matmul and SDPA inputs to bf16, norms in fp32), so the bf16
@@ -186,6 +190,7 @@ def test_planned_cpu_peak_within_15_percent_of_measured(shape: tuple) -> None:
     assert abs(planned - measured) <= 0.15 * measured, (planned, measured)
 
 
+@pytest.mark.fast
 def test_plan_command_for_every_preset_and_gpu(capsys) -> None:
     from pure_transformer.cli import main
     from pure_transformer.rl.config import GRPO_PRESETS
@@ -201,6 +206,7 @@ def test_plan_command_for_every_preset_and_gpu(capsys) -> None:
     assert "grpo_usmle_2day" in GRPO_PRESETS
 
 
+@pytest.mark.fast
 def test_plan_verdicts_and_overrides(capsys) -> None:
     from pure_transformer.cli import main
 
@@ -221,6 +227,7 @@ def test_plan_verdicts_and_overrides(capsys) -> None:
     (["--gpu", "v100"], "error: unknown gpu 'v100'"),
     (["--set", "micro_batchh=4"], "error: unknown config key 'micro_batchh'"),
 ])
+@pytest.mark.fast
 def test_plan_mistakes_are_one_line(argv: list[str], message: str, capsys) -> None:
     from pure_transformer.cli import main
 

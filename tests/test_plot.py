@@ -62,6 +62,7 @@ def test_full_run(tmp_path: Path) -> None:
     _check_png(out, _expected_shape(5))
 
 
+@pytest.mark.fast
 def test_custom_out_and_str_path(tmp_path: Path) -> None:
     _write(tmp_path)
     out = plot_run(str(tmp_path), tmp_path / "sub" / "c.png")
@@ -69,6 +70,7 @@ def test_custom_out_and_str_path(tmp_path: Path) -> None:
     _check_png(out, _expected_shape(5))
 
 
+@pytest.mark.fast
 def test_train_only_no_mfu(tmp_path: Path) -> None:
     _write(tmp_path, val=False, mfu=False)
     _check_png(plot_run(tmp_path), _expected_shape(5))
@@ -127,12 +129,14 @@ def test_rl_run_gets_rl_panels_all_drawn(tmp_path: Path) -> None:
     assert "generation 33%" in titles[6]
 
 
+@pytest.mark.fast
 def test_missing_run_dir(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(DataError, match=f"no metrics to plot: .*{missing.name} not found"):
         plot_run(missing)
 
 
+@pytest.mark.fast
 def test_missing_metrics_file(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         plot_run(tmp_path)
@@ -140,6 +144,7 @@ def test_missing_metrics_file(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.fast
 def test_empty_metrics_file(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "metrics.jsonl").write_text("\n")
@@ -147,6 +152,7 @@ def test_empty_metrics_file(tmp_path: Path) -> None:
         plot_run(tmp_path)
 
 
+@pytest.mark.fast
 def test_malformed_metrics_file(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{oops\n{"step": 2, "loss": 1.0}\n')
@@ -154,6 +160,7 @@ def test_malformed_metrics_file(tmp_path: Path) -> None:
         plot_run(tmp_path)
 
 
+@pytest.mark.fast
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
     # A power loss mid-write leaves half a record at the end: every later read (and --resume) goes on.
     from pure_transformer.train.metrics import read_metrics
@@ -169,6 +176,7 @@ def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert log.read_text().endswith("}\n") and read_metrics(log) == whole  # rewritten whole
 
 
+@pytest.mark.fast
 def test_tensorboard_tags_are_grouped_and_config_is_text(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

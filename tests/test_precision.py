@@ -25,6 +25,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # bench/gpu_checks.sh r
 TINY = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=256)
 
 
+@pytest.mark.fast
 def test_bf16_takes_the_cuda_path_on_cpu() -> None:
     assert not init_runtime("cpu").bf16 and init_runtime("cpu", "bf16").bf16 and not init_runtime("cpu", "fp32").bf16
     with pytest.raises(ConfigError, match="precision must be one of auto, bf16, fp32"):
@@ -39,6 +40,7 @@ def test_bf16_takes_the_cuda_path_on_cpu() -> None:
     assert sampler_precision(model)[0] == torch.bfloat16 and model.setup_optimizers(1e-3).defaults["fused"]
 
 
+@pytest.mark.fast
 def test_bf16_sampling_matches_fp32_greedy_on_most_tokens(tiny_tokenizer) -> None:
     torch.manual_seed(0)
     model = build_model(TINY).eval()
@@ -90,6 +92,7 @@ def init_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
                             "tokenizer": "tokenizer.json"}, files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
 
 
+@pytest.mark.fast
 def test_a_grpo_run_in_bf16_trains_with_the_sampler_and_scorer_agreeing(tmp_path: Path, init_ckpt: Path) -> None:
     from pure_transformer.rl.config import debug
     from pure_transformer.rl.train import grpo_train
@@ -105,6 +108,7 @@ def test_a_grpo_run_in_bf16_trains_with_the_sampler_and_scorer_agreeing(tmp_path
     assert json.loads((tmp_path / "rl" / "final" / "meta.json").read_text())["config"]["precision"] == "bf16"
 
 
+@pytest.mark.fast
 def test_logp_gap_of_a_bf16_sampler_is_smaller_scored_in_bf16(tiny_tokenizer) -> None:
     from pure_transformer.answer_format import AnswerFormat
     from pure_transformer.bench.logp_gap import measure_logp_gap

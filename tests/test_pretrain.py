@@ -240,6 +240,7 @@ def test_two_process_ddp_resume_matches(tmp_path: Path, tiny_tokenizer) -> None:
     assert {s["rows"] for s in meta["data"]["shards"]} == {16384 // 256 // meta["data"]["num_shards"]}
 
 
+@pytest.mark.fast
 def test_resume_may_change_execution_not_the_plan(tmp_path: Path, tiny_tokenizer) -> None:
     from pure_transformer.errors import ConfigError
 
@@ -253,6 +254,7 @@ def test_resume_may_change_execution_not_the_plan(tmp_path: Path, tiny_tokenizer
     assert done.step == 4 and done.stopped is None
 
 
+@pytest.mark.fast
 def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny_tokenizer) -> None:
     cfg = small_cfg(tiny_tokenizer.source)
     torch.manual_seed(cfg.seed)
@@ -269,6 +271,7 @@ def test_out_of_memory_names_the_remedies(tmp_path: Path, tiny_tokenizer) -> Non
     assert "micro_batch=2" in str(err.value) and "activation_checkpointing=true" in str(err.value)
 
 
+@pytest.mark.fast
 def test_a_batch_that_does_not_divide_fails_before_any_work(tmp_path: Path) -> None:
     # global_batch_tokens 1000 is not a multiple of micro_batch*seq_len = 256: no tokenizer is trained first.
     cfg = apply_overrides(debug(), {"micro_batch": 4, "seq_len": 64, "global_batch_tokens": 1000,
@@ -324,6 +327,7 @@ def test_best_is_the_most_accurate_step_not_the_lowest_loss(tmp_path: Path, tiny
             assert best["step"] == (6 if val[6]["val_loss"] < val[2]["val_loss"] else 2)
 
 
+@pytest.mark.fast
 def test_without_an_mcq_source_best_tracks_val_loss(tmp_path: Path, tiny_tokenizer) -> None:
     cfg = small_cfg(tiny_tokenizer.source, total_tokens=512 * 8,
                     sources={"bundled-general": 0.5, "bundled-medical": 0.5})
@@ -336,6 +340,7 @@ def test_without_an_mcq_source_best_tracks_val_loss(tmp_path: Path, tiny_tokeniz
     assert json.loads((tmp_path / "config.json").read_text())["best_metric"] == "val_loss"
 
 
+@pytest.mark.fast
 def test_new_best_and_restored_best() -> None:
     from pure_transformer.train.validation import best_metric, new_best, restored_best
 
@@ -357,6 +362,7 @@ def test_new_best_and_restored_best() -> None:
     assert restored_best({"best_val_loss": math.inf}, "val_loss") is None
 
 
+@pytest.mark.fast
 def test_mcq_validation_questions_are_fixed_and_fit(tiny_tokenizer, bundled_dir: Path) -> None:
     from pure_transformer.answer_format import AnswerFormat
     from pure_transformer.data.registry import load_mcqs
@@ -380,6 +386,7 @@ def test_mcq_validation_questions_are_fixed_and_fit(tiny_tokenizer, bundled_dir:
     assert validation_questions(sources, 5, tiny_tokenizer, 64, AnswerFormat.EXPLAIN, verbose=False) is None
 
 
+@pytest.mark.fast
 def test_eta_leaves_out_the_warm_up_steps() -> None:
     from pure_transformer.train.progress import ProgressBar, SteadyRate, eta_seconds, steady_rate
 

@@ -42,6 +42,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 # ------------------------------------------------------------------ schemas
+@pytest.mark.fast
 def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
     pubmed = {"pubid": 1, "question": "Do statins help?", "context": {"contexts": [ABSTRACT, "Second part."],
               "labels": ["A", "B"], "meshes": []}, "long_answer": "Yes, they do.", "final_decision": "maybe"}
@@ -78,6 +79,7 @@ def test_every_hub_schema_reads_into_one_record(tmp_path: Path) -> None:
         normalize_mcq({**mmlu, "answer": 4})
 
 
+@pytest.mark.fast
 def test_local_files_in_each_format_load(tmp_path: Path) -> None:
     # MMLU's original release: a headerless CSV per subject.
     rows = [["Which bone, with a comma?", "Femur", "Tibia", "Ulna", "Radius", "C"],
@@ -102,6 +104,7 @@ def test_local_files_in_each_format_load(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ rendering
+@pytest.mark.fast
 def test_prompts_follow_the_option_count_and_show_the_context() -> None:
     mcq = MCQ("Do statins help?", {"A": "yes", "B": "no", "C": "maybe"}, "A", context=ABSTRACT)
     prompt = AnswerFormat.LETTER.prompt(mcq)
@@ -111,6 +114,7 @@ def test_prompts_follow_the_option_count_and_show_the_context() -> None:
         assert fmt.parse(mcq, fmt.target(mcq) if fmt is not AnswerFormat.EXPLAIN else " x\nAnswer: yes") == "A"
 
 
+@pytest.mark.fast
 def test_letter_scores_have_one_entry_per_option(tiny_model_and_tok) -> None:
     model, tok = tiny_model_and_tok
     questions = [MCQ("Q?", {"A": "yes", "B": "no"}, "A"), MCQ("Q?", {k: k.lower() for k in "ABCDE"}, "E")]
@@ -131,21 +135,25 @@ DOSES = {"A": "5 mg", "B": "0.5 mg", "C": "<5%", "D": ">5%", "E": "Tremor", "F":
     ("no tremor", None), ("Tremor", "E"), ("resting tremor", "F"), ("F. Tremor", None), ("E. Tremor", "E"),
     ("5 mg or 0.5 mg", None), ("", None),
 ])
+@pytest.mark.fast
 def test_answer_line_on_numeric_and_nested_options(line: str, expected: str | None) -> None:
     assert named_option(MCQ("q?", DOSES, "A"), line) == expected
 
 
+@pytest.mark.fast
 def test_numbers_normalise_whole() -> None:
     assert normalize("0.5 mg, -5 mg; 2-5 mg at <5% or > 5%; 1,000 U; COVID-19; beta-blocker") == \
         "0.5 mg -5 mg 2-5 mg at <5% or >5% 1,000 u covid 19 beta blocker"
     assert normalize("0.1%") != normalize("1%") and normalize("2.1%") != normalize("1%")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("completion", [" A B", " A, or B", " A. or B", " A (or B)", "A or B", "A/B", " A B. x"])
 def test_two_letters_are_no_answer(completion: str) -> None:
     assert extract_letter(completion, tuple("ABCD")) is None
 
 
+@pytest.mark.fast
 def test_letters_beyond_the_question_are_refused_and_a_capital_article_is_kept() -> None:
     assert extract_letter(" E", tuple("ABCD")) is None and extract_letter(" E", tuple("ABCDE")) == "E"
     assert extract_letter(" C. A beta blocker", tuple("ABCD")) == "C"
@@ -160,16 +168,19 @@ NAMES = {"A": "α-blocker", "B": "β-blocker", "C": "blocker", "D": "Ca++ channe
     ("Ca channel", "E"), ("α-1 antitrypsin", "F"), ("1 antitrypsin", None), ("alpha-blocker", None),
     ("β-blocker or α-blocker", None), ("Ca+ channel", None),
 ])
+@pytest.mark.fast
 def test_answer_line_keeps_greek_letters_and_charges(line: str, expected: str | None) -> None:
     assert named_option(MCQ("q?", NAMES, "A"), line) == expected
 
 
+@pytest.mark.fast
 def test_unnameable_options_are_reported() -> None:
     assert check_answerable(MCQ("q?", DOSES, "A")) is None and check_answerable(MCQ("q?", NAMES, "A")) is None
     assert "no words or numbers" in check_answerable(MCQ("q?", {"A": "—", "B": "x"}, "A"))
     assert "read the same" in check_answerable(MCQ("q?", {"A": "Warfarin.", "B": "warfarin"}, "A"))
 
 
+@pytest.mark.fast
 def test_unanswerable_questions_are_refused_in_one_line_by_the_text_formats() -> None:
     good, dash = MCQ("q?", DOSES, "A"), MCQ("Which sign?", {"A": "—", "B": "x"}, "A")
     require_answerable([good, dash], AnswerFormat.LETTER, "test")  # letters name any option
@@ -181,6 +192,7 @@ def test_unanswerable_questions_are_refused_in_one_line_by_the_text_formats() ->
                                   "(question 1, 'Which sign?'") and "\n" not in message
 
 
+@pytest.mark.fast
 def test_constant_policies_on_numeric_questions_earn_nothing_extra() -> None:
     """Real-style dose questions: gold is one dose, distractors its neighbours. A policy that always
     writes a near-miss dose (the gold number with a decimal, a sign or a factor of ten) earns 0."""
@@ -197,6 +209,7 @@ def test_constant_policies_on_numeric_questions_earn_nothing_extra() -> None:
             assert sum(rewards) == 0, (fmt, policy(5))
 
 
+@pytest.mark.fast
 def test_majority_vote_ties_are_no_answer() -> None:
     assert majority_vote(["A", "B"]) is None and majority_vote(["B", "B", "A"]) == "B"
     assert majority_vote([None, None, "C"]) == "C" and majority_vote([None]) is None
@@ -216,6 +229,7 @@ LONG_OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Coronary angiography", "D"
                 "E": "Reassurance"}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fmt", list(AnswerFormat))
 def test_fit_prompt_cuts_the_stem_start_only(tiny_model_and_tok, fmt: AnswerFormat) -> None:
     _, tok = tiny_model_and_tok
@@ -231,6 +245,7 @@ def test_fit_prompt_cuts_the_stem_start_only(tiny_model_and_tok, fmt: AnswerForm
                                                                     False)
 
 
+@pytest.mark.fast
 def test_fit_prompt_keeps_the_end_of_a_long_context(tiny_model_and_tok) -> None:
     _, tok = tiny_model_and_tok
     mcq = MCQ("Do statins help?", {"A": "yes", "B": "no", "C": "maybe"}, "A",
@@ -240,6 +255,7 @@ def test_fit_prompt_keeps_the_end_of_a_long_context(tiny_model_and_tok) -> None:
     assert cut and text.startswith("Context: ") and "The end of the abstract.\n\nQuestion: Do statins help?" in text
 
 
+@pytest.mark.fast
 def test_options_that_cannot_fit_are_one_error_naming_the_numbers(tiny_model_and_tok) -> None:
     _, tok = tiny_model_and_tok
     huge = {k: _vignette(60) for k in "ABCD"}
@@ -248,6 +264,7 @@ def test_options_that_cannot_fit_are_one_error_naming_the_numbers(tiny_model_and
         fit_prompt(tok, MCQ("Q?", huge, "A"), AnswerFormat.EXPLAIN, context=256, reserve=96)
 
 
+@pytest.mark.fast
 def test_real_length_vignettes_in_every_mode_and_format(tiny_model_and_tok) -> None:
     """300-1,500-token vignettes through generate, passk and /v1/mcq's scorer on a 256-token model:
     every prompt is cut, counted, and answered; nothing raises."""
@@ -289,6 +306,7 @@ def _suite_fixtures(root: Path) -> Path:
     return root
 
 
+@pytest.mark.fast
 def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint import save_checkpoint, step_dir
     from pure_transformer.evaluate import main as evaluate_main
@@ -331,6 +349,7 @@ def test_suite_without_data_offline_is_one_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
 
 
+@pytest.mark.fast
 def test_tokenizer_trains_on_mcq_files_and_warns_when_short(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.tokenizer import iter_training_texts, train_tokenizer
 

@@ -107,6 +107,7 @@ def test_one_rank_resumes_on_two(tmp_path: Path, reference) -> None:
     check_continuation(reference, tmp_path / "split", rows)
 
 
+@pytest.mark.fast
 def test_a_layout_the_data_shards_cannot_split_fails_first(tmp_path: Path, reference) -> None:
     # 3 workers cannot share 4 logical shards evenly: one line, before the tokenizer or model is touched.
     with pytest.raises(ConfigError, match=r"data_shards \(4\) must be a multiple of .* \(1 x 3 = 3\)"):

@@ -51,6 +51,7 @@ def _mcq(answer: str = "C") -> MCQ:
         ("D", "C", 0.0),
     ],
 )
+@pytest.mark.fast
 def test_correctness_reward(completion: str, gold: str, expected: float) -> None:
     assert correctness_reward(_mcq(gold), completion) == expected
 
@@ -60,16 +61,19 @@ def test_correctness_reward(completion: str, gold: str, expected: float) -> None
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("completion", ["C", "C.", "C. Warfarin", " D. Alteplase", "B\nbecause"])
 def test_format_reward_accepts_a_leading_letter(completion: str) -> None:
     assert format_reward(_mcq(), completion) == 1.0
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("completion", ["", "A patient", "A 49-year-old", "D-dimer", "A or B", "CD", "E.", "It is C"])
 def test_format_reward_rejects_other_forms(completion: str) -> None:
     assert format_reward(_mcq(), completion) == 0.0
 
 
+@pytest.mark.fast
 def test_rewards_read_the_run_format() -> None:
     explain = AnswerFormat.EXPLAIN
     assert correctness_reward(_mcq("C"), " Warfarin blocks VKORC1.\nAnswer: Warfarin", explain) == 1.0
@@ -82,10 +86,12 @@ def test_rewards_read_the_run_format() -> None:
     assert reward(_mcq("C"), " x\nAnswer: Heparin") == pytest.approx(0.5)
 
 
+@pytest.mark.fast
 def test_format_reward_ignores_correctness() -> None:
     assert format_reward(_mcq("C"), "D. Alteplase") == 1.0
 
 
+@pytest.mark.fast
 def test_default_reward_is_correctness_only() -> None:
     reward = make_reward(RewardConfig())
     assert reward(_mcq("C"), "C. Warfarin") == 1.0
@@ -93,6 +99,7 @@ def test_default_reward_is_correctness_only() -> None:
     assert reward(_mcq("C"), "The answer is C") == 1.0
 
 
+@pytest.mark.fast
 def test_combined_reward_weights() -> None:
     reward = make_reward(RewardConfig(format_weight=0.25))
     assert reward(_mcq("C"), "C. Warfarin") == pytest.approx(1.25)
@@ -101,6 +108,7 @@ def test_combined_reward_weights() -> None:
     assert reward(_mcq("C"), "a patient") == 0.0
 
 
+@pytest.mark.fast
 def test_reward_config_is_frozen() -> None:
     cfg = RewardConfig()
     with pytest.raises(AttributeError):
@@ -112,6 +120,7 @@ def test_reward_config_is_frozen() -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_score_shape_dtype_and_values() -> None:
     questions = [_mcq("C")] * 3 + [_mcq("A")]
     completions = ["C", "B", "", "A. Aspirin"]
@@ -121,11 +130,13 @@ def test_score_shape_dtype_and_values() -> None:
     assert rewards.tolist() == [1.0, 0.0, 0.0, 1.0]
 
 
+@pytest.mark.fast
 def test_score_takes_any_callable() -> None:
     rewards = score(lambda mcq, text: float(len(text)), [_mcq()] * 2, ["ab", "abcd"])
     assert rewards.tolist() == [2.0, 4.0]
 
 
+@pytest.mark.fast
 def test_score_empty_and_mismatched() -> None:
     assert score(correctness_reward, [], []).shape == (0,)
     with pytest.raises(ValueError, match="2 questions but 1 completions"):
@@ -137,11 +148,13 @@ def test_score_empty_and_mismatched() -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_prepare_question_without_rng_is_identity() -> None:
     mcq = _mcq()
     assert prepare_question(mcq, None) is mcq
 
 
+@pytest.mark.fast
 def test_prepare_question_keeps_gold_text_and_option_set() -> None:
     mcq = _mcq("C")
     rng = random.Random(0)
@@ -153,6 +166,7 @@ def test_prepare_question_keeps_gold_text_and_option_set() -> None:
         assert shuffled.question == mcq.question
 
 
+@pytest.mark.fast
 def test_prepare_question_is_seeded() -> None:
     first = [prepare_question(_mcq(), random.Random(7)) for _ in range(3)]
     assert first[0] == first[1] == first[2]
@@ -162,6 +176,7 @@ def test_prepare_question_is_seeded() -> None:
     ]
 
 
+@pytest.mark.fast
 def test_prepare_question_moves_the_gold_letter() -> None:
     rng = random.Random(0)
     golds = {prepare_question(_mcq("C"), rng).answer for _ in range(50)}
@@ -173,6 +188,7 @@ def test_prepare_question_moves_the_gold_letter() -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_letter_distribution_fractions() -> None:
     completions = ["A", "A. Aspirin", "The answer is B", "a patient", "", "D"]
     dist = letter_distribution([_mcq()] * len(completions), completions)
@@ -181,5 +197,6 @@ def test_letter_distribution_fractions() -> None:
     assert dist == pytest.approx({"A": 2 / 6, "B": 1 / 6, "C": 0.0, "D": 1 / 6, "None": 2 / 6})
 
 
+@pytest.mark.fast
 def test_letter_distribution_empty() -> None:
     assert letter_distribution([], []) == {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0, "None": 0.0}

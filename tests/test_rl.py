@@ -45,6 +45,7 @@ def small_cfg(**changes: object):
     return apply_overrides(debug(), base)
 
 
+@pytest.mark.fast
 def test_shared_prefix_logprobs_match_sampler_and_full_forward(tiny_tokenizer) -> None:
     torch.manual_seed(0)
     model = build_model(CFG)
@@ -83,6 +84,7 @@ def test_shared_prefix_logprobs_match_sampler_and_full_forward(tiny_tokenizer) -
         torch.testing.assert_close(a, p.grad, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.fast
 def test_question_stream_is_a_permutation_per_epoch() -> None:
     train = bundled_corpus().mcq["train"][:10]
     first = next_questions(train, 0, 10, seed=3)
@@ -91,6 +93,7 @@ def test_question_stream_is_a_permutation_per_epoch() -> None:
     assert next_questions(train, 4, 3, seed=3) == first[4:7]
 
 
+@pytest.mark.fast
 def test_resumed_run_repeats_the_same_rollouts(tmp_path: Path, init_ckpt: Path) -> None:
     cfg = small_cfg()
     whole = grpo_train(cfg, init_ckpt, tmp_path / "whole", progress=False)
@@ -112,6 +115,7 @@ def test_resumed_run_repeats_the_same_rollouts(tmp_path: Path, init_ckpt: Path) 
         assert key in record
 
 
+@pytest.mark.fast
 def test_reference_stays_frozen_unless_refreshed(tmp_path: Path, init_ckpt: Path) -> None:
     from safetensors.torch import load_file
 
@@ -165,6 +169,7 @@ def test_grpo_learns_a_toy_reward(tmp_path: Path, init_ckpt: Path) -> None:
     assert sum(rewards[-5:]) / 5 > 0.6, rewards
 
 
+@pytest.mark.fast
 def test_validation_questions_from_a_file_the_source_or_a_held_out_slice(tmp_path: Path, write_jsonl, bundled,
                                                                        capsys) -> None:
     from pure_transformer.rl.questions import rl_questions

@@ -34,6 +34,7 @@ def _save(run: Path, step: int, optimizer: bool = True) -> Path:
 
 
 # ------------------------------------------------------------------ one run per folder
+@pytest.mark.fast
 def test_a_second_run_on_a_folder_fails_at_once(tmp_path: Path) -> None:
     with RunLock(tmp_path / "run"):
         with pytest.raises(CheckpointError, match=rf"{tmp_path / 'run'} is in use by pid {os.getpid()} \(host "):
@@ -42,6 +43,7 @@ def test_a_second_run_on_a_folder_fails_at_once(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.fast
 def test_kill_9_frees_the_lock(tmp_path: Path) -> None:
     code = ("import sys, time\nfrom pure_transformer.checkpoint import RunLock\n"
             "with RunLock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)")
@@ -57,6 +59,7 @@ def test_kill_9_frees_the_lock(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.fast
 def test_cli_on_a_locked_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.cli import main
 
@@ -78,6 +81,7 @@ def _read_only(path: Path) -> None:
     (lambda p: p.write_text("x"), r"--checkpoint-dir .*run is a file, not a folder"),
     (_read_only, r"cannot write to .*run: (Permission denied|Read-only file system)"),
 ])
+@pytest.mark.fast
 def test_unusable_run_folders_are_one_line(tmp_path: Path, make, message) -> None:
     make(tmp_path / "run")
     try:
@@ -88,6 +92,7 @@ def test_unusable_run_folders_are_one_line(tmp_path: Path, make, message) -> Non
 
 
 # ------------------------------------------------------------------ best/ and final/
+@pytest.mark.fast
 def test_best_is_never_missing_when_the_swap_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     link_checkpoint(_save(run, 1), "best")
@@ -109,6 +114,7 @@ def test_best_is_never_missing_when_the_swap_is_killed(tmp_path: Path, monkeypat
     assert [p.name.rsplit("-", 1)[0] for p in run.glob(".best-*")] == [".best-step_0000002"]
 
 
+@pytest.mark.fast
 def test_a_step_saved_again_gets_a_fresh_best_copy(tmp_path: Path) -> None:
     # A resumed run re-saves a step it had saved before: best must point at the new save's files.
     run = tmp_path / "run"
@@ -121,6 +127,7 @@ def test_a_step_saved_again_gets_a_fresh_best_copy(tmp_path: Path) -> None:
     assert len(list(run.glob(".best-*"))) == 1
 
 
+@pytest.mark.fast
 def test_a_folder_best_from_an_older_run_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Runs before links kept best/ as a folder: killed after moving it aside, it comes back.
     run = tmp_path / "run"
@@ -137,6 +144,7 @@ def test_a_folder_best_from_an_older_run_is_recovered(tmp_path: Path, monkeypatc
     assert read_meta(run / "best")["step"] == 1
 
 
+@pytest.mark.fast
 def test_a_complete_run_without_final_gets_it_on_resume(tmp_path: Path, tiny_tokenizer) -> None:
     # Killed after the last checkpoint was saved as complete, before final/ was linked.
     from test_pretrain import TINY, run, small_cfg
@@ -152,6 +160,7 @@ def test_a_complete_run_without_final_gets_it_on_resume(tmp_path: Path, tiny_tok
 
 
 # ------------------------------------------------------------------ optimizer state
+@pytest.mark.fast
 def test_missing_optimizer_file_is_refused_unless_reset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = _save(tmp_path / "run", 3)
     meta = read_meta(ckpt)
@@ -166,6 +175,7 @@ def test_missing_optimizer_file_is_refused_unless_reset(tmp_path: Path, capsys: 
 
 
 # ------------------------------------------------------------------ a full disk
+@pytest.mark.fast
 def test_disk_full_leaves_the_last_checkpoint_and_no_temporary_folder(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import pure_transformer.checkpoint as checkpoint
@@ -188,6 +198,7 @@ def test_disk_full_leaves_the_last_checkpoint_and_no_temporary_folder(tmp_path: 
     assert read_meta(resolve_checkpoint(run))["step"] == 1
 
 
+@pytest.mark.fast
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_disk_full_on_a_small_tmpfs(tmp_path: Path) -> None:
     mount = tmp_path / "small"

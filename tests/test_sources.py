@@ -42,6 +42,7 @@ def text_dir(tmp_path, write_jsonl):
     return tmp_path / "docs"
 
 
+@pytest.mark.fast
 def test_local_jsonl_train_and_validation_partition_the_file(text_dir):
     train = first_epoch(open_source(str(text_dir / "a.jsonl"), "train"))
     validation = first_epoch(open_source(str(text_dir / "a.jsonl"), "validation"))
@@ -50,11 +51,13 @@ def test_local_jsonl_train_and_validation_partition_the_file(text_dir):
     assert validation, "the hash hold-out should select some of 180 documents"
 
 
+@pytest.mark.fast
 def test_folder_and_glob_read_all_supported_files_in_order(text_dir):
     assert first_epoch(open_source(str(text_dir), "train")) == expected_train(DOCS)
     assert first_epoch(open_source(str(text_dir / "*.jsonl"), "train")) == expected_train(DOCS)
 
 
+@pytest.mark.fast
 def test_parquet_and_txt(tmp_path):
     pq.write_table(pa.table({"text": DOCS[:50]}), tmp_path / "d.parquet")
     assert first_epoch(open_source(str(tmp_path / "d.parquet"))) == expected_train(DOCS[:50])
@@ -64,6 +67,7 @@ def test_parquet_and_txt(tmp_path):
     assert first_epoch(open_source(str(tmp_path / "d.txt"))) == expected_train(DOCS[:50])
 
 
+@pytest.mark.fast
 def test_medqa_hub_schema_file_from_write_bundled(bundled_dir):
     records = [json.loads(line) for line in (bundled_dir / "medqa_train.jsonl").open()]
     assert "answer_idx" in records[0], "write_bundled should use the MedQA hub schema"
@@ -80,6 +84,7 @@ def test_medqa_hub_schema_file_from_write_bundled(bundled_dir):
     assert validation == [AnswerFormat.LETTER.pretrain_text(normalize_mcq(r)) for r in val_records]
 
 
+@pytest.mark.fast
 def test_bundled_sources(bundled):
     assert first_epoch(open_source("bundled-general")) == [t.strip() for t in bundled.general if t.strip()]
     assert first_epoch(open_source("bundled-medical", "validation")) == [
@@ -89,6 +94,7 @@ def test_bundled_sources(bundled):
     assert mcq_val == [AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["validation"]]
 
 
+@pytest.mark.fast
 def test_unknown_name_and_missing_path_messages(tmp_path):
     with pytest.raises(DataError, match=r"unknown dataset 'foo'; known: fineweb-edu, medqa, .*or a local path"):
         open_source("foo")
@@ -100,6 +106,7 @@ def test_unknown_name_and_missing_path_messages(tmp_path):
         open_source("bundled-general", "dev")  # type: ignore[arg-type]
 
 
+@pytest.mark.fast
 def test_malformed_record_names_the_source(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"body": "no text field"}])
     with pytest.raises(DataError, match=r"bad.jsonl record 2 .*'text'"):
@@ -114,6 +121,7 @@ def test_malformed_record_names_the_source(tmp_path, write_jsonl):
         first_epoch(open_source(str(tmp_path / "mixed")))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_shards_are_disjoint_and_complete(text_dir, count):
     # Two files: two shards split by file, three by example (both datasets paths).
@@ -154,6 +162,7 @@ def flaky_dataset(failures: dict[str, int], at: int = 7, n: int = 20) -> Iterabl
     return IterableDataset.from_generator(gen)
 
 
+@pytest.mark.fast
 def test_transient_errors_are_retried_with_backoff_and_no_document_is_repeated():
     failures = {"left": 3}
     sleeps: list[float] = []
@@ -168,6 +177,7 @@ def test_transient_errors_are_retried_with_backoff_and_no_document_is_repeated()
     assert sleeps == [0.01, 0.02, 0.04]
 
 
+@pytest.mark.fast
 def test_persistent_errors_give_up_with_a_data_error():
     sleeps: list[float] = []
     source = HFSource(
@@ -182,6 +192,7 @@ def test_persistent_errors_give_up_with_a_data_error():
     assert sleeps == [0.01, 0.02, 0.04, 0.08]
 
 
+@pytest.mark.fast
 def test_empty_shard_raises_instead_of_looping_forever(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "one.jsonl", [{"text": "only document"}])
     with pytest.raises(DataError, match="has no documents"):
@@ -217,6 +228,7 @@ def test_repeated_mcq_epochs_reorder_options_reproducibly(bundled_dir, where):
     assert [d.text for d in islice(open_source(path), 2 * n)][n:] == epoch1
 
 
+@pytest.mark.fast
 def test_mcq_sources_write_the_run_answer_format(bundled, bundled_dir):
     explain = AnswerFormat.EXPLAIN
     mcq_val = first_epoch(open_source("bundled-mcq", "validation", answer_format=explain))
@@ -229,6 +241,7 @@ def test_mcq_sources_write_the_run_answer_format(bundled, bundled_dir):
     assert "Explanation:" not in "".join(local)
 
 
+@pytest.mark.fast
 def test_preview_counts_records_without_explanation(bundled_dir, tiny_tokenizer, tmp_path):
     from pure_transformer.data.preview import preview
 
@@ -242,6 +255,7 @@ def test_preview_counts_records_without_explanation(bundled_dir, tiny_tokenizer,
     assert any("written in the text form" in line for line in lines)
 
 
+@pytest.mark.fast
 def test_checkpoints_say_their_format():
     assert AnswerFormat.of_checkpoint({"config": {"answer_format": "explain"}}) is AnswerFormat.EXPLAIN
     assert AnswerFormat.of_checkpoint({"answer_format": "text", "config": {}}) is AnswerFormat.TEXT
@@ -274,6 +288,7 @@ def test_one_file_without_a_split_name_is_split_by_hash(tmp_path, write_jsonl, b
     assert "its questions are split by hash: 20% test, 5% validation, 75% train" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 def test_a_file_named_for_its_split_is_that_split(tmp_path, write_jsonl, bundled):
     from pure_transformer.data.registry import load_mcqs
 
@@ -283,6 +298,7 @@ def test_a_file_named_for_its_split_is_that_split(tmp_path, write_jsonl, bundled
         load_mcqs(str(path), "train")
 
 
+@pytest.mark.fast
 def test_a_folder_of_hub_files_gives_each_split_its_file(tmp_path, write_jsonl, bundled):
     # GBaker/MedQA's own file names; the dev file is validation, and training never sees a test question.
     from pure_transformer.data.registry import load_mcqs
@@ -321,12 +337,14 @@ def _chained(outer: BaseException, inner: BaseException) -> BaseException:
      False),
     (OSError("something else"), False),
 ])
+@pytest.mark.fast
 def test_only_transient_errors_are_retried(err, transient):
     from pure_transformer.data.sources import is_transient
 
     assert is_transient(err) is transient
 
 
+@pytest.mark.fast
 def test_permanent_error_fails_at_once_and_retries_say_so(capsys):
     sleeps: list[float] = []
 

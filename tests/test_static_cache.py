@@ -25,6 +25,7 @@ def prompts(tok) -> list[list[int]]:
     return [[tok.eot_id] + tok.encode(t) for t in texts]
 
 
+@pytest.mark.fast
 @torch.no_grad()
 def test_static_cache_logits_equal_the_dynamic_cache_under_left_padding(model) -> None:
     x = torch.randint(0, 512, (3, 14))
@@ -55,6 +56,7 @@ def same_samples(a, b) -> None:
     SamplingParams(max_new_tokens=24, temperature=0),
     SamplingParams(max_new_tokens=24, temperature=1.0, top_k=20, top_p=0.9, stop_strings=("e",)),
 ], ids=["greedy", "sampled-stops"])
+@pytest.mark.fast
 def test_static_engine_gives_the_dynamic_engines_tokens_and_logprobs(model, tiny_tokenizer, params) -> None:
     ps = prompts(tiny_tokenizer)
     dynamic = Engine(model, tiny_tokenizer).generate(ps, params, num_samples=4, seeds=[1, 2, 3, 4])
@@ -64,6 +66,7 @@ def test_static_engine_gives_the_dynamic_engines_tokens_and_logprobs(model, tiny
         assert len({len(s.tokens) for g in static for s in g}) > 3
 
 
+@pytest.mark.fast
 def test_compiled_decode_is_one_graph_per_batch_size(model, tiny_tokenizer) -> None:
     """fullgraph=True fails on any graph break; the backend sees each compile. The
     batch shrinks 16 -> 8 as rows stop (no further: STATIC_MIN_ROWS), and each size
@@ -83,6 +86,7 @@ def test_compiled_decode_is_one_graph_per_batch_size(model, tiny_tokenizer) -> N
     assert sizes == [16, 8]
 
 
+@pytest.mark.fast
 def test_static_buffers_are_reused_across_calls_and_stale_slots_never_leak(model, tiny_tokenizer) -> None:
     """A second call runs in the first call's buffers (same addresses, as a replayed
     CUDA graph needs) over their stale keys and values, and still matches a fresh

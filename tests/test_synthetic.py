@@ -55,6 +55,7 @@ def corpus() -> BundledCorpus:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_same_seed_same_files_even_in_a_fresh_process(tmp_path: Path) -> None:
     here = write_bundled(tmp_path / "here", seed=0)
     # A fresh interpreter with another str-hash salt: set or dict ordering must not leak in.
@@ -65,10 +66,12 @@ def test_same_seed_same_files_even_in_a_fresh_process(tmp_path: Path) -> None:
         assert (tmp_path / "there" / path.name).read_bytes() == path.read_bytes(), name
 
 
+@pytest.mark.fast
 def test_different_seed_different_corpus(corpus: BundledCorpus) -> None:
     assert _digest(bundled_corpus(1)) != _digest(corpus)
 
 
+@pytest.mark.fast
 def test_fresh_build_is_fast() -> None:
     generate_questions.cache_clear()
     bundled_corpus.cache_clear()
@@ -77,6 +80,7 @@ def test_fresh_build_is_fast() -> None:
     assert time.perf_counter() - start < 2.0
 
 
+@pytest.mark.fast
 def test_training_text_size(corpus: BundledCorpus) -> None:
     size = len(_training_text(corpus).encode())
     assert 1_000_000 <= size <= 3_000_000, f"training text is {size} bytes"
@@ -89,12 +93,14 @@ def test_training_text_size(corpus: BundledCorpus) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_split_sizes(corpus: BundledCorpus) -> None:
     sizes = {split: len(items) for split, items in corpus.mcq.items()}
     assert set(sizes) == {"train", "validation", "test"}
     assert sizes["test"] >= 300 and sizes["validation"] >= 200 and sizes["train"] >= 1500, sizes
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_letters_are_balanced(corpus: BundledCorpus, split: str) -> None:
     counts = Counter(m.answer for m in corpus.mcq[split])
@@ -102,11 +108,13 @@ def test_letters_are_balanced(corpus: BundledCorpus, split: str) -> None:
     assert all(abs(share - 0.25) <= 0.03 for share in shares.values()), shares
 
 
+@pytest.mark.fast
 def test_questions_are_unique_across_splits_even_ignoring_case_and_punctuation(corpus: BundledCorpus) -> None:
     keys = [" ".join(re.findall(r"\w+", m.question.lower())) for items in corpus.mcq.values() for m in items]
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.fast
 def test_eval_questions_never_appear_in_training_text(corpus: BundledCorpus) -> None:
     training = _training_text(corpus)
     held_out_text = "\n".join(corpus.medical_validation)
@@ -116,6 +124,7 @@ def test_eval_questions_never_appear_in_training_text(corpus: BundledCorpus) -> 
             assert mcq.question not in held_out_text
 
 
+@pytest.mark.fast
 def test_every_test_fact_is_taught_in_five_wordings(corpus: BundledCorpus) -> None:
     medical = "\n".join(corpus.medical)
     test_facts = {fact for q in generate_questions(0)["test"] for fact in q.facts}
@@ -125,6 +134,7 @@ def test_every_test_fact_is_taught_in_five_wordings(corpus: BundledCorpus) -> No
             assert state_fact(fact, wording) in medical, (fact, wording)
 
 
+@pytest.mark.fast
 def test_every_fact_is_in_the_training_passages(corpus: BundledCorpus) -> None:
     medical = "\n".join(corpus.medical)
     missing = [f for f in FACTS if state_fact(f) not in medical]
@@ -136,6 +146,7 @@ def test_every_fact_is_in_the_training_passages(corpus: BundledCorpus) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_fact_base_size_and_integrity() -> None:
     assert 250 <= len(FACTS) <= 450
     check_fact_base(FACTS)
@@ -150,11 +161,13 @@ def test_fact_base_size_and_integrity() -> None:
         (Fact(Relation.TREATMENT, "toxic nodular goiter", "Methimazole", "treatment"), "belongs to both"),
     ],
 )
+@pytest.mark.fast
 def test_check_fact_base_rejects_ambiguous_facts(extra: Fact, message: str) -> None:
     with pytest.raises(DataError, match=message):
         check_fact_base(FACTS + (extra,))
 
 
+@pytest.mark.fast
 def test_distractors_share_the_category_and_are_never_true() -> None:
     pools = {cat: {option_text(v) for v in values} for cat, values in category_pools().items()}
     truths: dict[tuple[str, Relation], set[str]] = {}
@@ -202,6 +215,7 @@ def _most_overlap(mcq: MCQ) -> str:
     return max(LETTERS, key=lambda letter: len(stem & _words(mcq.options[letter])))
 
 
+@pytest.mark.fast
 def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus) -> None:
     test = corpus.mcq["test"]
     scores = {
@@ -216,6 +230,7 @@ def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_write_bundled_loads_with_datasets(tmp_path: Path, corpus: BundledCorpus) -> None:
     datasets = pytest.importorskip("datasets")
     paths = write_bundled(tmp_path, seed=0)

@@ -71,11 +71,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tokenizer, Path]:
         "never seen: Ελληνικά русский 한국어 \u200b\u00a0",
     ],
 )
+@pytest.mark.fast
 def test_round_trip(trained: tuple[Tokenizer, Path], text: str) -> None:
     tok, _ = trained
     assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.fast
 def test_special_tokens_are_distinct_and_not_parsed_from_text(trained: tuple[Tokenizer, Path]) -> None:
     tok, _ = trained
     assert tok.eot_id != tok.pad_id
@@ -87,6 +89,7 @@ def test_special_tokens_are_distinct_and_not_parsed_from_text(trained: tuple[Tok
     assert tok.decode([tok.eot_id]) == EOT
 
 
+@pytest.mark.fast
 def test_trained_vocab_size(trained: tuple[Tokenizer, Path]) -> None:
     tok, _ = trained
     assert 256 + 2 < tok.vocab_size <= 1000
@@ -99,6 +102,7 @@ def _hf_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
 
 
+@pytest.mark.fast
 def test_fast_path_matches_hf_on_varied_strings(trained: tuple[Tokenizer, Path]) -> None:
     tok, _ = trained
     assert tok.backend == "tiktoken"
@@ -108,6 +112,7 @@ def test_fast_path_matches_hf_on_varied_strings(trained: tuple[Tokenizer, Path])
     assert [tok.encode(t) for t in texts[:50]] == _hf_ids(tok, texts[:50])
 
 
+@pytest.mark.fast
 def test_fast_path_matches_hf_on_long_documents(trained: tuple[Tokenizer, Path]) -> None:
     tok, _ = trained
     # Long concatenations exercise whitespace runs at document boundaries.
@@ -115,6 +120,7 @@ def test_fast_path_matches_hf_on_long_documents(trained: tuple[Tokenizer, Path])
     assert tok.encode_batch(docs) == _hf_ids(tok, docs)
 
 
+@pytest.mark.fast
 def test_fast_path_refused_for_non_byte_level_tokenizer() -> None:
     import tokenizers
     from tokenizers import models, pre_tokenizers, trainers
@@ -133,6 +139,7 @@ def test_fast_path_refused_for_non_byte_level_tokenizer() -> None:
 # ---------------------------------------------------------------- loading
 
 
+@pytest.mark.fast
 def test_load_folder_and_file_give_same_tokenizer(trained: tuple[Tokenizer, Path]) -> None:
     tok, out = trained
     text = "A 45-year-old woman presents with fever 🩺"
@@ -142,6 +149,7 @@ def test_load_folder_and_file_give_same_tokenizer(trained: tuple[Tokenizer, Path
         assert (loaded.eot_id, loaded.pad_id, loaded.vocab_size) == (tok.eot_id, tok.pad_id, tok.vocab_size)
 
 
+@pytest.mark.fast
 def test_transformers_loads_the_folder(trained: tuple[Tokenizer, Path]) -> None:
     transformers = pytest.importorskip("transformers")
     tok, out = trained
@@ -161,6 +169,7 @@ def _assert_one_line(exc: pytest.ExceptionInfo[BaseException], *fragments: str) 
         assert fragment in message
 
 
+@pytest.mark.fast
 def test_load_missing_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "tokenizer.json"
     with pytest.raises(TokenizerError) as exc:
@@ -171,6 +180,7 @@ def test_load_missing_path(tmp_path: Path) -> None:
     _assert_one_line(exc, str(tmp_path / "tokenizer.json"), "file not found")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("content", [bytes(range(256)) * 4, b'{"version": "1.0", "model": 3}', b""])
 def test_load_corrupt_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "tokenizer.json"
@@ -181,6 +191,7 @@ def test_load_corrupt_file(tmp_path: Path, content: bytes) -> None:
     assert isinstance(exc.value, UserError)
 
 
+@pytest.mark.fast
 def test_load_unknown_hub_name_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # huggingface_hub reads the variable once at import, which may already have happened.
@@ -194,6 +205,7 @@ def test_load_unknown_hub_name_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- training validation
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("vocab_size", [0, 100, 258])
 def test_vocab_size_too_small(tmp_path: Path, vocab_size: int) -> None:
     with pytest.raises(TokenizerError) as exc:
@@ -201,6 +213,7 @@ def test_vocab_size_too_small(tmp_path: Path, vocab_size: int) -> None:
     _assert_one_line(exc, str(vocab_size), "too small")
 
 
+@pytest.mark.fast
 def test_empty_training_text(tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match="empty"):
         train_tokenizer([], 300, tmp_path, show_progress=False)
@@ -209,6 +222,7 @@ def test_empty_training_text(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- training text sources
 
 
+@pytest.mark.fast
 def test_train_from_jsonl_and_txt(tmp_path: Path) -> None:
     docs = _corpus(200, seed=5)
     jsonl = tmp_path / "docs.jsonl"
@@ -227,6 +241,7 @@ def test_train_from_jsonl_and_txt(tmp_path: Path) -> None:
     assert Tokenizer.load(tmp_path / "tok").encode(docs[0]) == tok.encode(docs[0])
 
 
+@pytest.mark.fast
 def test_folders_and_globs(tmp_path: Path) -> None:
     for i in range(3):
         (tmp_path / f"part{i}.jsonl").write_text(json.dumps({"text": f"document {i}"}) + "\n")
@@ -235,6 +250,7 @@ def test_folders_and_globs(tmp_path: Path) -> None:
     assert list(iter_training_texts([str(tmp_path / "part[12].jsonl")])) == ["document 1", "document 2"]
 
 
+@pytest.mark.fast
 def test_missing_inputs_fail_up_front(tmp_path: Path) -> None:
     with pytest.raises(DataError) as exc:
         iter_training_texts([str(tmp_path / "absent.jsonl")])
@@ -246,6 +262,7 @@ def test_missing_inputs_fail_up_front(tmp_path: Path) -> None:
         iter_training_texts([str(tmp_path / "data.csv")])
 
 
+@pytest.mark.fast
 def test_missing_text_field(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"content": "x"}) + "\n")
@@ -253,6 +270,7 @@ def test_missing_text_field(tmp_path: Path) -> None:
         list(iter_training_texts([str(path)]))
 
 
+@pytest.mark.fast
 def test_bundled_corpus_texts() -> None:
     from itertools import islice
 

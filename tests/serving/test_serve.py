@@ -27,6 +27,7 @@ def test_health_models_and_page(client):
     assert "http://" not in page.text and "https://" not in page.text  # no external assets
 
 
+@pytest.mark.fast
 def test_completion_shape_and_usage(client):
     r = client.post("/v1/completions", json={"prompt": "Question: fever and rash?", "max_tokens": 8,
                                              "temperature": 0, "seed": 1})
@@ -41,6 +42,7 @@ def test_completion_shape_and_usage(client):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+@pytest.mark.fast
 def test_completion_n_and_seed(client):
     req = {"prompt": "The heart", "max_tokens": 6, "temperature": 1.0, "n": 3, "seed": 7}
     a, b = client.post("/v1/completions", json=req).json(), client.post("/v1/completions", json=req).json()
@@ -48,6 +50,7 @@ def test_completion_n_and_seed(client):
     assert [c["text"] for c in a["choices"]] == [c["text"] for c in b["choices"]]  # seeded: reproducible
 
 
+@pytest.mark.fast
 def test_stop_string_cuts_text(client):
     # Greedy output first, then stop at a character it contains: the text must end before it.
     full = client.post("/v1/completions", json={"prompt": "A", "max_tokens": 30, "temperature": 0}).json()
@@ -62,6 +65,7 @@ def test_stop_string_cuts_text(client):
     assert single.json()["choices"][0]["text"] == cut["text"]
 
 
+@pytest.mark.fast
 def test_chat_completion(client):
     r = client.post("/v1/chat/completions", json={
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is BP?"}],
@@ -74,6 +78,7 @@ def test_chat_completion(client):
     assert body["usage"]["total_tokens"] > body["usage"]["prompt_tokens"]
 
 
+@pytest.mark.fast
 def test_chat_template():
     text = chat_prompt([ChatMessage(role="system", content="S"), ChatMessage(role="user", content="hi"),
                         ChatMessage(role="assistant", content="hello"), ChatMessage(role="user", content="bye")])
@@ -81,6 +86,7 @@ def test_chat_template():
 
 
 # --------------------------------------------------------------- streaming
+@pytest.mark.fast
 def test_streaming_completion_matches_non_streaming(client):
     req = {"prompt": "Question: cough?", "max_tokens": 12, "temperature": 0}
     plain = client.post("/v1/completions", json=req).json()["choices"][0]
@@ -93,6 +99,7 @@ def test_streaming_completion_matches_non_streaming(client):
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
 
+@pytest.mark.fast
 def test_streaming_chat_with_n(client):
     req = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "n": 2, "stream": True,
            "temperature": 0.9, "seed": 3}
@@ -107,6 +114,7 @@ def test_streaming_chat_with_n(client):
                c["choices"][0]["delta"].get("role") == "assistant" for c in chunks)
 
 
+@pytest.mark.fast
 def test_stream_disconnect_releases_slot(client, url):
     with httpx.Client(base_url=url, timeout=30) as other:
         with other.stream("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 240, "stream": True,
@@ -119,6 +127,7 @@ def test_stream_disconnect_releases_slot(client, url):
 
 
 # --------------------------------------------------------------------- mcq
+@pytest.mark.fast
 def test_mcq_probabilities(client):
     r = client.post("/v1/mcq", json=MCQ_BODY)
     assert r.status_code == 200, r.text
@@ -136,11 +145,13 @@ def test_mcq_probabilities(client):
     {"A": "1", "B": "2", "D": "4"},
     {"A": "1", "B": "2", "C": "3", "D": "  "},
 ])
+@pytest.mark.fast
 def test_mcq_bad_options(client, options):
     err = assert_error(client.post("/v1/mcq", json={"question": "q?", "options": options}), 400)
     assert err["param"] == "options"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("count", [2, 3, 5, 10])
 def test_mcq_any_option_count_with_a_context(client, count):
     options = {chr(65 + i): f"option {i}" for i in range(count)}
@@ -173,6 +184,7 @@ def test_bad_values_are_400(client, path, body, param):
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.fast
 def test_context_overflow_names_numbers(client):
     err = assert_error(client.post("/v1/completions", json={"prompt": "word " * 100, "max_tokens": 250}), 400)
     assert "250" in err["message"] and "256" in err["message"] and err["code"] == "context_length_exceeded"
@@ -180,6 +192,7 @@ def test_context_overflow_names_numbers(client):
     assert client.post("/v1/completions", json={"prompt": "word " * 100, "temperature": 0}).status_code == 200
 
 
+@pytest.mark.fast
 def test_malformed_json_and_wrong_body(client):
     for raw in (b"{not json", b"", b"[1, 2]", b'"prompt"'):
         assert_error(client.post("/v1/completions", content=raw, headers={"content-type": "application/json"}), 400)
@@ -188,6 +201,7 @@ def test_malformed_json_and_wrong_body(client):
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.fast
 def test_huge_body_is_413(client):
     err = assert_error(client.post("/v1/completions", json={"prompt": "x" * 100_000}), 413)
     assert "65536" in err["message"]
@@ -203,12 +217,14 @@ def test_huge_body_is_413(client):
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.fast
 def test_unknown_route_and_method(client):
     assert_error(client.get("/v1/nothing"), 404)
     assert_error(client.get("/v1/completions"), 405)
 
 
 # ------------------------------------------------------------------- auth
+@pytest.mark.fast
 def test_api_key(tiny_model, tiny_tokenizer, serving):
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", api_key="s3cret")
     with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
@@ -224,6 +240,7 @@ def test_api_key(tiny_model, tiny_tokenizer, serving):
 
 
 # ------------------------------------------------------------ concurrency
+@pytest.mark.fast
 def test_parallel_requests_succeed_and_batch(client, url):
     def one(i: int) -> httpx.Response:
         with httpx.Client(base_url=url, timeout=60) as c:
@@ -237,6 +254,7 @@ def test_parallel_requests_succeed_and_batch(client, url):
     assert responses[3].json()["choices"][0]["text"] == alone.json()["choices"][0]["text"]
 
 
+@pytest.mark.fast
 def test_concurrent_requests_share_decode_steps(tiny_model, tiny_tokenizer, serving):
     # Six requests with different sampling parameters run in one batch: fewer steps than run apart.
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny")
@@ -276,6 +294,7 @@ def test_flood_waits_in_the_queue_and_429_only_when_it_is_full(tiny_model, tiny_
 
 
 # -------------------------------------------------------------------- CLI
+@pytest.mark.fast
 def test_cli_missing_checkpoint_is_one_line(tmp_path, capsys):
     from pure_transformer.serve import main
 
@@ -284,6 +303,7 @@ def test_cli_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert err.startswith("error:") and err.count("\n") == 1
 
 
+@pytest.mark.fast
 def test_cli_port_in_use_is_one_line(tmp_path, capsys):
     import socket
 
@@ -296,6 +316,7 @@ def test_cli_port_in_use_is_one_line(tmp_path, capsys):
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
 
 
+@pytest.mark.fast
 def test_limits_validate():
     from pure_transformer.errors import ConfigError
 

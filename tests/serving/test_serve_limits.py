@@ -26,6 +26,7 @@ def _post_raw(client: httpx.Client, path: str, body: dict) -> httpx.Response:
     return client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
 
 
+@pytest.mark.fast
 def test_too_many_prompts_or_too_much_work_is_400_naming_the_limit(client: httpx.Client) -> None:
     err = assert_error(client.post("/v1/completions", json={"prompt": ["a b"] * 5000, "max_tokens": 1}), 400)
     assert err["param"] == "prompt" and "5000 prompts in one request, over the server limit of 256" in err["message"]
@@ -43,6 +44,7 @@ def test_too_many_prompts_or_too_much_work_is_400_naming_the_limit(client: httpx
     {"prompt": "a\ud800", "echo": True, "max_tokens": 1, "logprobs": 2},
     {"prompt": "a", "stop": ["\ud800"], "max_tokens": 2},
 ])
+@pytest.mark.fast
 def test_lone_surrogates_are_replaced_not_a_500(client: httpx.Client, body: dict) -> None:
     response = _post_raw(client, "/v1/completions", body)
     assert response.status_code == 200, response.text
@@ -52,6 +54,7 @@ def test_lone_surrogates_are_replaced_not_a_500(client: httpx.Client, body: dict
             assert choice["text"].startswith(clean_text(prompt)) and "\ufffd" in choice["text"]
 
 
+@pytest.mark.fast
 def test_surrogates_in_chat_and_mcq(client: httpx.Client) -> None:
     chat = _post_raw(client, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \ud800"}],
                                                       "max_tokens": 2})
@@ -60,6 +63,7 @@ def test_surrogates_in_chat_and_mcq(client: httpx.Client) -> None:
     assert mcq.status_code == 200 and set(mcq.json()["probabilities"]) == {"A", "B"}
 
 
+@pytest.mark.fast
 def test_an_absurdly_long_question_is_answered_not_a_500(client: httpx.Client) -> None:
     response = client.post("/v1/mcq", json={"question": "why " * 10_000, "options": {"A": "x", "B": "y"}})
     assert response.status_code == 200, response.text

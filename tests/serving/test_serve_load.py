@@ -76,6 +76,7 @@ def test_seeded_request_gives_the_same_tokens_alone_and_in_a_crowd(url, tiny_mod
     assert alone[1] == [alone[2]]  # streamed or not, the same sample
 
 
+@pytest.mark.fast
 def test_merged_caches_decode_like_one_prefill(tiny_model):
     # Rows prefilled apart and merged by right alignment give the logits of one joint prefill.
     a, b = [5, 6, 7, 8, 9, 10, 11], [3, 4]
@@ -96,6 +97,7 @@ def _metrics(base: str) -> dict[str, float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+@pytest.mark.fast
 def test_disconnect_frees_rows_at_the_next_step(tiny_model, tiny_tokenizer, serving, monkeypatch):
     from pure_transformer.serving import scheduler
 
@@ -157,6 +159,7 @@ def test_admission_caps_rows_and_kv_slots_yet_serves_everyone(tiny_model, tiny_t
     assert m['pure_transformer_requests_total{"status": "200"}'] == 12
 
 
+@pytest.mark.fast
 def test_metrics_parse_and_count(client, url):
     client.post("/v1/completions", json={"prompt": "The heart", "max_tokens": 6, "temperature": 0})
     client.post("/v1/completions", json={"prompt": "x", "temperature": 9})  # a 400
@@ -172,6 +175,7 @@ def test_metrics_parse_and_count(client, url):
     assert {"waiting_requests", "running_requests", "running_rows"} <= health.keys()
 
 
+@pytest.mark.fast
 def test_bench_serve_measures_both_servers_alike(url):
     from pure_transformer.bench.serve import HEADER, bench_serve, markdown_table
 

@@ -14,6 +14,7 @@ from pure_transformer.serving.app import create_app
 
 
 # ------------------------------------------------- token prompts, logprobs, echo, usage
+@pytest.mark.fast
 def test_token_and_list_prompts_match_text(client, tiny_tokenizer):
     text = "Question: fever and cough?"
     base = {"max_tokens": 8, "temperature": 0}
@@ -29,6 +30,7 @@ def test_token_and_list_prompts_match_text(client, tiny_tokenizer):
     assert [c["text"] for c in body["choices"]] == [plain, other]
 
 
+@pytest.mark.fast
 def test_echo_logprobs_against_a_forward_pass(client, tiny_model, tiny_tokenizer):
     # lm-eval's local-completions request: token ids, echo, logprobs=1, max_tokens=1.
     import torch
@@ -61,6 +63,7 @@ def test_echo_logprobs_against_a_forward_pass(client, tiny_model, tiny_tokenizer
                        ).json()["choices"][0]["logprobs"] is None
 
 
+@pytest.mark.fast
 def test_stream_usage_chunk_and_text_parts(client):
     req = {"prompt": "Question: cough?", "max_tokens": 6, "temperature": 0, "stream": True,
            "stream_options": {"include_usage": True}}
@@ -86,6 +89,7 @@ def test_stream_usage_chunk_and_text_parts(client):
     ({"prompt": "x", "logprobs": 6}, "logprobs"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}, None),
 ])
+@pytest.mark.fast
 def test_bad_prompts_are_400(client, body, param):
     path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
     err = assert_error(client.post(path, json={"max_tokens": 2, **body}), 400)
@@ -112,6 +116,7 @@ def test_official_openai_client(url):
     assert len(scored.choices[0].logprobs.token_logprobs) == 4
 
 
+@pytest.mark.fast
 def test_seed_out_of_range_is_400_naming_seed(client):
     for seed in (2**63, -1):
         err = assert_error(client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "seed": seed}), 400)
@@ -120,6 +125,7 @@ def test_seed_out_of_range_is_400_naming_seed(client):
     assert r.status_code == 200, r.text  # the top seed with n > 1 wraps, never overflows
 
 
+@pytest.mark.fast
 def test_stalled_body_gets_408(tiny_model, tiny_tokenizer, serving):
     import socket
 
@@ -138,6 +144,7 @@ def test_stalled_body_gets_408(tiny_model, tiny_tokenizer, serving):
     assert reply.startswith("HTTP/1.1 408") and '"code":"request_timeout"' in reply.replace(" ", "")
 
 
+@pytest.mark.fast
 def test_protocol_level_rejections_are_openai_shaped(tiny_model, tiny_tokenizer, serving):
     # What uvicorn refuses before the app runs: a bad Content-Length, a request line that is not HTTP.
     import socket
@@ -163,6 +170,7 @@ def test_protocol_level_rejections_are_openai_shaped(tiny_model, tiny_tokenizer,
             assert c.get("/health").json()["status"] == "ok"
 
 
+@pytest.mark.fast
 def test_a_stream_that_fails_part_way_still_ends_with_done(tiny_model, tiny_tokenizer, serving, monkeypatch):
     from pure_transformer.serving import scheduler
 
