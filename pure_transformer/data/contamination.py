@@ -56,6 +56,12 @@ class ContaminationGuard:
     def __len__(self) -> int:
         return len(self._blocked)
 
+    def fresh_copy(self) -> ContaminationGuard:
+        """The same blocked questions with no drops counted yet."""
+        copy = ContaminationGuard()
+        copy._blocked = set(self._blocked)
+        return copy
+
     def add(self, questions: Iterable[str]) -> None:
         """Block more evaluation questions."""
         self._blocked.update(question_key(q) for q in questions)

@@ -198,20 +198,23 @@ class LocalSpec:
         files, holdout = self._files_for(split)
         kind = self.resolved_kind
         if kind is SourceKind.MCQ and split == "train" and guard is None:
-            guard = ContaminationGuard()
-            for eval_files in self._eval_files():
-                guard.add(eval_questions(_rows(self._load(eval_files), 256)))
+            guard = self._held_out.fresh_copy()
         to_text = _reader(kind, holdout, guard if split == "train" else None, answer_format=answer_format)
         return HFSource(self.name, lambda: self._load(files), to_text, shard, guard, retry)
 
     def mcqs(self, split: Split) -> Iterator[MCQ]:
         files, holdout = self._files_for(split)
-        guard = None
-        if split == "train":
-            guard = ContaminationGuard()
-            for eval_files in self._eval_files():
-                guard.add(eval_questions(_rows(self._load(eval_files), 256)))
+        guard = self._held_out.fresh_copy() if split == "train" else None
         yield from _admitted(_rows(self._load(files), 256), f"{self.name} {split}", holdout, guard)
+
+    @functools.cached_property
+    def _held_out(self) -> ContaminationGuard:
+        """The validation and test questions, read once per spec: each shard's guard is
+        a fresh copy (each counts its own drops) of this one."""
+        guard = ContaminationGuard()
+        for files in self._eval_files():
+            guard.add(eval_questions(_rows(self._load(files), 256)))
+        return guard
 
     def _eval_files(self) -> list[tuple[Path, ...]]:
         """The validation and test files whose questions training must not see."""
@@ -277,12 +280,18 @@ class LocalSpec:
         extra: dict[str, Any] = {"sample_by": "paragraph"} if self.builder == "text" else {}
         if self.builder == "csv" and not has_header(files[0]):  # MMLU's original release: no header row
             extra = {"column_names": list(MMLU_CSV_COLUMNS)}
+        # Local files have no download count, yet the packaged json/csv/text builders send
+        # one to the hub per call (a HEAD with a 3 s timeout) and a loader calls once per
+        # shard: 0.15 s each when the network refuses, up to 3 s each when it hangs.
+        counting, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS, False
         try:
             return datasets.load_dataset(
                 self.builder, data_files=[str(f) for f in files], split="train", streaming=True, **extra
             )
         except StopIteration:  # datasets infers the columns from the first record, and there is none
             raise DataError(f"'{self.name}' contains no records") from None
+        finally:
+            datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counting
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec
@@ -444,7 +453,17 @@ def resolve_source(name: str) -> SourceSpec:
     if not looks_like_path:
         known = ", ".join(KNOWN_SOURCES)
         raise DataError(f"unknown dataset '{name}'; known: {known}, or a local path")
-    return LocalSpec(name=name, files=expand_local(name))
+    files = expand_local(name)
+    return _local_spec(name, files, tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _local_spec(name: str, files: tuple[Path, ...], stats: tuple[tuple[int, int], ...]) -> LocalSpec:
+    """One spec per set of unchanged files, so that the shards of a loader (16 by default)
+    share its detected kind and held-out questions instead of each reading the files
+    again; ``stats`` (mtime, size per file) makes an edited file a new spec."""
+    del stats  # part of the cache key only
+    return LocalSpec(name=name, files=files)
 
 
 def open_source(
