@@ -20,13 +20,11 @@ one parallelism and resumed under the other, or in one process.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ..model import Transformer
 from .runtime import Runtime
@@ -41,6 +39,9 @@ def parallelize(model: Transformer, rt: Runtime, parallel: str = "ddp", compile:
     if not rt.distributed:
         return model
     if parallel == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
         mesh = init_device_mesh(rt.device.type, (rt.world_size,))
         policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
                   if rt.bf16 else MixedPrecisionPolicy())
@@ -52,13 +53,21 @@ def parallelize(model: Transformer, rt: Runtime, parallel: str = "ddp", compile:
     return nn.parallel.DistributedDataParallel(model, device_ids=devices)
 
 
+# FSDP and DTensor are imported only by the runs that shard (they cost 0.8 s of start-up
+# per process); until then nothing can be an FSDP module or a DTensor.
+def _is_dtensor(t: Any) -> bool:
+    tensor = sys.modules.get("torch.distributed.tensor")
+    return tensor is not None and isinstance(t, tensor.DTensor)
+
+
 def is_sharded(module: nn.Module) -> bool:
-    return isinstance(module, FSDPModule)
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
 
 
 def grad_sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """Skip the gradient reduction of a micro-batch that is not a step's last."""
-    if isinstance(module, FSDPModule):
+    if is_sharded(module):
         module.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
     if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
@@ -68,7 +77,7 @@ def grad_sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManage
 
 def full_tensor(t: Any) -> Any:
     """A DTensor gathered to one full tensor (a collective: every rank calls); anything else as is."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
+    return t.full_tensor() if _is_dtensor(t) else t
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -89,12 +98,14 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
 def shard_like(optimizer: torch.optim.Optimizer, state: dict) -> dict:
     """A full optimizer state dict with each per-parameter tensor split like its (sharded) parameter."""
+    from torch.distributed.tensor import distribute_tensor
+
     params = [p for group in optimizer.param_groups for p in group["params"]]
     out = dict(state)
     out["state"] = {}
     for i, s in state["state"].items():
         p = params[int(i)]
         out["state"][i] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
-                           if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape else v
+                           if _is_dtensor(p) and torch.is_tensor(v) and v.shape == p.shape else v
                            for k, v in s.items()}
     return out

@@ -35,6 +35,7 @@ from ..eval.scoring import MIN_STEM_TOKENS, MCQScore, fit_prompt, sample_answers
 from ..mcq import MCQ
 from ..model import Transformer
 from ..tokenizer import Tokenizer
+from .parallel import is_sharded
 from .runtime import Runtime, all_gather_object
 
 ACCURACY = "val_mcq_acc"
@@ -112,9 +113,7 @@ def unsharded(model: torch.nn.Module) -> Iterator[None]:
     shards are restored on exit. Any other model is left as it is.
 
     Costs one full copy of the parameters per rank while it lasts (not of gradients or AdamW state)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    modules = [m for m in model.modules() if is_sharded(m)]
     if not modules:
         yield
         return
