@@ -17,7 +17,16 @@ import torch
 
 IGNORE_INDEX = -100
 LOSS_CHUNK = 2048
-"""Rows per chunk: (2048, 50304) fp32 logits are 412 MB."""
+"""Rows per chunk on a GPU: (2048, 50304) fp32 logits are 412 MB."""
+CPU_LOSS_CHUNK = 512
+"""Rows per chunk on a CPU, where a chunk's logits should stay in cache: (512, 4096) fp32 logits
+are 8 MB. The demo's training step (8 x 256 rows, 4,096 tokens) is 1.2x faster so than with all
+2,048 rows of logits at once (docs/benchmarks.md)."""
+
+
+def loss_chunk(device: torch.device) -> int:
+    """The rows per chunk of :func:`linear_cross_entropy` on ``device``."""
+    return CPU_LOSS_CHUNK if device.type == "cpu" else LOSS_CHUNK
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

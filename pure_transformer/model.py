@@ -29,7 +29,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .config import ModelConfig
 from .kv_cache import KVCache, StaticKVCache
 from .precision import model_uses_bf16
-from .losses import IGNORE_INDEX, LOSS_CHUNK, linear_cross_entropy
+from .losses import IGNORE_INDEX, linear_cross_entropy, loss_chunk
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore[import-not-found]
@@ -258,7 +258,8 @@ class Transformer(nn.Module):
         Returns:
             ``(loss, logits)``: loss is None without labels; logits are (B, T, V)
             in the compute dtype, except with labels, ``reduction="mean"`` and more
-            than ``LOSS_CHUNK`` rows (training, validation), where they are None:
+            than one loss chunk of rows (training, validation; :func:`pure_transformer.losses.loss_chunk`),
+            where they are None:
             that loss runs the head chunk by chunk
             (:func:`pure_transformer.losses.linear_cross_entropy`).
         """
@@ -292,11 +293,12 @@ class Transformer(nn.Module):
             cache.advance(T)
         if last_only:
             x = x[:, -1:]
-        if labels is not None and reduction == "mean" and B * T > LOSS_CHUNK:
+        chunk = loss_chunk(x.device)
+        if labels is not None and reduction == "mean" and B * T > chunk:
             # The (B, T, V) logits are never built: the head and the loss run a chunk of rows at a time.
             # (A batch of one chunk or less is the plain path below: there is nothing to save.)
             h = self.norm(x)
-            return linear_cross_entropy(h.view(-1, h.shape[-1]), self.lm_head.weight, labels.reshape(-1)), None
+            return linear_cross_entropy(h.view(-1, h.shape[-1]), self.lm_head.weight, labels.reshape(-1), chunk), None
         logits = self.lm_head(self.norm(x))  # (B, T, V), or (B, 1, V) with last_only
         if labels is None:
             return None, logits

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .losses import LOSS_CHUNK
+from .losses import CPU_LOSS_CHUNK, LOSS_CHUNK
 from .train.metrics import GPU_SPECS
 
 if TYPE_CHECKING:  # the configs only as types: `plan` imports no more than it runs
@@ -86,6 +86,8 @@ class Target:
     peak_flops: float | None
     precision: Precision
     """How a run computes there: bf16 autocast on a GPU, fp32 on a CPU."""
+    loss_chunk: int = LOSS_CHUNK
+    """Rows per chunk of the training loss there (:func:`pure_transformer.losses.loss_chunk`)."""
 
 
 @dataclass(frozen=True)
@@ -146,14 +148,15 @@ def layer_saved_bytes(cfg: ModelConfig, tokens: int, mode: Checkpointing, prec: 
     return tokens * (4 * C * s + (casts + 2) * C * c + 2 * kv * c + 4 * F * c) + small
 
 
-def loss_components(cfg: ModelConfig, rows: int, prec: Precision) -> list[Component]:
-    """The head and loss of one micro-batch of ``rows`` tokens, in the forward/backward phase."""
+def loss_components(cfg: ModelConfig, rows: int, prec: Precision, chunk: int = LOSS_CHUNK) -> list[Component]:
+    """The head and loss of one micro-batch of ``rows`` tokens, ``chunk`` rows of logits at a
+    time, in the forward/backward phase."""
     V, C, s, c, a = cfg.vocab_size, cfg.dim, prec.stream, prec.compute, 4
     final = Component("final norm (input, output, hidden)", 3 * rows * C * s, "3 x rows x dim, fp32", "forward")
-    if rows <= LOSS_CHUNK:  # the plain path: logits (and their fp32 log-softmax) for every row
+    if rows <= chunk:  # the plain path: logits (and their fp32 log-softmax) for every row
         live = rows * V * (c + 3 * a)  # logits kept by the caller, log-softmax saved, two gradients in backward
         return [final, Component("logits + cross-entropy", live, f"rows x vocab x ({c} + 3 x 4)", "backward")]
-    sizes = [min(LOSS_CHUNK, rows - i) for i in range(0, rows, LOSS_CHUNK)]
+    sizes = [min(chunk, rows - i) for i in range(0, rows, chunk)]
     prev_held = 0  # what the loop's `grad` still holds of the previous chunk
     worst = 0
     for k, n in enumerate(sizes):
@@ -166,7 +169,7 @@ def loss_components(cfg: ModelConfig, rows: int, prec: Precision) -> list[Compon
     kept = rows * C * s + V * C * a  # grad_hidden and grad_weight, then the gradients backward returns
     out = [final, Component("chunked loss: saved gradients", kept, "rows x dim x 4 + vocab x dim x 4",
                             "forward+backward"),
-           Component(f"chunked loss: {LOSS_CHUNK}-row logits", worst, "previous + current chunk + logsumexp temporary",
+           Component(f"chunked loss: {chunk}-row logits", worst, "previous + current chunk + logsumexp temporary",
                      "forward")]
     if prec.autocast:
         out.append(Component("chunked loss: bf16 head copy", V * C * c, "vocab x dim x 2", "forward"))
@@ -174,7 +177,7 @@ def loss_components(cfg: ModelConfig, rows: int, prec: Precision) -> list[Compon
 
 
 def pretrain_memory(cfg: ModelConfig, micro_batch: int, seq_len: int, checkpointing: Checkpointing,
-                    accum_steps: int, prec: Precision) -> list[Component]:
+                    accum_steps: int, prec: Precision, loss_chunk: int = LOSS_CHUNK) -> list[Component]:
     """Every component of one pretraining step's memory (see the module docstring)."""
     p, N, L = param_counts(cfg), micro_batch * seq_len, cfg.n_layers
     mode_name = MODE_NAMES[checkpointing]
@@ -194,7 +197,7 @@ def pretrain_memory(cfg: ModelConfig, micro_batch: int, seq_len: int, checkpoint
                              "off minus what is kept, one layer", "backward"))
     out.append(Component("block gradients in flight", N * (3 * F * c + 2 * C * s), "rows x (3 x ffn x c + 2 x dim x 4)",
                          "backward"))
-    out += loss_components(cfg, N, prec)
+    out += loss_components(cfg, N, prec, loss_chunk)
     out.append(Component("gradients (fp32)", 4 * p.total, "params x 4", "optimizer step"))
     if not prec.autocast:  # CPU AdamW runs tensor by tensor: sqrt and a division of the largest one
         out.append(Component("AdamW temporaries (CPU, per tensor)", 8 * p.largest, "2 x largest tensor x 4",
@@ -357,7 +360,7 @@ def device_target(device: "object") -> Target:
         props = torch.cuda.get_device_properties(dev)
         return Target(props.name, props.total_memory, device_peak_flops(dev), BF16_AUTOCAST)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    return Target(f"{dev.type} (RAM)", ram, None, FP32)
+    return Target(f"{dev.type} (RAM)", ram, None, FP32, CPU_LOSS_CHUNK)
 
 
 def pretrain_plan(cfg: "PretrainConfig", model_cfg: ModelConfig, target: Target, name: str = "",
@@ -365,7 +368,8 @@ def pretrain_plan(cfg: "PretrainConfig", model_cfg: ModelConfig, target: Target,
     """The plan of a :class:`~pure_transformer.train.config.PretrainConfig` on ``target``."""
     prec = prec or target.precision
     accum = cfg.accum_steps(world_size)
-    shape = dict(micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, accum_steps=accum, prec=prec)
+    shape = dict(micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, accum_steps=accum, prec=prec,
+                 loss_chunk=target.loss_chunk)
     components = pretrain_memory(model_cfg, checkpointing=cfg.activation_checkpointing, **shape)
     alternatives = {MODE_NAMES[m]: peak_bytes(pretrain_memory(model_cfg, checkpointing=m, **shape))[0] for m in MODES}
     tokens = math.ceil(cfg.total_tokens / cfg.global_batch_tokens) * cfg.global_batch_tokens

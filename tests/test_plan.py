@@ -24,6 +24,7 @@ import torch
 from pure_transformer import plan
 from pure_transformer.config import MODEL_PRESETS, model_preset
 from pure_transformer.model import Transformer, build_model
+from pure_transformer.losses import CPU_LOSS_CHUNK
 
 TINY = model_preset("tiny")
 
@@ -166,8 +167,8 @@ def measure(model: str, micro_batch: int, seq_len: int, checkpointing: bool | st
     return sampler.peak - base
 
 
-# (model, micro-batch, seq_len, checkpointing): the chunked loss at two modes, and the plain
-# logits path (B x T <= LOSS_CHUNK, as the debug preset runs) on small's 50K vocabulary.
+# (model, micro-batch, seq_len, checkpointing): the chunked loss (CPU_LOSS_CHUNK rows a chunk) at two
+# modes, and the plain logits path (B x T <= CPU_LOSS_CHUNK) on small's 50K vocabulary.
 SHAPES = [("tiny", 16, 256, False), ("tiny", 16, 256, True),
           pytest.param(("small", 1, 512, False), marks=pytest.mark.slow)]
 
@@ -186,7 +187,7 @@ def test_planned_cpu_peak_within_15_percent_of_measured(shape: tuple) -> None:
                          timeout=300, check=True)
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     planned, _ = plan.peak_bytes(plan.pretrain_memory(model_preset(model), micro_batch, seq_len, checkpointing, 1,
-                                                      plan.FP32))
+                                                      plan.FP32, loss_chunk=CPU_LOSS_CHUNK))
     assert abs(planned - measured) <= 0.15 * measured, (planned, measured)
 
 
