@@ -5,11 +5,17 @@ because they cost a second or two to build and every data test needs them.
 ``write_jsonl`` is a helper fixture for tests that need their own small files;
 ``random_checkpoint`` saves an untrained model with the tiny tokenizer, and
 ``exported`` is one such checkpoint with its ``pure-transformer export`` folder.
+``pretrain_cli`` runs the small deterministic pretraining recipe of the multi-rank tests, and
+``ddp_reference`` is its uninterrupted 2-rank DDP run, made once for the three tests that compare
+a sharded, a stopped-and-resumed and a signalled run against it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -122,3 +128,49 @@ def _serving(app: Any, **config: Any) -> Iterator[str]:
 def serving() -> Callable[[Any], Any]:
     """``with serving(app) as url:`` runs an ASGI app with uvicorn on a free loopback port."""
     return _serving
+
+
+# 10 steps of the debug preset's tiny model (2,048 tokens a step), validation and checkpoints every 5,
+# deterministic kernels and one thread per rank: runs on any layout or launcher compare loss for loss.
+PRETRAIN_SETS = ("total_tokens=20480", "micro_batch=4", "warmup_tokens=2048", "val_every=5", "ckpt_every=5",
+                 "log_every=1", "val_tokens=4096", "deterministic=true", "peak_lr=3e-3")
+
+
+class PretrainCLI:
+    """That recipe as a command line: one process for ``ranks=1``, else ``launcher`` with ``ranks`` CPU
+    ranks (gloo); one data worker per process in all. Run it with ``env``: one thread per process."""
+
+    def __init__(self, tokenizer: str) -> None:
+        self.tokenizer = tokenizer
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def argv(self, run_dir: Path, ranks: int, *extra: str, launcher: str = "torch.distributed.run") -> list[str]:
+        sets = [*PRETRAIN_SETS, f"tokenizer={self.tokenizer}", f"num_workers={2 // ranks}"]
+        run_train = [sys.executable, "-m", "pure_transformer.run_train", "pretrain"]
+        if ranks == 1:
+            launch = run_train
+        elif launcher == "pure_transformer.launch":  # the project's torchrun wrapper takes the phase name
+            launch = [sys.executable, "-m", launcher, "--standalone", "--nproc-per-node", str(ranks), "pretrain"]
+        else:
+            launch = [sys.executable, "-m", launcher, "--standalone", "--nproc_per_node", str(ranks), *run_train[1:]]
+        return [*launch, "--config", "debug", "--no-progress", "--checkpoint-dir", str(run_dir),
+                *[a for s in sets for a in ("--set", s)], *extra]
+
+    def run(self, run_dir: Path, ranks: int, *extra: str, launcher: str = "torch.distributed.run") -> None:
+        """Run it; it must exit 0."""
+        proc = subprocess.run(self.argv(run_dir, ranks, *extra, launcher=launcher), capture_output=True, text=True,
+                              timeout=300, env=self.env)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def pretrain_cli(tiny_tokenizer) -> PretrainCLI:
+    return PretrainCLI(tiny_tokenizer.source)
+
+
+@pytest.fixture(scope="session")
+def ddp_reference(tmp_path_factory: pytest.TempPathFactory, pretrain_cli) -> Path:
+    """The ``pretrain_cli`` recipe on 2 DDP ranks, uninterrupted: its run folder."""
+    run_dir = tmp_path_factory.mktemp("ddp_reference") / "run"
+    pretrain_cli.run(run_dir, 2)
+    return run_dir

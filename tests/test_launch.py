@@ -301,23 +301,18 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, tiny_tokenizer) -> None:
+def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, pretrain_cli, ddp_reference) -> None:
     """Kubernetes signals PID 1, which is torchrun, not the workers: the workers
-    finish their step and save, and the launcher exits 0 (plain torchrun exits 1)."""
-    launch = [sys.executable, "-m", "pure_transformer.launch", "--standalone", "--nproc-per-node", "2",
-              "pretrain", "--config", "debug", "--no-progress", "--set", f"tokenizer={tiny_tokenizer.source}",
-              "--set", "total_tokens=32768", "--set", "micro_batch=4", "--set", "warmup_tokens=2048",
-              "--set", "val_every=1000", "--set", "ckpt_every=1000", "--set", "log_every=1",
-              "--set", "val_tokens=4096", "--set", "deterministic=true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PURE_TRANSFORMER_GRACE_S": "60"}
-    whole = subprocess.run([*launch, "--checkpoint-dir", str(tmp_path / "whole")], capture_output=True, text=True,
-                           timeout=300, env=env)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    total = max(losses(tmp_path / "whole"))
-
+    finish their step and save, and the launcher exits 0 (plain torchrun exits 1).
+    The resumed run logs the same losses as the shared uninterrupted 2-rank run."""
+    total = max(losses(ddp_reference))
+    env = {**pretrain_cli.env, "PURE_TRANSFORMER_GRACE_S": "60"}
     split = tmp_path / "split"
-    proc = subprocess.Popen([*launch, "--checkpoint-dir", str(split)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    # No data workers (the reference has one a rank; the data stream does not depend on it): a SIGTERM
+    # also reaches a DataLoader worker, which dies, and its rank with it (exit 143).
+    launch = ["--set", "num_workers=0"]
+    proc = subprocess.Popen(pretrain_cli.argv(split, 2, *launch, launcher="pure_transformer.launch"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240
     while not (split / "logs/metrics.jsonl").exists() or max(losses(split), default=0) < 2:
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be signalled"
@@ -330,10 +325,10 @@ def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, t
     meta = read_meta(ckpt)
     assert meta["stopped"] == "signal" and 2 <= meta["step"] < total and not meta["complete"]
 
-    resumed = subprocess.run([*launch, "--checkpoint-dir", str(split), "--resume"], capture_output=True, text=True,
-                             timeout=300, env=env)
+    resumed = subprocess.run(pretrain_cli.argv(split, 2, *launch, "--resume", launcher="pure_transformer.launch"),
+                             capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert losses(split) == losses(tmp_path / "whole") and len(losses(split)) == total
+    assert losses(split) == losses(ddp_reference) and len(losses(split)) == total
 
 
 @pytest.mark.fast

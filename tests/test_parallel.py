@@ -15,54 +15,42 @@ from pure_transformer.checkpoint import load_model, read_meta
 from pure_transformer.train.metrics import read_metrics
 
 
-def pretrain_cli(run_dir: Path, ranks: int, tokenizer: str, *extra: str) -> None:
-    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
-              if ranks > 1 else [sys.executable])
-    sets = [f"tokenizer={tokenizer}", "total_tokens=20480", "micro_batch=4", "warmup_tokens=2048", "val_every=5",
-            "ckpt_every=5", "log_every=1", "val_tokens=4096", "deterministic=true", "peak_lr=3e-3",
-            f"num_workers={2 // ranks}"]
-    cmd = [*launch, "-m", "pure_transformer.run_train", "pretrain", "--config", "debug", "--no-progress",
-           "--checkpoint-dir", str(run_dir), *[a for s in sets for a in ("--set", s)], *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-
-
 def curve(run_dir: Path, key: str) -> list[float]:
     return [r[key] for r in read_metrics(run_dir / "logs/metrics.jsonl") if key in r]
 
 
 @pytest.mark.slow
-def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, tiny_tokenizer) -> None:
-    """10 steps: one process, DDP on 2 ranks, and FSDP on 2 ranks stopped at step 5
-    and resumed. Same training and validation losses throughout; the FSDP checkpoint
-    holds the same full tensors as DDP's, and one process loads it."""
+def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, pretrain_cli, ddp_reference) -> None:
+    """10 steps: one process, DDP on 2 ranks (the shared reference run), and FSDP on 2 ranks
+    stopped at step 5 and resumed. Same training and validation losses throughout; the FSDP
+    checkpoint holds the same full tensors as DDP's, and one process loads it."""
     from safetensors.torch import load_file
 
-    pretrain_cli(tmp_path / "one", 1, tiny_tokenizer.source)
-    pretrain_cli(tmp_path / "ddp", 2, tiny_tokenizer.source)
-    pretrain_cli(tmp_path / "fsdp", 2, tiny_tokenizer.source, "--set", "parallel=fsdp", "--stop-at-step", "5")
-    assert read_meta(tmp_path / "fsdp/step_0000005")["config"]["parallel"] == "fsdp"
-    fsdp_half = {name: load_file(str(tmp_path / "fsdp/step_0000005" / name))
+    runs = {"one": tmp_path / "one", "ddp": ddp_reference, "fsdp": tmp_path / "fsdp"}
+    pretrain_cli.run(runs["one"], 1)
+    pretrain_cli.run(runs["fsdp"], 2, "--set", "parallel=fsdp", "--stop-at-step", "5")
+    assert read_meta(runs["fsdp"] / "step_0000005")["config"]["parallel"] == "fsdp"
+    fsdp_half = {name: load_file(str(runs["fsdp"] / "step_0000005" / name))
                  for name in ("model.safetensors", "optimizer.safetensors")}
     # Resumed under FSDP again: the full saved AdamW state is split back into shards (shard_like).
-    pretrain_cli(tmp_path / "fsdp", 2, tiny_tokenizer.source, "--resume")
-    one = curve(tmp_path / "one", "loss")
+    pretrain_cli.run(runs["fsdp"], 2, "--resume")
+    one = curve(runs["one"], "loss")
     assert len(one) == 10 and one[-1] < one[0] - 0.5  # it learns
     for run in ("ddp", "fsdp"):
-        assert curve(tmp_path / run, "loss") == pytest.approx(one, rel=1e-5), run
-        assert curve(tmp_path / run, "val_loss") == pytest.approx(curve(tmp_path / "one", "val_loss"), rel=1e-5), run
+        assert curve(runs[run], "loss") == pytest.approx(one, rel=1e-5), run
+        assert curve(runs[run], "val_loss") == pytest.approx(curve(runs["one"], "val_loss"), rel=1e-5), run
         # The MCQ validation ran on every layout (FSDP: on unsharded parameters, each rank its own questions);
         # greedy answers of the same weights, up to a rare argmax flip from the 1e-5 differences.
-        acc = curve(tmp_path / run, "val_mcq_acc")
-        assert len(acc) == 3 and acc == pytest.approx(curve(tmp_path / "one", "val_mcq_acc"), abs=2 / 64), run
-        assert read_meta(tmp_path / run / "best")["best"]["metric"] == "val_mcq_acc"
+        acc = curve(runs[run], "val_mcq_acc")
+        assert len(acc) == 3 and acc == pytest.approx(curve(runs["one"], "val_mcq_acc"), abs=2 / 64), run
+        assert read_meta(runs[run] / "best")["best"]["metric"] == "val_mcq_acc"
     # The sharded run wrote the same full safetensors a replica does: the same names, shapes and values.
     for name, fsdp in fsdp_half.items():
-        ddp = load_file(str(tmp_path / "ddp/step_0000005" / name))
+        ddp = load_file(str(runs["ddp"] / "step_0000005" / name))
         assert ddp.keys() == fsdp.keys()
         for key in ddp:
             assert ddp[key].shape == fsdp[key].shape and torch.allclose(ddp[key], fsdp[key], atol=1e-5), (name, key)
-    model, _, _, _ = load_model(tmp_path / "fsdp/final")
+    model, _, _, _ = load_model(runs["fsdp"] / "final")
     assert model.num_params() > 0
 
 
