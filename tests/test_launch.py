@@ -308,9 +308,9 @@ def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, p
     total = max(losses(ddp_reference))
     env = {**pretrain_cli.env, "PURE_TRANSFORMER_GRACE_S": "60"}
     split = tmp_path / "split"
-    # No data workers (the reference has one a rank; the data stream does not depend on it): a SIGTERM
-    # also reaches a DataLoader worker, which dies, and its rank with it (exit 143).
-    launch = ["--set", "num_workers=0"]
+    # One data worker a rank, as the reference: torchrun's SIGTERM reaches the workers' process group
+    # too, and a data worker that died of it took its rank down (exit 143, nothing saved).
+    launch = []
     proc = subprocess.Popen(pretrain_cli.argv(split, 2, *launch, launcher="pure_transformer.launch"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240

@@ -42,6 +42,7 @@ whole holds one buffer, not one per reader.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -60,6 +61,16 @@ from .sources import RetryPolicy, Shard
 
 Batch = dict[str, Any]
 STATE_VERSION = 2  # 1: per-rank shards (rank * W + worker), not resumable now
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A data worker ignores SIGTERM and SIGINT. torchrun's agent (and a terminal's Ctrl-C)
+    signal the trainer's whole process group; the trainer finishes its step and saves, and
+    a worker that died on the signal would crash that step instead. The trainer shuts its
+    workers down itself, and torch's workers exit when their parent does."""
+    del worker_id
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ShardPipeline:
@@ -244,6 +255,7 @@ class TrainLoader:
             # Items are rows: keep about prefetch_factor batches in flight per worker.
             prefetch_factor=self.prefetch_factor * self.spec.batch_size if self.num_workers > 0 else None,
             persistent_workers=False,  # workers must restart from the consumed state
+            worker_init_fn=_leave_stop_signals_to_the_trainer if self.num_workers > 0 else None,
         )
         blocks: list[Block] = []
         for item in loader:
