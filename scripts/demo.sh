@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: the whole pipeline on the bundled offline data, CPU only.
-# Usage: make demo        (about 10 minutes on 2 cores)
+# Usage: make demo        (about 7.5 minutes on 2 cores)
 #        make demo-long   (about 18 minutes: longer pretraining and GRPO, where the gain is larger)
 #        RUN_DIR=... PY=... PRETRAIN_TOKENS=... RL_STEPS=... bash scripts/demo.sh
 set -euo pipefail
