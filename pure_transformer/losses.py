@@ -20,8 +20,8 @@ LOSS_CHUNK = 2048
 """Rows per chunk on a GPU: (2048, 50304) fp32 logits are 412 MB."""
 CPU_LOSS_CHUNK = 512
 """Rows per chunk on a CPU, where a chunk's logits should stay in cache: (512, 4096) fp32 logits
-are 8 MB. The demo's training step (8 x 256 rows, 4,096-token vocabulary) is 1.11x faster so than with all
-2,048 rows of logits at once (bench/bench_loss_chunk.py, docs/benchmarks.md)."""
+are 8 MB. The demo's training step (8 x 256 rows, 4,096-token vocabulary) is 1.11x faster than
+with all 2,048 rows of logits at once (bench/bench_loss_chunk.py, docs/benchmarks.md)."""
 
 
 def loss_chunk(device: torch.device) -> int:

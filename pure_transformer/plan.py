@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Literal
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .losses import CPU_LOSS_CHUNK, LOSS_CHUNK
+from .losses import LOSS_CHUNK
+from .losses import loss_chunk as device_loss_chunk  # pretrain_memory has a parameter of that name
 from .train.metrics import GPU_SPECS
 
 if TYPE_CHECKING:  # the configs only as types: `plan` imports no more than it runs
@@ -358,9 +359,9 @@ def device_target(device: "object") -> Target:
     dev = torch.device(device)  # type: ignore[call-overload]
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
-        return Target(props.name, props.total_memory, device_peak_flops(dev), BF16_AUTOCAST)
+        return Target(props.name, props.total_memory, device_peak_flops(dev), BF16_AUTOCAST, device_loss_chunk(dev))
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    return Target(f"{dev.type} (RAM)", ram, None, FP32, CPU_LOSS_CHUNK)
+    return Target(f"{dev.type} (RAM)", ram, None, FP32, device_loss_chunk(dev))
 
 
 def pretrain_plan(cfg: "PretrainConfig", model_cfg: ModelConfig, target: Target, name: str = "",

@@ -454,7 +454,8 @@ def resolve_source(name: str) -> SourceSpec:
         known = ", ".join(KNOWN_SOURCES)
         raise DataError(f"unknown dataset '{name}'; known: {known}, or a local path")
     files = expand_local(name)
-    return _local_spec(name, files, tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+    stats = [f.stat() for f in files]
+    return _local_spec(name, files, tuple((st.st_mtime_ns, st.st_size) for st in stats))
 
 
 @functools.lru_cache(maxsize=64)
