@@ -7,7 +7,8 @@ because they cost a second or two to build and every data test needs them.
 ``exported`` is one such checkpoint with its ``pure-transformer export`` folder.
 ``pretrain_cli`` runs the small deterministic pretraining recipe of the multi-rank tests, and
 ``ddp_reference`` is its uninterrupted 2-rank DDP run, made once for the three tests that compare
-a sharded, a stopped-and-resumed and a signalled run against it.
+a sharded, a stopped-and-resumed and a signalled run against it. ``run_train_error`` checks a
+training command's one-line error in-process.
 """
 
 from __future__ import annotations
@@ -128,6 +129,22 @@ def _serving(app: Any, **config: Any) -> Iterator[str]:
 def serving() -> Callable[[Any], Any]:
     """``with serving(app) as url:`` runs an ASGI app with uvicorn on a free loopback port."""
     return _serving
+
+
+@pytest.fixture
+def run_train_error(capsys: pytest.CaptureFixture) -> Callable[[list[str]], str]:
+    """``run_train_error(argv)``: ``run_train``'s main() in this process must exit 2 with exactly one
+    ``error:`` line on stderr; returns that line. (In-process saves ~3 s of imports a case; keep one
+    real subprocess per command for the contract a shell sees.)"""
+    from pure_transformer.run_train import main
+
+    def run(argv: list[str]) -> str:
+        code = main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, lines)
+        return lines[0]
+
+    return run
 
 
 # 10 steps of the debug preset's tiny model (2,048 tokens a step), validation and checkpoints every 5,

@@ -191,17 +191,7 @@ def test_sigterm_saves_and_exits_zero(tmp_path: Path, tiny_tokenizer) -> None:
     assert 3 <= meta["step"] < debug().total_steps and not meta["complete"]
 
 
-def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """``run_train``'s main() in this process: exit status 2 and exactly one ``error:`` line; returns it."""
-    from pure_transformer.run_train import main
-
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
-
-
-def test_bad_flags_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_flags_give_one_line(tmp_path: Path, run_train_error) -> None:
     base = ["pretrain", "--checkpoint-dir", str(tmp_path / "run")]
     # One real process for the contract a shell sees (status 2, one stderr line); the other
     # mistakes go through the same main() in-process, which saves ~3 s of imports each.
@@ -214,7 +204,7 @@ def test_bad_flags_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
                            (["--set", "lr=1"], "unknown config key 'lr'"),
                            (["--resume", str(tmp_path / "missing")], "checkpoint path not found"),
                            (["--config-file", str(tmp_path / "x.yaml")], "config file not found")]:
-        assert message in one_line_error(capsys, [*base, *extra])
+        assert message in run_train_error([*base, *extra])
 
 
 @pytest.mark.slow

@@ -137,9 +137,7 @@ def test_reference_stays_frozen_unless_refreshed(tmp_path: Path, init_ckpt: Path
     assert all(torch.equal(ref[k], policy[k]) for k in policy)
 
 
-def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
-    from pure_transformer.run_train import main
-
+def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path, run_train_error) -> None:
     base = ["rl", "--checkpoint-dir", str(tmp_path / "run")]
     # One real process for the contract a shell sees (status 2, one stderr line); the other
     # mistakes go through the same main() in-process, which saves ~3 s of imports each.
@@ -154,9 +152,7 @@ def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path, capsys: pyt
               "answer_format must be one of letter, text, explain, got 'vibes'"),
              (["--checkpoint", str(init_ckpt), "--set", "max_new_tokens=0"], "max_new_tokens must be positive")]
     for extra, message in cases:
-        code = main([*base, *extra])
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+        assert message in run_train_error([*base, *extra])
 
 
 def test_grpo_learns_a_toy_reward(tmp_path: Path, init_ckpt: Path) -> None:
