@@ -1,10 +1,10 @@
 """Benchmark: one fp32 training step of a preset at several loss-chunk sizes, on this machine.
 
 The training loss runs the head and the cross-entropy ``chunk`` rows at a time
-(:func:`pure_transformer.losses.linear_cross_entropy`). A micro-batch of ``chunk``
+(:func:`pure_transformer.model.losses.linear_cross_entropy`). A micro-batch of ``chunk``
 rows or fewer takes the plain path instead: all its logits at once, then
 ``F.cross_entropy``. On a CPU a chunk whose logits stay in cache is faster than
-either, which is why :data:`~pure_transformer.losses.CPU_LOSS_CHUNK` is smaller than
+either, which is why :data:`~pure_transformer.model.losses.CPU_LOSS_CHUNK` is smaller than
 the GPU's. This times forward, backward and AdamW of the same model and batch for
 each chunk size, alternating the contenders round by round in one process so
 that a load change hits them alike, and prints the best round of each and its
@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import torch
 
-import pure_transformer.model as model_module
-from pure_transformer.config import model_preset
-from pure_transformer.losses import CPU_LOSS_CHUNK, LOSS_CHUNK
-from pure_transformer.model import build_model
+import pure_transformer.model.transformer as model_module
+from pure_transformer.model.config import model_preset
+from pure_transformer.model.losses import CPU_LOSS_CHUNK, LOSS_CHUNK
+from pure_transformer.model.transformer import build_model
 
 
 def step_with_chunk(preset: str, vocab: int, micro_batch: int, seq_len: int, chunk: int) -> Callable[[], None]:

@@ -1,7 +1,7 @@
 """Benchmark: peak memory and time of one training forward + backward, in two comparisons.
 
 - ``--compare loss``: the loss through materialised (B, T, V) logits versus the
-  chunked head (:func:`pure_transformer.losses.linear_cross_entropy`);
+  chunked head (:func:`pure_transformer.model.losses.linear_cross_entropy`);
 - ``--compare checkpointing``: activation checkpointing off, ``"selective"`` (matmul
   and attention outputs saved, elementwise ops recomputed) and full (every block
   recomputed), all with the chunked loss.
@@ -35,8 +35,8 @@ COMPARISONS = {
 def one(compare: str, variant: str, model: str, batch: int, seq_len: int) -> dict:
     import torch
 
-    from pure_transformer.config import model_preset
-    from pure_transformer.model import IGNORE_INDEX, build_model
+    from pure_transformer.model.config import model_preset
+    from pure_transformer.model.transformer import IGNORE_INDEX, build_model
 
     materialised, checkpointing = COMPARISONS[compare][variant]
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from pure_transformer.bundled.synthetic import training_texts  # noqa: E402
 from pure_transformer.data.packing import pack_texts  # noqa: E402
-from pure_transformer.tokenizer import (  # noqa: E402
+from pure_transformer.tokenizer.bpe import (  # noqa: E402
     DEFAULT_VOCAB_SIZE,
     Tokenizer,
     iter_training_texts,

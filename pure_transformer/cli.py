@@ -40,8 +40,8 @@ from .errors import UserError
 
 # ---------------------------------------------------------------- model info
 def cmd_model_info(args: argparse.Namespace) -> None:
-    from .config import model_preset
-    from .plan import flops_per_token, param_counts
+    from .model.config import model_preset
+    from .plan.planner import flops_per_token, param_counts
 
     for preset in args.preset:
         # Counted from the shapes (tests/test_plan.py checks the formulas against the model of every
@@ -62,7 +62,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from itertools import islice
 
     from .bundled.synthetic import training_texts
-    from .tokenizer import iter_training_texts, train_tokenizer
+    from .tokenizer.bpe import iter_training_texts, train_tokenizer
 
     if args.input:
         texts = iter_training_texts(args.input, text_field=args.text_field, max_docs=args.max_docs)
@@ -76,7 +76,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.preview import preview
 
-    from .answer_format import AnswerFormat
+    from .mcq.answer_format import AnswerFormat
 
     preview(args.tokenizer, args.mixture, seq_len=args.seq_len, num_blocks=args.num_blocks, show=args.show,
             weight_by=args.weight_by, seed=args.seed, answer_format=AnswerFormat(args.answer_format))
@@ -104,14 +104,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------- plan
 def cmd_plan(args: argparse.Namespace) -> None:
-    from .overrides import parse_set
-    from .plan import plan_for
+    from .config.overrides import parse_set
+    from .plan.planner import plan_for
 
     print(plan_for(args.config, args.gpu, parse_set(args.set), args.model).render())
 
 
 # --------------------------------------------------------------------- parser
-# The commands whose flags live beside their stage, and the module of each.
+# The stage commands: each is a module of commands/ with add_args() and run().
 COMMANDS = {
     "pretrain": "phase 1: pretrain on the FineWeb-Edu/MedQA mixture (= python -m pure_transformer.run_train pretrain)",
     "rl": "phase 2: GRPO fine-tuning on multiple-choice questions (= python -m pure_transformer.run_train rl)",
@@ -120,8 +120,6 @@ COMMANDS = {
     "serve": "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)",
     "export": "write a checkpoint as a Hugging Face LlamaForCausalLM folder",
 }
-_MODULES = {"pretrain": ".train.command", "rl": ".rl.command", "evaluate": ".eval.command",
-            "generate": ".serving.generate", "serve": ".serving.app", "export": ".export"}
 BENCHMARKS = {
     "train": (".bench.train", "a pretraining step against transformers: tokens/s, MFU, peak memory, data wait"),
     "generate": (".bench.generate", "batched decoding against transformers generate: tokens/s, time to first token"),
@@ -133,7 +131,7 @@ BENCHMARKS = {
 
 def _command_module(name: str) -> ModuleType:
     # Imported on use: `model info` should not pay for FastAPI, and each stage stays importable alone.
-    return importlib.import_module(_MODULES[name], __package__)
+    return importlib.import_module(f".commands.{name}", __package__)
 
 
 USAGE = """\
@@ -233,7 +231,9 @@ def build_parser(stages: Iterable[str] = (*COMMANDS, "bench")) -> argparse.Argum
     p = _add(groups, "plan", cmd_plan, "will a preset fit in a GPU's memory and finish in its hours? memory per "
              "component, FLOPs/token, the tokens/s and MFU its budget needs")
     p.add_argument("--config", default="a100_2day",
-                   help="pretraining preset (a100_2day | h200_1day | debug | demo) or GRPO preset (grpo_usmle_2day)")
+                   help="a pretraining preset (pretrain:a100_2day | pretrain:h200_1day | pretrain:debug | "
+                        "pretrain:demo) or a GRPO one (rl:grpo_usmle_2day | rl:debug | rl:demo); a bare name is the "
+                        "pretraining preset where both phases have it")
     p.add_argument("--gpu", default="a100-80gb", help="a100-80gb | h100-80gb | h200-141gb (default a100-80gb)")
     p.add_argument("--model", default=None, help="model preset (default: the config's; medium-large for GRPO)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
@@ -282,7 +282,7 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         args.func(args)
     except UserError as e:
-        from .launch_worker import hand_to_launcher
+        from .distributed.worker import hand_to_launcher
 
         if not hand_to_launcher(str(e)):  # under the launcher, it prints the first rank's line once
             print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``python -m pure_transformer.generate``: stream a completion (see :mod:`pure_transformer.serving.generate`)."""
+"""``python -m pure_transformer.generate``: stream a completion (see :mod:`pure_transformer.commands.generate`)."""
 
 from __future__ import annotations
 

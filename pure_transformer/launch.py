@@ -28,7 +28,7 @@ On top of torchrun (``torch.distributed.run``, run in this process):
   up to the backoff limit. Other worker failures print torchrun's summary and
   exit 1.
 - **No orphans.** The workers die with the agent, even when it is killed with
-  SIGKILL: a parent-death signal and a watchdog (:mod:`pure_transformer.launch_worker`)
+  SIGKILL: a parent-death signal and a watchdog (:mod:`pure_transformer.distributed.worker`)
   make them save as on a preemption and exit, releasing the run lock.
 - **The entry point** is filled in (``-m pure_transformer.run_train``).
 """
@@ -113,7 +113,7 @@ def run_outcome(run_dir: str | Path, since: float) -> tuple[str, dict] | None:
     """How the run in ``run_dir`` ended, judged by its newest checkpoint if that was saved
     after ``since`` (a ``time.time()``, the launch): ("finished", meta) for a complete run,
     ("saved", meta) for a stop on a signal; None otherwise (no such checkpoint)."""
-    from .checkpoint import read_meta, resume_checkpoint
+    from .checkpoint.store import read_meta, resume_checkpoint
     from .errors import UserError
 
     try:
@@ -133,7 +133,7 @@ def run_outcome(run_dir: str | Path, since: float) -> tuple[str, dict] | None:
 def user_error(failures: dict[int, ProcessFailure]) -> tuple[bool, str | None]:
     """Whether any worker exited 2 (a user error, which no retry fixes), and the earliest such
     message a worker handed over in its error file (None: the worker printed it itself)."""
-    from .launch_worker import USER_ERROR
+    from .distributed.worker import USER_ERROR
 
     exited_2 = sorted((f for f in failures.values() if f.exitcode == 2), key=lambda f: f.timestamp)
     for failure in exited_2:
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .launch_worker import AGENT_PID_ENV, SHUTDOWN_ENV
+    from .distributed.worker import AGENT_PID_ENV, SHUTDOWN_ENV
 
     torchrun_args, phase_args = split_argv(sys.argv[1:] if argv is None else argv)
     args = parse_args([*torchrun_args, *shutdown_timeout(torchrun_args), "-m", "pure_transformer.run_train",

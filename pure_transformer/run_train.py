@@ -1,8 +1,8 @@
 """``python -m pure_transformer.run_train pretrain|rl ...``: the training entry point.
 
-The flags live in :mod:`pure_transformer.train.command` and :mod:`pure_transformer.rl.command`;
+The flags live in :mod:`pure_transformer.commands.pretrain` and :mod:`pure_transformer.commands.rl`;
 the same commands run as ``pure-transformer pretrain`` and ``pure-transformer rl``. Under
-torchrun, a worker first ties its life to the agent's (:func:`~pure_transformer.launch_worker.follow_agent`).
+torchrun, a worker first ties its life to the agent's (:func:`~pure_transformer.distributed.worker.follow_agent`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from .cli import run_train_main
-from .launch_worker import follow_agent
+from .distributed.worker import follow_agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,7 +74,7 @@ echo; echo "== 9. the same questions with every option re-lettered (A->B, B->C, 
 
 took "re-lettered evaluations"
 echo; echo "== 10. one generated answer (a held-out question, greedy)"
-$PY -c "from pure_transformer.answer_format import AnswerFormat; from pure_transformer.bundled.synthetic import bundled_corpus
+$PY -c "from pure_transformer.mcq.answer_format import AnswerFormat; from pure_transformer.bundled.synthetic import bundled_corpus
 q = bundled_corpus().mcq['test'][0]; open('$RUN_DIR/gold.txt', 'w').write(q.answer_text); print(AnswerFormat.EXPLAIN.prompt(q))" \
   > "$RUN_DIR/question.txt"
 cat "$RUN_DIR/question.txt"

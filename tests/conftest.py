@@ -48,8 +48,8 @@ def bundled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory, bundled):
     """A 512-token byte-level BPE trained on the bundled text (fast to train, real merges)."""
-    from pure_transformer.answer_format import AnswerFormat
-    from pure_transformer.tokenizer import train_tokenizer
+    from pure_transformer.mcq.answer_format import AnswerFormat
+    from pure_transformer.tokenizer.bpe import train_tokenizer
 
     texts = bundled.general + bundled.medical + [AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]]
     return train_tokenizer(texts, 512, tmp_path_factory.mktemp("tok"), show_progress=False)
@@ -61,8 +61,8 @@ def random_checkpoint(tiny_tokenizer) -> Callable[..., Path]:
     ``root`` (the tiny tokenizer beside it, answer format explain); returns the step folder."""
     import torch
 
-    from pure_transformer.checkpoint import save_checkpoint, step_dir
-    from pure_transformer.model import build_model
+    from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+    from pure_transformer.model.transformer import build_model
 
     def make(root: Path, cfg: Any, meta: dict | None = None) -> Path:
         torch.manual_seed(1)
@@ -79,7 +79,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, random_checkpoint) -> tup
     """(checkpoint, export folder): a random 2-layer model (grouped-query attention, 512-token context)
     exported with ``pure-transformer export``, for the tests that read it with transformers and lm-eval."""
     from pure_transformer.cli import main as cli_main
-    from pure_transformer.config import ModelConfig
+    from pure_transformer.model.config import ModelConfig
 
     root = tmp_path_factory.mktemp("export")
     cfg = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=512)
@@ -147,10 +147,12 @@ def run_train_error(capsys: pytest.CaptureFixture) -> Callable[[list[str]], str]
     return run
 
 
-# 10 steps of the debug preset's tiny model (2,048 tokens a step), validation and checkpoints every 5,
-# deterministic kernels and one thread per rank: runs on any layout or launcher compare loss for loss.
+# 10 steps of the debug preset's tiny model (2,048 tokens a step), validation and checkpoints every 5
+# (16 MCQs, 8 a rank on two: the 64 of the preset cost a third of a one-process run and are no better
+# a check of the answers' gathering), deterministic kernels and one thread per rank: runs on any
+# layout or launcher compare loss for loss.
 PRETRAIN_SETS = ("total_tokens=20480", "micro_batch=4", "warmup_tokens=2048", "val_every=5", "ckpt_every=5",
-                 "log_every=1", "val_tokens=4096", "deterministic=true", "peak_lr=3e-3")
+                 "log_every=1", "val_tokens=4096", "val_mcq=16", "deterministic=true", "peak_lr=3e-3")
 
 
 class PretrainCLI:

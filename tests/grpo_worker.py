@@ -15,10 +15,10 @@ weights within 5e-7), enough to flip a sampled token by step 3.
 
 import sys
 
-from pure_transformer.overrides import apply_overrides
-from pure_transformer.rl.config import debug
+from pure_transformer.config.overrides import apply_overrides
+from pure_transformer.config.rl import debug
 from pure_transformer.rl.train import grpo_train
-from pure_transformer.train.runtime import close_runtime
+from pure_transformer.distributed.runtime import close_runtime
 
 
 def likes_e(mcq, completion: str) -> float:

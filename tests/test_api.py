@@ -25,7 +25,7 @@ def test_readme_python_example_runs_as_written(tmp_path: Path) -> None:
 @pytest.mark.fast
 def test_names_resolve_on_use() -> None:
     probe = ("import sys, pure_transformer as pt\nassert 'torch' not in sys.modules\n"
-             "from pure_transformer.checkpoint import load_model\nassert pt.load_model is load_model\n"
+             "from pure_transformer.checkpoint.store import load_model\nassert pt.load_model is load_model\n"
              "print(sorted(pt.__all__) == sorted(dir(pt)))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -10,10 +10,10 @@ import torch
 
 from pure_transformer.bench.generate import bench_generate
 from pure_transformer.bench.rl_step import PHASES, bench_rl_step
-from pure_transformer.config import model_preset
+from pure_transformer.model.config import model_preset
 from pure_transformer.bench.train import bench_config, bench_train
 from pure_transformer.cli import main as cli_main
-from pure_transformer.rl.config import grpo_preset
+from pure_transformer.config.rl import grpo_preset
 
 CPU = torch.device("cpu")
 
@@ -26,8 +26,8 @@ def test_train_bench_matches_transformers_loss_and_reports_mfu_by_its_formula() 
     ours, hf = rows
     assert [r.name for r in rows] == ["ours", "transformers"]
     assert ours.first_loss == pytest.approx(hf.first_loss, abs=1e-4)  # same weights, same batch
-    from pure_transformer.config import model_preset
-    from pure_transformer.model import build_model
+    from pure_transformer.model.config import model_preset
+    from pure_transformer.model.transformer import build_model
 
     flops = build_model(model_preset("tiny")).flops_per_token(64)
     for r in rows:
@@ -76,7 +76,7 @@ def test_rl_step_bench_fits_the_presets_budget_to_a_short_context() -> None:
     (["bench", "train", "--steps", "0"], "error: --steps must be >= 1, got 0"),
     (["bench", "generate", "--batch", "0"], "error: --batch must be >= 1, got 0"),
     (["bench", "rl-step", "--set", "nonsense=1"], "error: unknown"),
-    (["bench", "rl-step", "--config", "nope"], "error: unknown rl config 'nope'"),
+    (["bench", "rl-step", "--config", "nope"], "error: unknown rl preset 'nope'"),
     (["bench", "train", "--num-workers", "-1"], "error: --num-workers must be >= 0, got -1"),
     (["bench", "train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
     (["bench", "generate", "--device", "gpu0"], "error: unknown device 'gpu0'"),

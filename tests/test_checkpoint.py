@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.checkpoint import (CheckpointError, link_checkpoint, load_optimizer, load_weights,
+from pure_transformer.checkpoint.store import (CheckpointError, link_checkpoint, load_optimizer, load_weights,
                                          prune_checkpoints, read_meta, resolve_checkpoint, save_checkpoint,
                                          step_dir, step_dirs)
-from pure_transformer.config import ModelConfig
-from pure_transformer.model import build_model
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32, tie_embeddings=True)
 
@@ -109,9 +109,9 @@ def test_no_pickle_in_checkpoint(tmp_path: Path) -> None:
 
 KILLER = """
 import sys, torch
-from pure_transformer.checkpoint import save_checkpoint, step_dir
-from pure_transformer.config import ModelConfig
-from pure_transformer.model import build_model
+from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
 cfg = ModelConfig(vocab_size=4096, dim=512, n_layers=4, n_heads=8, ffn_dim=2048, max_seq_len=64)
 model = build_model(cfg)
 run = sys.argv[1]

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pure_transformer.cli import main
-from pure_transformer.config import MODEL_PRESETS, model_preset
-from pure_transformer.model import Transformer
+from pure_transformer.model.config import MODEL_PRESETS, model_preset
+from pure_transformer.model.transformer import Transformer
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pure_transformer.errors import ConfigError
-from pure_transformer.overrides import apply_overrides, load_yaml, parse_set
-from pure_transformer.rl.config import grpo_preset
-from pure_transformer.train.config import PRETRAIN_PRESETS, pretrain_preset
+from pure_transformer.config.overrides import apply_overrides, load_yaml, parse_set
+from pure_transformer.config.rl import grpo_preset
+from pure_transformer.config.pretrain import PRETRAIN_PRESETS, pretrain_preset
 from pure_transformer.train.schedule import lr_at, set_lr
 
 
@@ -42,8 +42,28 @@ def test_every_preset_validates_and_h200_uses_memory() -> None:
     assert (h200.sources, h200.answer_format) == (pretrain_preset("a100_2day").sources, "explain")
     assert grpo_preset("grpo_usmle_2day").answer_format is None  # the checkpoint's: explain after a100_2day
     assert grpo_preset("grpo_usmle_2day_letter").answer_format == "letter"
-    with pytest.raises(ConfigError, match="unknown pretrain config 'nope'"):
+    with pytest.raises(ConfigError, match="unknown pretrain preset 'nope'"):
         pretrain_preset("nope")
+
+
+@pytest.mark.fast
+def test_presets_are_named_by_phase() -> None:
+    """``debug`` and ``demo`` exist in both phases: ``pretrain:debug`` and ``rl:debug`` say which, the bare
+    name still works within its phase's command, and another phase's name is refused, naming the choices."""
+    from pure_transformer.plan.planner import plan_for
+
+    assert pretrain_preset("pretrain:debug") == pretrain_preset("debug") != pretrain_preset("demo")
+    assert grpo_preset("rl:demo") == grpo_preset("demo") != grpo_preset("debug")
+    with pytest.raises(ConfigError, match=r"^'rl:debug' is not a pretrain preset; choose one of: pretrain:a100_2day, "):
+        pretrain_preset("rl:debug")
+    with pytest.raises(ConfigError, match=r"^unknown rl preset 'rl:nope'; choose one of: rl:grpo_usmle_2day, .*rl:debug"):
+        grpo_preset("rl:nope")
+    # plan: a bare name shared by both phases is the pretraining preset, as it always was.
+    assert plan_for("debug", "h100-80gb").title.startswith("pretrain:debug: ")
+    assert plan_for("rl:debug", "h100-80gb").title.startswith("rl:debug: GRPO of ")
+    assert plan_for("grpo_usmle_2day", "h100-80gb").title.startswith("rl:grpo_usmle_2day: GRPO of ")
+    with pytest.raises(ConfigError, match="unknown config 'pretrain:grpo_usmle_2day'; choose one of: pretrain:"):
+        plan_for("pretrain:grpo_usmle_2day", "h100-80gb")
 
 
 @pytest.mark.fast

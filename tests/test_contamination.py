@@ -7,14 +7,14 @@ from itertools import takewhile
 
 import pytest
 
-from pure_transformer.answer_format import AnswerFormat
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.data.contamination import (
     ContaminationGuard,
     ngram_overlap,
     normalize_question,
 )
 from pure_transformer.data.registry import open_source
-from pure_transformer.mcq_schemas import normalize_mcq
+from pure_transformer.mcq.schemas import normalize_mcq
 
 
 def read_jsonl(path) -> list[dict]:

@@ -10,8 +10,8 @@ import types
 
 import torch
 
-from pure_transformer.config import model_preset
-from pure_transformer.mcq import MCQ
+from pure_transformer.model.config import model_preset
+from pure_transformer.mcq.record import MCQ
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 from pure_transformer.eval.probes import drill_batches, lookup_drill, option_copy_accuracy

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine, SamplingParams, sample_next
-from pure_transformer.kv_cache import KVCache
-from pure_transformer.model import build_model
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine, SamplingParams, sample_next
+from pure_transformer.model.kv_cache import KVCache
+from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128)
 
@@ -93,7 +93,7 @@ def test_top_k_logprob_is_log_softmax_over_kept_set() -> None:
 def test_top_p_alone_keeps_at_most_the_candidate_cap() -> None:
     """A flat 5,000-token distribution at top_p 0.99 would keep ~4,950 ids per step;
     the nucleus is sought among the 1,024 most likely, so the kept set stays bounded."""
-    from pure_transformer.engine import TOP_P_CANDIDATES
+    from pure_transformer.inference.engine import TOP_P_CANDIDATES
 
     logits = torch.zeros(3, 5000)
     logits[:, :10] = 1.0  # ten favourites, then a flat tail

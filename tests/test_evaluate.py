@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pure_transformer.answer_format import AnswerFormat
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.bundled.synthetic import bundled_corpus
-from pure_transformer.checkpoint import save_checkpoint, step_dir
-from pure_transformer.config import ModelConfig
+from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.eval.scoring import (
     cloze_mcq_accuracy,
     expected_calibration_error,
-    harness_prompt,
     loglikelihood_mcq_accuracy,
     paired_bootstrap_ci,
     passk_mcq_accuracy,
@@ -26,7 +25,8 @@ from pure_transformer.eval.scoring import (
     wilson_interval,
 )
 from pure_transformer.evaluate import main as evaluate_main
-from pure_transformer.model import build_model
+from pure_transformer.mcq.prompts import harness_prompt
+from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=512)
 
@@ -70,7 +70,7 @@ def test_paired_bootstrap_ci() -> None:
 
 @pytest.mark.fast
 def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokenizer) -> None:
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
 
     model, tok, _, _ = load_model(tiny_ckpt)
     questions = bundled_corpus().mcq["test"][:6]
@@ -93,7 +93,7 @@ def test_loglikelihood_matches_independent_scoring(tiny_ckpt: Path, tiny_tokeniz
 def test_continuation_logprobs_match_one_forward_per_pair(tiny_ckpt: Path) -> None:
     # Shared contexts share a row, one-token and longer continuations mix, and an over-long pair
     # keeps its last max_seq_len inputs (lm-eval's rule): each value against its own forward pass.
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
     from pure_transformer.eval.scoring import continuation_logprobs
 
     model, tok, _, _ = load_model(tiny_ckpt)
@@ -132,7 +132,7 @@ def test_evaluate_command_writes_report(tiny_ckpt: Path, tmp_path: Path, capsys:
 
 @pytest.mark.fast
 def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
 
     model, tok, _, _ = load_model(tiny_ckpt)
     questions = bundled_corpus().mcq["test"][:5]
@@ -155,8 +155,8 @@ def test_cloze_matches_independent_scoring(tiny_ckpt: Path) -> None:
 
 @pytest.mark.fast
 def test_passk_counts_by_hand(tiny_ckpt: Path) -> None:
-    from pure_transformer.checkpoint import load_model
-    from pure_transformer.engine import Engine
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.inference.engine import Engine
 
     model, tok, _, _ = load_model(tiny_ckpt)
     questions = bundled_corpus().mcq["test"][:4]
@@ -203,8 +203,8 @@ def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, cap
 
 @pytest.mark.fast
 def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
-    from pure_transformer.checkpoint import load_model
-    from pure_transformer.engine import Engine, SamplingParams, stream_text
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.inference.engine import Engine, SamplingParams, stream_text
     from pure_transformer.generate import main as generate_main
 
     args = ["--checkpoint", str(tiny_ckpt), "--prompt", "The capital of", "--max-new-tokens", "12", "--seed", "5",

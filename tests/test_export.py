@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.chat import chat_prompt
-from pure_transformer.checkpoint import save_checkpoint, step_dir
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine, SamplingParams, stream_text
-from pure_transformer.model import build_model
+from pure_transformer.mcq.chat import chat_prompt
+from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine, SamplingParams, stream_text
+from pure_transformer.model.transformer import build_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,8 +39,8 @@ def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -
 @pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
-    from pure_transformer.checkpoint import load_model
-    from pure_transformer.export import export_hf
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.checkpoint.export import export_hf
 
     ckpt = random_checkpoint(tmp_path, CFG.replace(tie_embeddings=tied, n_kv_heads=2))
     export_hf(ckpt, tmp_path / "hf")
@@ -53,7 +53,7 @@ def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
 
 @pytest.mark.fast
 def test_greedy_generate_matches_ours(exported) -> None:
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
 
     ckpt, hf_dir = exported
     model, tok, _, _ = load_model(ckpt)
@@ -105,7 +105,7 @@ def test_folder_is_complete_and_readable(exported, tiny_tokenizer) -> None:
 
 @pytest.mark.fast
 def test_model_card_from_metadata_and_reports(tmp_path: Path, tiny_tokenizer, random_checkpoint) -> None:
-    from pure_transformer.export import export_hf
+    from pure_transformer.checkpoint.export import export_hf
 
     pretrain = save_checkpoint(step_dir(tmp_path / "pre", 5), build_model(CFG),
                                {"kind": "pretrain", "step": 5, "model_config": CFG.to_dict(), "tokens_seen": 10240,
@@ -155,9 +155,10 @@ def test_lm_eval_scores_the_export_as_evaluate_does(exported, tiny_tokenizer) ->
     from lm_eval.tasks import TaskManager
 
     from pure_transformer.bundled.synthetic import bundled_corpus
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
     from pure_transformer.eval.harness import TASKS_DIR
-    from pure_transformer.eval.scoring import cloze_prompt, continuation_logprobs, letter_scores
+    from pure_transformer.eval.scoring import continuation_logprobs, letter_scores
+    from pure_transformer.mcq.prompts import cloze_prompt
 
     ckpt, hf_dir = exported
     model, tok, _, _ = load_model(ckpt)
@@ -186,7 +187,7 @@ def test_lm_eval_local_completions_through_our_server(exported, serving) -> None
     from lm_eval.tasks import TaskManager
 
     from pure_transformer.bundled.synthetic import bundled_corpus
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
     from pure_transformer.eval.harness import TASKS_DIR
     from pure_transformer.eval.scoring import letter_scores
     from pure_transformer.serving.app import create_app

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pure_transformer.deploy import command
+from pure_transformer.commands import deploy as command
 from pure_transformer.deploy.manifests import Settings, dump, render
 from pure_transformer.errors import ConfigError
 

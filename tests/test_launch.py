@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.checkpoint import RunLock, read_meta, resume_checkpoint
+from pure_transformer.checkpoint.store import RunLock, read_meta, resume_checkpoint
 from pure_transformer.launch import shutdown_timeout, split_argv
-from pure_transformer.train.metrics import read_metrics
+from pure_transformer.train.logger import read_metrics
 
 
 @pytest.mark.fast
@@ -83,8 +83,8 @@ def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> No
     """Both ranks reject the config: the launcher says so once and passes the 2 on."""
     proc = launch("--standalone", "--nproc-per-node", "2", "pretrain", "--config", "nope",
                   "--checkpoint-dir", str(tmp_path))
-    assert_one_error_line(proc, "unknown pretrain config 'nope'")
-    assert proc.stderr.rstrip().splitlines()[-1].startswith("error: unknown pretrain config")  # the last word
+    assert_one_error_line(proc, "unknown pretrain preset 'nope'")
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("error: unknown pretrain preset")  # the last word
     # A bad flag of the phase is caught by the launcher before any worker starts.
     proc = launch("--standalone", "--nproc-per-node", "2", "pretrain", "--checkpoint-dir", str(tmp_path), "--bogus")
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "--bogus" in proc.stderr
@@ -182,7 +182,7 @@ def test_kill_9_of_the_launcher_takes_its_workers_with_it(tmp_path: Path, tiny_t
 
 ORPHAN = """
 import os, signal, sys, time
-from pure_transformer import launch_worker
+from pure_transformer.distributed import worker as launch_worker
 if sys.argv[1] == "watchdog-only":  # what a system without PR_SET_PDEATHSIG gets
     launch_worker._set_parent_death_signal = lambda signum: False
 launch_worker.follow_agent(poll_s=100 if sys.argv[1] == "pdeathsig" else 0.1)  # 100: only the kernel is in time
@@ -227,7 +227,7 @@ def test_an_orphaned_worker_is_signalled_then_killed(tmp_path: Path, mode: str) 
 
 REPEATED_DEATH = """
 import os, signal, time
-from pure_transformer import launch_worker
+from pure_transformer.distributed import worker as launch_worker
 launch_worker.follow_agent(poll_s=100)
 terms = []
 signal.signal(signal.SIGTERM, lambda *_: terms.append(1))
@@ -258,11 +258,11 @@ def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny
     import torch.distributed.run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    from pure_transformer.config import ModelConfig
+    from pure_transformer.model.config import ModelConfig
     from pure_transformer.launch import main
-    from pure_transformer.model import build_model
-    from pure_transformer.overrides import apply_overrides
-    from pure_transformer.train.config import debug
+    from pure_transformer.model.transformer import build_model
+    from pure_transformer.config.overrides import apply_overrides
+    from pure_transformer.config.pretrain import debug
     from pure_transformer.train.pretrain import pretrain
 
     run_dir = tmp_path / "run"
@@ -333,7 +333,7 @@ def test_sigterm_to_torchrun_saves_exits_0_and_resumes_exactly(tmp_path: Path, p
 
 @pytest.mark.fast
 def test_a_step_plus_a_save_longer_than_the_grace_period_is_said_once(monkeypatch) -> None:
-    from pure_transformer.train.runtime import GraceCheck
+    from pure_transformer.distributed.runtime import GraceCheck
 
     monkeypatch.delenv("PURE_TRANSFORMER_GRACE_S", raising=False)
     assert GraceCheck().observe(step_s=1e6, save_s=1e6) is None  # no grace period known: nothing to say

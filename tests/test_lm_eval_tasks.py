@@ -21,7 +21,7 @@ import torch
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.eval.conventions import GENERIC, convention_for
 from pure_transformer.eval.scoring import letter_scores
-from pure_transformer.mcq import MCQ
+from pure_transformer.mcq.record import MCQ
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"
 MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
@@ -91,8 +91,8 @@ def lm_eval_run(exported, tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.fast
 @pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
 def test_lm_eval_task_scores_each_choice_as_evaluate_does(task: LmEvalTask, lm_eval_run: dict, exported) -> None:
-    from pure_transformer.checkpoint import load_model
-    from pure_transformer.eval.command import evaluate
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.eval.run import evaluate
 
     ckpt, _ = exported
     model, tok, _, _ = load_model(ckpt)
@@ -145,7 +145,7 @@ def test_conventions_by_task_name() -> None:
 
 @pytest.mark.fast
 def test_pubmedqa_scores_are_one_per_word_and_predict_letters(exported) -> None:
-    from pure_transformer.checkpoint import load_model
+    from pure_transformer.checkpoint.store import load_model
     from pure_transformer.eval.scoring import continuation_logprobs, loglikelihood_mcq_accuracy
 
     model, tok, _, _ = load_model(exported[0])

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pure_transformer.mcq import MCQ, rotate_options, shuffle_options
-from pure_transformer.mcq_schemas import mcq_to_record, normalize_mcq
+from pure_transformer.mcq.record import MCQ, rotate_options, shuffle_options
+from pure_transformer.mcq.schemas import mcq_to_record, normalize_mcq
 from pure_transformer.errors import DataError, UserError
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.checkpoint import load_model, read_meta
-from pure_transformer.train.metrics import read_metrics
+from pure_transformer.checkpoint.store import load_model, read_meta
+from pure_transformer.train.logger import read_metrics
 
 
 def curve(run_dir: Path, key: str) -> list[float]:
@@ -40,9 +40,9 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, pr
         assert curve(runs[run], "loss") == pytest.approx(one, rel=1e-5), run
         assert curve(runs[run], "val_loss") == pytest.approx(curve(runs["one"], "val_loss"), rel=1e-5), run
         # The MCQ validation ran on every layout (FSDP: on unsharded parameters, each rank its own questions);
-        # greedy answers of the same weights, up to a rare argmax flip from the 1e-5 differences.
+        # greedy answers of the same weights, up to one rare argmax flip from the 1e-5 differences.
         acc = curve(runs[run], "val_mcq_acc")
-        assert len(acc) == 3 and acc == pytest.approx(curve(runs["one"], "val_mcq_acc"), abs=2 / 64), run
+        assert len(acc) == 3 and acc == pytest.approx(curve(runs["one"], "val_mcq_acc"), abs=1 / 16), run
         assert read_meta(runs[run] / "best")["best"]["metric"] == "val_mcq_acc"
     # The sharded run wrote the same full safetensors a replica does: the same names, shapes and values.
     for name, fsdp in fsdp_half.items():
@@ -57,8 +57,8 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, pr
 @pytest.mark.fast
 def test_an_unknown_parallelism_is_one_clear_error() -> None:
     from pure_transformer.errors import ConfigError
-    from pure_transformer.overrides import apply_overrides
-    from pure_transformer.train.config import debug
+    from pure_transformer.config.overrides import apply_overrides
+    from pure_transformer.config.pretrain import debug
 
     with pytest.raises(ConfigError, match="parallel must be one of ddp, fsdp, got 'zero'"):
         apply_overrides(debug(), {"parallel": "zero"})
@@ -67,10 +67,10 @@ def test_an_unknown_parallelism_is_one_clear_error() -> None:
 UNEQUAL_FORWARDS = """
 import sys
 import torch, torch.distributed as dist
-from pure_transformer.config import model_preset
-from pure_transformer.model import build_model
-from pure_transformer.train.parallel import parallelize
-from pure_transformer.train.runtime import init_runtime
+from pure_transformer.model.config import model_preset
+from pure_transformer.model.transformer import build_model
+from pure_transformer.distributed.parallel import parallelize
+from pure_transformer.distributed.runtime import init_runtime
 from pure_transformer.train.validation import unsharded
 rt = init_runtime("cpu")
 torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The planner (pure_transformer/plan.py): its formulas by hand, its per-layer activation count
+"""The planner (pure_transformer/plan/planner.py): its formulas by hand, its per-layer activation count
 against autograd's saved tensors, its CPU peak against measured peaks, and the ``plan`` command.
 
 The measured peaks come from fresh processes (this file run as a script), as
@@ -21,10 +21,10 @@ import sys
 import pytest
 import torch
 
-from pure_transformer import plan
-from pure_transformer.config import MODEL_PRESETS, model_preset
-from pure_transformer.model import Transformer, build_model
-from pure_transformer.losses import CPU_LOSS_CHUNK
+from pure_transformer.plan import planner as plan
+from pure_transformer.model.config import MODEL_PRESETS, model_preset
+from pure_transformer.model.transformer import Transformer, build_model
+from pure_transformer.model.losses import CPU_LOSS_CHUNK
 
 TINY = model_preset("tiny")
 
@@ -135,9 +135,9 @@ def measure(model: str, micro_batch: int, seq_len: int, checkpointing: bool | st
     """Peak resident bytes one pretraining step adds (run in a fresh process: see the module docstring)."""
     import dataclasses
 
-    from pure_transformer.train.config import debug
+    from pure_transformer.config.pretrain import debug
     from pure_transformer.train.pretrain import train_step
-    from pure_transformer.train.runtime import Runtime
+    from pure_transformer.distributed.runtime import Runtime
 
     torch.manual_seed(0)
     warm = build_model(TINY.replace(vocab_size=64, dim=16, n_heads=2, ffn_dim=32, n_layers=1, max_seq_len=64))
@@ -194,15 +194,16 @@ def test_planned_cpu_peak_within_15_percent_of_measured(shape: tuple) -> None:
 @pytest.mark.fast
 def test_plan_command_for_every_preset_and_gpu(capsys) -> None:
     from pure_transformer.cli import main
-    from pure_transformer.rl.config import GRPO_PRESETS
-    from pure_transformer.train.config import PRETRAIN_PRESETS
-    from pure_transformer.train.metrics import GPU_SPECS
+    from pure_transformer.config.rl import GRPO_PRESETS
+    from pure_transformer.config.pretrain import PRETRAIN_PRESETS
+    from pure_transformer.plan.hardware import GPU_SPECS
 
-    for config in [*PRETRAIN_PRESETS, "grpo_usmle_2day"]:
+    for config, title in [*((c, f"pretrain:{c}") for c in PRETRAIN_PRESETS), ("grpo_usmle_2day", "rl:grpo_usmle_2day"),
+                          *((f"rl:{c}", f"rl:{c}") for c in GRPO_PRESETS)]:
         for gpu in GPU_SPECS:
             assert main(["plan", "--config", config, "--gpu", gpu]) == 0
             out = capsys.readouterr().out
-            assert out.startswith(f"plan: {config}: ") and f" on {gpu} " in out
+            assert out.startswith(f"plan: {title}: ") and f" on {gpu} " in out
             assert "\n  memory: " in out and "\n  time: " in out
     assert "grpo_usmle_2day" in GRPO_PRESETS
 

@@ -15,7 +15,7 @@ from matplotlib.image import imread
 
 from pure_transformer.errors import DataError
 from pure_transformer.train.plot import DPI, NCOLS, PANEL_SIZE, plot_run
-from pure_transformer.train.metrics import MetricsLogger
+from pure_transformer.train.logger import MetricsLogger
 
 
 def _expected_shape(n_panels: int) -> tuple[int, int]:
@@ -77,7 +77,7 @@ def test_train_only_no_mfu(tmp_path: Path) -> None:
 
 
 def test_mcq_accuracy_gets_its_panel_and_time_none(tmp_path: Path) -> None:
-    from pure_transformer.train.metrics import read_metrics
+    from pure_transformer.train.logger import read_metrics
     from pure_transformer.train.plot import _pretrain_figure
 
     _write(tmp_path, mcq=True)
@@ -111,7 +111,7 @@ def _write_rl(run_dir: Path, steps: int = 30) -> list[dict]:
                        "gen_time_s": 0.8, "train_time_s": 1.6, "lr": 1e-4,
                        "letters": {"A": 0.2, "B": 0.2, "C": 0.2 + step / 300, "D": 0.2, "None": 0.2 - step / 300}})
     log.close()
-    from pure_transformer.train.metrics import read_metrics
+    from pure_transformer.train.logger import read_metrics
 
     return read_metrics(run_dir / "logs" / "metrics.jsonl")
 
@@ -163,7 +163,7 @@ def test_malformed_metrics_file(tmp_path: Path) -> None:
 @pytest.mark.fast
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
     # A power loss mid-write leaves half a record at the end: every later read (and --resume) goes on.
-    from pure_transformer.train.metrics import read_metrics
+    from pure_transformer.train.logger import read_metrics
 
     _write(tmp_path)
     log = tmp_path / "logs" / "metrics.jsonl"
@@ -180,7 +180,7 @@ def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
 def test_tensorboard_tags_are_grouped_and_config_is_text(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pure_transformer.train.metrics import tensorboard_tag
+    from pure_transformer.train.logger import tensorboard_tag
 
     assert [tensorboard_tag(k, "rl") for k in ("val_loss", "val_ppl/medqa", "reward")] == \
         ["val/loss", "val/ppl/medqa", "rl/reward"]

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.checkpoint import save_checkpoint, step_dir
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine, SamplingParams, sampler_precision
+from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine, SamplingParams, sampler_precision
 from pure_transformer.errors import ConfigError
-from pure_transformer.model import build_model
-from pure_transformer.overrides import apply_overrides
-from pure_transformer.train.metrics import read_metrics
-from pure_transformer.train.runtime import init_runtime
+from pure_transformer.model.transformer import build_model
+from pure_transformer.config.overrides import apply_overrides
+from pure_transformer.train.logger import read_metrics
+from pure_transformer.distributed.runtime import init_runtime
 
 CPU = torch.device("cpu")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # bench/gpu_checks.sh runs the run-level tests on CUDA
@@ -59,7 +59,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_twenty_pretraining_steps_in_bf16_track_fp32(tmp_path: Path, tiny_tokenizer) -> None:
-    from pure_transformer.train.config import debug
+    from pure_transformer.config.pretrain import debug
     from pure_transformer.train.pretrain import pretrain
 
     def run(precision: str) -> dict[int, float]:
@@ -94,7 +94,7 @@ def init_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
 
 @pytest.mark.fast
 def test_a_grpo_run_in_bf16_trains_with_the_sampler_and_scorer_agreeing(tmp_path: Path, init_ckpt: Path) -> None:
-    from pure_transformer.rl.config import debug
+    from pure_transformer.config.rl import debug
     from pure_transformer.rl.train import grpo_train
 
     cfg = apply_overrides(debug(), dict(prompts_per_step=4, samples_per_prompt=4, micro_batch=8, max_steps=2,
@@ -110,7 +110,7 @@ def test_a_grpo_run_in_bf16_trains_with_the_sampler_and_scorer_agreeing(tmp_path
 
 @pytest.mark.fast
 def test_logp_gap_of_a_bf16_sampler_is_smaller_scored_in_bf16(tiny_tokenizer) -> None:
-    from pure_transformer.answer_format import AnswerFormat
+    from pure_transformer.mcq.answer_format import AnswerFormat
     from pure_transformer.bench.logp_gap import measure_logp_gap
 
     torch.manual_seed(0)

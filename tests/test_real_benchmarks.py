@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
+from pure_transformer.mcq.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
                                            require_answerable)
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.errors import DataError
 from pure_transformer.eval.scoring import fit_prompt, letter_scores, majority_vote
-from pure_transformer.mcq import MCQ
-from pure_transformer.mcq_schemas import normalize_mcq
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine
+from pure_transformer.mcq.record import MCQ
+from pure_transformer.mcq.schemas import normalize_mcq
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine
 from pure_transformer.eval.scoring import greedy_mcq_accuracy, passk_mcq_accuracy
-from pure_transformer.model import build_model
+from pure_transformer.model.transformer import build_model
 from pure_transformer.serving.worker import mcq_answer
 
 CFG = ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=256)  # the tiny context
@@ -308,7 +308,7 @@ def _suite_fixtures(root: Path) -> Path:
 
 @pytest.mark.fast
 def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.CaptureFixture) -> None:
-    from pure_transformer.checkpoint import save_checkpoint, step_dir
+    from pure_transformer.checkpoint.store import save_checkpoint, step_dir
     from pure_transformer.evaluate import main as evaluate_main
 
     torch.manual_seed(0)
@@ -351,7 +351,7 @@ def test_suite_without_data_offline_is_one_error(tmp_path: Path) -> None:
 
 @pytest.mark.fast
 def test_tokenizer_trains_on_mcq_files_and_warns_when_short(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pure_transformer.tokenizer import iter_training_texts, train_tokenizer
+    from pure_transformer.tokenizer.bpe import iter_training_texts, train_tokenizer
 
     path = _jsonl(tmp_path / "medmcqa.jsonl", [{"question": "Which drug?", "opa": "Warfarin", "opb": "Heparin",
                                                 "opc": "Aspirin", "opd": "Insulin", "cop": 0, "exp": "VKORC1."}])

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.checkpoint import read_meta, step_dir
+from pure_transformer.checkpoint.store import read_meta, step_dir
 from pure_transformer.errors import ConfigError
-from pure_transformer.train.metrics import read_metrics
+from pure_transformer.train.logger import read_metrics
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from pure_transformer.answer_format import AnswerFormat
-from pure_transformer.mcq import MCQ
+from pure_transformer.mcq.answer_format import AnswerFormat
+from pure_transformer.mcq.record import MCQ
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 from pure_transformer.rl.rewards import (

@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from pure_transformer.bundled.synthetic import bundled_corpus
-from pure_transformer.checkpoint import read_meta, save_checkpoint, step_dir
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine, SamplingParams
+from pure_transformer.checkpoint.store import read_meta, save_checkpoint, step_dir
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine, SamplingParams
 from pure_transformer.errors import DataError
-from pure_transformer.model import build_model
-from pure_transformer.overrides import apply_overrides
-from pure_transformer.rl.config import debug
+from pure_transformer.model.transformer import build_model
+from pure_transformer.config.overrides import apply_overrides
+from pure_transformer.config.rl import debug
 from pure_transformer.rl.rewards import correctness_reward
 from pure_transformer.rl.rollout import build_batch, completion_logprobs, sample_groups
 from pure_transformer.rl.train import grpo_train, next_questions
-from pure_transformer.train.metrics import read_metrics
+from pure_transformer.train.logger import read_metrics
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=320)
 
@@ -147,7 +147,7 @@ def test_rl_cli_errors_are_one_line(tmp_path: Path, init_ckpt: Path, run_train_e
     assert proc.returncode == 2 and len(lines) == 1 and "--checkpoint is required" in lines[0], proc.stderr
     cases = [(["--checkpoint", str(init_ckpt), "--task", "usmle-real"], "unknown task 'usmle-real'"),
              (["--checkpoint", str(tmp_path / "nope")], "checkpoint path not found"),
-             (["--checkpoint", str(init_ckpt), "--config", "big"], "unknown rl config 'big'"),
+             (["--checkpoint", str(init_ckpt), "--config", "big"], "unknown rl preset 'big'"),
              (["--checkpoint", str(init_ckpt), "--set", "answer_format=vibes"],
               "answer_format must be one of letter, text, explain, got 'vibes'"),
              (["--checkpoint", str(init_ckpt), "--set", "max_new_tokens=0"], "max_new_tokens must be positive")]

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.checkpoint import (CheckpointError, RunLock, link_checkpoint, load_optimizer, read_meta,
+from pure_transformer.checkpoint.store import (CheckpointError, RunLock, link_checkpoint, load_optimizer, read_meta,
                                          recover_run_dir, resolve_checkpoint, save_checkpoint, step_dir)
-from pure_transformer.config import ModelConfig
-from pure_transformer.model import build_model
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=128, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=32)
 
@@ -45,7 +45,7 @@ def test_a_second_run_on_a_folder_fails_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.fast
 def test_kill_9_frees_the_lock(tmp_path: Path) -> None:
-    code = ("import sys, time\nfrom pure_transformer.checkpoint import RunLock\n"
+    code = ("import sys, time\nfrom pure_transformer.checkpoint.store import RunLock\n"
             "with RunLock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:
@@ -178,7 +178,7 @@ def test_missing_optimizer_file_is_refused_unless_reset(tmp_path: Path, capsys: 
 @pytest.mark.fast
 def test_disk_full_leaves_the_last_checkpoint_and_no_temporary_folder(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import pure_transformer.checkpoint as checkpoint
+    import pure_transformer.checkpoint.store as checkpoint
 
     run = tmp_path / "run"
     _save(run, 1)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pure_transformer.config import ModelConfig
-from pure_transformer.engine import Engine, SamplingParams
-from pure_transformer.kv_cache import KVCache, StaticKVCache
-from pure_transformer.model import build_model
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.inference.engine import Engine, SamplingParams
+from pure_transformer.model.kv_cache import KVCache, StaticKVCache
+from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128)
 

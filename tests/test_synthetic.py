@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.answer_format import AnswerFormat
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.bundled.facts import FACTS, Fact, Relation
 from pure_transformer.bundled.synthetic import (
     TRAIN_WORDINGS,
@@ -27,8 +27,8 @@ from pure_transformer.bundled.synthetic import (
     write_bundled,
 )
 from pure_transformer.errors import DataError
-from pure_transformer.mcq import MCQ
-from pure_transformer.mcq_schemas import normalize_mcq
+from pure_transformer.mcq.record import MCQ
+from pure_transformer.mcq.schemas import normalize_mcq
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 

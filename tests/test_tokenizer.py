@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pure_transformer.errors import DataError, TokenizerError, UserError
-from pure_transformer.tokenizer import (
+from pure_transformer.tokenizer.bpe import (
     EOT,
     PAD,
     Tokenizer,

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..model import Transformer, hf_llama_config, hf_llama_state_dict
-from ..tokenizer import Tokenizer
-from ..train.runtime import synchronize
+from ..model.hf import hf_llama_config, hf_llama_state_dict
+from ..model.transformer import Transformer
+from ..tokenizer.bpe import Tokenizer
+from ..distributed.runtime import synchronize
 
 
 def bundled_tokenizer(vocab_size: int) -> Tokenizer:
@@ -30,7 +31,7 @@ def bundled_tokenizer(vocab_size: int) -> Tokenizer:
     seconds). A benchmark's speed does not depend on which ids it feeds; ids past
     this vocabulary, which a random model of a larger one samples, decode to nothing."""
     from ..bundled.synthetic import training_texts
-    from ..tokenizer import train_tokenizer
+    from ..tokenizer.bpe import train_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         return train_tokenizer(islice(training_texts(), 20_000), min(4096, vocab_size), tmp, show_progress=False)
@@ -38,7 +39,7 @@ def bundled_tokenizer(vocab_size: int) -> Tokenizer:
 
 def hf_twin(model: Transformer, attn_implementation: str = "sdpa") -> torch.nn.Module:
     """A ``transformers.LlamaForCausalLM`` with ``model``'s weights, dtype and device
-    (the export's renaming, :func:`pure_transformer.model.hf_llama_state_dict`)."""
+    (the export's renaming, :func:`pure_transformer.model.hf.hf_llama_state_dict`)."""
     import transformers
 
     weight = model.embed_tokens.weight

@@ -6,7 +6,7 @@ negative-advantage sequence whose mean log(pi_old / pi_theta) exceeds delta = 0.
 dropped) assume both log-probs come from the same policy. On a GPU the sampler runs in
 bf16; a trainer that rescored in fp32 would see a gap that is numerics, not learning.
 This samples one GRPO batch with a bf16 sampler, rescores it with unchanged weights in
-fp32 and in bf16 (what the trainer does, :func:`pure_transformer.engine.sampler_precision`),
+fp32 and in bf16 (what the trainer does, :func:`pure_transformer.inference.engine.sampler_precision`),
 and reports the gap each way: mean and max |delta log p| per token, the ratio's spread, and the
 share of sequences whose drift would exceed delta. ``--set precision=...`` is not needed:
 both are measured in one run, on the CPU or a GPU.
@@ -18,9 +18,9 @@ import argparse
 
 import torch
 
-from ..answer_format import AnswerFormat
+from ..mcq.answer_format import AnswerFormat
 from ..bundled.synthetic import bundled_corpus
-from ..engine import Engine, SamplingParams
+from ..inference.engine import Engine, SamplingParams
 from ..rl.rewards import RewardConfig, make_reward
 from ..rl.rollout import build_batch, completion_logprobs, sample_groups
 from .common import add_device_args, device_of, environment, markdown, per_device, require_positive_flags

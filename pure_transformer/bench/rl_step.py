@@ -24,15 +24,15 @@ import statistics
 
 import torch
 
-from ..answer_format import AnswerFormat
-from ..engine import Engine
+from ..mcq.answer_format import AnswerFormat
+from ..inference.engine import Engine
 from ..errors import ConfigError
 from ..eval.scoring import encode_prompt, task_source
-from ..rl.config import GRPOConfig, grpo_preset
+from ..config.rl import GRPOConfig, grpo_preset
 from ..rl.questions import rl_questions
 from ..rl.rewards import RewardConfig, make_reward
 from ..rl.train import fitting, grpo_step, loss_config, sampling_budget
-from ..train.runtime import PhaseTimer, Runtime
+from ..distributed.runtime import PhaseTimer, Runtime
 from .common import add_device_args, bundled_tokenizer, device_of, environment, markdown, per_device, require_positive_flags
 
 PHASES = ("generation", "reference", "policy", "backward", "optimizer")
@@ -41,9 +41,9 @@ PHASES = ("generation", "reference", "policy", "backward", "optimizer")
 def load_policy(checkpoint: str | None, model_name: str, device: torch.device):
     """(model, tokenizer, answer format): a checkpoint's, or a random preset's with a
     BPE trained on the bundled corpus (ids past its vocabulary decode to nothing)."""
-    from ..checkpoint import load_model
-    from ..config import model_preset
-    from ..model import build_model
+    from ..checkpoint.store import load_model
+    from ..model.config import model_preset
+    from ..model.transformer import build_model
 
     if checkpoint:
         model, tok, meta, _ = load_model(checkpoint, device)
@@ -113,7 +113,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..overrides import apply_overrides, parse_set
+    from ..config.overrides import apply_overrides, parse_set
 
     require_positive_flags(steps=args.steps)
     cfg = apply_overrides(grpo_preset(args.config), parse_set(args.set))

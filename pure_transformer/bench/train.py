@@ -26,15 +26,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import model_preset
+from ..model.config import model_preset
 from ..data.mixing import DataRepeatWarning
 from ..errors import ConfigError
-from ..model import build_model
-from ..train.config import PretrainConfig, debug
-from ..train.metrics import device_peak_flops
-from ..train.parallel import parallelize
+from ..model.transformer import build_model
+from ..config.pretrain import PretrainConfig, debug
+from ..plan.hardware import device_peak_flops
+from ..distributed.parallel import parallelize
 from ..train.pretrain import train_loader, train_step
-from ..train.runtime import Runtime
+from ..distributed.runtime import Runtime
 from .common import (add_device_args, alternate, bundled_tokenizer, device_of, environment, fmt_gb, hf_twin, markdown, per_device,
                      require_positive_flags)
 

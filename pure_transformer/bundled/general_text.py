@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pure_transformer.bundled.templates import cap
+from .templates import cap
 
 # --------------------------------------------------------------------------
 # General-knowledge tables for the FineWeb-Edu stand-in (non-medical prose)

@@ -35,11 +35,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pure_transformer.answer_format import AnswerFormat
-from pure_transformer.bundled import facts as fb
-from pure_transformer.bundled.facts import FACTS, Fact, Relation
-from pure_transformer.bundled.general_text import general_passages
-from pure_transformer.bundled.templates import (
+from ..mcq.answer_format import AnswerFormat
+from . import facts as fb
+from .facts import FACTS, Fact, Relation
+from .general_text import general_passages
+from .templates import (
     AGES,
     ASKS,
     COMPARE_INTROS,
@@ -56,8 +56,8 @@ from pure_transformer.bundled.templates import (
     TRAIN_WORDINGS,
     cap,
 )
-from pure_transformer.errors import DataError
-from pure_transformer.mcq import LETTERS as ALL_LETTERS, MCQ
+from ..errors import DataError
+from ..mcq.record import LETTERS as ALL_LETTERS, MCQ
 
 LETTERS = ALL_LETTERS[:4]  # the bundled questions have four options, A-D
 

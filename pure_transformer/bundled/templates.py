@@ -10,8 +10,8 @@ by index. :func:`cap` is the small capitalisation helper shared with
 
 from __future__ import annotations
 
-from pure_transformer.bundled import facts as fb
-from pure_transformer.bundled.facts import Relation
+from . import facts as fb
+from .facts import Relation
 
 
 def cap(text: str) -> str:

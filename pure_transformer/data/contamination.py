@@ -36,7 +36,7 @@ def question_key(text: str) -> str:
 
 def eval_questions(records: Iterable[Any]) -> Iterator[str]:
     """The question text of each MCQ record (any schema ``normalize_mcq`` knows)."""
-    from ..mcq_schemas import normalize_mcq
+    from ..mcq.schemas import normalize_mcq
 
     for i, record in enumerate(records):
         yield normalize_mcq(record, where=f"eval record {i}").question  # 0-based, as evaluate counts

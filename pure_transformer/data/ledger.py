@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from ..mcq import MCQ
+from ..mcq.record import MCQ
 from .contamination import normalize_question
 
 LEDGER_FILE = "ledger.json"

@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..answer_format import AnswerFormat
+from ..mcq.answer_format import AnswerFormat
 from ..errors import DataError
-from . import DEFAULT_DATA_SHARDS
+from ..config.pretrain import DEFAULT_DATA_SHARDS
 from .mixing import MixtureConfig, build_mixture, warn_on_repeats
 from .packing import ENCODE_BATCH, Block, Encoder, Packer
 from .registry import open_source

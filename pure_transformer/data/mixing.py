@@ -36,7 +36,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from ..answer_format import AnswerFormat
+from ..mcq.answer_format import AnswerFormat
 from ..errors import DataError
 from .packing import ENCODE_BATCH, Encoder, encode_documents
 from .registry import open_source

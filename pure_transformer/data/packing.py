@@ -31,7 +31,7 @@ ENCODE_BATCH = 256  # documents per encode_batch call: amortises the call, bound
 
 
 class Encoder(Protocol):
-    """The part of :class:`pure_transformer.tokenizer.Tokenizer` the pipeline needs."""
+    """The part of :class:`pure_transformer.tokenizer.bpe.Tokenizer` the pipeline needs."""
 
     eot_id: int
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from itertools import islice
 
-from ..answer_format import AnswerFormat, has_explanation
-from ..tokenizer import Tokenizer
+from ..mcq.answer_format import AnswerFormat, has_explanation
+from ..tokenizer.bpe import Tokenizer
 from .contamination import ngram_overlap
 from .loader import build_train_loader, document_spans
 from .mixing import MixtureConfig, parse_mixture

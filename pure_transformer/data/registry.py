@@ -33,9 +33,9 @@ from typing import Any
 
 
 from ..errors import DataError
-from ..answer_format import AnswerFormat
-from ..mcq import MCQ
-from ..mcq_schemas import MMLU_CSV_COLUMNS, normalize_mcq
+from ..mcq.answer_format import AnswerFormat
+from ..mcq.record import MCQ
+from ..mcq.schemas import MMLU_CSV_COLUMNS, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .local_files import BUILDERS, expand_local, has_header, named_split, sibling_files
 from .sources import (
@@ -478,7 +478,7 @@ def open_source(
 ) -> DocumentSource:
     """Open one shard of one split of a named dataset or local path.
 
-    MCQ records become text in ``answer_format`` (:mod:`pure_transformer.answer_format`).
+    MCQ records become text in ``answer_format`` (:mod:`pure_transformer.mcq.answer_format`).
 
     ``guard`` replaces the default contamination guard of MCQ training splits
     (the dataset's own evaluation questions); pass a bigger one to also block

@@ -19,7 +19,7 @@ A missing ``validation`` split is derived as a deterministic slice of ``train``
 text, or of the question for MCQs) is 0 modulo ``every``; the ``train`` split
 then skips exactly those.
 
-MCQ records are normalised by :func:`~pure_transformer.mcq.normalize_mcq`
+MCQ records are normalised by :func:`~pure_transformer.mcq.record.normalize_mcq`
 and rendered with ``AnswerFormat.pretrain_text`` (the run's answer format); in the ``train`` split a
 :class:`~pure_transformer.data.contamination.ContaminationGuard` drops any
 question that also appears in the dataset's evaluation splits. From the second
@@ -45,9 +45,9 @@ import pyarrow as pa
 
 from ..errors import DataError
 from .contamination import ContaminationGuard, normalize_question
-from ..answer_format import AnswerFormat
-from ..mcq import MCQ, shuffle_options
-from ..mcq_schemas import normalize_mcq
+from ..mcq.answer_format import AnswerFormat
+from ..mcq.record import MCQ, shuffle_options
+from ..mcq.schemas import normalize_mcq
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

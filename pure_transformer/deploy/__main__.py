@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .command import main
+from ..commands.deploy import main
 
 if __name__ == "__main__":
     sys.exit(main())

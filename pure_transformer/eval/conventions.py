@@ -15,10 +15,11 @@ pubmedqa                    ``pubmedqa``          ``Abstract: ..\\nQuestion: q\\
 mmlu-<subject>              ``mmlu_<subject>``    "The following are multiple choice questions
                                                   (with answers) about <subject>.\\n\\n" + q and
                                                   A-D lines + ``Answer:``; A-D
-anything else               (none)                :func:`harness_prompt`; its letters
+anything else               (none)                ``harness_prompt``; its letters
 ==========================  ====================  ==========================================
 
-The generic :func:`harness_prompt` is ``medqa_4options``'s prompt with as many
+The prompts themselves live in :mod:`pure_transformer.mcq.prompts`; the generic
+:func:`~pure_transformer.mcq.prompts.harness_prompt` is ``medqa_4options``'s prompt with as many
 option lines as a question has (medqa5, Medbullets and local files of no known
 task), and a ``Context:`` line when the question has one. The strings are facts
 about lm-eval's task files; ``tests/test_lm_eval_tasks.py`` runs those files
@@ -30,37 +31,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..mcq import MCQ
+from ..mcq.prompts import harness_prompt, medmcqa_prompt, mmlu_prompt, pubmedqa_prompt
+from ..mcq.record import MCQ
 
 DELIMITER = " "
 """lm-eval's default ``target_delimiter``: what joins the context and each choice."""
-
-
-def _option_lines(mcq: MCQ) -> str:
-    """``"A. ..\\nB. ..\\n"``: one line per option, each ending in a newline."""
-    return "".join(f"{k}. {v}\n" for k, v in mcq.options.items())
-
-
-def harness_prompt(mcq: MCQ) -> str:
-    """lm-evaluation-harness ``medqa_4options`` prompt (single newlines, no trailing space),
-    with as many option lines as the question has and its context, if any, first."""
-    context = f"Context: {mcq.context}\n" if mcq.context else ""
-    return f"{context}Question: {mcq.question}\n{_option_lines(mcq)}Answer:"
-
-
-def medmcqa_prompt(mcq: MCQ) -> str:
-    """lm-eval ``medmcqa``: a ``Choices:`` line between the question and its options."""
-    return f"Question: {mcq.question}\nChoices:\n{_option_lines(mcq)}Answer:"
-
-
-def pubmedqa_prompt(mcq: MCQ) -> str:
-    """lm-eval ``pubmedqa``: the abstract (its sections one per line), then the question; no options listed."""
-    return f"Abstract: {mcq.context or ''}\nQuestion: {mcq.question}\nAnswer:"
-
-
-def mmlu_prompt(mcq: MCQ) -> str:
-    """lm-eval's MMLU ``doc_to_text`` (the subject's description comes from :class:`Convention`)."""
-    return f"{mcq.question.strip()}\n{_option_lines(mcq)}Answer:"
 
 
 def letters(mcq: MCQ) -> tuple[str, ...]:

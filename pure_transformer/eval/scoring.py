@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..answer_format import AnswerFormat
-from ..engine import Engine, SamplingParams, prompt_seed
+from ..mcq.answer_format import AnswerFormat
+from ..inference.engine import Engine, SamplingParams, prompt_seed
 from ..errors import DataError
-from ..mcq import LETTERS, MCQ
-from ..tokenizer import Tokenizer
+from ..mcq.prompts import cloze_prompt
+from ..mcq.record import LETTERS, MCQ
+from ..tokenizer.bpe import Tokenizer
 from .conventions import CONVENTIONS, GENERIC, Convention
-from .conventions import harness_prompt as harness_prompt  # re-exported: the generic prompt's long-standing home
 
 
 MEDICAL_SUITE: tuple[str, ...] = tuple(CONVENTIONS)
@@ -251,16 +251,10 @@ def per_question(flat: torch.Tensor, questions: Sequence[MCQ]) -> list[torch.Ten
 def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ],
                   convention: Convention = GENERIC) -> list[torch.Tensor]:
     """Per question, the (k,) summed log-likelihoods of its k choices after the ``convention``'s prompt:
-    " A".. after :func:`harness_prompt` by default; a task's own (e.g. PubMedQA's " yes"/" no"/" maybe")
+    " A".. after :func:`~pure_transformer.mcq.prompts.harness_prompt` by default; a task's own (e.g. PubMedQA's " yes"/" no"/" maybe")
     from :func:`~.conventions.convention_for`. Entry i is option i's, whatever the choice strings."""
     pairs = [pair for q in questions for pair in convention.pairs(q)]
     return per_question(continuation_logprobs(model, tok, pairs), questions)
-
-
-def cloze_prompt(mcq: MCQ) -> str:
-    """The cloze formulation: the question without its options (lm-eval's ``*_cloze`` tasks)."""
-    context = f"Context: {mcq.context}\n" if mcq.context else ""
-    return f"{context}Question: {mcq.question}\nAnswer:"
 
 
 def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,

@@ -15,7 +15,7 @@ from itertools import islice
 
 from ..data.registry import load_mcqs, resolve_source
 from ..errors import DataError
-from ..mcq import MCQ
+from ..mcq.record import MCQ
 
 MIN_VALIDATION = 8
 """Fewer validation questions than this cannot tell learning from noise."""

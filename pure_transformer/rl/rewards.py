@@ -2,7 +2,7 @@
 
 A reward function is any callable ``(mcq, completion) -> float`` (:data:`RewardFn`);
 ``completion`` is the text the policy generated after the prompt of the run's
-:class:`~pure_transformer.answer_format.AnswerFormat`. The trainer takes a
+:class:`~pure_transformer.mcq.answer_format.AnswerFormat`. The trainer takes a
 :data:`RewardFn`, so plugging in a new reward means passing a new callable:
 there is no registry and no string dispatch.
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..answer_format import AnswerFormat
-from ..mcq import LETTERS, MCQ, shuffle_options
+from ..mcq.answer_format import AnswerFormat
+from ..mcq.record import LETTERS, MCQ, shuffle_options
 
 RewardFn = Callable[[MCQ, str], float]
 """(question, completion text) -> scalar reward."""

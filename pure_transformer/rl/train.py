@@ -42,22 +42,22 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..answer_format import AnswerFormat, require_answerable
-from ..checkpoint import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
+from ..mcq.answer_format import AnswerFormat, require_answerable
+from ..checkpoint.store import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
                           prune_checkpoints, read_meta, recover_run_dir, require_meta, require_model_config,
                           resume_checkpoint, save_checkpoint, step_dir)
 from ..data.ledger import LEDGER_FILE, Ledger, LedgerEntry, read_ledger
-from ..mcq import MCQ
-from ..engine import Engine, SamplingParams, prompt_seed
+from ..mcq.record import MCQ
+from ..inference.engine import Engine, SamplingParams, prompt_seed
 from ..errors import ConfigError
 from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
-from ..overrides import apply_overrides
-from ..plan import run_plan
-from ..train.metrics import MetricsLogger
-from ..train.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
+from ..config.overrides import apply_overrides
+from ..plan.planner import run_plan
+from ..train.logger import MetricsLogger
+from ..distributed.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
                              all_reduce_sum, any_rank, init_runtime, no_phase, rng_state, seed_everything,
                              set_rng_state)
-from .config import GRPOConfig
+from ..config.rl import GRPOConfig
 from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
 from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward

@@ -1,4 +1,5 @@
-"""The ``serve`` command (``python -m pure_transformer.serve``): an OpenAI-compatible HTTP server for one checkpoint.
+"""An OpenAI-compatible HTTP app for one model (:func:`create_app`); ``pure-transformer serve``
+(:mod:`pure_transformer.commands.serve`) runs it under uvicorn.
 
     python -m pure_transformer.serve --checkpoint runs/rl [--port 8000] [--api-key KEY]
 
@@ -50,29 +51,25 @@ never blocks on the model; scoring calls (MCQ, ``logprobs``) run between two ste
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from ..answer_format import AnswerFormat, require_answerable
-from ..engine import Engine, SamplingParams, TextStream
-from ..errors import ConfigError, DataError, UserError
-from ..mcq import MCQ
-from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers, openai_h11_protocol
+from ..mcq.answer_format import AnswerFormat, require_answerable
+from ..inference.engine import Engine, SamplingParams, TextStream
+from ..errors import DataError
+from ..mcq.record import MCQ
+from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
-                      chat_prompt, check_work, clean_text, sampling_params)
-from .metrics import Metrics, StatusMiddleware
+                      chat_prompt, check_work, sampling_params)
+from .prometheus import Metrics, StatusMiddleware
 from .worker import ClientGone, Job, ModelWorker, explanation_request, mcq_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
@@ -281,65 +278,3 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     return app
-
-
-# --------------------------------------------------------------------- CLI
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="step folder or run folder (final, else the newest)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
-    p.add_argument("--max-running-rows", type=int, default=ServerLimits.max_running_rows,
-                   help="rows (prompt x sample) decoded together in the running batch")
-    p.add_argument("--kv-cache-tokens", type=int, default=None, metavar="N",
-                   help="KV-cache slots the running batch may hold (default: max-running-rows x the model context)")
-    p.add_argument("--max-queue", type=int, default=ServerLimits.max_queue,
-                   help="requests waiting to join the batch; past it a request gets 429")
-    p.add_argument("--queue-timeout", type=float, default=ServerLimits.queue_timeout_s, metavar="S",
-                   help="a request that waited this long in the queue gets 503")
-    p.add_argument("--max-tokens", type=int, default=ServerLimits.max_tokens, help="cap on a request's max_tokens")
-    p.add_argument("--shutdown-timeout", type=float, default=ServerLimits.shutdown_timeout_s, metavar="S",
-                   help="on SIGTERM, seconds running requests may take to finish before the server exits")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--name", default=None, help="model id reported by the API (default: the checkpoint folder)")
-
-
-def run(args: argparse.Namespace) -> None:
-    import socket
-
-    import uvicorn
-
-    from ..checkpoint import load_model
-
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
-    limits = ServerLimits(max_running_rows=args.max_running_rows, kv_cache_tokens=args.kv_cache_tokens,
-                          max_queue=args.max_queue, queue_timeout_s=args.queue_timeout, max_tokens=args.max_tokens,
-                          shutdown_timeout_s=args.shutdown_timeout)
-    # Bind before loading the model: a taken port fails in a second, as one line, not after the load
-    # (uvicorn itself would log the error and exit with its own status).
-    try:
-        sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
-                                    else socket.AF_INET)
-    except OSError as e:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    if args.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
-              file=sys.stderr)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok, meta, folder = load_model(args.checkpoint, device)
-    name = args.name or f"{folder.parent.name}/{folder.name}"
-    app = create_app(model, tok, model_name=name, api_key=args.api_key, limits=limits,
-                     answer_format=AnswerFormat.of_checkpoint(meta))
-    # Explicit limits below the app: idle keep-alive connections close after 5 s, and h11 refuses a
-    # request head still incomplete after 16 KiB; what uvicorn rejects itself is answered in the
-    # OpenAI error shape too (openai_h11_protocol).
-    config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
-                            http=openai_h11_protocol(), timeout_graceful_shutdown=limits.shutdown_timeout_s)
-    uvicorn.Server(config).run(sockets=[sock])
-    if app.state.worker.busy():
-        # The grace period is over and the model thread is still inside a forward pass: it cannot be
-        # interrupted, and waiting for it is what made SIGTERM look ignored.
-        print(f"serve: stopped after {limits.shutdown_timeout_s:g} s with a request still running", file=sys.stderr,
-              flush=True)
-        os._exit(0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..tokenizer import Tokenizer
+from ..tokenizer.bpe import Tokenizer
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """What the server accepts: request bodies (OpenAI shapes) and the limits every
-request is checked against. Chats are rendered by :mod:`pure_transformer.chat`.
+request is checked against. Chats are rendered by :mod:`pure_transformer.mcq.chat`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Annotated, Literal, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from ..chat import CHAT_STOP, chat_prompt as render_chat
-from ..engine import SamplingParams
-from ..overrides import require_positive
+from ..mcq.chat import CHAT_STOP, chat_prompt as render_chat
+from ..inference.engine import SamplingParams
+from ..config.overrides import require_positive
 from .http import APIError
 
 __all__ = ["CHAT_STOP", "ChatMessage", "ChatRequest", "CompletionRequest", "MCQRequest", "SamplingRequest",
@@ -123,7 +123,7 @@ class MCQRequest(BaseModel):
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
-    """The prompt of a chat request (the template in :mod:`pure_transformer.chat`)."""
+    """The prompt of a chat request (the template in :mod:`pure_transformer.mcq.chat`)."""
     return render_chat([m.model_dump() for m in messages])
 
 

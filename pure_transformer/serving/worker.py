@@ -1,5 +1,5 @@
 """The model side of :mod:`pure_transformer.serving.app`: the worker that owns the
-:class:`~pure_transformer.serving.scheduler.Scheduler` (and so the model thread),
+:class:`~pure_transformer.inference.scheduler.Scheduler` (and so the model thread),
 the :class:`Job` through which one HTTP request waits for its rows, and the MCQ scorer.
 """
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from ..answer_format import AnswerFormat
-from ..engine import Engine, Sample, SamplingParams, prompt_seed
+from ..mcq.answer_format import AnswerFormat
+from ..inference.engine import Engine, Sample, SamplingParams, prompt_seed
 from ..eval.scoring import continuation_logprobs, fit_prompt, letter_scores
-from ..mcq import MCQ
+from ..mcq.record import MCQ
 from .http import APIError
-from .scheduler import Entry, QueueTimeout, Scheduler
+from ..inference.scheduler import Entry, QueueTimeout, Scheduler
 from .schemas import ServerLimits
 
 DISCONNECT_POLL_S = 0.1

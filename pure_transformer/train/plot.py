@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from ..errors import DataError
-from .metrics import read_metrics
+from .logger import read_metrics
 
 NCOLS = 3
 PANEL_SIZE = (5.0, 3.5)  # inches per panel; with DPI this fixes the PNG's pixel size

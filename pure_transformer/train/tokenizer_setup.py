@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ..data.registry import open_source
 from ..data.sources import first_pass
-from ..tokenizer import Tokenizer, train_tokenizer
+from ..tokenizer.bpe import Tokenizer, train_tokenizer
 
 
 def sample_texts(sources: dict[str, float], max_docs: int) -> Iterator[str]:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pure_transformer.config import ModelConfig
-from pure_transformer.model import build_model
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
 from pure_transformer.serving.app import create_app
 from pure_transformer.serving.schemas import ServerLimits
 

@@ -347,7 +347,7 @@ def test_page_answers_in_headless_chromium(url):
 def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer, serving) -> None:
     """A text/explain model is asked the way it was trained: the option texts are scored
     (after a greedy explanation for explain), and the probabilities are a distribution."""
-    from pure_transformer.answer_format import AnswerFormat
+    from pure_transformer.mcq.answer_format import AnswerFormat
 
     app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", answer_format=AnswerFormat(fmt))
     with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:

@@ -77,7 +77,7 @@ def _free_port() -> int:
 
 def test_sigterm_stops_the_server_within_its_grace_period_during_a_long_request(tmp_path: Path,
                                                                                  tiny_model, tiny_tokenizer) -> None:
-    from pure_transformer.checkpoint import save_checkpoint, step_dir
+    from pure_transformer.checkpoint.store import save_checkpoint, step_dir
 
     ckpt = save_checkpoint(step_dir(tmp_path / "run", 1), tiny_model,
                            {"kind": "pretrain", "step": 1, "model_config": tiny_model.cfg.to_dict(),

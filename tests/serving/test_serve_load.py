@@ -13,8 +13,8 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 from serve_checks import assert_error, sse_events
 
-from pure_transformer.engine import Engine, SamplingParams, decode_step, prefill
-from pure_transformer.kv_cache import right_aligned
+from pure_transformer.inference.engine import Engine, SamplingParams, decode_step, prefill
+from pure_transformer.model.kv_cache import right_aligned
 from pure_transformer.serving.app import create_app
 from pure_transformer.serving.schemas import ServerLimits
 
@@ -99,7 +99,7 @@ def _metrics(base: str) -> dict[str, float]:
 
 @pytest.mark.fast
 def test_disconnect_frees_rows_at_the_next_step(tiny_model, tiny_tokenizer, serving, monkeypatch):
-    from pure_transformer.serving import scheduler
+    from pure_transformer.inference import scheduler
 
     real = scheduler.decode_step
 
@@ -195,7 +195,7 @@ def test_bench_serve_measures_both_servers_alike(url):
 def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tiny_tokenizer, serving, monkeypatch):
     # A 200-token prompt is running when a short one with 200 tokens to go joins: the merged cache needs
     # more slots than the 256-token context (positions, which index RoPE, stay within it).
-    from pure_transformer.serving import scheduler
+    from pure_transformer.inference import scheduler
 
     real, capacities = scheduler.decode_step, []
 

@@ -172,7 +172,7 @@ def test_protocol_level_rejections_are_openai_shaped(tiny_model, tiny_tokenizer,
 
 @pytest.mark.fast
 def test_a_stream_that_fails_part_way_still_ends_with_done(tiny_model, tiny_tokenizer, serving, monkeypatch):
-    from pure_transformer.serving import scheduler
+    from pure_transformer.inference import scheduler
 
     real, steps = scheduler.decode_step, []
 

@@ -4,7 +4,7 @@ The YAML files beside this module define two tasks; their dataset comes from
 :func:`load` (``custom_dataset``), their prompts from :mod:`..scoring`, so the
 harness asks exactly what ``evaluate`` asks:
 
-- ``pure_transformer_mcq``: the letter after :func:`~..scoring.harness_prompt`,
+- ``pure_transformer_mcq``: the letter after :func:`~pure_transformer.mcq.prompts.harness_prompt`,
   as ``evaluate --mode loglikelihood`` (and lm-eval's own ``medqa_4options``);
 - ``pure_transformer_mcq_cloze``: the option text after the question alone, as
   ``evaluate --mode cloze`` (``acc`` and ``acc_norm``).
@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 # Absolute imports: lm-eval loads this file by path, outside the package.
-from pure_transformer.eval.scoring import cloze_prompt, harness_prompt
-from pure_transformer.mcq import MCQ
-from pure_transformer.mcq_schemas import mcq_to_record, normalize_mcq
+from pure_transformer.mcq.prompts import cloze_prompt, harness_prompt
+from pure_transformer.mcq.record import MCQ
+from pure_transformer.mcq.schemas import mcq_to_record, normalize_mcq
 
 
 def load(source: str = "bundled-mcq", data_path: str | None = None, split: str = "test", limit: int | None = None,

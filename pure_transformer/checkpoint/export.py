@@ -1,0 +1,87 @@
+"""Export: a checkpoint as a Hugging Face ``LlamaForCausalLM`` folder.
+
+The model maps 1:1 onto Llama (same RoPE layout, RMSNorm, SwiGLU, names up to a
+``model.`` prefix), so the weights are a renaming. The folder is complete, so the
+tools people use need no hand-made preprocessing:
+
+- ``config.json`` (with ``dtype`` and ``transformers_version``), ``model.safetensors``,
+  ``generation_config.json`` (end-of-text as eos/pad, :mod:`pure_transformer.commands.generate`'s
+  default sampling);
+- ``tokenizer.json`` whose post-processor prepends end-of-text, the token every
+  training document starts after: plain ``tokenizer(prompt)`` in transformers,
+  lm-evaluation-harness and vLLM then sees exactly the ids our own scoring does;
+- ``tokenizer_config.json`` with that token as ``bos_token``, the context length,
+  and the server's chat template (:mod:`pure_transformer.mcq.chat`);
+- ``README.md``, the model card (:mod:`pure_transformer.checkpoint.model_card`);
+- ``ledger.json``, the checkpoint's contamination ledger (:mod:`pure_transformer.data.ledger`), unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers.processors import TemplateProcessing
+
+from ..mcq.answer_format import AnswerFormat
+from ..mcq.chat import CHAT_TEMPLATE
+from .store import load_model, save_safetensors
+from ..data.ledger import LEDGER_FILE, read_ledger
+from ..model.hf import hf_llama_config, hf_llama_state_dict
+from .model_card import model_card, read_reports
+from ..tokenizer.bpe import Tokenizer
+
+# The generate command's defaults, for `model.generate(**inputs)` without arguments.
+DEFAULT_SAMPLING = {"do_sample": True, "temperature": 0.8, "top_p": 1.0, "top_k": 0, "max_new_tokens": 128}
+
+
+def bos_prefixed(tok: Tokenizer) -> HFTokenizer:
+    """A copy of ``tok``'s tokenizers object that prepends end-of-text to every encoding
+    (``add_special_tokens=False`` still gives the bare ids)."""
+    hf = HFTokenizer.from_str(tok.hf.to_str())
+    eot = tok.hf.id_to_token(tok.eot_id)
+    hf.post_processor = TemplateProcessing(single=f"{eot} $A", pair=f"{eot} $A $B:1",
+                                           special_tokens=[(eot, tok.eot_id)])
+    return hf
+
+
+def _transformers_version() -> str:
+    try:
+        return metadata.version("transformers")
+    except metadata.PackageNotFoundError:  # the folder is written without transformers installed
+        return "4.40.0"  # the oldest release this layout is meant for (the dev extra's floor)
+
+
+def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str | Path] = ()) -> Path:
+    """Write the checkpoint as a complete transformers folder in ``out_dir``; ``reports``
+    are ``evaluate --output`` files whose results go into the model card."""
+    results = read_reports(reports)  # before any write: a bad report path leaves no half folder
+    model, tok, meta, ckpt = load_model(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    eot, pad = tok.eot_id, tok.pad_id
+    config = {**hf_llama_config(model.cfg), "torch_dtype": "float32", "dtype": "float32",
+              "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad,
+              "transformers_version": _transformers_version(),
+              "pure_transformer": {"checkpoint": str(ckpt), "kind": meta.get("kind"), "step": meta.get("step"),
+                                   "answer_format": AnswerFormat.of_checkpoint(meta).value}}
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    save_safetensors(out / "model.safetensors", hf_llama_state_dict(model), metadata={"format": "pt"})
+    generation = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad, **DEFAULT_SAMPLING,
+                  "transformers_version": config["transformers_version"]}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=1) + "\n")
+
+    tok.save(out)  # tokenizer_config.json and special_tokens_map.json, then the export's own additions
+    bos_prefixed(tok).save(str(out / "tokenizer.json"))
+    tok_config = json.loads((out / "tokenizer_config.json").read_text())
+    tok_config.update({"bos_token": tok.hf.id_to_token(eot), "add_bos_token": True,
+                       "model_max_length": model.cfg.max_seq_len, "chat_template": CHAT_TEMPLATE})
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+    ledger = read_ledger(ckpt)
+    if ledger is not None:
+        (out / LEDGER_FILE).write_text(ledger.to_json())
+    (out / "README.md").write_text(model_card(meta, model.cfg, model.num_params(), results, ledger))
+    return out

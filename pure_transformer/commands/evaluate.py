@@ -1,0 +1,159 @@
+"""The ``evaluate`` command (``python -m pure_transformer.evaluate``): MCQ accuracy of a checkpoint, with 95% CIs.
+
+    python -m pure_transformer.evaluate --checkpoint runs/rl --task synthetic --split test --mode both \\
+        --output report.json
+
+``--checkpoint`` takes a step folder or a run folder (final, else the newest),
+pretrain and RL checkpoints alike. ``--data-path`` evaluates local files in any
+supported schema (MedQA hub jsonl, MedMCQA parquet/jsonl, the normalised record);
+with ``--task``, they are scored by log-likelihood as that task's lm-eval definition
+scores them (:mod:`pure_transformer.eval.conventions`).
+The JSON report is a list with one record per scoring mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import DataError
+from ..eval.run import MODES, check_pairing, evaluate
+from ..eval.scoring import TASKS, paired_gain
+from ..mcq.answer_format import AnswerFormat
+from ..model.precision import PRECISIONS
+
+
+def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allow_partial: bool = False) -> None:
+    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain and the
+    number of questions it pairs (:func:`check_pairing` first)."""
+    check_pairing(reports, baseline, allow_partial)
+    before = {r["mode"]: r for r in baseline or []}
+    print(f"{'mode':<18}{'n':>5}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
+          + ("   gain vs baseline [95% paired CI]" if baseline else ""))
+    for r in reports:
+        extra = "  ".join(f"{key} {r[key]:.3f}" for key in r
+                      if key in ("chance", "ece", "acc_norm") or (key.startswith("pass@") and not key.endswith("_ci95")))
+        line = (f"{r['mode']:<18}{r['n']:>5}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+                f"{r['invalid_rate']:>11.3f}   {extra:<28}")
+        if r["mode"] in before:
+            gain, (low, high), paired = paired_gain(before[r["mode"]], r)
+            line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}] on {paired} paired"
+        print(line)
+
+
+def print_contamination(c: dict | None) -> None:
+    """One line: what the checkpoint's training ledger says of the questions asked."""
+    if c is None:
+        print("note: the checkpoint has no training ledger (it predates them); contamination was not checked",
+              file=sys.stderr)
+    elif not c["count"]:
+        print(f"contamination: none of the {c['of']} questions is among the {c['ledger_questions']:,} "
+              "the checkpoint was trained on")
+    elif c["included"]:
+        print(f"warning: contamination: {c['count']} of {c['of']} questions ({c['share']:.1%}) were trained on, and "
+              "are scored (--include-contaminated): the accuracy overstates", file=sys.stderr)
+    else:
+        print(f"warning: contamination: {c['count']} of {c['of']} questions ({c['share']:.1%}) were trained on; "
+              f"scoring the {c['of'] - c['count']} clean ones (--include-contaminated scores all)", file=sys.stderr)
+
+
+def parse_modes(spec: str) -> tuple[str, ...]:
+    """``both`` (generate and loglikelihood), ``all``, or a comma-separated list of modes."""
+    named = {"both": ("generate", "loglikelihood"), "all": MODES}
+    modes = named.get(spec) or tuple(m.strip() for m in spec.split(","))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise DataError(f"unknown mode '{unknown[0]}'; choose from {', '.join(MODES)}, both or all")
+    return modes
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="step folder or run folder (final, else the newest)")
+    p.add_argument("--task", default="synthetic", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--split", default="test", help="test | validation | train (MedMCQA: validation)")
+    p.add_argument("--data-path", default=None, help="local MCQ files instead of the task's dataset")
+    p.add_argument("--mode", default="both", metavar="MODE[,MODE]",
+                   help=f"{', '.join(MODES)}; both = generate,loglikelihood; all (default both)")
+    p.add_argument("--format", default=None, choices=[f.value for f in AnswerFormat],
+                   help="answer format of generate/passk (default: the checkpoint's)")
+    p.add_argument("--k", type=int, default=16, help="samples per question in passk mode (default 16)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N questions")
+    p.add_argument("--rotate", type=int, default=0, metavar="K",
+                   help="re-letter every question's options cyclically by K (a letter prior does not survive it)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget per answer (default: the format's, 24 or 96 for explain)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--output", default=None, help="write the JSON report here")
+    p.add_argument("--baseline", default=None, metavar="REPORT.json",
+                   help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
+    p.add_argument("--allow-partial-baseline", action="store_true",
+                   help="accept a --baseline that pairs only some of the scored questions")
+    p.add_argument("--save-generations", action="store_true",
+                   help="keep every generated answer text in the report (generate, passk)")
+    p.add_argument("--include-contaminated", action="store_true",
+                   help="also score questions in the checkpoint's training ledger (the report says so)")
+    p.add_argument("--suite", default=None, choices=["medical"],
+                   help="medical: the Open Medical-LLM Leaderboard's nine tasks, by log-likelihood as lm-eval scores "
+                        "each, one table")
+    p.add_argument("--data-dir", default=None,
+                   help="with --suite: local test files (<task>_test.jsonl, <task>.parquet, anatomy_test.csv ...)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16: the CUDA code path on any device")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _read_report(path: str) -> list[dict]:
+    try:
+        reports = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read baseline report '{path}': {type(err).__name__}") from None
+    if not isinstance(reports, list) or not all(isinstance(r, dict) and "questions" in r for r in reports):
+        raise DataError(f"'{path}' is not an evaluate report with per-question results")
+    return reports
+
+
+def run_medical_suite(args: argparse.Namespace) -> None:
+    """``--suite medical``: one row per leaderboard task; ``--output`` gets the JSON and a Markdown twin."""
+    from dataclasses import asdict
+
+    from ..eval.suite import markdown, print_suite, run_suite
+
+    def score(task: str, path: str | None) -> dict:
+        return evaluate(args.checkpoint, task, "test", data_path=path, modes=("loglikelihood",), limit=args.limit,
+                        batch_size=args.batch_size, include_contaminated=args.include_contaminated,
+                        device=args.device, progress=not args.no_progress)[0]
+
+    rows = run_suite(score, args.data_dir)
+    print_suite(rows)
+    if args.output:
+        Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        Path(args.output).with_suffix(".md").write_text(markdown(rows))
+        print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.suite:
+        return run_medical_suite(args)
+    baseline = _read_report(args.baseline) if args.baseline else None
+    if args.k < 1:
+        raise DataError(f"--k must be >= 1, got {args.k}")
+    reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
+                       answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
+                       rotate=args.rotate, include_contaminated=args.include_contaminated,
+                       save_generations=args.save_generations, precision=args.precision,
+                       max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
+                       progress=not args.no_progress)
+    check_pairing(reports, baseline, args.allow_partial_baseline)
+    print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
+    print_contamination(reports[0]["contamination"])
+    for r in reports:
+        if r.get("truncated"):
+            print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
+                  "longer than the context and lost the start of their question stem", file=sys.stderr)
+    print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
+    if args.output:
+        Path(args.output).write_text(json.dumps(reports, indent=1))
+        print(f"wrote {args.output}")

@@ -1,0 +1,117 @@
+"""Model configuration and the named model presets.
+
+A preset is a plain function returning a validated :class:`ModelConfig`; the
+registry maps the public preset names (``tiny``, ``small``, ``medium``,
+``medium-large``) to those functions. Invalid combinations fail in
+``__post_init__`` with a message that names the broken invariant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ConfigError
+from ..config.overrides import apply_overrides, pick_preset, require_positive
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the decoder-only Transformer (names follow Hugging Face Llama)."""
+
+    vocab_size: int = 50304
+    """Embedding rows; a multiple of 64 keeps the output matmul efficient."""
+    dim: int = 1152
+    """Residual stream width (``hidden_size``)."""
+    n_layers: int = 20
+    n_heads: int = 18
+    """Query heads; ``head_dim = dim // n_heads``."""
+    n_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; ``None`` means ``n_heads`` (plain MHA)."""
+    ffn_dim: int = 3072
+    """Hidden width of the SwiGLU MLP (``intermediate_size``)."""
+    max_seq_len: int = 2048
+    """Longest context the RoPE tables are built for."""
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    """Share the input embedding with the output projection."""
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"), "ModelConfig.")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
+            raise ConfigError(
+                f"n_heads ({self.n_heads}) must be a positive multiple of n_kv_heads ({self.n_kv_heads})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    def replace(self, **changes: object) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Build from a saved dict; keys this version does not know are ignored and
+        missing keys take their defaults, so old checkpoints keep loading."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"model_config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        # Through the same type checks as --set: a "dim": "64" fails as one line, not deep in torch.
+        return apply_overrides(cls(), {k: v for k, v in d.items() if k in known}, strict=True)
+
+
+def tiny() -> ModelConfig:
+    """~1.4M parameters: trains on 2 CPU cores in minutes (debug runs, tests)."""
+    return ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, ffn_dim=384, max_seq_len=256,
+                       tie_embeddings=True)
+
+
+def small() -> ModelConfig:
+    """~77M parameters (25.8M in the embedding, 25.8M in the untied head): quick single-GPU experiments."""
+    return ModelConfig(dim=512, n_layers=8, n_heads=8, ffn_dim=1408, max_seq_len=1024)
+
+
+def medium() -> ModelConfig:
+    """~0.15B parameters: a GPT-2-small-sized model with GQA."""
+    return ModelConfig(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048)
+
+
+def medium_large() -> ModelConfig:
+    """The design's ~0.4B model: 20 layers, width 1152, 2048 context, 50,304 vocab.
+
+    18 query heads of 64 dims share 6 key/value heads (GQA), which shrinks the
+    KV cache 3x for the 16-samples-per-prompt GRPO rollouts.
+    """
+    return ModelConfig(dim=1152, n_layers=20, n_heads=18, n_kv_heads=6, ffn_dim=3072, max_seq_len=2048)
+
+
+MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "tiny": tiny,
+    "small": small,
+    "medium": medium,
+    "medium-large": medium_large,
+}
+
+
+def model_preset(name: str) -> ModelConfig:
+    """The named preset's config; an unknown name raises a one-line ConfigError."""
+    return pick_preset(MODEL_PRESETS, name, "model", by_phase=False)
