@@ -19,14 +19,13 @@ import time
 
 import torch
 
-from pure_transformer.model.config import model_preset
-from pure_transformer.bundled.synthetic import bundled_corpus
+from pure_transformer.bundled.synthetic import bundled_corpus, training_texts
 from pure_transformer.inference.engine import Engine, SamplingParams
+from pure_transformer.model.config import model_preset
 from pure_transformer.model.transformer import build_model
 from pure_transformer.rl.grpo import masked_logprobs
 from pure_transformer.rl.rewards import correctness_reward
 from pure_transformer.rl.rollout import RolloutBatch, build_batch, completion_logprobs, sample_groups
-from pure_transformer.bundled.synthetic import training_texts
 from pure_transformer.tokenizer.bpe import train_tokenizer
 
 

@@ -7,14 +7,14 @@ Subcommands::
     pure-transformer data preview --tokenizer DIR [--mixture NAME:WEIGHT,...]
     pure-transformer data overlap --train SOURCE --eval SOURCE [--n 13]
     pure-transformer data export-bundled --out DIR
-    pure-transformer pretrain --config debug --checkpoint-dir DIR ...   (= python -m pure_transformer.run_train pretrain)
-    pure-transformer rl --checkpoint CKPT --config debug --checkpoint-dir DIR ...   (= run_train rl)
+    pure-transformer pretrain --config pretrain:debug --checkpoint-dir DIR ...   (= run_train pretrain)
+    pure-transformer rl --checkpoint CKPT --config rl:debug --checkpoint-dir DIR ...   (= run_train rl)
     pure-transformer evaluate --checkpoint CKPT --task synthetic --split test   (= python -m pure_transformer.evaluate)
     pure-transformer generate --checkpoint CKPT --prompt TEXT   (= python -m pure_transformer.generate)
     pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
     pure-transformer plot DIR [--out PNG]
-    pure-transformer plan --config a100_2day --gpu a100-80gb [--set KEY=VALUE ...]
+    pure-transformer plan --config pretrain:a100_2day --gpu a100-80gb [--set KEY=VALUE ...]
     pure-transformer bench train|generate|rl-step|logp-gap [--model PRESET ...] | serve --url URL [--baseline URL]
 
 Every handler parses nothing itself and does no work beyond calling the library
@@ -75,7 +75,6 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------- data
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.preview import preview
-
     from .mcq.answer_format import AnswerFormat
 
     preview(args.tokenizer, args.mixture, seq_len=args.seq_len, num_blocks=args.num_blocks, show=args.show,
@@ -141,8 +140,8 @@ on the bundled data; --help on any command lists its flags.
 
 typical run:
   pure-transformer tokenizer train --vocab-size 4096 --out runs/tok
-  pure-transformer pretrain --config demo --checkpoint-dir runs/pretrain --set tokenizer=runs/tok
-  pure-transformer rl --checkpoint runs/pretrain --config demo --checkpoint-dir runs/rl
+  pure-transformer pretrain --config pretrain:demo --checkpoint-dir runs/pretrain --set tokenizer=runs/tok
+  pure-transformer rl --checkpoint runs/pretrain --config rl:demo --checkpoint-dir runs/rl
   pure-transformer evaluate --checkpoint runs/rl --mode generate,cloze
   pure-transformer serve --checkpoint runs/rl          (http://127.0.0.1:8000)
   pure-transformer export --checkpoint runs/rl --out hf/

@@ -1,4 +1,5 @@
-"""``python -m pure_transformer.evaluate``: MCQ accuracy of a checkpoint (see :mod:`pure_transformer.commands.evaluate`)."""
+"""``python -m pure_transformer.evaluate``: MCQ accuracy of a checkpoint
+(see :mod:`pure_transformer.commands.evaluate`)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ $PY -m pure_transformer data overlap --train bundled-mcq --eval bundled-mcq --ev
 
 took "contamination overlap"
 echo; echo "== 5. pretraining: tiny model, ${PRETRAIN_TOKENS:-2000000} tokens, MCQs written explanation first; stopped while GRPO has headroom"
-$PY -m pure_transformer.run_train pretrain --config demo --checkpoint-dir "$RUN_DIR/pretrain" \
+$PY -m pure_transformer.run_train pretrain --config pretrain:demo --checkpoint-dir "$RUN_DIR/pretrain" \
   --set tokenizer="$RUN_DIR/tokenizer" ${PRETRAIN_TOKENS:+--set total_tokens=$PRETRAIN_TOKENS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
 
@@ -56,7 +56,7 @@ echo "-- does GRPO have signal? pass@16 well above pass@1 means sampling finds a
 
 took "pass@k before GRPO"
 echo; echo "== 7. GRPO: 8 training questions x 8 samples per step, reward = the option named on the final Answer: line"
-$PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config demo \
+$PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config rl:demo \
   --checkpoint-dir "$RUN_DIR/rl" ${RL_STEPS:+--set max_steps=$RL_STEPS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/rl" --out "$RUN_DIR/rl/curves.png"
 

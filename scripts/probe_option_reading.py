@@ -19,10 +19,10 @@ import torch
 
 from pure_transformer.checkpoint.store import load_model
 from pure_transformer.cli import dispatch
-from pure_transformer.model.config import model_preset
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.eval.probes import lookup_drill, option_copy_accuracy
 from pure_transformer.eval.scoring import wilson_interval
+from pure_transformer.model.config import model_preset
 
 
 def run_copy(args: argparse.Namespace) -> None:

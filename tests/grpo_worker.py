@@ -17,8 +17,8 @@ import sys
 
 from pure_transformer.config.overrides import apply_overrides
 from pure_transformer.config.rl import debug
-from pure_transformer.rl.train import grpo_train
 from pure_transformer.distributed.runtime import close_runtime
+from pure_transformer.rl.train import grpo_train
 
 
 def likes_e(mcq, completion: str) -> float:

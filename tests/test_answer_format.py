@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from pure_transformer.mcq.answer_format import AnswerFormat, extract_letter, final_answer_line, named_option
 from pure_transformer.bundled.synthetic import bundled_corpus
+from pure_transformer.mcq.answer_format import AnswerFormat, extract_letter, final_answer_line, named_option
 from pure_transformer.mcq.record import MCQ
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions

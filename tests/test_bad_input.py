@@ -10,9 +10,9 @@ import pytest
 
 from pure_transformer.checkpoint.store import model_tensors, save_checkpoint, save_safetensors, step_dir
 from pure_transformer.cli import main
+from pure_transformer.config.pretrain import debug
 from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
-from pure_transformer.config.pretrain import debug
 
 CFG = ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=128)
 

@@ -10,10 +10,10 @@ import torch
 
 from pure_transformer.bench.generate import bench_generate
 from pure_transformer.bench.rl_step import PHASES, bench_rl_step
-from pure_transformer.model.config import model_preset
 from pure_transformer.bench.train import bench_config, bench_train
 from pure_transformer.cli import main as cli_main
 from pure_transformer.config.rl import grpo_preset
+from pure_transformer.model.config import model_preset
 
 CPU = torch.device("cpu")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pure_transformer.checkpoint.store import (CheckpointError, link_checkpoint, load_optimizer, load_weights,
-                                         prune_checkpoints, read_meta, resolve_checkpoint, save_checkpoint,
-                                         step_dir, step_dirs)
+                                               prune_checkpoints, read_meta, resolve_checkpoint, save_checkpoint,
+                                               step_dir, step_dirs)
 from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
 
@@ -168,3 +168,19 @@ def test_malicious_pickle_is_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(Exception):
         load_weights(ckpt, build_model(CFG))
     assert not marker.exists()
+
+
+def test_a_checkpoint_written_before_the_rooms_still_loads() -> None:
+    """``tests/fixtures/checkpoint_before_rooms`` is a 6-step pretraining checkpoint of a 2-layer model,
+    written by the package as it was before its modules moved into rooms (23c01a2), with the greedy
+    tokens that code generated from it. Today's code loads it and generates the same tokens."""
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.inference.engine import Engine, SamplingParams
+
+    folder = Path(__file__).parent / "fixtures" / "checkpoint_before_rooms"
+    expected = json.loads((folder / "expected_greedy.json").read_text())
+    model, tok, meta, ckpt = load_model(folder)
+    assert (meta["step"], meta["kind"], ckpt) == (expected["step"], "pretrain", folder)
+    out = Engine(model, tok).generate([tok.encode(expected["prompt"])],
+                                      SamplingParams(max_new_tokens=len(expected["greedy_tokens"]), temperature=0), 1)
+    assert out[0][0].tokens == expected["greedy_tokens"]

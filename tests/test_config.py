@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.errors import ConfigError
 from pure_transformer.config.overrides import apply_overrides, load_yaml, parse_set
-from pure_transformer.config.rl import grpo_preset
 from pure_transformer.config.pretrain import PRETRAIN_PRESETS, pretrain_preset
+from pure_transformer.config.rl import grpo_preset
+from pure_transformer.errors import ConfigError
 from pure_transformer.train.schedule import lr_at, set_lr
 
 

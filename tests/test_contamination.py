@@ -7,13 +7,9 @@ from itertools import takewhile
 
 import pytest
 
-from pure_transformer.mcq.answer_format import AnswerFormat
-from pure_transformer.data.contamination import (
-    ContaminationGuard,
-    ngram_overlap,
-    normalize_question,
-)
+from pure_transformer.data.contamination import ContaminationGuard, ngram_overlap, normalize_question
 from pure_transformer.data.registry import open_source
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.schemas import normalize_mcq
 
 

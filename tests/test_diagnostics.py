@@ -3,15 +3,14 @@ probe scores a model that can copy options above one that cannot."""
 
 from __future__ import annotations
 
-import pytest
-
 import dataclasses
 import types
 
+import pytest
 import torch
 
-from pure_transformer.model.config import model_preset
 from pure_transformer.mcq.record import MCQ
+from pure_transformer.model.config import model_preset
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
 from pure_transformer.eval.probes import drill_batches, lookup_drill, option_copy_accuracy

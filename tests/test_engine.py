@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pure_transformer.model.config import ModelConfig
 from pure_transformer.inference.engine import Engine, SamplingParams, sample_next
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.kv_cache import KVCache
 from pure_transformer.model.transformer import build_model
 

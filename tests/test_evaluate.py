@@ -11,21 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.checkpoint.store import save_checkpoint, step_dir
-from pure_transformer.model.config import ModelConfig
-from pure_transformer.eval.scoring import (
-    cloze_mcq_accuracy,
-    expected_calibration_error,
-    loglikelihood_mcq_accuracy,
-    paired_bootstrap_ci,
-    passk_mcq_accuracy,
-    sample_answers,
-    wilson_interval,
-)
+from pure_transformer.eval.scoring import (cloze_mcq_accuracy, expected_calibration_error, loglikelihood_mcq_accuracy,
+                                           paired_bootstrap_ci, passk_mcq_accuracy, sample_answers, wilson_interval)
 from pure_transformer.evaluate import main as evaluate_main
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.prompts import harness_prompt
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
 
 CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=512)
@@ -204,8 +197,8 @@ def test_evaluate_local_files_and_errors(tiny_ckpt: Path, bundled_dir: Path, cap
 @pytest.mark.fast
 def test_generate_streams_reproducibly(tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     from pure_transformer.checkpoint.store import load_model
-    from pure_transformer.inference.engine import Engine, SamplingParams, stream_text
     from pure_transformer.generate import main as generate_main
+    from pure_transformer.inference.engine import Engine, SamplingParams, stream_text
 
     args = ["--checkpoint", str(tiny_ckpt), "--prompt", "The capital of", "--max-new-tokens", "12", "--seed", "5",
             "--temperature", "1.0"]

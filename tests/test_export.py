@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.mcq.chat import chat_prompt
 from pure_transformer.checkpoint.store import save_checkpoint, step_dir
-from pure_transformer.model.config import ModelConfig
 from pure_transformer.inference.engine import Engine, SamplingParams, stream_text
+from pure_transformer.mcq.chat import chat_prompt
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -39,8 +39,8 @@ def test_plain_tokenizer_call_gives_the_ids_we_score(exported, tiny_tokenizer) -
 @pytest.mark.fast
 @pytest.mark.parametrize("tied", [False, True])
 def test_logit_parity(tmp_path: Path, random_checkpoint, tied: bool) -> None:
-    from pure_transformer.checkpoint.store import load_model
     from pure_transformer.checkpoint.export import export_hf
+    from pure_transformer.checkpoint.store import load_model
 
     ckpt = random_checkpoint(tmp_path, CFG.replace(tie_embeddings=tied, n_kv_heads=2))
     export_hf(ckpt, tmp_path / "hf")

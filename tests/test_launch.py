@@ -258,11 +258,11 @@ def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny
     import torch.distributed.run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    from pure_transformer.model.config import ModelConfig
-    from pure_transformer.launch import main
-    from pure_transformer.model.transformer import build_model
     from pure_transformer.config.overrides import apply_overrides
     from pure_transformer.config.pretrain import debug
+    from pure_transformer.launch import main
+    from pure_transformer.model.config import ModelConfig
+    from pure_transformer.model.transformer import build_model
     from pure_transformer.train.pretrain import pretrain
 
     run_dir = tmp_path / "run"

@@ -15,16 +15,16 @@ import torch
 from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.checkpoint.store import read_meta
 from pure_transformer.cli import main as cli_main
-from pure_transformer.model.config import ModelConfig
-from pure_transformer.data.ledger import (LEDGER_FILE, Ledger, LedgerEntry, fingerprint, read_ledger,
-                                          sources_ledger, split_contaminated)
+from pure_transformer.config.overrides import apply_overrides
+from pure_transformer.data.ledger import (LEDGER_FILE, Ledger, LedgerEntry, fingerprint, read_ledger, sources_ledger,
+                                          split_contaminated)
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.errors import DataError
 from pure_transformer.eval.scoring import question_id
 from pure_transformer.mcq.record import MCQ, rotate_options, shuffle_options
 from pure_transformer.mcq.schemas import mcq_to_record
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
-from pure_transformer.config.overrides import apply_overrides
 
 QUESTION = MCQ("A 45-year-old man has crushing chest pain. Which drug first?",
                {"A": "Aspirin", "B": "Warfarin", "C": "0.5 mg digoxin", "D": "Heparin"}, "A")
@@ -73,9 +73,9 @@ MODEL = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, 
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict[str, Path]:
     """A pretraining run on a local course file (and the same run stopped and resumed), GRPO from it,
     and its export."""
+    from pure_transformer.config.pretrain import debug
     from pure_transformer.config.rl import debug as rl_debug
     from pure_transformer.rl.train import grpo_train
-    from pure_transformer.config.pretrain import debug
     from pure_transformer.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("ledger")

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from pure_transformer.errors import DataError, UserError
 from pure_transformer.mcq.record import MCQ, rotate_options, shuffle_options
 from pure_transformer.mcq.schemas import mcq_to_record, normalize_mcq
-from pure_transformer.errors import DataError, UserError
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pure_transformer.model.config import MODEL_PRESETS, ModelConfig, model_preset
 from pure_transformer.errors import ConfigError
+from pure_transformer.model.config import MODEL_PRESETS, ModelConfig, model_preset
 from pure_transformer.model.hf import hf_llama_config, hf_llama_state_dict
 from pure_transformer.model.transformer import (IGNORE_INDEX, Transformer, build_model, positions_from_doc_ids,
                                                 varlen_boundaries)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
 import numpy as np
+import pytest
 
 from pure_transformer.data.packing import Packer, pack_texts, pack_token_stream
 

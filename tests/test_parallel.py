@@ -56,9 +56,9 @@ def test_fsdp_matches_ddp_and_one_process_and_resumes_exactly(tmp_path: Path, pr
 
 @pytest.mark.fast
 def test_an_unknown_parallelism_is_one_clear_error() -> None:
-    from pure_transformer.errors import ConfigError
     from pure_transformer.config.overrides import apply_overrides
     from pure_transformer.config.pretrain import debug
+    from pure_transformer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="parallel must be one of ddp, fsdp, got 'zero'"):
         apply_overrides(debug(), {"parallel": "zero"})

@@ -21,10 +21,10 @@ import sys
 import pytest
 import torch
 
-from pure_transformer.plan import planner as plan
 from pure_transformer.model.config import MODEL_PRESETS, model_preset
-from pure_transformer.model.transformer import Transformer, build_model
 from pure_transformer.model.losses import CPU_LOSS_CHUNK
+from pure_transformer.model.transformer import Transformer, build_model
+from pure_transformer.plan import planner as plan
 
 TINY = model_preset("tiny")
 
@@ -136,8 +136,8 @@ def measure(model: str, micro_batch: int, seq_len: int, checkpointing: bool | st
     import dataclasses
 
     from pure_transformer.config.pretrain import debug
-    from pure_transformer.train.pretrain import train_step
     from pure_transformer.distributed.runtime import Runtime
+    from pure_transformer.train.pretrain import train_step
 
     torch.manual_seed(0)
     warm = build_model(TINY.replace(vocab_size=64, dim=16, n_heads=2, ffn_dim=32, n_layers=1, max_seq_len=64))
@@ -194,8 +194,8 @@ def test_planned_cpu_peak_within_15_percent_of_measured(shape: tuple) -> None:
 @pytest.mark.fast
 def test_plan_command_for_every_preset_and_gpu(capsys) -> None:
     from pure_transformer.cli import main
-    from pure_transformer.config.rl import GRPO_PRESETS
     from pure_transformer.config.pretrain import PRETRAIN_PRESETS
+    from pure_transformer.config.rl import GRPO_PRESETS
     from pure_transformer.plan.hardware import GPU_SPECS
 
     for config, title in [*((c, f"pretrain:{c}") for c in PRETRAIN_PRESETS), ("grpo_usmle_2day", "rl:grpo_usmle_2day"),

@@ -14,8 +14,8 @@ import pytest
 from matplotlib.image import imread
 
 from pure_transformer.errors import DataError
-from pure_transformer.train.plot import DPI, NCOLS, PANEL_SIZE, plot_run
 from pure_transformer.train.logger import MetricsLogger
+from pure_transformer.train.plot import DPI, NCOLS, PANEL_SIZE, plot_run
 
 
 def _expected_shape(n_panels: int) -> tuple[int, int]:

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from pure_transformer.checkpoint.store import save_checkpoint, step_dir
-from pure_transformer.model.config import ModelConfig
-from pure_transformer.inference.engine import Engine, SamplingParams, sampler_precision
-from pure_transformer.errors import ConfigError
-from pure_transformer.model.transformer import build_model
 from pure_transformer.config.overrides import apply_overrides
-from pure_transformer.train.logger import read_metrics
 from pure_transformer.distributed.runtime import init_runtime
+from pure_transformer.errors import ConfigError
+from pure_transformer.inference.engine import Engine, SamplingParams, sampler_precision
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
+from pure_transformer.train.logger import read_metrics
 
 CPU = torch.device("cpu")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # bench/gpu_checks.sh runs the run-level tests on CUDA
@@ -110,8 +110,8 @@ def test_a_grpo_run_in_bf16_trains_with_the_sampler_and_scorer_agreeing(tmp_path
 
 @pytest.mark.fast
 def test_logp_gap_of_a_bf16_sampler_is_smaller_scored_in_bf16(tiny_tokenizer) -> None:
-    from pure_transformer.mcq.answer_format import AnswerFormat
     from pure_transformer.bench.logp_gap import measure_logp_gap
+    from pure_transformer.mcq.answer_format import AnswerFormat
 
     torch.manual_seed(0)
     model = build_model(TINY)

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from pure_transformer.checkpoint.store import read_meta, step_dirs
-from pure_transformer.model.config import model_preset
-from pure_transformer.model.transformer import build_model
-from pure_transformer.errors import ConfigError
 from pure_transformer.config.overrides import apply_overrides
 from pure_transformer.config.pretrain import PretrainConfig, debug
+from pure_transformer.errors import ConfigError
+from pure_transformer.model.config import model_preset
+from pure_transformer.model.transformer import build_model
 from pure_transformer.train.logger import read_metrics
 from pure_transformer.train.pretrain import TrainingError, pretrain
 from pure_transformer.train.validation import mcq_validate
@@ -365,9 +365,9 @@ def test_new_best_and_restored_best() -> None:
 
 @pytest.mark.fast
 def test_mcq_validation_questions_are_fixed_and_fit(tiny_tokenizer, bundled_dir: Path) -> None:
-    from pure_transformer.mcq.answer_format import AnswerFormat
     from pure_transformer.data.registry import load_mcqs
     from pure_transformer.eval.scoring import fit_prompt
+    from pure_transformer.mcq.answer_format import AnswerFormat
     from pure_transformer.train.validation import mcq_sources, shares, validation_questions
 
     local = str(bundled_dir / "medqa_train.jsonl")  # a second MCQ source: a local file and its validation sibling

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pure_transformer.mcq.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
-                                           require_answerable)
 from pure_transformer.data.registry import load_mcqs
 from pure_transformer.errors import DataError
-from pure_transformer.eval.scoring import fit_prompt, letter_scores, majority_vote
+from pure_transformer.eval.scoring import (fit_prompt, greedy_mcq_accuracy, letter_scores, majority_vote,
+                                           passk_mcq_accuracy)
+from pure_transformer.inference.engine import Engine
+from pure_transformer.mcq.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
+                                                require_answerable)
 from pure_transformer.mcq.record import MCQ
 from pure_transformer.mcq.schemas import normalize_mcq
 from pure_transformer.model.config import ModelConfig
-from pure_transformer.inference.engine import Engine
-from pure_transformer.eval.scoring import greedy_mcq_accuracy, passk_mcq_accuracy
 from pure_transformer.model.transformer import build_model
 from pure_transformer.serving.worker import mcq_answer
 

@@ -13,12 +13,12 @@ import torch
 
 from pure_transformer.bundled.synthetic import bundled_corpus
 from pure_transformer.checkpoint.store import read_meta, save_checkpoint, step_dir
-from pure_transformer.model.config import ModelConfig
-from pure_transformer.inference.engine import Engine, SamplingParams
-from pure_transformer.errors import DataError
-from pure_transformer.model.transformer import build_model
 from pure_transformer.config.overrides import apply_overrides
 from pure_transformer.config.rl import debug
+from pure_transformer.errors import DataError
+from pure_transformer.inference.engine import Engine, SamplingParams
+from pure_transformer.model.config import ModelConfig
+from pure_transformer.model.transformer import build_model
 from pure_transformer.rl.rewards import correctness_reward
 from pure_transformer.rl.rollout import build_batch, completion_logprobs, sample_groups
 from pure_transformer.rl.train import grpo_train, next_questions

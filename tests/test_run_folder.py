@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pure_transformer.checkpoint.store import (CheckpointError, RunLock, link_checkpoint, load_optimizer, read_meta,
-                                         recover_run_dir, resolve_checkpoint, save_checkpoint, step_dir)
+                                               recover_run_dir, resolve_checkpoint, save_checkpoint, step_dir)
 from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
 

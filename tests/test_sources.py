@@ -10,16 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import IterableDataset
 
-from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.data.registry import open_source
-from pure_transformer.data.sources import (
-    HFSource,
-    RetryPolicy,
-    Shard,
-    _text_field,
-    in_holdout,
-)
+from pure_transformer.data.sources import HFSource, RetryPolicy, Shard, _text_field, in_holdout
 from pure_transformer.errors import DataError
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.schemas import normalize_mcq
 
 DOCS = [f"document number {i} about topic {i % 7}" for i in range(300)]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pure_transformer.model.config import ModelConfig
 from pure_transformer.inference.engine import Engine, SamplingParams
+from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.kv_cache import KVCache, StaticKVCache
 from pure_transformer.model.transformer import build_model
 

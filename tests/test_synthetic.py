@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.bundled.facts import FACTS, Fact, Relation
-from pure_transformer.bundled.synthetic import (
-    TRAIN_WORDINGS,
-    BundledCorpus,
-    bundled_corpus,
-    category_pools,
-    check_fact_base,
-    generate_questions,
-    option_text,
-    state_fact,
-    write_bundled,
-)
+from pure_transformer.bundled.synthetic import (TRAIN_WORDINGS, BundledCorpus, bundled_corpus, category_pools,
+                                                check_fact_base, generate_questions, option_text, state_fact,
+                                                write_bundled)
 from pure_transformer.errors import DataError
+from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.record import MCQ
 from pure_transformer.mcq.schemas import normalize_mcq
 

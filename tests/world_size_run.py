@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from pure_transformer.model.config import model_preset
-from pure_transformer.model.transformer import build_model
 from pure_transformer.config.overrides import apply_overrides
 from pure_transformer.config.pretrain import PretrainConfig
+from pure_transformer.model.config import model_preset
+from pure_transformer.model.transformer import build_model
 from pure_transformer.train.pretrain import pretrain
 
 VOCAB = 1024

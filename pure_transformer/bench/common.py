@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from ..distributed.runtime import synchronize
 from ..errors import ConfigError
 from ..model.hf import hf_llama_config, hf_llama_state_dict
 from ..model.transformer import Transformer
 from ..tokenizer.bpe import Tokenizer
-from ..distributed.runtime import synchronize
 
 
 def bundled_tokenizer(vocab_size: int) -> Tokenizer:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.config import model_preset
 from ..inference.engine import Engine, SamplingParams
+from ..model.config import model_preset
 from ..model.transformer import build_model
 from .common import (Timed, add_device_args, alternate, device_of, environment, fmt_gb, hf_twin, markdown, per_device,
                      require_positive_flags)

@@ -18,9 +18,9 @@ import argparse
 
 import torch
 
-from ..mcq.answer_format import AnswerFormat
 from ..bundled.synthetic import bundled_corpus
 from ..inference.engine import Engine, SamplingParams
+from ..mcq.answer_format import AnswerFormat
 from ..rl.rewards import RewardConfig, make_reward
 from ..rl.rollout import build_batch, completion_logprobs, sample_groups
 from .common import add_device_args, device_of, environment, markdown, per_device, require_positive_flags

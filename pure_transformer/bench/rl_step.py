@@ -24,16 +24,17 @@ import statistics
 
 import torch
 
-from ..mcq.answer_format import AnswerFormat
-from ..inference.engine import Engine
+from ..config.rl import GRPOConfig, grpo_preset
+from ..distributed.runtime import PhaseTimer, Runtime
 from ..errors import ConfigError
 from ..eval.scoring import encode_prompt, task_source
-from ..config.rl import GRPOConfig, grpo_preset
+from ..inference.engine import Engine
+from ..mcq.answer_format import AnswerFormat
 from ..rl.questions import rl_questions
 from ..rl.rewards import RewardConfig, make_reward
 from ..rl.train import fitting, grpo_step, loss_config, sampling_budget
-from ..distributed.runtime import PhaseTimer, Runtime
-from .common import add_device_args, bundled_tokenizer, device_of, environment, markdown, per_device, require_positive_flags
+from .common import (add_device_args, bundled_tokenizer, device_of, environment, markdown, per_device,
+                     require_positive_flags)
 
 PHASES = ("generation", "reference", "policy", "backward", "optimizer")
 

@@ -26,17 +26,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..model.config import model_preset
-from ..data.mixing import DataRepeatWarning
-from ..errors import ConfigError
-from ..model.transformer import build_model
 from ..config.pretrain import PretrainConfig, debug
-from ..plan.hardware import device_peak_flops
+from ..data.mixing import DataRepeatWarning
 from ..distributed.parallel import parallelize
-from ..train.pretrain import train_loader, train_step
 from ..distributed.runtime import Runtime
-from .common import (add_device_args, alternate, bundled_tokenizer, device_of, environment, fmt_gb, hf_twin, markdown, per_device,
-                     require_positive_flags)
+from ..errors import ConfigError
+from ..model.config import model_preset
+from ..model.transformer import build_model
+from ..plan.hardware import device_peak_flops
+from ..train.pretrain import train_loader, train_step
+from .common import (add_device_args, alternate, bundled_tokenizer, device_of, environment, fmt_gb, hf_twin, markdown,
+                     per_device, require_positive_flags)
 
 
 @dataclass

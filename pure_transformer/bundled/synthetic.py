@@ -35,29 +35,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DataError
 from ..mcq.answer_format import AnswerFormat
+from ..mcq.record import LETTERS as ALL_LETTERS
+from ..mcq.record import MCQ
 from . import facts as fb
 from .facts import FACTS, Fact, Relation
 from .general_text import general_passages
-from .templates import (
-    AGES,
-    ASKS,
-    COMPARE_INTROS,
-    DETAILS_ADULT,
-    DETAILS_CHILD,
-    DIAGNOSED,
-    FACT_TEMPLATES,
-    INTROS,
-    PEDIATRIC,
-    PRESENTING_ADULT,
-    PRESENTING_CHILD,
-    STARTED,
-    THEN_STARTED,
-    TRAIN_WORDINGS,
-    cap,
-)
-from ..errors import DataError
-from ..mcq.record import LETTERS as ALL_LETTERS, MCQ
+from .templates import (AGES, ASKS, COMPARE_INTROS, DETAILS_ADULT, DETAILS_CHILD, DIAGNOSED, FACT_TEMPLATES, INTROS,
+                        PEDIATRIC, PRESENTING_ADULT, PRESENTING_CHILD, STARTED, THEN_STARTED, TRAIN_WORDINGS, cap)
 
 LETTERS = ALL_LETTERS[:4]  # the bundled questions have four options, A-D
 

@@ -26,13 +26,13 @@ from typing import Sequence
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.processors import TemplateProcessing
 
+from ..data.ledger import LEDGER_FILE, read_ledger
 from ..mcq.answer_format import AnswerFormat
 from ..mcq.chat import CHAT_TEMPLATE
-from .store import load_model, save_safetensors
-from ..data.ledger import LEDGER_FILE, read_ledger
 from ..model.hf import hf_llama_config, hf_llama_state_dict
-from .model_card import model_card, read_reports
 from ..tokenizer.bpe import Tokenizer
+from .model_card import model_card, read_reports
+from .store import load_model, save_safetensors
 
 # The generate command's defaults, for `model.generate(**inputs)` without arguments.
 DEFAULT_SAMPLING = {"do_sample": True, "temperature": 0.8, "top_p": 1.0, "top_k": 0, "max_new_tokens": 128}

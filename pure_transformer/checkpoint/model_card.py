@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..model.config import ModelConfig
 from ..data.ledger import LEDGER_FILE, Ledger
 from ..data.loader import tokens_per_source
 from ..errors import DataError
+from ..model.config import ModelConfig
 
 WARNING = ("> **Not medical advice.** This is a small research model. It answers multiple-choice questions "
            "badly by clinical standards, invents facts with confidence, and must never be used to diagnose, "

@@ -27,9 +27,9 @@ import subprocess
 import sys
 from typing import NoReturn, Sequence
 
-from ..errors import ConfigError, UserError
 from ..deploy import manifests as m
 from ..deploy import validate
+from ..errors import ConfigError, UserError
 
 PROG = "k8s/deploy.sh"
 
@@ -153,7 +153,7 @@ def _phase_parser(sub: argparse._SubParsersAction, phase: str, text: str) -> arg
         p.add_argument("--shm", default="16Gi", help="size of /dev/shm (default 16Gi)")
     if phase in ("pretrain", "rl"):
         p.add_argument("--nodes", type=int, default=1, help="more than 1: a Kubeflow PyTorchJob")
-        p.add_argument("--config", default=None, help="preset (default a100_2day / grpo_usmle_2day)")
+        p.add_argument("--config", default=None, help="preset (default pretrain:a100_2day / rl:grpo_usmle_2day)")
     if phase == "pretrain":
         p.add_argument("--model", default=None, help="model preset (default medium-large)")
     if phase in ("rl", "eval"):

@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="debug", help="preset: pretrain:debug | pretrain:demo | pretrain:a100_2day | pretrain:h200_1day, or the name "
+    p.add_argument("--config", default="pretrain:debug",
+                   help="preset: pretrain:debug | pretrain:demo | pretrain:a100_2day | pretrain:h200_1day, or the name "
                         "after the colon (default pretrain:debug)")
     p.add_argument("--model", default=None, help="model preset, overriding the config's (e.g. tiny, medium-large)")
     p.add_argument("--checkpoint-dir", required=True, help="run folder for checkpoints, logs and the tokenizer")
@@ -60,8 +61,8 @@ def effective_config(preset: T, args: argparse.Namespace, flags: dict[str, objec
 
 def run(args: argparse.Namespace) -> None:
     from ..config.pretrain import pretrain_preset
-    from ..train.pretrain import pretrain
     from ..distributed.runtime import close_runtime
+    from ..train.pretrain import pretrain
 
     cfg, _ = effective_config(pretrain_preset(args.config), args, {"model": args.model, "num_workers": args.num_workers,
                                                                     "log_every": args.log_every})

@@ -13,7 +13,8 @@ from .pretrain import config_yaml, effective_config
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="pretrained checkpoint: a step folder or a run folder (final, else the newest)")
-    p.add_argument("--config", default="debug", help="preset: rl:debug | rl:demo | rl:grpo_usmle_2day, or the name after the colon "
+    p.add_argument("--config", default="rl:debug",
+                   help="preset: rl:debug | rl:demo | rl:grpo_usmle_2day, or the name after the colon "
                         "(default rl:debug)")
     p.add_argument("--checkpoint-dir", required=True, help="run folder for RL checkpoints and logs")
     p.add_argument("--task", default="synthetic", help="synthetic (bundled questions) | medqa | medmcqa")
@@ -33,9 +34,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..errors import ConfigError
-    from ..distributed.runtime import close_runtime
     from ..config.rl import grpo_preset
+    from ..distributed.runtime import close_runtime
+    from ..errors import ConfigError
     from ..rl.train import grpo_train
 
     cfg, resuming = effective_config(grpo_preset(args.config), args)

@@ -16,15 +16,14 @@ from typing import Callable, Literal
 from ..errors import ConfigError
 from .overrides import pick_preset, require_positive
 
-
 MAX_STEPS = 10**8
 """The 2-day 0.4B run is ~4,000 optimizer steps; a plan this long is a typo."""
 
 
 DEFAULT_DATA_SHARDS = 16
-"""Logical shards of the training stream (see :mod:`pure_transformer.data.loader`): 16 lets up to 16 readers (e.g. 8 ranks x 2
-workers, or 4 x 4) share it evenly, while a single reader's 16 small pipelines stay cheap. The loader reads it
-from here, the config that sets it."""
+"""Logical shards of the training stream (see :mod:`pure_transformer.data.loader`): 16 lets up to 16
+readers (e.g. 8 ranks x 2 workers, or 4 x 4) share it evenly, while a single reader's 16 small pipelines
+stay cheap. The loader reads it from here, the config that sets it."""
 
 
 @dataclass(frozen=True)

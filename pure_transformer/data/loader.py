@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..mcq.answer_format import AnswerFormat
-from ..errors import DataError
 from ..config.pretrain import DEFAULT_DATA_SHARDS
+from ..errors import DataError
+from ..mcq.answer_format import AnswerFormat
 from .mixing import MixtureConfig, build_mixture, warn_on_repeats
 from .packing import ENCODE_BATCH, Block, Encoder, Packer
 from .registry import open_source

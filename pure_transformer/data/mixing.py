@@ -36,8 +36,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from ..mcq.answer_format import AnswerFormat
 from ..errors import DataError
+from ..mcq.answer_format import AnswerFormat
 from .packing import ENCODE_BATCH, Encoder, encode_documents
 from .registry import open_source
 from .sources import DocumentSource, RetryPolicy, Shard

@@ -25,12 +25,11 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Any
-
 
 from ..errors import DataError
 from ..mcq.answer_format import AnswerFormat
@@ -38,25 +37,8 @@ from ..mcq.record import MCQ
 from ..mcq.schemas import MMLU_CSV_COLUMNS, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .local_files import BUILDERS, expand_local, has_header, named_split, sibling_files
-from .sources import (
-    SPLITS,
-    DocumentSource,
-    HFSource,
-    HashSplit,
-    HoldOut,
-    ListSource,
-    RetryPolicy,
-    Shard,
-    SourceKind,
-    Split,
-    READ_ERRORS,
-    _one_line,
-    parse_errors,
-    retrying,
-    _reader,
-    _rows,
-)
-
+from .sources import (READ_ERRORS, SPLITS, DocumentSource, HashSplit, HFSource, HoldOut, ListSource, RetryPolicy, Shard,
+                      SourceKind, Split, _one_line, _reader, _rows, parse_errors, retrying)
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,10 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ..errors import DataError
-from .contamination import ContaminationGuard, normalize_question
 from ..mcq.answer_format import AnswerFormat
 from ..mcq.record import MCQ, shuffle_options
 from ..mcq.schemas import normalize_mcq
+from .contamination import ContaminationGuard, normalize_question
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -162,9 +162,9 @@ def literal(arg: str) -> str:
 def phase_args(s: Settings) -> list[str]:
     """The phase command's own flags, the user's extra arguments last (argparse: last one wins)."""
     if s.phase == "pretrain":
-        args = ["--config", s.config or "a100_2day", "--model", s.model or "medium-large"]
+        args = ["--config", s.config or "pretrain:a100_2day", "--model", s.model or "medium-large"]
     elif s.phase == "rl":
-        args = ["--config", s.config or "grpo_usmle_2day", "--task", s.task or "medqa",
+        args = ["--config", s.config or "rl:grpo_usmle_2day", "--task", s.task or "medqa",
                 "--checkpoint", s.checkpoint or run_dir(s.run, "pretrain")]
     elif s.phase == "eval":
         task = s.task or "medqa"

@@ -22,11 +22,11 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..model.config import ModelConfig
 from ..mcq.record import MCQ
-from .scoring import encode_prompt
+from ..model.config import ModelConfig
 from ..model.transformer import Transformer, build_model
 from ..tokenizer.bpe import Tokenizer
+from .scoring import encode_prompt
 
 
 @torch.no_grad()

@@ -24,7 +24,6 @@ from .conventions import convention_for
 from .scoring import (cloze_mcq_accuracy, greedy_mcq_accuracy, loglikelihood_mcq_accuracy, passk_mcq_accuracy,
                       task_source)
 
-
 MODES = ("generate", "passk", "loglikelihood", "cloze")
 """generate and passk answer in the checkpoint's format; loglikelihood scores letters, cloze option texts."""
 

@@ -34,18 +34,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-
 import torch
 from tqdm.auto import tqdm
 
-from ..mcq.answer_format import AnswerFormat
-from ..inference.engine import Engine, SamplingParams, prompt_seed
 from ..errors import DataError
+from ..inference.engine import Engine, SamplingParams, prompt_seed
+from ..mcq.answer_format import AnswerFormat
 from ..mcq.prompts import cloze_prompt
 from ..mcq.record import LETTERS, MCQ
 from ..tokenizer.bpe import Tokenizer
 from .conventions import CONVENTIONS, GENERIC, Convention
-
 
 MEDICAL_SUITE: tuple[str, ...] = tuple(CONVENTIONS)
 """The Open Medical-LLM Leaderboard's nine tasks: those lm-eval defines, each scored by its convention."""
@@ -251,7 +249,8 @@ def per_question(flat: torch.Tensor, questions: Sequence[MCQ]) -> list[torch.Ten
 def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ],
                   convention: Convention = GENERIC) -> list[torch.Tensor]:
     """Per question, the (k,) summed log-likelihoods of its k choices after the ``convention``'s prompt:
-    " A".. after :func:`~pure_transformer.mcq.prompts.harness_prompt` by default; a task's own (e.g. PubMedQA's " yes"/" no"/" maybe")
+    " A".. after :func:`~pure_transformer.mcq.prompts.harness_prompt` by default; a task's own (e.g. PubMedQA's
+    " yes"/" no"/" maybe")
     from :func:`~.conventions.convention_for`. Entry i is option i's, whatever the choice strings."""
     pairs = [pair for q in questions for pair in convention.pairs(q)]
     return per_question(continuation_logprobs(model, tok, pairs), questions)

@@ -39,9 +39,9 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import (Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, prefill,
-                      row_stopped, sample_next, sampler_precision)
 from ..model.kv_cache import KVCache, right_aligned
+from .engine import (Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, prefill, row_stopped,
+                     sample_next, sampler_precision)
 
 COMPACT_FRACTION = 0.25
 """Finished rows stay in the batch (a wasted row per step) until this share is finished or

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ConfigError
 from ..config.overrides import apply_overrides, pick_preset, require_positive
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from .config import ModelConfig
 from .kv_cache import KVCache, StaticKVCache
-from .precision import model_uses_bf16
 from .losses import IGNORE_INDEX, linear_cross_entropy, loss_chunk
+from .precision import model_uses_bf16
 
 try:  # The flash-attn package is optional; SDPA already uses flash kernels on GPU.
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore[import-not-found]

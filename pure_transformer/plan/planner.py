@@ -33,15 +33,15 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from ..model.config import ModelConfig
 from ..errors import ConfigError
+from ..model.config import ModelConfig
 from ..model.losses import LOSS_CHUNK
 from ..model.losses import loss_chunk as device_loss_chunk  # pretrain_memory has a parameter of that name
 from .hardware import GPU_SPECS
 
 if TYPE_CHECKING:  # the configs only as types: `plan` imports no more than it runs
-    from ..config.rl import GRPOConfig
     from ..config.pretrain import PretrainConfig
+    from ..config.rl import GRPOConfig
 
 Checkpointing = bool | Literal["selective"]
 ACHIEVABLE_MFU = 0.4
@@ -413,11 +413,12 @@ def grpo_plan(cfg: "GRPOConfig", model_cfg: ModelConfig, target: Target, new_tok
 def plan_for(config: str, gpu: str, overrides: dict | None = None, model: str | None = None) -> Plan:
     """The plan of a named preset on a named GPU: a pretraining preset (``pretrain:a100_2day``, ...)
     or a GRPO one (``rl:grpo_usmle_2day``) for ``model`` (default medium-large, the design's). A bare
-    name is the pretraining preset where both phases have it (``debug``), else the GRPO one. ``overrides`` are ``--set`` pairs on that config."""
-    from ..model.config import model_preset
+    name is the pretraining preset where both phases have it (``debug``), else the GRPO one.
+    ``overrides`` are ``--set`` pairs on that config."""
     from ..config.overrides import apply_overrides, preset_names
-    from ..config.rl import GRPO_PRESETS, grpo_preset
     from ..config.pretrain import PRETRAIN_PRESETS, pretrain_preset
+    from ..config.rl import GRPO_PRESETS, grpo_preset
+    from ..model.config import model_preset
 
     target = gpu_target(gpu)
     phase, _, bare = config.rpartition(":")

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import torch
 
-from ..mcq.answer_format import AnswerFormat
-from ..inference.engine import Engine, Sample, SamplingParams, prefill, sampler_precision
 from ..eval.scoring import encode_prompt
+from ..inference.engine import Engine, Sample, SamplingParams, prefill, sampler_precision
+from ..mcq.answer_format import AnswerFormat
 from ..mcq.record import MCQ
 from .grpo import group_advantages, masked_logprobs, zero_variance_groups
 from .rewards import RewardFn, prepare_question, score

@@ -31,8 +31,8 @@ import contextlib
 import copy
 import dataclasses
 import json
-import os
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,24 +42,24 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..mcq.answer_format import AnswerFormat, require_answerable
 from ..checkpoint.store import (RunLock, link_checkpoint, load_model, load_optimizer, load_weights, model_tensors,
-                          prune_checkpoints, read_meta, recover_run_dir, require_meta, require_model_config,
-                          resume_checkpoint, save_checkpoint, step_dir)
+                                prune_checkpoints, read_meta, recover_run_dir, require_meta, require_model_config,
+                                resume_checkpoint, save_checkpoint, step_dir)
+from ..config.overrides import apply_overrides
+from ..config.rl import GRPOConfig
 from ..data.ledger import LEDGER_FILE, Ledger, LedgerEntry, read_ledger
-from ..mcq.record import MCQ
-from ..inference.engine import Engine, SamplingParams, prompt_seed
+from ..distributed.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
+                                   all_reduce_sum, any_rank, init_runtime, no_phase, rng_state, seed_everything,
+                                   set_rng_state)
 from ..errors import ConfigError
 from ..eval.scoring import MCQScore, encode_prompt, sample_answers, task_source
-from ..config.overrides import apply_overrides
+from ..inference.engine import Engine, SamplingParams, prompt_seed
+from ..mcq.answer_format import AnswerFormat, require_answerable
+from ..mcq.record import MCQ
 from ..plan.planner import run_plan
 from ..train.logger import MetricsLogger
-from ..distributed.runtime import (GraceCheck, PhaseTimer, Runtime, StopRequested, all_gather_object, all_reduce_grads,
-                             all_reduce_sum, any_rank, init_runtime, no_phase, rng_state, seed_everything,
-                             set_rng_state)
-from ..config.rl import GRPOConfig
-from .questions import rl_questions
 from .grpo import GRPOLossConfig, grpo_loss
+from .questions import rl_questions
 from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward
 from .rollout import RolloutBatch, build_batch, completion_logprobs, masked_entropy, sample_groups
 

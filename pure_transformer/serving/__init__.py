@@ -1,1 +1,1 @@
-"""Using a trained model: the generate command, the OpenAI-compatible HTTP app, its request schemas, the batching worker and the web page."""
+"""The OpenAI-compatible HTTP server: the app, its request schemas, the model thread and the web page."""

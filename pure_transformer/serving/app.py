@@ -61,15 +61,15 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from ..mcq.answer_format import AnswerFormat, require_answerable
-from ..inference.engine import Engine, SamplingParams, TextStream
 from ..errors import DataError
+from ..inference.engine import Engine, SamplingParams, TextStream
+from ..mcq.answer_format import AnswerFormat, require_answerable
 from ..mcq.record import MCQ
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
-from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits,
-                      chat_prompt, check_work, sampling_params)
 from .prometheus import Metrics, StatusMiddleware
+from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits, chat_prompt,
+                      check_work, sampling_params)
 from .worker import ClientGone, Job, ModelWorker, explanation_request, mcq_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"

@@ -10,9 +10,10 @@ from typing import Annotated, Literal, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from ..mcq.chat import CHAT_STOP, chat_prompt as render_chat
-from ..inference.engine import SamplingParams
 from ..config.overrides import require_positive
+from ..inference.engine import SamplingParams
+from ..mcq.chat import CHAT_STOP
+from ..mcq.chat import chat_prompt as render_chat
 from .http import APIError
 
 __all__ = ["CHAT_STOP", "ChatMessage", "ChatRequest", "CompletionRequest", "MCQRequest", "SamplingRequest",

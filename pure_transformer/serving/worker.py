@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from ..mcq.answer_format import AnswerFormat
-from ..inference.engine import Engine, Sample, SamplingParams, prompt_seed
 from ..eval.scoring import continuation_logprobs, fit_prompt, letter_scores
+from ..inference.engine import Engine, Sample, SamplingParams, prompt_seed
+from ..inference.scheduler import Entry, QueueTimeout, Scheduler
+from ..mcq.answer_format import AnswerFormat
 from ..mcq.record import MCQ
 from .http import APIError
-from ..inference.scheduler import Entry, QueueTimeout, Scheduler
 from .schemas import ServerLimits
 
 DISCONNECT_POLL_S = 0.1

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import DataError
 
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` file. A torn last line (a power loss mid-write)
     is skipped with one warning; a bad line before it is an error naming the line."""

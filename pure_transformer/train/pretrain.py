@@ -33,26 +33,27 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..mcq.answer_format import AnswerFormat
 from ..checkpoint.store import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                          recover_run_dir, require_meta, require_model_config, resume_checkpoint, save_checkpoint,
-                          step_dir)
-from ..model.config import model_preset
+                                recover_run_dir, require_meta, require_model_config, resume_checkpoint, save_checkpoint,
+                                step_dir)
+from ..config.overrides import apply_overrides
+from ..config.pretrain import PretrainConfig
 from ..data.ledger import LEDGER_FILE, Ledger, read_ledger, sources_ledger
 from ..data.loader import TrainLoader, build_train_loader, build_validation_batches, merge_states
 from ..data.mixing import MixtureConfig, SourceWeight
+from ..distributed.parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
+from ..distributed.runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank,
+                                   init_runtime, max_over_ranks, peak_memory_gb, rng_state, seed_everything,
+                                   set_rng_state)
 from ..errors import ConfigError, UserError
+from ..mcq.answer_format import AnswerFormat
+from ..model.config import model_preset
 from ..model.transformer import Transformer, build_model
-from ..config.overrides import apply_overrides
+from ..plan.hardware import device_peak_flops
 from ..plan.planner import run_plan
 from ..tokenizer.bpe import Tokenizer
-from ..config.pretrain import PretrainConfig
-from ..plan.hardware import device_peak_flops
 from .logger import MetricsLogger
-from ..distributed.parallel import full_state, full_tensor, grad_sync, is_sharded, parallelize, shard_like
 from .progress import ProgressBar, SteadyRate
-from ..distributed.runtime import (GraceCheck, Runtime, StopRequested, all_gather_object, all_reduce_mean, any_rank, init_runtime,
-                      max_over_ranks, peak_memory_gb, rng_state, seed_everything, set_rng_state)
 from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
 from .validation import (MCQValidation, best_metric, best_record, mcq_validate, new_best, restored_best,

@@ -26,17 +26,17 @@ from typing import Any
 
 import torch
 
-from ..mcq.answer_format import AnswerFormat
 from ..data.registry import load_mcqs, source_kind
 from ..data.sources import SourceKind
-from ..inference.engine import Engine
+from ..distributed.parallel import is_sharded
+from ..distributed.runtime import Runtime, all_gather_object
 from ..errors import DataError
 from ..eval.scoring import MIN_STEM_TOKENS, MCQScore, fit_prompt, sample_answers
+from ..inference.engine import Engine
+from ..mcq.answer_format import AnswerFormat
 from ..mcq.record import MCQ
 from ..model.transformer import Transformer
 from ..tokenizer.bpe import Tokenizer
-from ..distributed.parallel import is_sharded
-from ..distributed.runtime import Runtime, all_gather_object
 
 ACCURACY = "val_mcq_acc"
 """The metrics key (TensorBoard ``val/mcq_acc``) that ``best/`` tracks when the mixture holds MCQs."""
