@@ -95,7 +95,16 @@ def test_continuation_logprobs_match_one_forward_per_pair(tiny_ckpt: Path) -> No
     pairs = [(harness_prompt(q), " A"), (harness_prompt(q), " B"), (harness_prompt(q), f" {q.options['C']}"),
              ("Question: fever\nAnswer:", " A"), (long_ctx, " B"), (long_ctx, f" {q.options['D']}")]
     assert len(tok.encode(long_ctx)) > CFG.max_seq_len
+    rows = []  # the head's input rows: only the scored positions (one per distinct scored token)
+    hook = model.lm_head.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
     got = continuation_logprobs(model, tok, pairs)
+    hook.remove()
+    scored = set()  # (model input, position) of every scored token; pairs with one input share positions
+    for ctx, cont in pairs:
+        n = len(tok.encode(cont))
+        inputs = tuple(([tok.eot_id] + tok.encode(ctx) + tok.encode(cont))[-CFG.max_seq_len - 1:-1])
+        scored |= {(inputs, len(inputs) - n + i) for i in range(n)}
+    assert rows == [len(scored)] and len(scored) < 2 * CFG.max_seq_len  # not every position of every row
     for value, (ctx, cont) in zip(got.tolist(), pairs):
         cont_ids = tok.encode(cont)
         inputs = ([tok.eot_id] + tok.encode(ctx) + cont_ids)[-CFG.max_seq_len - 1:-1]
@@ -242,20 +251,38 @@ def test_export_loads_in_transformers_with_logit_parity(tmp_path: Path, tiny_tok
 @pytest.mark.fast
 def test_evaluate_one_local_file_with_the_default_split(tiny_ckpt: Path, tmp_path: Path, write_jsonl,
                                                        capsys: pytest.CaptureFixture) -> None:
-    # Users have their MedQA test file and nothing else: named for the test split, it is scored whole;
-    # named for no split, its hash-selected test part is (the part training on the file never sees).
-    from pure_transformer.data.sources import HashSplit
+    """Users have their MedQA test file and nothing else. Named for the test split or for no split, it is
+    scored whole, as lm-eval's task reads it; the checkpoint's ledger, not a hash, decides what a run
+    trained on leaves out: exactly the questions training on the file read."""
+    import shutil
+
+    from pure_transformer.data.ledger import LEDGER_FILE, sources_ledger
+    from pure_transformer.eval.harness.tasks import load as lm_eval_load
 
     questions = bundled_corpus().mcq["test"][:40]
     rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer} for q in questions]
-    in_test = sum(HashSplit("test").admits(q.question) for q in questions)
-    for name, n in (("x_test.jsonl", 40), ("questions.jsonl", in_test)):
+    for name in ("x_test.jsonl", "questions.jsonl"):
         path = write_jsonl(tmp_path / name, rows)
         code = evaluate_main(["--checkpoint", str(tiny_ckpt), "--data-path", str(path), "--mode", "loglikelihood",
                               "--no-progress"])
         out = capsys.readouterr()
         assert code == 0, out.err
-        assert f"{'loglikelihood':<18}{n:>5}" in out.out and 0 < in_test < 40
+        assert f"{'loglikelihood':<18}{40:>5}{0:>8}{0:>8}" in out.out
+        assert len(lm_eval_load(data_path=str(path))["test"]) == 40  # what lm-eval scores of the same file
+    # A checkpoint trained on the no-split file (its ledger holds the questions training read: the file's
+    # train hash slice) is scored on the rest, and says how many it left out.
+    trained = tmp_path / "trained" / tiny_ckpt.name
+    shutil.copytree(tiny_ckpt, trained)
+    ledger = sources_ledger("pretrain", [str(path)])
+    (trained / LEDGER_FILE).write_text(ledger.to_json())
+    held = len(ledger)
+    assert 0 < held < 40
+    out_json = tmp_path / "report.json"
+    assert evaluate_main(["--checkpoint", str(trained), "--data-path", str(path), "--mode", "loglikelihood",
+                          "--output", str(out_json), "--no-progress"]) == 0
+    report = json.loads(out_json.read_text())[0]
+    assert (report["n"], report["contaminated"]) == (40 - held, held)
+    assert f"{'loglikelihood':<18}{40 - held:>5}{0:>8}{held:>8}" in capsys.readouterr().out
 
 
 @pytest.mark.fast
@@ -263,18 +290,18 @@ def test_partial_baseline_is_refused_and_passk_gains_pair_on_shares(tiny_ckpt: P
                                                                     capsys: pytest.CaptureFixture) -> None:
     base = tmp_path / "base.json"
     common = ["--checkpoint", str(tiny_ckpt), "--mode", "passk", "--k", "4", "--max-new-tokens", "3", "--no-progress"]
-    assert evaluate_main([*common, "--limit", "4", "--output", str(base)]) == 0
+    assert evaluate_main([*common, "--first", "4", "--output", str(base)]) == 0
     report = json.loads(base.read_text())[0]
     shares = [q["share"] for q in report["questions"]]
     assert report["accuracy"] == pytest.approx(sum(shares) / 4)  # pass@1 is the mean share
     assert report["ci95"][1] > report["ci95"][0]  # never zero-width, even when every sample is wrong
     capsys.readouterr()
-    assert evaluate_main([*common, "--limit", "8", "--baseline", str(base)]) == 2
+    assert evaluate_main([*common, "--first", "8", "--baseline", str(base)]) == 2
     err = capsys.readouterr().err
     assert "error: the baseline pairs 4 of the 8 questions scored in passk" in err and err.count("\n") == 1
-    assert evaluate_main([*common, "--limit", "8", "--baseline", str(base), "--allow-partial-baseline"]) == 0
+    assert evaluate_main([*common, "--first", "8", "--baseline", str(base), "--allow-partial-baseline"]) == 0
     assert "on 4 paired" in capsys.readouterr().out
-    assert evaluate_main([*common, "--limit", "4", "--baseline", str(base)]) == 0
+    assert evaluate_main([*common, "--first", "4", "--baseline", str(base)]) == 0
     assert "+0.000 [+0.000, +0.000] on 4 paired" in capsys.readouterr().out  # same seed, same samples
 
 

@@ -297,12 +297,13 @@ def _suite_fixtures(root: Path) -> Path:
     _jsonl(root / "pubmedqa_test.jsonl", [{"pubid": i, "question": f"PubMedQA {i}?",
                                            "context": {"contexts": [ABSTRACT]}, "final_decision": "yes"}
                                           for i in range(3)])
-    with (root / "anatomy_test.csv").open("w", newline="") as handle:
+    (root / "mmlu" / "data").mkdir(parents=True)  # MMLU in subfolders, as people keep its release
+    with (root / "mmlu" / "data" / "anatomy_test.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([[f"Anatomy {i}?", "Femur", "Tibia", "Ulna", "Radius", "B"] for i in range(3)])
     mmlu = [{"question": f"MMLU {i}?", "subject": "x", "choices": ["w", "x", "y", "z"], "answer": 1} for i in range(3)]
-    pd.DataFrame(mmlu).to_parquet(root / "mmlu-clinical-knowledge_test.parquet")
+    pd.DataFrame(mmlu).to_parquet(root / "mmlu" / "mmlu-clinical-knowledge_test.parquet")
     for task in ("college_biology", "college_medicine", "medical_genetics", "professional_medicine"):
-        _jsonl(root / f"mmlu-{task.replace('_', '-')}_test.jsonl", mmlu)
+        _jsonl(root / "mmlu" / f"mmlu-{task.replace('_', '-')}_test.jsonl", mmlu)
     return root
 
 
@@ -324,8 +325,8 @@ def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.Capt
     assert len(rows) == 9 and set(rows) >= {"medqa", "medmcqa", "pubmedqa", "mmlu-anatomy"}
     assert rows["pubmedqa"]["chance"] == pytest.approx(1 / 3) and rows["pubmedqa"]["majority"] == 1.0
     assert rows["mmlu-anatomy"]["n"] == 3 and rows["mmlu-anatomy"]["source"].endswith("anatomy_test.csv")
-    # a file naming no split is split by hash: only its test part is scored
-    assert 0 < rows["medmcqa"]["n"] < 40
+    # a file naming no split is scored whole (the ledger, not a hash, decides what is left out)
+    assert rows["medmcqa"]["n"] == 40
     for r in rows.values():
         assert 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1 and r["ci95"][1] > r["ci95"][0]
     # each task scored with its lm-eval task's prompt and choices (tests/test_lm_eval_tasks.py checks them)
@@ -334,10 +335,43 @@ def test_medical_suite_table(tmp_path: Path, tiny_tokenizer, capsys: pytest.Capt
                                                           "mmlu_college_medicine", "mmlu_medical_genetics",
                                                           "mmlu_professional_medicine"}
     table = out.with_suffix(".md").read_text()
-    assert table.count("\n") == 11 and "| pubmedqa | 3 |" in table
+    assert table.count("\n") == 11 and "| pubmedqa | 3 |" in table and "| truncated |" in table
     assert table.rstrip().endswith("| mmlu_professional_medicine |")
     printed = capsys.readouterr().out
     assert "mmlu-professional-medicine" in printed and "majority" in printed
+
+
+@pytest.mark.fast
+def test_suite_names_missing_files_first_and_keeps_what_it_scored(tmp_path: Path, tiny_tokenizer,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A task with no file is one line naming the file names looked for, before any scoring; a task whose
+    file fails to read does not throw away the others: they are printed and written, then one error line."""
+    from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+    from pure_transformer.evaluate import main as evaluate_main
+
+    ckpt = step_dir(tmp_path / "run", 1)
+    save_checkpoint(ckpt, build_model(CFG), {"kind": "pretrain", "step": 1, "model_config": CFG.to_dict(),
+                                            "tokenizer": "tokenizer.json"},
+                    files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    data = _suite_fixtures(tmp_path / "data")
+    (data / "mmlu" / "data" / "anatomy_test.csv").unlink()
+    out = tmp_path / "suite.json"
+    args = ["--checkpoint", str(ckpt), "--suite", "medical", "--data-dir", str(data), "--output", str(out),
+            "--no-progress"]
+    assert evaluate_main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()  # nothing scored: the check came first
+    assert captured.err.count("\n") == 1 and "has no file for 1 of the 9 tasks: mmlu-anatomy (" in captured.err
+    assert "anatomy_test.csv" in captured.err and "mmlu-anatomy_test.jsonl" in captured.err
+    with (data / "anatomy_test.csv").open("w", newline="") as handle:  # found at the top as well as below
+        csv.writer(handle).writerows([[f"Anatomy {i}?", "Femur", "Tibia", "Ulna", "Radius", "B"] for i in range(3)])
+    (data / "pubmedqa_test.jsonl").write_text('{"pubid": 1, "question": "broken"}\n{not json\n')
+    assert evaluate_main(args) == 2
+    captured = capsys.readouterr()
+    rows = {r["task"] for r in json.loads(out.read_text())}
+    assert len(rows) == 8 and "pubmedqa" not in rows and "mmlu-anatomy" in captured.out
+    assert captured.err.startswith("error: 1 of the 9 tasks failed, the others are above: pubmedqa: ")
+    assert captured.err.count("\n") == 1
 
 
 def test_suite_without_data_offline_is_one_error(tmp_path: Path) -> None:
@@ -363,3 +397,35 @@ def test_tokenizer_trains_on_mcq_files_and_warns_when_short(tmp_path: Path, caps
     tok = train_tokenizer([text] * 3, 2048, tmp_path / "tok", show_progress=False)
     err = capsys.readouterr().err
     assert f"warning: the trained vocabulary has {tok.vocab_size} tokens, fewer than the 2048 asked" in err
+
+
+@pytest.mark.fast
+def test_pubmedqa_in_medqa_schema_asks_its_abstract_once(tmp_path: Path, tiny_tokenizer,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """PubMedQA exported in MedQA's schema keeps its abstract inside ``question``: with a ``Question:`` line
+    it is split into context and question and prompted once; without one, the pubmedqa task refuses it
+    (its prompt would read ``Abstract: \\nQuestion: <abstract + question>``)."""
+    from pure_transformer.checkpoint.store import save_checkpoint, step_dir
+    from pure_transformer.eval.conventions import convention_for
+    from pure_transformer.evaluate import main as evaluate_main
+
+    options = {"A": "yes", "B": "no", "C": "maybe"}
+    split = normalize_mcq({"question": f"Context: {ABSTRACT}\nQuestion: Do statins prevent events?",
+                           "options": options, "answer_idx": "A"})
+    assert (split.context, split.question) == (ABSTRACT, "Do statins prevent events?")
+    prompt = convention_for("pubmedqa").prompt(split)
+    assert prompt == f"Abstract: {ABSTRACT}\nQuestion: Do statins prevent events?\nAnswer:"
+    assert prompt.count("Statins lower") == 1
+    plain = normalize_mcq({"question": "Do statins prevent events?", "options": options, "answer_idx": "A"})
+    assert plain.context is None and plain.question == "Do statins prevent events?"  # nothing to split
+
+    ckpt = step_dir(tmp_path / "run", 1)
+    save_checkpoint(ckpt, build_model(CFG), {"kind": "pretrain", "step": 1, "model_config": CFG.to_dict(),
+                                            "tokenizer": "tokenizer.json"},
+                    files={"tokenizer.json": tiny_tokenizer.hf.to_str()})
+    glued = _jsonl(tmp_path / "pubmedqa_test.jsonl", [{"question": f"{ABSTRACT} Do statins prevent events?",
+                                                       "options": options, "answer_idx": "A"}] * 3)
+    assert evaluate_main(["--checkpoint", str(ckpt), "--task", "pubmedqa", "--data-path", str(glued),
+                          "--mode", "loglikelihood", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 3 of the 3 pubmedqa questions have no abstract") and err.count("\n") == 1

@@ -26,21 +26,45 @@ from ..model.precision import PRECISIONS
 
 
 def print_table(reports: list[dict], baseline: list[dict] | None = None, *, allow_partial: bool = False) -> None:
-    """One row per mode; with ``baseline`` (an earlier report on the same questions), the paired gain and the
-    number of questions it pairs (:func:`check_pairing` first)."""
+    """One row per mode: n scored, the questions skipped and left out as trained on beside it, the
+    accuracy with its CI, chance and the majority-answer baseline; with ``baseline`` (an earlier
+    report on the same questions), the paired gain and the number of questions it pairs
+    (:func:`check_pairing` first)."""
     check_pairing(reports, baseline, allow_partial)
     before = {r["mode"]: r for r in baseline or []}
-    print(f"{'mode':<18}{'n':>5}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
+    print(f"{'mode':<18}{'n':>5}{'skipped':>8}{'trained':>8}{'accuracy':>10}{'95% CI':>17}{'no answer':>11}   extra"
           + ("   gain vs baseline [95% paired CI]" if baseline else ""))
     for r in reports:
         extra = "  ".join(f"{key} {r[key]:.3f}" for key in r
-                      if key in ("chance", "ece", "acc_norm") or (key.startswith("pass@") and not key.endswith("_ci95")))
-        line = (f"{r['mode']:<18}{r['n']:>5}{r['accuracy']:>10.3f}   [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
-                f"{r['invalid_rate']:>11.3f}   {extra:<28}")
+                          if key in ("chance", "majority", "ece", "acc_norm")
+                          or (key.startswith("pass@") and not key.endswith("_ci95")))
+        skipped = sum(r.get("skipped", {}).values())
+        trained = r.get("contaminated", 0) if not (r.get("contamination") or {}).get("included") else 0
+        line = (f"{r['mode']:<18}{r['n']:>5}{skipped:>8}{trained:>8}{r['accuracy']:>10.3f}   "
+                f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]{r['invalid_rate']:>11.3f}   {extra:<44}")
         if r["mode"] in before:
             gain, (low, high), paired = paired_gain(before[r["mode"]], r)
             line += f"   {gain:+.3f} [{low:+.3f}, {high:+.3f}] on {paired} paired"
         print(line)
+
+
+SKIP_WORDS = {"no_room": "leave no room for the {budget}-token answer in the model's context",
+              "unanswerable": "have options the {fmt} format cannot tell apart or name"}
+"""How the console says each skip cause of :func:`pure_transformer.eval.scoring.skip_cause`."""
+
+
+def print_warnings(reports: list[dict], budget: int) -> None:
+    """One ``warning:`` line per mode that skipped questions or cut prompts to fit."""
+    for r in reports:
+        if r.get("skipped"):
+            said = "; ".join(f"{count} {SKIP_WORDS[cause].format(budget=budget, fmt=r['answer_format'])}"
+                             for cause, count in r["skipped"].items())
+            print(f"warning: {r['mode']}: skipped {sum(r['skipped'].values())} of "
+                  f"{r['n'] + sum(r['skipped'].values())} questions ({said}); --strict stops at the first",
+                  file=sys.stderr)
+        if r.get("truncated"):
+            print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
+                  "longer than the context and lost the start of their question stem", file=sys.stderr)
 
 
 def print_contamination(c: dict | None) -> None:
@@ -79,7 +103,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default=None, choices=[f.value for f in AnswerFormat],
                    help="answer format of generate/passk (default: the checkpoint's)")
     p.add_argument("--k", type=int, default=16, help="samples per question in passk mode (default 16)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N questions")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="score a random sample of N questions, stratified by answer letter (--seed)")
+    p.add_argument("--first", type=int, default=None, metavar="N", help="score the first N questions of the file")
+    p.add_argument("--seed", type=int, default=0, help="the --limit sample's seed (default 0)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first question that cannot be asked in the format, instead of skipping it")
     p.add_argument("--rotate", type=int, default=0, metavar="K",
                    help="re-letter every question's options cyclically by K (a letter prior does not survive it)")
     p.add_argument("--max-new-tokens", type=int, default=None,
@@ -122,16 +151,28 @@ def run_medical_suite(args: argparse.Namespace) -> None:
     from ..eval.suite import markdown, print_suite, run_suite
 
     def score(task: str, path: str | None) -> dict:
-        return evaluate(args.checkpoint, task, "test", data_path=path, modes=("loglikelihood",), limit=args.limit,
+        return evaluate(args.checkpoint, task, "test", data_path=path, modes=("loglikelihood",), **sample_flags(args),
                         batch_size=args.batch_size, include_contaminated=args.include_contaminated,
                         device=args.device, progress=not args.no_progress)[0]
 
-    rows = run_suite(score, args.data_dir)
-    print_suite(rows)
-    if args.output:
+    rows, failed = run_suite(score, args.data_dir)
+    if rows:
+        print_suite(rows)
+    if args.output and rows:
         Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
         Path(args.output).with_suffix(".md").write_text(markdown(rows))
         print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
+    if failed:
+        raise DataError(f"{len(failed)} of the {len(rows) + len(failed)} tasks failed, the others are above: "
+                        + "; ".join(f"{task}: {why}" for task, why in failed.items()))
+
+
+def sample_flags(args: argparse.Namespace) -> dict:
+    """``--limit N`` (a stratified random sample) or ``--first N``, as :func:`evaluate` takes them."""
+    if args.limit is not None and args.first is not None:
+        raise DataError("give --limit (a random sample) or --first (the first N), not both")
+    return {"limit": args.first if args.first is not None else args.limit, "first": args.first is not None,
+            "seed": args.seed}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -141,18 +182,15 @@ def run(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise DataError(f"--k must be >= 1, got {args.k}")
     reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
-                       answer_format=AnswerFormat(args.format) if args.format else None, limit=args.limit,
-                       rotate=args.rotate, include_contaminated=args.include_contaminated,
+                       answer_format=AnswerFormat(args.format) if args.format else None, **sample_flags(args),
+                       rotate=args.rotate, include_contaminated=args.include_contaminated, strict=args.strict,
                        save_generations=args.save_generations, precision=args.precision,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     check_pairing(reports, baseline, args.allow_partial_baseline)
-    print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}")
+    print(f"{reports[0]['source']} {args.split}, checkpoint {reports[0]['checkpoint']}: {reports[0]['sample']}")
     print_contamination(reports[0]["contamination"])
-    for r in reports:
-        if r.get("truncated"):
-            print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
-                  "longer than the context and lost the start of their question stem", file=sys.stderr)
+    print_warnings(reports, args.max_new_tokens or AnswerFormat(reports[0]["answer_format"]).max_new_tokens())
     print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
     if args.output:
         Path(args.output).write_text(json.dumps(reports, indent=1))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -223,9 +224,11 @@ class LocalSpec:
             return chosen, holdout
         (own,) = named
         if own is None and self.resolved_kind is SourceKind.MCQ:
-            # A user's one question file: split by question hash, the same way wherever it is read, so
-            # pretraining on it can never train on the questions evaluate scores as its test split.
-            return self.files, HashSplit(split, self.name)
+            # A user's one question file. Its test split is the whole file: evaluate leaves out exactly
+            # the questions the checkpoint's ledger says it trained on, and scores all of a file it never
+            # saw. Training reads it split by question hash, the same way wherever it is read, so a
+            # run on it still leaves a test slice unseen.
+            return self.files, None if split == "test" else HashSplit(split, self.name)
         if own is None and split == "test":
             raise DataError(f"'{self.name}' is text with no split in its name: it has no test split")
         if own is None or own == "train":  # a lone *_train file holds out validation by hash (DATA.md)
@@ -258,6 +261,10 @@ class LocalSpec:
 
     def _load(self, files: tuple[Path, ...]) -> Any:
         import datasets
+
+        # A malformed line is our one `error:` line (DataError, naming the file and row); the json builder
+        # would also log it as a second line of its own.
+        logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
 
         extra: dict[str, Any] = {"sample_by": "paragraph"} if self.builder == "text" else {}
         if self.builder == "csv" and not has_header(files[0]):  # MMLU's original release: no header row

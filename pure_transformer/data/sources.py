@@ -169,9 +169,9 @@ class HoldOut:
 _HASH_SPLIT_NOTED: set[str] = set()
 
 HASH_SPLIT_PERCENT: dict[str, range] = {"test": range(0, 20), "validation": range(20, 25), "train": range(25, 100)}
-"""How a question file that names no split is divided, by its question's hash mod 100: 20% test,
-5% validation, 75% train. Training and evaluation compute the same buckets, so no test question
-of such a file is ever trained on."""
+"""How training divides a question file that names no split, by its question's hash mod 100: 75%
+train, 5% validation, and 20% never trained on. Evaluation scores the whole file as its test split
+and leaves out the questions the checkpoint's ledger holds (:mod:`pure_transformer.data.ledger`)."""
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,8 @@ class HashSplit:
         if self.source and self.source not in _HASH_SPLIT_NOTED:
             # Printed on the first readable question, so a malformed file still fails in one line.
             _HASH_SPLIT_NOTED.add(self.source)
-            print(f"note: '{self.source}' names no split (train, validation/val/dev, test); its questions are split "
-                  "by hash: 20% test, 5% validation, 75% train", file=sys.stderr, flush=True)
+            print(f"note: '{self.source}' names no split (train, validation/val/dev, test); training splits its "
+                  "questions by hash (75% train, 5% validation, 20% never trained on)", file=sys.stderr, flush=True)
         # Hashed in the guard's normal form: a re-cased or re-punctuated copy lands in the same split.
         digest = hashlib.blake2b(normalize_question(key).encode("utf-8"), digest_size=8, person=b"split").digest()
         return int.from_bytes(digest, "little") % 100 in HASH_SPLIT_PERCENT[self.split]

@@ -59,6 +59,8 @@ class Convention:
     """One string per option, in option order, so per-choice scores stay aligned with the letters."""
     description: str = ""
     """lm-eval's ``description``, put before the body in a zero-shot context."""
+    needs_context: bool = False
+    """The prompt asks the question's passage (PubMedQA's abstract): a question without one is refused."""
 
     def prompt(self, mcq: MCQ) -> str:
         """The context string, ending at the cue ("Answer:")."""
@@ -87,7 +89,7 @@ def mmlu(task: str) -> Convention:
 CONVENTIONS: dict[str, Convention] = {
     "medqa": Convention("medqa_4options", harness_prompt),
     "medmcqa": Convention("medmcqa", medmcqa_prompt),
-    "pubmedqa": Convention("pubmedqa", pubmedqa_prompt, option_texts),
+    "pubmedqa": Convention("pubmedqa", pubmedqa_prompt, option_texts, needs_context=True),
     **{task: mmlu(task) for task in ("mmlu-anatomy", "mmlu-clinical-knowledge", "mmlu-college-biology",
                                      "mmlu-college-medicine", "mmlu-medical-genetics", "mmlu-professional-medicine")},
 }

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, prompt_seed
-from ..mcq.answer_format import AnswerFormat
+from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.prompts import cloze_prompt
 from ..mcq.record import LETTERS, MCQ
 from ..tokenizer.bpe import Tokenizer
@@ -102,6 +102,25 @@ def fit_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat, context: i
                     f"the answer {reserve}, and the model's context is {context} tokens")
 
 
+NO_ROOM = "no_room"
+"""A skip cause: the options and cue leave no room for the answer budget in the model's context."""
+UNANSWERABLE = "unanswerable"
+"""A skip cause: the format's parser can never name one of the options (:func:`check_answerable`)."""
+
+
+def skip_cause(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat, context: int, budget: int) -> str | None:
+    """Why ``mcq`` cannot be asked in ``answer_format`` with ``budget`` tokens left for the answer
+    (:data:`NO_ROOM`, :data:`UNANSWERABLE`), or None when it can. A long stem never rules a question
+    out: :func:`fit_prompt` cuts it."""
+    if answer_format is not AnswerFormat.LETTER and check_answerable(mcq) is not None:
+        return UNANSWERABLE
+    try:
+        fit_prompt(tok, mcq, answer_format, context, budget)
+    except DataError:
+        return NO_ROOM
+    return None
+
+
 def question_id(mcq: MCQ) -> str:
     """A stable id of a question (its text and options), to pair results across reports."""
     return hashlib.sha1(json.dumps([mcq.question, mcq.options], sort_keys=True).encode()).hexdigest()[:12]
@@ -156,10 +175,14 @@ class MCQScore:
     def of(cls, predictions: list[str | None], questions: Sequence[MCQ], **extra: Any) -> "MCQScore":
         correct = [p == q.answer for p, q in zip(predictions, questions)]
         n = len(questions)
-        # Chance follows each question's own option count (1/k), so a mixed file gets its true mean.
+        # Chance follows each question's own option count (1/k), so a mixed file gets its true mean. The
+        # majority baseline is what always answering the commonest gold letter scores: a file sorted or
+        # skewed by answer shows here before an accuracy near it is read as skill.
         chance = sum(q.chance for q in questions) / max(1, n)
+        gold = [q.answer for q in questions]
+        majority = max(map(gold.count, set(gold)), default=0) / max(1, n)
         return cls(sum(correct) / max(1, n), wilson_interval(sum(correct), n), n, correct, predictions,
-                   [question_id(q) for q in questions], [q.answer for q in questions], {"chance": chance, **extra})
+                   [question_id(q) for q in questions], gold, {"chance": chance, "majority": majority, **extra})
 
     @property
     def invalid_rate(self) -> float:
@@ -209,36 +232,59 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
                      for b in range(bins) if (which == b).any()))
 
 
-@torch.no_grad()
-def continuation_logprobs(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
-    """(len(pairs),) summed log-likelihood of each continuation after its context.
+@dataclass
+class PairScores:
+    """:func:`continuation_scores`' answer: per (context, continuation) pair, its summed log-likelihood and
+    whether its sequence was longer than the model's context (its start then dropped, as lm-eval does)."""
 
-    Both start after end-of-text. Over-long sequences keep their end, as
-    lm-evaluation-harness does; rows are right-padded, so the scored positions
-    never see the padding. The last continuation token is a target, never an
-    input, so pairs with one context and one-token continuations (the letters
-    " A".." D") share a single forward row.
+    logprobs: torch.Tensor
+    """(P,) summed log-likelihood of each continuation after its context."""
+    truncated: list[bool]
+
+
+@torch.no_grad()
+def continuation_scores(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> PairScores:
+    """Score each continuation after its context; both start after end-of-text.
+
+    Over-long sequences keep their end, as lm-evaluation-harness does, and are counted; rows are
+    right-padded, so the scored positions never see the padding. The last continuation token is a
+    target, never an input, so pairs with one context and one-token continuations (the letters
+    " A".." D") share a single forward row. The head runs only at the scored positions: a
+    (R, W, V) logits tensor for a whole row of a long question is most of the work otherwise.
     """
     model.eval()
     device = next(model.parameters()).device
     context = model.cfg.max_seq_len
     rows: dict[tuple[int, ...], int] = {}  # distinct model inputs -> row
     scored = []  # per pair: (row, first scored position, target ids)
+    truncated = []
     for ctx, cont in pairs:
         cont_ids = tok.encode(cont)
-        seq = ([tok.eot_id] + tok.encode(ctx) + cont_ids)[-context - 1:]
+        full = [tok.eot_id] + tok.encode(ctx) + cont_ids
+        seq = full[-context - 1:]
+        truncated.append(len(seq) < len(full))
         inputs, targets = tuple(seq[:-1]), seq[-len(cont_ids):]
         row = rows.setdefault(inputs, len(rows))
         scored.append((row, len(inputs) - len(targets), targets))
     ids = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long)
     for inputs, row in rows.items():
         ids[row, :len(inputs)] = torch.tensor(inputs)
-    _, logits = model(ids.to(device))  # (R, W, V)
+    keep = torch.zeros(ids.shape, dtype=torch.bool)  # (R, W): the positions some pair scores
+    for row, start, targets in scored:
+        keep[row, start:start + len(targets)] = True
+    where = keep.flatten().cumsum(0).view(keep.shape) - 1  # (R, W): a kept position's row in the logits
+    _, logits = model(ids.to(device), keep=keep.to(device))  # (N, V), N = kept positions
     sums = []
     for row, start, targets in scored:
-        logp = torch.log_softmax(logits[row, start:start + len(targets)].float(), dim=-1)  # (n, V): scored rows only
+        at = where[row, start:start + len(targets)].to(logits.device)
+        logp = torch.log_softmax(logits[at].float(), dim=-1)  # (n, V)
         sums.append(logp[torch.arange(len(targets)), torch.tensor(targets, device=logp.device)].sum())
-    return torch.stack(sums).cpu()
+    return PairScores(torch.stack(sums).cpu(), truncated)
+
+
+def continuation_logprobs(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+    """(len(pairs),) summed log-likelihood of each continuation after its context (:func:`continuation_scores`)."""
+    return continuation_scores(model, tok, pairs).logprobs
 
 
 def per_question(flat: torch.Tensor, questions: Sequence[MCQ]) -> list[torch.Tensor]:
@@ -259,33 +305,47 @@ def letter_scores(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MC
 def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
                                convention: Convention = GENERIC, batch_size: int = 16,
                                progress: bool = False) -> MCQScore:
-    """The most likely choice per question (:func:`letter_scores` under ``convention``), reported as its
-    letter; accuracy, CI and ECE."""
-    predictions, confidence = [], []
+    """The most likely choice per question (its choices scored after the ``convention``'s prompt, as
+    :func:`letter_scores`), reported as its letter; accuracy, CI, ECE and the prompts cut to fit."""
+    predictions, confidence, cut = [], [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="loglikelihood"):
-        for scores in letter_scores(model, tok, questions[start:start + batch_size], convention):
+        chunk = questions[start:start + batch_size]
+        scored = continuation_scores(model, tok, [pair for q in chunk for pair in convention.pairs(q)])
+        for scores in per_question(scored.logprobs, chunk):
             conf, best = torch.softmax(scores, dim=-1).max(dim=-1)  # over the question's k letters
             predictions.append(LETTERS[int(best)])
             confidence.append(float(conf))
+        cut += per_question_any(scored.truncated, chunk)
     correct = [p == q.answer for p, q in zip(predictions, questions)]
-    return MCQScore.of(predictions, questions, ece=expected_calibration_error(confidence, correct))
+    return MCQScore.of(predictions, questions, ece=expected_calibration_error(confidence, correct), **truncation(cut))
 
 
 def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequence[MCQ], *,
                        batch_size: int = 16, progress: bool = False) -> MCQScore:
     """The option text with the largest log-likelihood after :func:`cloze_prompt` (``acc``);
     ``acc_norm`` divides each score by the option's length in characters (lm-eval's)."""
-    predictions, normed = [], []
+    predictions, normed, cut = [], [], []
     for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="cloze"):
         chunk = questions[start:start + batch_size]
-        pairs = [(cloze_prompt(q), f" {text}") for q in chunk for text in q.options.values()]
-        for q, scores in zip(chunk, per_question(continuation_logprobs(model, tok, pairs), chunk)):  # (k,) each
+        scored = continuation_scores(model, tok, [(cloze_prompt(q), f" {text}") for q in chunk
+                                                  for text in q.options.values()])
+        for q, scores in zip(chunk, per_question(scored.logprobs, chunk)):  # (k,) each
             # lm-eval's acc_norm: the choice's length in characters, without the delimiter's space
             lengths = torch.tensor([len(text) for text in q.options.values()], dtype=torch.float)
             predictions.append(LETTERS[int(scores.argmax())])
             normed.append(LETTERS[int((scores / lengths).argmax())])
+        cut += per_question_any(scored.truncated, chunk)
     acc_norm = sum(p == q.answer for p, q in zip(normed, questions)) / max(1, len(questions))
-    return MCQScore.of(predictions, questions, acc_norm=acc_norm)
+    return MCQScore.of(predictions, questions, acc_norm=acc_norm, **truncation(cut))
+
+
+def per_question_any(flags: Sequence[bool], questions: Sequence[MCQ]) -> list[bool]:
+    """Per question, whether any of its pairs' flags is set (pairs in order, one per option)."""
+    out, at = [], 0
+    for q in questions:
+        out.append(any(flags[at:at + len(q.options)]))
+        at += len(q.options)
+    return out
 
 
 @dataclass

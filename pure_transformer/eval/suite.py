@@ -2,38 +2,59 @@
 
 Each task is scored by the log-likelihood of each choice (the leaderboard's metric) after
 the prompt of lm-eval's own task (:mod:`.conventions`), on its test split: the hub dataset
-by name, or a local copy found in ``--data-dir``. The table gives, per task, the question
-count, the accuracy with its 95% Wilson interval, the mean chance level (1/k per question),
-the majority-answer baseline (the share of the most common gold letter), how many of the
-task's questions the checkpoint was trained on (its ledger: those are left out of n) and the
-lm-eval task followed. It is printed, and written as JSON and Markdown for a model card.
+by name, or a local copy found in ``--data-dir`` or a folder below it. The table gives, per
+task, the question count, the accuracy with its 95% Wilson interval, the mean chance level
+(1/k per question), the majority-answer baseline (the share of the most common gold letter),
+how many of the task's questions the checkpoint was trained on (its ledger: those are left
+out of n), how many prompts were longer than the context (scored on their end, as lm-eval
+does) and the lm-eval task followed. It is printed, and written as JSON and Markdown for a
+model card.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 from .scoring import MEDICAL_SUITE
 
 SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")
 
 
-def local_file(data_dir: Path, task: str) -> Path | None:
-    """The test file of ``task`` in ``data_dir``: ``<task>_test.<ext>`` or ``<task>.<ext>``, with the task
-    name as written (``mmlu-anatomy``) or as MMLU's release names it (``anatomy_test.csv``)."""
+def file_names(task: str) -> list[str]:
+    """The file names a local copy of ``task`` may have: ``<task>_test.<ext>`` or ``<task>.<ext>``, with the
+    task name as written (``mmlu-anatomy``), with underscores, or as MMLU's release names it
+    (``anatomy_test.csv``)."""
     stems = [task, task.replace("-", "_")]
     if task.startswith("mmlu-"):
         stems.append(task.removeprefix("mmlu-").replace("-", "_"))
-    for stem in stems:
-        for name in (f"{stem}_test", stem):
-            for suffix in SUFFIXES:
-                if (data_dir / f"{name}{suffix}").is_file():
-                    return data_dir / f"{name}{suffix}"
-    return None
+    return [f"{name}{suffix}" for stem in dict.fromkeys(stems) for name in (f"{stem}_test", stem)
+            for suffix in SUFFIXES]
+
+
+def local_files(data_dir: Path, tasks: tuple[str, ...]) -> dict[str, Path]:
+    """Each task's test file in ``data_dir`` or any folder below it (people keep MMLU in ``mmlu/``), the
+    shallowest first. A task with no file is one error naming the names looked for, before any scoring."""
+    if not data_dir.is_dir():
+        raise DataError(f"--data-dir '{data_dir}' is not a folder")
+    by_name: dict[str, Path] = {}
+    for path in sorted(data_dir.rglob("*"), key=lambda p: (len(p.parts), str(p))):
+        if path.is_file():
+            by_name.setdefault(path.name, path)
+    found, missing = {}, []
+    for task in tasks:
+        names = file_names(task)
+        hit = next((by_name[n] for n in names if n in by_name), None)
+        if hit is None:
+            missing.append(f"{task} ({', '.join(n for n in names if n.endswith(('.jsonl', '.csv')))} ...)")
+        else:
+            found[task] = hit
+    if missing:
+        raise DataError(f"{data_dir} (and its subfolders) has no file for {len(missing)} of the {len(tasks)} tasks: "
+                        f"{'; '.join(missing)}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -48,32 +69,33 @@ class SuiteRow:
     contaminated: int | None  # questions in the checkpoint's training ledger (None: no ledger to check)
     contaminated_scored: bool = False  # --include-contaminated: they are in n and the accuracy
     lm_eval_task: str | None = None
-
-
-def majority_baseline(golds: list[str]) -> float:
-    """The accuracy of always answering the most common gold letter."""
-    return Counter(golds).most_common(1)[0][1] / len(golds) if golds else 0.0
+    truncated: int = 0  # prompts longer than the context, scored on their end (as lm-eval does)
 
 
 def run_suite(score: Callable[[str, str | None], dict], data_dir: str | None,
-              paths: dict[str, str] | None = None, tasks: tuple[str, ...] = MEDICAL_SUITE) -> list[SuiteRow]:
-    """Score each task with ``score(task, data_path) -> loglikelihood report``. A task's file is
-    ``paths[task]``, else found in ``data_dir``; with neither, the hub dataset by name."""
-    rows = []
+              tasks: tuple[str, ...] = MEDICAL_SUITE) -> tuple[list[SuiteRow], dict[str, str]]:
+    """(a row per task scored, the error of each task that failed). Each task is scored with
+    ``score(task, data_path) -> loglikelihood report``: its file found in ``data_dir`` (all of them
+    found before any is scored), or with no ``data_dir`` the hub dataset by name. One task's failure
+    (a malformed file) does not stop the others: what was scored is kept. From the hub, a first task
+    that fails stops the suite at once: offline, the other eight would only wait to fail too."""
+    files = local_files(Path(data_dir), tasks) if data_dir is not None else {}
+    rows, failed = [], {}
     for task in tasks:
-        path = (paths or {}).get(task)
-        if path is None and data_dir is not None:
-            found = local_file(Path(data_dir), task)
-            path = str(found) if found else None
-        report = score(task, path)
+        path = str(files[task]) if task in files else None
+        try:
+            report = score(task, path)
+        except UserError as e:
+            if not files and not rows:  # the hub's first task failed: the network, most likely, for all nine
+                raise
+            failed[task] = str(e)
+            continue
         contamination = report.get("contamination")
         rows.append(SuiteRow(task, path or task, report["n"], report["accuracy"], tuple(report["ci95"]),  # type: ignore[arg-type]
-                             report["chance"], majority_baseline([q["gold"] for q in report["questions"]]),
-                             contamination and contamination["count"],
-                             bool(contamination and contamination["included"]), report.get("lm_eval_task")))
-    if not rows:
-        raise DataError("the suite has no tasks")
-    return rows
+                             report["chance"], report["majority"], contamination and contamination["count"],
+                             bool(contamination and contamination["included"]), report.get("lm_eval_task"),
+                             int(report.get("truncated", 0))))
+    return rows, failed
 
 
 def contaminated_cell(row: SuiteRow) -> str:
@@ -87,16 +109,16 @@ def contaminated_cell(row: SuiteRow) -> str:
 
 def markdown(rows: list[SuiteRow]) -> str:
     """The table as Markdown, ready for a model card."""
-    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | contaminated | as lm-eval task |",
-             "|---|---:|---:|---|---:|---:|---:|---|"]
+    lines = ["| task | n | accuracy | 95% CI | chance | majority answer | contaminated | truncated | as lm-eval task |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     lines += [f"| {r.task} | {r.n} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {r.chance:.3f} | "
-              f"{r.majority:.3f} | {contaminated_cell(r)} | {r.lm_eval_task or '-'} |" for r in rows]
+              f"{r.majority:.3f} | {contaminated_cell(r)} | {r.truncated} | {r.lm_eval_task or '-'} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def print_suite(rows: list[SuiteRow]) -> None:
     print(f"{'task':<28}{'n':>6}{'accuracy':>10}{'95% CI':>18}{'chance':>8}{'majority':>10}  {'contaminated':<14}"
-          "as lm-eval task")
+          f"{'truncated':>9}  as lm-eval task")
     for r in rows:
         print(f"{r.task:<28}{r.n:>6}{r.accuracy:>10.3f}   [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]{r.chance:>8.3f}"
-              f"{r.majority:>10.3f}  {contaminated_cell(r):<14}{r.lm_eval_task or '-'}")
+              f"{r.majority:>10.3f}  {contaminated_cell(r):<14}{r.truncated:>9}  {r.lm_eval_task or '-'}")

@@ -21,6 +21,7 @@ MMLU (CSV)          question, A, B, C, D, answer letter (the original headerless
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,19 +92,37 @@ def _text(value: Any) -> str | None:
 # --------------------------------------------------------------------------
 
 
+_EMBEDDED_CONTEXT = re.compile(r"^\s*(?:(?:context|abstract)\s*:\s*)?(?P<context>\S.*?)\s*\n\s*question\s*:\s*"
+                               r"(?P<question>\S.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def split_context(question: str, context: str | None) -> tuple[str, str | None]:
+    """(question, context) of a record that may carry its passage inside ``question``: PubMedQA exported
+    in MedQA's schema reads ``"Context: <abstract>\\nQuestion: <question>"`` (or the abstract, then a
+    ``Question:`` line). Split there, so the abstract is asked once, as the context; a record with a
+    context of its own, or no ``Question:`` line, is left as it is."""
+    match = None if context else _EMBEDDED_CONTEXT.match(question)
+    if match is None:
+        return question, context
+    return _clean(match["question"]), _clean(match["context"])
+
+
 def _from_normalised(record: Mapping[str, Any], where: str) -> MCQ:
     _require(record, ("question", "options", "answer"), "MCQ", where)
-    return _build(where, question=_clean(record["question"]), options=_options_dict(record["options"], where),
+    question, context = split_context(_clean(record["question"]), _text(record.get("context")))
+    return _build(where, question=question, options=_options_dict(record["options"], where),
                   answer=_letter(record["answer"], "MCQ", "answer", where),
                   explanation=_text(record.get("explanation")), subject=_text(record.get("subject")),
-                  context=_text(record.get("context")))
+                  context=context)
 
 
 def _from_medqa(record: Mapping[str, Any], where: str) -> MCQ:
     _require(record, ("question", "options", "answer_idx"), "MedQA", where)
     meta = record.get("meta_info")
-    return _build(where, question=_clean(record["question"]), options=_options_dict(record["options"], where),
-                  answer=_letter(record["answer_idx"], "MedQA", "answer_idx", where), subject=_text(meta))
+    question, context = split_context(_clean(record["question"]), _text(record.get("context")))
+    return _build(where, question=question, options=_options_dict(record["options"], where),
+                  answer=_letter(record["answer_idx"], "MedQA", "answer_idx", where), subject=_text(meta),
+                  context=context)
 
 
 _ENDING_KEYS: tuple[str, ...] = tuple(f"ending{i}" for i in range(len(LETTERS)))

@@ -236,8 +236,8 @@ class Transformer(nn.Module):
     # -------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, *,
                 doc_ids: torch.Tensor | None = None, cache: KVCache | StaticKVCache | None = None,
-                reduction: str = "mean",
-                last_only: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+                reduction: str = "mean", last_only: bool = False,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Run the model on (B, T) token ids.
 
         Args:
@@ -251,6 +251,9 @@ class Transformer(nn.Module):
             last_only: return logits for the last position only, (B, 1, V):
                 a prefill needs nothing else, and the (B, T, V) head output
                 is the largest tensor of a long prompt.
+            keep: optional (B, T) bool mask: return logits only where it is True, as (N, V)
+                in row-major order (N = ``keep.sum()``). Scoring a few continuation tokens
+                of long rows needs the head there alone. Not with ``labels``.
             reduction: ``"mean"`` for the mean loss over non-ignored targets,
                 ``"none"`` for the (B, T) per-token loss (0 at ignored targets),
                 which the RL phase weights itself.
@@ -293,13 +296,17 @@ class Transformer(nn.Module):
             cache.advance(T)
         if last_only:
             x = x[:, -1:]
+        elif keep is not None:
+            if labels is not None:
+                raise ValueError("keep selects logits to return; it does not combine with labels")
+            x = x[keep]  # (N, C)
         chunk = loss_chunk(x.device)
         if labels is not None and reduction == "mean" and B * T > chunk:
             # The (B, T, V) logits are never built: the head and the loss run a chunk of rows at a time.
             # (A batch of one chunk or less is the plain path below: there is nothing to save.)
             h = self.norm(x)
             return linear_cross_entropy(h.view(-1, h.shape[-1]), self.lm_head.weight, labels.reshape(-1), chunk), None
-        logits = self.lm_head(self.norm(x))  # (B, T, V), or (B, 1, V) with last_only
+        logits = self.lm_head(self.norm(x))  # (B, T, V); (B, 1, V) with last_only; (N, V) with keep
         if labels is None:
             return None, logits
         loss = F.cross_entropy(logits.float().view(B * T, -1), labels.reshape(B * T),

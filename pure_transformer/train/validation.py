@@ -30,8 +30,7 @@ from ..data.registry import load_mcqs, source_kind
 from ..data.sources import SourceKind
 from ..distributed.parallel import is_sharded
 from ..distributed.runtime import Runtime, all_gather_object
-from ..errors import DataError
-from ..eval.scoring import MIN_STEM_TOKENS, MCQScore, fit_prompt, sample_answers
+from ..eval.scoring import MIN_STEM_TOKENS, MCQScore, sample_answers, skip_cause
 from ..inference.engine import Engine
 from ..mcq.answer_format import AnswerFormat
 from ..mcq.record import MCQ
@@ -83,9 +82,10 @@ def validation_questions(sources: dict[str, float], count: int, tok: Tokenizer, 
     for name, wanted in zip(names, shares(count, len(names))):
         if not wanted:  # fewer questions asked for than there are MCQ sources
             continue
-        # A few spare questions, so that the ones too long for the context can be passed over.
+        # A few spare questions, so that the ones evaluate would skip can be passed over (a long stem
+        # is cut to fit; options that leave no room for the answer, or that cannot be told apart, are not).
         pool = load_mcqs(name, "validation", limit=2 * wanted)
-        kept = [q for q in pool if _fits(tok, q, answer_format, context, budget)][:wanted]
+        kept = [q for q in pool if skip_cause(tok, q, answer_format, context, budget) is None][:wanted]
         if len(kept) < wanted:
             note(f"{name}: {len(kept)} of the {wanted} MCQ validation questions asked for fit the {context}-token "
                  f"context")
@@ -95,15 +95,6 @@ def validation_questions(sources: dict[str, float], count: int, tok: Tokenizer, 
         note(f"no MCQ validation question fits the {context}-token context; best/ tracks {LOSS}")
         return None
     return MCQValidation(questions, origin, answer_format, budget)
-
-
-def _fits(tok: Tokenizer, q: MCQ, answer_format: AnswerFormat, context: int, budget: int) -> bool:
-    # As in evaluate: a long stem is cut to fit (fit_prompt); only options that cannot fit rule a question out.
-    try:
-        fit_prompt(tok, q, answer_format, context, budget)
-    except DataError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
