@@ -52,13 +52,15 @@ class ModelWorker:
         """Run ``fn(*args)`` on the model thread, between two decode steps."""
         return await asyncio.wrap_future(self.scheduler.call(fn, *args))
 
-    def open(self, prompts: list[list[int]], params: list[SamplingParams], n: int, *, stream: bool) -> "Job":
-        """Queue one request's prompts (``n`` samples each); 429 when the queue is full."""
+    def open(self, prompts: list[list[int]], params: list[SamplingParams], n: int, *, stream: bool,
+             logprobs: int | None = None) -> "Job":
+        """Queue one request's prompts (``n`` samples each); 429 when the queue is full. A stream with
+        ``logprobs`` gets each token's scores with its token event."""
         if self.scheduler.waiting_requests >= self.limits.max_queue:
             raise APIError(429, f"server busy: {self.limits.max_queue} requests already waiting, retry shortly",
                            type="rate_limit_error", code="rate_limit_exceeded",
                            headers={"Retry-After": str(self.limits.retry_after_s)})
-        return Job(self, prompts, params, n, stream)
+        return Job(self, prompts, params, n, stream, logprobs)
 
     async def generate(self, prompt: list[int], params: SamplingParams, n: int = 1) -> list[Sample]:
         """The ``n`` samples of one prompt through the scheduler (no client to watch)."""
@@ -73,7 +75,7 @@ class Job:
     """One HTTP request's entries, seen from the event loop: its events arrive in a queue."""
 
     def __init__(self, worker: ModelWorker, prompts: list[list[int]], params: list[SamplingParams], n: int,
-                 stream: bool):
+                 stream: bool, logprobs: int | None = None):
         self.worker, self.n = worker, n
         self.events: asyncio.Queue[tuple] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -88,10 +90,12 @@ class Job:
 
         # A seeded prompt draws as Engine.generate([prompt], params, n) draws it: prompt_seed(seed, 0).
         self.entries = [Entry(ids, p, n, prompt_seed(p.seed, 0) if p.seed is not None
-                              else int(torch.randint(2**62, ()).item()), stream, sink(i), job=self)
+                              else int(torch.randint(2**62, ()).item()), stream, sink(i), job=self,
+                              logprobs=logprobs if stream else None)
                         for i, (ids, p) in enumerate(zip(prompts, params))]
         self.samples: list[list[Sample | None]] = [[None] * n for _ in prompts]
-        self.unadmitted, self.open_rows = len(prompts), len(prompts) * n
+        self.open_rows = len(prompts) * n
+        self.started = False  # its first prompt joined the batch: the request is admitted, no longer queued
         self.closed = self.failed = False
         self._held: list[tuple] = []  # events read while waiting for admission, replayed first
         worker.active += 1
@@ -101,7 +105,7 @@ class Job:
         """(prompt index, kind, ...) of the next event; raises ClientGone when ``request``'s
         client left, 503 on a queue timeout, and an entry's error as itself."""
         while True:
-            if self._held and not self.unadmitted:
+            if self._held and self.started:
                 return self._held.pop(0)
             try:
                 event = self.events.get_nowait() if not self.events.empty() else \
@@ -112,7 +116,7 @@ class Job:
                 continue
             kind = event[1]
             if kind == "admitted":
-                self.unadmitted -= 1
+                self.started = True
             elif kind == "done":
                 self.samples[event[0]][event[2]] = event[3]
                 self.open_rows -= 1
@@ -126,8 +130,9 @@ class Job:
             return event
 
     async def admitted(self, request: Any) -> None:
-        """Wait until every prompt has joined the running batch (its events stay queued)."""
-        while self.unadmitted:
+        """Wait until the request is admitted: its first prompt has joined the running batch (its later
+        prompts may still wait for room; they cannot time out any more). Its events stay queued."""
+        while not self.started:
             event = await self.next_event(request)
             if event[1] != "admitted":
                 self._held.append(event)

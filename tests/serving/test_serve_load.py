@@ -250,6 +250,12 @@ def test_a_request_admitted_in_waves_never_times_out_and_counts_as_one_running(t
             time.sleep(0.05)
         r = reply.result()
         assert r.status_code == 200 and len(r.json()["choices"]) == 12, r.text
+        # Streamed, it starts once its first prompt joins and streams every choice to the end.
+        with c.stream("POST", "/v1/completions", json={"prompt": [f"p{i}" for i in range(6)], "n": 2,
+                                                       "max_tokens": 40, "temperature": 0, "stream": True}) as s:
+            chunks = sse_events(s)
+        assert [ch["text"] for ch in r.json()["choices"]] == [
+            "".join(e["choices"][0]["text"] for e in chunks if e["choices"][0]["index"] == i) for i in range(12)]
         assert _metrics(base)["pure_transformer_queue_timeouts_total"] == 0
     # Partly admitted, it is one running request and nothing waits.
     assert health and all(h["waiting_requests"] == 0 and h["running_requests"] == 1 for h in health), health
