@@ -17,12 +17,15 @@ Endpoints:
   choice's first chunk, and a chunk's ``logprobs`` score the tokens it consumed (scored as they
   are drawn), its offsets continuing the choice's. Chat ``content`` may be a list of text parts.
   Other unknown fields (``user``...) are ignored.
-- ``POST /v1/mcq``: ``{question, options: {A..}, context?}`` (2-10 options) -> ``{answer, probabilities}``
-  in the checkpoint's answer format (:func:`~pure_transformer.serving.worker.mcq_answer`):
-  for ``letter`` the softmax over the log-likelihoods of " A".." D" after the
-  lm-evaluation-harness prompt, for ``text``/``explain`` over the option texts
-  (after a greedy ``explanation``, which is returned); over-long prompts keep
-  their end, as the harness does.
+- ``POST /v1/mcq``: ``{question, options: {A..}, context?}`` (2-10 options), answered in the
+  checkpoint's answer format. ``letter``: ``{answer, probabilities}``, the softmax over the
+  log-likelihoods of " A".." D" after the lm-evaluation-harness prompt (over-long prompts keep
+  their end, as the harness does; :func:`~pure_transformer.serving.worker.letter_answer`).
+  ``text``/``explain``: the greedy answer ``evaluate --mode generate`` writes (same prompt fitting,
+  stop strings, budget and parser; :func:`~pure_transformer.serving.worker.answer_request`), as
+  ``{answer, cause, completion, explanation?}``: ``answer`` is the letter its answer line names, or
+  null with the no-answer ``cause``. Options the format cannot tell apart, and options and cue that
+  leave no room for the answer, are a 400 naming the cause.
 - ``GET /v1/models``, ``GET /health`` (with queue depth and running rows), ``GET /metrics``
   (Prometheus, :mod:`.metrics`) and ``GET /`` (a small demo page).
 
@@ -67,14 +70,14 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, TextStream
-from ..mcq.answer_format import AnswerFormat, require_answerable
+from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.record import MCQ
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .prometheus import Metrics, StatusMiddleware
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits, chat_prompt,
                       check_work, sampling_params)
-from .worker import ClientGone, Job, ModelWorker, explanation_request, mcq_answer
+from .worker import ClientGone, Job, ModelWorker, answer_request, letter_answer, read_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -161,7 +164,8 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                 head["object"] = "chat.completion.chunk" if chat else "text_completion"
                 usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
                 body = stream(request, job, ids, prompts, params, chat, head, usage, top, echo)
-                response = JobStream(body, job, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                response = JobStream(body, job, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
                 handed = True
                 return response
             groups = await job.results(request)
@@ -275,18 +279,24 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         try:
             # MCQ validates "2-10 options lettered A.., none empty"; the gold letter is unknown here, A will do.
             question = MCQ(question=req.question, options=req.options, answer="A", context=req.context)
-            require_answerable([question], answer_format, "asked")
         except DataError as e:
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
-        try:
-            explanation = None
-            if answer_format is AnswerFormat.EXPLAIN:  # the explanation is generated in the running batch
-                ids, params = explanation_request(engine, question, answer_format)
-                explanation = (await worker.generate(ids, params))[0].text
-            # The letter and option scores are forward passes between two decode steps, not decoding.
-            result = await worker.call(mcq_answer, engine, question, answer_format, explanation)
-        except DataError as e:  # options and cue alone longer than the context: the request's fault
-            raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
+        if answer_format is AnswerFormat.LETTER:
+            # The letter probabilities are the answer: forward passes between two decode steps, not decoding.
+            result = await worker.call(letter_answer, engine, question)
+        else:
+            # Asked and read as `evaluate --mode generate` asks and reads, so the two never disagree; a
+            # question it could not score is refused, never answered some other way.
+            why = check_answerable(question)
+            if why is not None:
+                raise APIError(400, f"the {answer_format.value} format cannot name an answer to this question: "
+                                    f"{why}", param="options")
+            try:
+                ids, params = answer_request(engine, question, answer_format)
+            except DataError as e:  # options and cue leave no room for the answer: the request's fault
+                raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
+            sample = (await worker.generate(ids, params))[0]
+            result = read_answer(question, answer_format, sample.text)
         return {"object": "mcq.answer", "model": model_name, "answer_format": answer_format.value, **result}
 
     @app.get("/v1/models")
