@@ -319,6 +319,7 @@ class Scheduler:
             index = torch.tensor(js, device=self.engine.device)
             picked, logps, _ = sample_next(self._logits[index], params, q)  # type: ignore[index]
             tokens[index] = picked
+            scored = self._scored(js, picked)
             for j, s, t, lp in zip(js, rows, picked.tolist(), logps.tolist()):
                 s.row.tokens.append(t)
                 s.row.logprobs.append(lp)
@@ -328,7 +329,7 @@ class Scheduler:
                     e.first_token_at = now
                     self.metrics.first_token(now - e.submitted)
                 if e.stream:
-                    e.deliver(("token", s.sample, t, None if e.logprobs is None else self._scored(j, t, e.logprobs)))
+                    e.deliver(("token", s.sample, t, scored.get(j)))
                 if row_stopped(self.tok, s.row, e.params):
                     self._end_row(s, "stop")
                 elif len(s.row.tokens) >= e.params.max_new_tokens:
@@ -338,13 +339,21 @@ class Scheduler:
         self.metrics.tokens(sampled)
         return tokens
 
-    def _scored(self, j: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
-        """``token``'s log-probability at slot ``j`` and the ``top`` likeliest there, under the model's
-        own distribution (the raw logits, not the sampling one), as the server's non-streamed
-        ``logprobs`` score a whole completion: a stream's logprobs come with its tokens, no second pass."""
-        logp = torch.log_softmax(self._logits[j].float(), dim=-1)  # type: ignore[index]
-        best_v, best_i = logp.topk(max(top, 1))
-        return float(logp[token]), list(zip(best_i.tolist(), best_v.tolist()))
+    def _scored(self, js: list[int], picked: torch.Tensor) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+        """Slot -> (its ``picked`` token's log-probability, the likeliest ``(id, log-probability)``
+        pairs) for the slots among ``js`` whose entry asks ``logprobs``, under the model's own
+        distribution (the raw logits, not the sampling one), as the non-streamed ``logprobs`` score a
+        completion: a stream's scores come with its tokens, without a second forward pass."""
+        want = [(k, j, max(self._slots[j].entry.logprobs, 1)) for k, j in enumerate(js)
+                if self._slots[j].entry.logprobs is not None]
+        if not want:
+            return {}
+        slots, rows = (torch.tensor(list(x), device=self.engine.device) for x in zip(*[(j, k) for k, j, _ in want]))
+        logp = torch.log_softmax(self._logits[slots].float(), dim=-1)  # type: ignore[index]
+        chosen = logp.gather(1, picked[rows][:, None])[:, 0].tolist()
+        best_v, best_i = logp.topk(max(top for _, _, top in want), dim=-1)
+        values, ids = best_v.tolist(), best_i.tolist()
+        return {j: (chosen[r], list(zip(ids[r][:top], values[r][:top]))) for r, (_, j, top) in enumerate(want)}
 
     def _end_row(self, s: _Slot, reason: str | None) -> None:
         """Finish a row: delivered with ``reason``, or dropped (None: its client left)."""
