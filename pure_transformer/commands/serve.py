@@ -38,7 +38,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=ServerLimits.max_queue,
                    help="requests waiting to join the batch; past it a request gets 429")
     p.add_argument("--queue-timeout", type=float, default=ServerLimits.queue_timeout_s, metavar="S",
-                   help="a request that waited this long in the queue gets 503")
+                   help="a request none of whose prompts joined the batch within this long gets 503")
     p.add_argument("--max-tokens", type=int, default=ServerLimits.max_tokens, help="cap on a request's max_tokens")
     p.add_argument("--shutdown-timeout", type=float, default=ServerLimits.shutdown_timeout_s, metavar="S",
                    help="on SIGTERM, seconds running requests may take to finish before the server exits")
