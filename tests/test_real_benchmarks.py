@@ -16,13 +16,13 @@ from pure_transformer.errors import DataError
 from pure_transformer.eval.scoring import (fit_prompt, greedy_mcq_accuracy, letter_scores, majority_vote,
                                            passk_mcq_accuracy)
 from pure_transformer.inference.engine import Engine
-from pure_transformer.mcq.answer_format import (AnswerFormat, check_answerable, extract_letter, named_option, normalize,
-                                                require_answerable)
+from pure_transformer.mcq.answer_format import (NO_ANSWER_CAUSES, AnswerFormat, check_answerable, extract_letter,
+                                                named_option, normalize, require_answerable)
 from pure_transformer.mcq.record import MCQ
 from pure_transformer.mcq.schemas import normalize_mcq
 from pure_transformer.model.config import ModelConfig
 from pure_transformer.model.transformer import build_model
-from pure_transformer.serving.worker import mcq_answer
+from pure_transformer.serving.worker import answer_request, letter_answer, read_answer
 
 CFG = ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=256)  # the tiny context
 
@@ -266,7 +266,7 @@ def test_options_that_cannot_fit_are_one_error_naming_the_numbers(tiny_model_and
 
 @pytest.mark.fast
 def test_real_length_vignettes_in_every_mode_and_format(tiny_model_and_tok) -> None:
-    """300-1,500-token vignettes through generate, passk and /v1/mcq's scorer on a 256-token model:
+    """300-1,500-token vignettes through generate, passk and /v1/mcq's answers on a 256-token model:
     every prompt is cut, counted, and answered; nothing raises."""
     model, tok = tiny_model_and_tok
     engine = Engine(model, tok)
@@ -278,8 +278,13 @@ def test_real_length_vignettes_in_every_mode_and_format(tiny_model_and_tok) -> N
         assert sum(score.extra["no_answer_causes"].values()) == sum(p is None for p in score.predictions)
         passk = passk_mcq_accuracy(engine, questions[:2], fmt, k=2, max_new_tokens=8)
         assert passk.extra["truncated"] == 2
-        answer = mcq_answer(engine, questions[2], fmt)
-        assert set(answer["probabilities"]) == set("ABCDE") and answer["answer"] in "ABCDE"
+        if fmt is AnswerFormat.LETTER:
+            answer = letter_answer(engine, questions[2])
+            assert set(answer["probabilities"]) == set("ABCDE") and answer["answer"] in "ABCDE"
+        else:
+            ids, params = answer_request(engine, questions[2], fmt)
+            answer = read_answer(questions[2], fmt, engine.generate([ids], params)[0][0].text)
+            assert answer["answer"] in tuple("ABCDE") or answer["cause"] in NO_ANSWER_CAUSES
     with pytest.raises(DataError, match="--max-new-tokens 250 leaves no room for a prompt in the model's 256-token"):
         greedy_mcq_accuracy(engine, questions, AnswerFormat.TEXT, max_new_tokens=250)
 

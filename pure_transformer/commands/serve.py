@@ -4,14 +4,18 @@ OpenAI-compatible app of :mod:`pure_transformer.serving.app`, under uvicorn.
     python -m pure_transformer.serve --checkpoint runs/rl [--port 8000] [--api-key KEY]
 
 It binds to 127.0.0.1 unless ``--host`` says otherwise, and binds before loading the model,
-so a taken port is one line at once.
+so a taken port is one line at once. SIGTERM stops it cleanly (running requests get
+``--shutdown-timeout`` seconds): it prints ``serve: stopped on SIGTERM`` and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 import torch
 
@@ -34,7 +38,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=ServerLimits.max_queue,
                    help="requests waiting to join the batch; past it a request gets 429")
     p.add_argument("--queue-timeout", type=float, default=ServerLimits.queue_timeout_s, metavar="S",
-                   help="a request that waited this long in the queue gets 503")
+                   help="a request none of whose prompts joined the batch within this long gets 503")
     p.add_argument("--max-tokens", type=int, default=ServerLimits.max_tokens, help="cap on a request's max_tokens")
     p.add_argument("--shutdown-timeout", type=float, default=ServerLimits.shutdown_timeout_s, metavar="S",
                    help="on SIGTERM, seconds running requests may take to finish before the server exits")
@@ -74,10 +78,28 @@ def run(args: argparse.Namespace) -> None:
     # OpenAI error shape too (openai_h11_protocol).
     config = uvicorn.Config(app, log_level="info", timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
                             http=openai_h11_protocol(), timeout_graceful_shutdown=limits.shutdown_timeout_s)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    signals: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        server.should_exit = True  # a SIGTERM before uvicorn listens for it stops the server too
+
+    # uvicorn catches SIGTERM itself, and once it has shut down it restores the handler it found and
+    # raises the caught signal again into it. Found there must be this one, not the CLI's set-up
+    # handler (cli._terminate: exit 143, "nothing was saved"), which would turn a clean stop into a kill.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if app.state.worker.busy():
         # The grace period is over and the model thread is still inside a forward pass: it cannot be
         # interrupted, and waiting for it is what made SIGTERM look ignored.
         print(f"serve: stopped after {limits.shutdown_timeout_s:g} s with a request still running", file=sys.stderr,
               flush=True)
         os._exit(0)
+    if signals:
+        print("serve: stopped on SIGTERM", file=sys.stderr, flush=True)

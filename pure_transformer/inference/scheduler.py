@@ -3,8 +3,11 @@ is a set of rows in one running batch, whatever its sampling parameters.
 
 One loop iteration (:meth:`Scheduler._step`):
 
-1. Rows of requests whose client left (``Entry.cancelled``) are finished; waiting
-   entries that sat longer than the queue timeout get :class:`QueueTimeout`.
+1. Rows of requests whose client left (``Entry.cancelled``) are finished; a request none
+   of whose entries has joined yet and that sat longer than the queue timeout gets
+   :class:`QueueTimeout` (once, for all its entries). A request is queued until its first
+   entry joins: its later entries waiting for room behind its earlier ones are its own
+   work in progress, not queueing, and never time out.
 2. Waiting entries are admitted in arrival order while the batch stays within
    ``max_rows`` rows and ``kv_tokens`` cache slots (rows x slots each will have
    reached when its longest-running row ends, so the cache can never outgrow the
@@ -24,7 +27,9 @@ two iterations, so nothing else ever touches the model concurrently.
 
 Entries talk to the event loop through ``Entry.deliver`` (called on the model
 thread; the worker makes it thread-safe) with events ``("admitted",)``,
-``("token", sample, id)`` (streams only), ``("done", sample, Sample)`` and
+``("token", sample, id, scored)`` (streams only; ``scored`` is None, or, for an entry with
+``logprobs``, the token's log-probability under the model's own distribution and the
+likeliest ``(id, log-probability)`` pairs there), ``("done", sample, Sample)`` and
 ``("error", exception)``.
 """
 
@@ -65,6 +70,8 @@ class Entry:
     deliver: Callable[[tuple], None]
     job: Any = None
     """What the entry belongs to (one HTTP request), for the waiting/running request counts."""
+    logprobs: int | None = None
+    """A stream's legacy ``logprobs``: each token event carries this many likeliest tokens (None: no scores)."""
     submitted: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     first_token_at: float | None = None
@@ -97,6 +104,7 @@ class Scheduler:
         self._calls: collections.deque[tuple[Callable, tuple, concurrent.futures.Future]] = collections.deque()
         self._waiting_jobs: collections.Counter = collections.Counter()  # job -> its entries still waiting
         self._running_jobs: collections.Counter = collections.Counter()  # job -> its entries admitted, not done
+        self._started_jobs: set = set()  # jobs with an entry admitted and entries still waiting: running, not queued
         self._slots: list[_Slot] = []  # slot j is row j of the cache and of the logits
         self._cache: KVCache | None = None
         self._logits: torch.Tensor | None = None  # (R, V): each slot's next-token logits
@@ -140,11 +148,15 @@ class Scheduler:
 
     @property
     def waiting_requests(self) -> int:
-        return len(self._waiting_jobs)
+        """Requests none of whose entries has joined the batch yet (a partly admitted one is running)."""
+        with self._cond:
+            return len(self._waiting_jobs.keys() - self._started_jobs)
 
     @property
     def running_requests(self) -> int:
-        return len(self._running_jobs)
+        """Requests with an entry in the batch, or admitted with entries still waiting for room."""
+        with self._cond:
+            return len(self._running_jobs.keys() | self._started_jobs)
 
     @property
     def running_rows(self) -> int:
@@ -212,12 +224,18 @@ class Scheduler:
         ahead = max((s.entry.params.max_new_tokens - len(s.row.tokens) for s in live), default=0)
         admitted: list[Entry] = []
         with self._cond:
-            for e in [e for e in self._waiting if e.cancelled or now - e.submitted > self.queue_timeout_s]:
+            # Only a request that never started can time out, and all of its entries go together:
+            # one 503, one count, whichever of its entries the clock caught first.
+            late: dict[Any, Entry] = {}  # job -> its first entry, which carries the error
+            for e in self._waiting:
+                if not e.cancelled and e.job not in self._started_jobs and now - e.submitted > self.queue_timeout_s:
+                    late.setdefault(e.job, e)
+            for e in [e for e in self._waiting if e.cancelled or e.job in late]:
                 self._waiting.remove(e)
                 self._unwait(e)
-                if not e.cancelled:
-                    self.metrics.timed_out()
-                    e.deliver(("error", QueueTimeout(f"waited over {self.queue_timeout_s:g} s in the queue")))
+            for e in late.values():
+                self.metrics.timed_out()
+                e.deliver(("error", QueueTimeout(f"waited over {self.queue_timeout_s:g} s in the queue")))
             while self._waiting:
                 e = self._waiting[0]
                 r, h, a = rows + e.n, max(held, len(e.prompt)), max(ahead, e.params.max_new_tokens)
@@ -225,8 +243,9 @@ class Scheduler:
                 if (r > self.max_rows or r * (h + a) > self.kv_tokens) and (rows or admitted):
                     break
                 self._waiting.popleft()
-                self._unwait(e)
                 self._running_jobs[e.job] += 1
+                self._started_jobs.add(e.job)
+                self._unwait(e)
                 admitted.append(e)
                 rows, held, ahead = r, h, a
         for e in admitted:
@@ -241,6 +260,7 @@ class Scheduler:
         self._waiting_jobs[e.job] -= 1
         if self._waiting_jobs[e.job] <= 0:
             del self._waiting_jobs[e.job]
+            self._started_jobs.discard(e.job)  # nothing of it waits: _running_jobs alone counts it now
 
     def _rebuild(self) -> None:
         """Drop finished rows and merge the joining entries' prefill into the batch."""
@@ -299,7 +319,8 @@ class Scheduler:
             index = torch.tensor(js, device=self.engine.device)
             picked, logps, _ = sample_next(self._logits[index], params, q)  # type: ignore[index]
             tokens[index] = picked
-            for s, t, lp in zip(rows, picked.tolist(), logps.tolist()):
+            scored = self._scored(js, picked)
+            for j, s, t, lp in zip(js, rows, picked.tolist(), logps.tolist()):
                 s.row.tokens.append(t)
                 s.row.logprobs.append(lp)
                 sampled += 1
@@ -308,7 +329,7 @@ class Scheduler:
                     e.first_token_at = now
                     self.metrics.first_token(now - e.submitted)
                 if e.stream:
-                    e.deliver(("token", s.sample, t))
+                    e.deliver(("token", s.sample, t, scored.get(j)))
                 if row_stopped(self.tok, s.row, e.params):
                     self._end_row(s, "stop")
                 elif len(s.row.tokens) >= e.params.max_new_tokens:
@@ -317,6 +338,22 @@ class Scheduler:
         self.metrics.step(sampled)
         self.metrics.tokens(sampled)
         return tokens
+
+    def _scored(self, js: list[int], picked: torch.Tensor) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+        """Slot -> (its ``picked`` token's log-probability, the likeliest ``(id, log-probability)``
+        pairs) for the slots among ``js`` whose entry asks ``logprobs``, under the model's own
+        distribution (the raw logits, not the sampling one), as the non-streamed ``logprobs`` score a
+        completion: a stream's scores come with its tokens, without a second forward pass."""
+        want = [(k, j, max(self._slots[j].entry.logprobs, 1)) for k, j in enumerate(js)
+                if self._slots[j].entry.logprobs is not None]
+        if not want:
+            return {}
+        slots, rows = (torch.tensor(list(x), device=self.engine.device) for x in zip(*[(j, k) for k, j, _ in want]))
+        logp = torch.log_softmax(self._logits[slots].float(), dim=-1)  # type: ignore[index]
+        chosen = logp.gather(1, picked[rows][:, None])[:, 0].tolist()
+        best_v, best_i = logp.topk(max(top for _, _, top in want), dim=-1)
+        values, ids = best_v.tolist(), best_i.tolist()
+        return {j: (chosen[r], list(zip(ids[r][:top], values[r][:top]))) for r, (_, j, top) in enumerate(want)}
 
     def _end_row(self, s: _Slot, reason: str | None) -> None:
         """Finish a row: delivered with ``reason``, or dropped (None: its client left)."""

@@ -12,14 +12,20 @@ Endpoints:
   ``data: [DONE]``. Completions take a prompt as text or token ids, or a list of
   either (choice ``i * n + j`` is sample ``j`` of prompt ``i``), and ``logprobs`` /
   ``echo`` in the legacy shape (:mod:`.logprobs`), which is what lm-evaluation-harness's
-  ``local-completions`` model needs. Chat ``content`` may be a list of text parts.
+  ``local-completions`` model needs. All of these stream too, as OpenAI streams them: each
+  chunk's ``choices[0].index`` names its prompt x sample, ``echo`` sends the prompt as each
+  choice's first chunk, and a chunk's ``logprobs`` score the tokens it consumed (scored as they
+  are drawn), its offsets continuing the choice's. Chat ``content`` may be a list of text parts.
   Other unknown fields (``user``...) are ignored.
-- ``POST /v1/mcq``: ``{question, options: {A..}, context?}`` (2-10 options) -> ``{answer, probabilities}``
-  in the checkpoint's answer format (:func:`~pure_transformer.serving.worker.mcq_answer`):
-  for ``letter`` the softmax over the log-likelihoods of " A".." D" after the
-  lm-evaluation-harness prompt, for ``text``/``explain`` over the option texts
-  (after a greedy ``explanation``, which is returned); over-long prompts keep
-  their end, as the harness does.
+- ``POST /v1/mcq``: ``{question, options: {A..}, context?}`` (2-10 options), answered in the
+  checkpoint's answer format. ``letter``: ``{answer, probabilities}``, the softmax over the
+  log-likelihoods of " A".." D" after the lm-evaluation-harness prompt (over-long prompts keep
+  their end, as the harness does; :func:`~pure_transformer.serving.worker.letter_answer`).
+  ``text``/``explain``: the greedy answer ``evaluate --mode generate`` writes (same prompt fitting,
+  stop strings, budget and parser; :func:`~pure_transformer.serving.worker.answer_request`), as
+  ``{answer, cause, completion, explanation?}``: ``answer`` is the letter its answer line names, or
+  null with the no-answer ``cause``. Options the format cannot tell apart, and options and cue that
+  leave no room for the answer, are a 400 naming the cause.
 - ``GET /v1/models``, ``GET /health`` (with queue depth and running rows), ``GET /metrics``
   (Prometheus, :mod:`.metrics`) and ``GET /`` (a small demo page).
 
@@ -31,7 +37,8 @@ Limits (:class:`ServerLimits`): ``max_tokens`` cap, ``prompt + max_tokens`` must
 fit the model context, ``n`` cap, prompts per request, a request's whole work
 (prompt tokens plus ``n x max_tokens`` per prompt) and request body size (413).
 Under load a request waits in a bounded queue (``--max-queue``, 429 with ``Retry-After``
-only once it is full) and gets 503 if it waited longer than ``--queue-timeout``. Every error, bad input
+only once it is full) and gets 503 if it waited longer than ``--queue-timeout`` before its first prompt
+joined the batch (its later prompts waiting for room are not queueing). Every error, bad input
 included, is an OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}``
 with a 4xx status. Lone UTF-16 surrogates in request text (valid JSON, not
 encodable) become U+FFFD, so echoing them back cannot fail. On SIGTERM running
@@ -63,14 +70,14 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, TextStream
-from ..mcq.answer_format import AnswerFormat, require_answerable
+from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.record import MCQ
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .prometheus import Metrics, StatusMiddleware
 from .schemas import (CHAT_STOP, ChatRequest, CompletionRequest, MCQRequest, SamplingRequest, ServerLimits, chat_prompt,
                       check_work, sampling_params)
-from .worker import ClientGone, Job, ModelWorker, explanation_request, mcq_answer
+from .worker import ClientGone, Job, ModelWorker, answer_request, letter_answer, read_answer
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -133,6 +140,11 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         first = len(prompt) - shown
         return legacy_logprobs(tokenizer, (prompt + completion)[first:], values[first:], tops[first:], top)
 
+    def echoed(prompt: list[int], given: str | list[int]) -> tuple[str, int]:
+        """(the text ``echo`` prepends, how many of ``prompt``'s ids it shows): encode()'s end-of-text stays hidden."""
+        hidden = 0 if isinstance(given, list) and given[:1] == [tokenizer.eot_id] else 1
+        return (given if isinstance(given, str) else tokenizer.decode(given)), len(prompt) - hidden
+
     async def run(request: Request, req: SamplingRequest, prompts: list[str] | list[list[int]], chat: bool) -> Any:
         if len(prompts) > limits.max_prompts:
             raise APIError(400, f"{len(prompts)} prompts in one request, over the server limit of "
@@ -141,35 +153,31 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         params = [sampling_params(req, len(i), context, limits, (CHAT_STOP,) if chat else ()) for i in ids]
         check_work([len(i) for i in ids], params, req.n, limits)
         top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
-        if req.stream and (len(prompts) > 1 or top is not None or echo):
-            raise APIError(400, "stream takes one prompt, without logprobs or echo", param="stream")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         head = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
                 "model": model_name}
-        job = worker.open(ids, params, req.n, stream=req.stream)
+        job = worker.open(ids, params, req.n, stream=req.stream, logprobs=top)
         handed = False  # to a JobStream, which closes the job when the response ends
         try:
             if req.stream:
                 await job.admitted(request)  # a queue timeout is still a 503, before any header is sent
                 head["object"] = "chat.completion.chunk" if chat else "text_completion"
                 usage = req.stream_options is not None and req.stream_options.include_usage  # type: ignore[attr-defined]
-                response = JobStream(stream(request, job, len(ids[0]), params[0], chat, head, usage), job,
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                body = stream(request, job, ids, prompts, params, chat, head, usage, top, echo)
+                response = JobStream(body, job, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
                 handed = True
                 return response
             groups = await job.results(request)
             choices = []
             for prompt, text, group in zip(ids, prompts, groups):
-                hidden = 0 if isinstance(text, list) and text[:1] == [tokenizer.eot_id] else 1  # encode()'s EOT
-                shown = len(prompt) - hidden
+                prefix, shown = echoed(prompt, text) if echo else ("", 0)
                 for s in group:
                     body: dict[str, Any]
                     if chat:
                         body = {"message": {"role": "assistant", "content": s.text.strip()}}
                     else:
-                        prefix = (text if isinstance(text, str) else tokenizer.decode(text)) if echo else ""
-                        lp = None if top is None else await worker.call(score, prompt, shown if echo else 0,
-                                                                        s.tokens, top)
+                        lp = None if top is None else await worker.call(score, prompt, shown, s.tokens, top)
                         body = {"text": prefix + s.text, "logprobs": lp}
                     choices.append({"index": len(choices), **body, "finish_reason": s.finish_reason})
         except ClientGone:
@@ -185,36 +193,67 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
                           "total_tokens": prompt_tokens + used}}
 
-    async def stream(request: Request, job: Job, prompt_tokens: int, params: SamplingParams, chat: bool, head: dict,
-                     usage: bool) -> AsyncIterator[str]:
-        # The n samples' tokens arrive as the scheduler draws them, interleaved.
-        texts = [TextStream(tokenizer, params.stop_strings) for _ in range(job.n)]
-        started = [False] * job.n
+    async def stream(request: Request, job: Job, ids: list[list[int]], prompts: list[str] | list[list[int]],
+                     params: list[SamplingParams], chat: bool, head: dict, usage: bool, top: int | None, echo: bool
+                     ) -> AsyncIterator[str]:
+        # Choice i * n + j is sample j of prompt i, as in a non-streamed answer; the tokens of every
+        # choice arrive as the scheduler draws them, interleaved. With logprobs a chunk carries the
+        # scores of the tokens it consumed (the scheduler scored each as it was drawn), and the last
+        # chunk of a choice those of the tokens that wrote no text (end-of-text, a held stop string).
+        n = job.n
+        texts = [TextStream(tokenizer, p.stop_strings) for p in params for _ in range(n)]
+        started = [False] * len(texts)
+        offsets = [0] * len(texts)  # each choice's next text_offset, as a non-streamed answer counts them
+        pending: list[list[tuple[int, float, list[tuple[int, float]]]]] = [[] for _ in texts]
 
-        def chunk(i: int, text: str | None, finish: str | None) -> dict:
+        def scores(c: int) -> dict | None:
+            if top is None:
+                return None
+            tokens, values, tops = zip(*pending[c]) if pending[c] else ((), (), ())
+            pending[c].clear()
+            lp = legacy_logprobs(tokenizer, list(tokens), list(values), list(tops), top, start=offsets[c])
+            offsets[c] += sum(map(len, lp["tokens"]))
+            return lp
+
+        def chunk(c: int, text: str | None, finish: str | None, lp: dict | None = None) -> dict:
             if chat:
                 delta = {} if text is None else {"content": text}
-                if not started[i]:
+                if not started[c]:
                     delta["role"] = "assistant"
-                choice = {"index": i, "delta": delta, "finish_reason": finish}
+                choice = {"index": c, "delta": delta, "finish_reason": finish}
             else:
-                choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
-            started[i] = True
+                choice = {"index": c, "text": text or "", "logprobs": lp, "finish_reason": finish}
+            started[c] = True
             return {**head, "choices": [choice]}
 
         try:
+            if echo:  # each choice opens with its prompt (and the prompt's own scores), as OpenAI streams it
+                for i, (prompt, given) in enumerate(zip(ids, prompts)):
+                    prefix, shown = echoed(prompt, given)
+                    lp = None if top is None else await worker.call(score, prompt, shown, [], top)
+                    for c in range(i * n, (i + 1) * n):
+                        if lp is not None:
+                            offsets[c] = sum(map(len, lp["tokens"]))
+                        yield _sse(chunk(c, prefix, None, lp))
             while job.open_rows:
-                _, kind, i, value = await job.next_event(request)
-                if kind == "done":
-                    yield _sse(chunk(i, None, value.finish_reason))
+                event = await job.next_event(request)
+                if event[1] == "admitted":  # a later prompt of this request found room
                     continue
-                piece = texts[i].feed(value)
-                if chat and not started[i]:
+                i, kind, j = event[0], event[1], event[2]
+                c = i * n + j
+                if kind == "done":
+                    yield _sse(chunk(c, None, event[3].finish_reason, scores(c)))
+                    continue
+                if event[4] is not None:
+                    pending[c].append((event[3], *event[4]))
+                piece = texts[c].feed(event[3])
+                if chat and not started[c]:
                     piece = piece.lstrip()  # the template leaves the reply's leading space to the model
                 if piece:
-                    yield _sse(chunk(i, piece, None))
+                    yield _sse(chunk(c, piece, None, scores(c)))
             if usage:  # stream_options.include_usage: one last chunk with no choices
-                used = sum(len(s.tokens) for s in job.samples[0])  # type: ignore[union-attr]
+                used = sum(len(s.tokens) for group in job.samples for s in group)  # type: ignore[union-attr]
+                prompt_tokens = sum(map(len, ids))
                 yield _sse({**head, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
                                                              "total_tokens": prompt_tokens + used}})
             yield "data: [DONE]\n\n"
@@ -240,18 +279,24 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
         try:
             # MCQ validates "2-10 options lettered A.., none empty"; the gold letter is unknown here, A will do.
             question = MCQ(question=req.question, options=req.options, answer="A", context=req.context)
-            require_answerable([question], answer_format, "asked")
         except DataError as e:
             raise APIError(400, str(e), param="options" if "option" in str(e) else "question") from None
-        try:
-            explanation = None
-            if answer_format is AnswerFormat.EXPLAIN:  # the explanation is generated in the running batch
-                ids, params = explanation_request(engine, question, answer_format)
-                explanation = (await worker.generate(ids, params))[0].text
-            # The letter and option scores are forward passes between two decode steps, not decoding.
-            result = await worker.call(mcq_answer, engine, question, answer_format, explanation)
-        except DataError as e:  # options and cue alone longer than the context: the request's fault
-            raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
+        if answer_format is AnswerFormat.LETTER:
+            # The letter probabilities are the answer: forward passes between two decode steps, not decoding.
+            result = await worker.call(letter_answer, engine, question)
+        else:
+            # Asked and read as `evaluate --mode generate` asks and reads, so the two never disagree; a
+            # question it could not score is refused, never answered some other way.
+            why = check_answerable(question)
+            if why is not None:
+                raise APIError(400, f"the {answer_format.value} format cannot name an answer to this question: "
+                                    f"{why}", param="options")
+            try:
+                ids, params = answer_request(engine, question, answer_format)
+            except DataError as e:  # options and cue leave no room for the answer: the request's fault
+                raise APIError(400, str(e), param="options", code="context_length_exceeded") from None
+            sample = (await worker.generate(ids, params))[0]
+            result = read_answer(question, answer_format, sample.text)
         return {"object": "mcq.answer", "model": model_name, "answer_format": answer_format.value, **result}
 
     @app.get("/v1/models")

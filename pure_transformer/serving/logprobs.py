@@ -40,11 +40,12 @@ def sequence_logprobs(model: torch.nn.Module, ids: list[int], eot_id: int, top: 
 
 
 def legacy_logprobs(tok: Tokenizer, ids: list[int], values: list[float | None], tops: list[list[tuple[int, float]]],
-                    top: int) -> dict[str, Any]:
+                    top: int, start: int = 0) -> dict[str, Any]:
     """The ``logprobs`` object of one choice: ``tokens``, ``token_logprobs``, ``top_logprobs``
-    (a dict of token string -> log-probability per position) and ``text_offset``."""
+    (a dict of token string -> log-probability per position) and ``text_offset``, counted from
+    ``start`` (a stream's chunk continues its choice's offsets: the end of its previous chunk's tokens)."""
     pieces = [tok.decode([i]) for i in ids]
-    offsets, at = [], 0
+    offsets, at = [], start
     for piece in pieces:
         offsets.append(at)
         at += len(piece)

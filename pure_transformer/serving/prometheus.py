@@ -6,7 +6,8 @@ Each app has its own registry (tests build several apps in one process). Names:
   ``pure_transformer_running_rows`` (read from the scheduler at scrape time);
 - counters ``pure_transformer_prompt_tokens_total``, ``pure_transformer_generation_tokens_total``,
   ``pure_transformer_requests_total{status}`` (HTTP status of every ``/v1/*`` response),
-  ``pure_transformer_queue_timeouts_total``, ``pure_transformer_disconnects_total``;
+  ``pure_transformer_queue_timeouts_total``, ``pure_transformer_disconnects_total`` (per request,
+  not per prompt);
 - histograms ``pure_transformer_time_to_first_token_seconds``,
   ``pure_transformer_time_per_output_token_seconds``, ``pure_transformer_e2e_request_latency_seconds``
   (per prompt of a request: from its arrival to its first / last token) and

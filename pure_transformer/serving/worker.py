@@ -1,19 +1,21 @@
 """The model side of :mod:`pure_transformer.serving.app`: the worker that owns the
 :class:`~pure_transformer.inference.scheduler.Scheduler` (and so the model thread),
-the :class:`Job` through which one HTTP request waits for its rows, and the MCQ scorer.
+the :class:`Job` through which one HTTP request waits for its rows, and ``/v1/mcq``'s answers
+(asked and read as ``evaluate`` asks and reads them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import torch
 
-from ..eval.scoring import continuation_logprobs, fit_prompt, letter_scores
+from ..eval.scoring import fit_prompt, letter_scores
 from ..inference.engine import Engine, Sample, SamplingParams, prompt_seed
 from ..inference.scheduler import Entry, QueueTimeout, Scheduler
-from ..mcq.answer_format import AnswerFormat
+from ..mcq.answer_format import AnswerFormat, cut_at_stop
 from ..mcq.record import MCQ
 from .http import APIError
 from .schemas import ServerLimits
@@ -52,13 +54,15 @@ class ModelWorker:
         """Run ``fn(*args)`` on the model thread, between two decode steps."""
         return await asyncio.wrap_future(self.scheduler.call(fn, *args))
 
-    def open(self, prompts: list[list[int]], params: list[SamplingParams], n: int, *, stream: bool) -> "Job":
-        """Queue one request's prompts (``n`` samples each); 429 when the queue is full."""
+    def open(self, prompts: list[list[int]], params: list[SamplingParams], n: int, *, stream: bool,
+             logprobs: int | None = None) -> "Job":
+        """Queue one request's prompts (``n`` samples each); 429 when the queue is full. A stream with
+        ``logprobs`` gets each token's scores with its token event."""
         if self.scheduler.waiting_requests >= self.limits.max_queue:
             raise APIError(429, f"server busy: {self.limits.max_queue} requests already waiting, retry shortly",
                            type="rate_limit_error", code="rate_limit_exceeded",
                            headers={"Retry-After": str(self.limits.retry_after_s)})
-        return Job(self, prompts, params, n, stream)
+        return Job(self, prompts, params, n, stream, logprobs)
 
     async def generate(self, prompt: list[int], params: SamplingParams, n: int = 1) -> list[Sample]:
         """The ``n`` samples of one prompt through the scheduler (no client to watch)."""
@@ -73,7 +77,7 @@ class Job:
     """One HTTP request's entries, seen from the event loop: its events arrive in a queue."""
 
     def __init__(self, worker: ModelWorker, prompts: list[list[int]], params: list[SamplingParams], n: int,
-                 stream: bool):
+                 stream: bool, logprobs: int | None = None):
         self.worker, self.n = worker, n
         self.events: asyncio.Queue[tuple] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -88,10 +92,12 @@ class Job:
 
         # A seeded prompt draws as Engine.generate([prompt], params, n) draws it: prompt_seed(seed, 0).
         self.entries = [Entry(ids, p, n, prompt_seed(p.seed, 0) if p.seed is not None
-                              else int(torch.randint(2**62, ()).item()), stream, sink(i), job=self)
+                              else int(torch.randint(2**62, ()).item()), stream, sink(i), job=self,
+                              logprobs=logprobs if stream else None)
                         for i, (ids, p) in enumerate(zip(prompts, params))]
         self.samples: list[list[Sample | None]] = [[None] * n for _ in prompts]
-        self.unadmitted, self.open_rows = len(prompts), len(prompts) * n
+        self.open_rows = len(prompts) * n
+        self.started = False  # its first prompt joined the batch: the request is admitted, no longer queued
         self.closed = self.failed = False
         self._held: list[tuple] = []  # events read while waiting for admission, replayed first
         worker.active += 1
@@ -101,7 +107,7 @@ class Job:
         """(prompt index, kind, ...) of the next event; raises ClientGone when ``request``'s
         client left, 503 on a queue timeout, and an entry's error as itself."""
         while True:
-            if self._held and not self.unadmitted:
+            if self._held and self.started:
                 return self._held.pop(0)
             try:
                 event = self.events.get_nowait() if not self.events.empty() else \
@@ -112,7 +118,7 @@ class Job:
                 continue
             kind = event[1]
             if kind == "admitted":
-                self.unadmitted -= 1
+                self.started = True
             elif kind == "done":
                 self.samples[event[0]][event[2]] = event[3]
                 self.open_rows -= 1
@@ -126,8 +132,9 @@ class Job:
             return event
 
     async def admitted(self, request: Any) -> None:
-        """Wait until every prompt has joined the running batch (its events stay queued)."""
-        while self.unadmitted:
+        """Wait until the request is admitted: its first prompt has joined the running batch (its later
+        prompts may still wait for room; they cannot time out any more). Its events stay queued."""
+        while not self.started:
             event = await self.next_event(request)
             if event[1] != "admitted":
                 self._held.append(event)
@@ -151,34 +158,36 @@ class Job:
 
 
 # --------------------------------------------------------------------- mcq
-def explanation_request(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> tuple[list[int], SamplingParams]:
-    """(prompt ids, greedy params) of the explanation the ``explain`` format writes before its answer."""
-    params = SamplingParams(max_new_tokens=answer_format.max_new_tokens(), temperature=0.0,
-                            stop_strings=("\nAnswer:", *answer_format.stop_strings()))
-    ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, params.max_new_tokens)
+def answer_request(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> tuple[list[int], SamplingParams]:
+    """(prompt ids, params) of the answer ``evaluate --mode generate`` writes to ``mcq`` in a text format
+    (:func:`~pure_transformer.eval.scoring.sample_answers` with its defaults): the prompt made to fit by
+    :func:`~pure_transformer.eval.scoring.fit_prompt` with the format's budget left, greedy, the format's
+    stop strings. Raises :class:`DataError` when the options and cue leave no room for the budget."""
+    budget = answer_format.max_new_tokens()
+    params = SamplingParams(max_new_tokens=budget, temperature=0.0, stop_strings=answer_format.stop_strings())
+    ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, budget)
     return ids, params
 
 
-def mcq_answer(engine: Engine, mcq: MCQ, answer_format: AnswerFormat, explanation: str | None = None
-               ) -> dict[str, Any]:
-    """The model's answer to one question, asked the way it was trained.
+_ANSWER_LINE_START = re.compile(r"^[ \t]*Answer:", re.MULTILINE)
 
-    ``letter``: the softmax over the log-likelihoods of its letters " A", " B".. after the harness
-    prompt. ``text``: the softmax over each option's text as the continuation of the
-    format's prompt. ``explain``: a greedy explanation first (returned), then the
-    softmax over each ``"\nAnswer: {option}"`` after it. The server passes the
-    ``explanation`` it generated through its scheduler; without one it is generated here.
-    """
-    if answer_format is AnswerFormat.LETTER:
-        probs = dict(zip(mcq.letters, torch.softmax(letter_scores(engine.model, engine.tok, [mcq])[0], dim=0).tolist()))
-        return {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}
-    context = answer_format.prompt(mcq)
+
+def read_answer(mcq: MCQ, answer_format: AnswerFormat, completion: str) -> dict[str, Any]:
+    """The ``/v1/mcq`` fields of a generated ``completion`` (from :func:`answer_request`), read by
+    :meth:`AnswerFormat.read` as ``evaluate`` reads it: ``answer`` (the letter its answer line names, or
+    None), ``cause`` (why None: one of ``NO_ANSWER_CAUSES``), ``completion`` (the generated text) and, for
+    ``explain``, ``explanation`` (what the model wrote before its final ``Answer:`` line)."""
+    letter, cause = answer_format.read(mcq, completion)
+    out: dict[str, Any] = {"answer": letter, "cause": cause, "completion": completion}
     if answer_format is AnswerFormat.EXPLAIN:
-        if explanation is None:
-            ids, params = explanation_request(engine, mcq, answer_format)
-            explanation = engine.generate([ids], params)[0][0].text
-        context += explanation + "\nAnswer:"
-    scores = continuation_logprobs(engine.model, engine.tok, [(context, f" {text}") for text in mcq.options.values()])
-    probs = dict(zip(mcq.letters, torch.softmax(scores, dim=0).tolist()))
-    out: dict[str, Any] = {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}
-    return out if explanation is None else {**out, "explanation": explanation.strip()}
+        text = cut_at_stop(completion)
+        lines = list(_ANSWER_LINE_START.finditer(text))
+        out["explanation"] = (text[:lines[-1].start()] if lines else text).strip()
+    return out
+
+
+def letter_answer(engine: Engine, mcq: MCQ) -> dict[str, Any]:
+    """The ``letter`` format's answer: the softmax over the log-likelihoods of the question's letters
+    " A", " B".. after the harness prompt (``evaluate``'s loglikelihood mode); the likeliest is the answer."""
+    probs = dict(zip(mcq.letters, torch.softmax(letter_scores(engine.model, engine.tok, [mcq])[0], dim=0).tolist()))
+    return {"answer": max(probs, key=probs.__getitem__), "probabilities": probs}

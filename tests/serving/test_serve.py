@@ -343,18 +343,23 @@ def test_page_answers_in_headless_chromium(url):
     assert out.stdout.count('class="fill"') >= 4  # one probability bar per letter
 
 
-@pytest.mark.parametrize("fmt", ["text", "explain"])
-def test_mcq_in_the_checkpoint_format(fmt: str, tiny_model, tiny_tokenizer, serving) -> None:
-    """A text/explain model is asked the way it was trained: the option texts are scored
-    (after a greedy explanation for explain), and the probabilities are a distribution."""
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (.ci/run installs it)")
+def test_page_shows_the_explanation_above_the_answer_in_headless_chromium(tiny_model, tiny_tokenizer, serving):
+    """An explain-format model: the page shows the model's explanation, then its answer (or "none" and why)."""
+    import subprocess
+    from urllib.parse import urlencode
+
     from pure_transformer.mcq.answer_format import AnswerFormat
 
-    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", answer_format=AnswerFormat(fmt))
-    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
-        body = c.post("/v1/mcq", json=MCQ_BODY).json()
-    assert body["answer_format"] == fmt and body["answer"] in "ABCD"
-    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
-    assert body["answer"] == max(body["probabilities"], key=body["probabilities"].get)
-    assert ("explanation" in body) == (fmt == "explain")
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", answer_format=AnswerFormat.EXPLAIN)
+    query = urlencode({"question": MCQ_BODY["question"], **MCQ_BODY["options"]})
+    with serving(app) as base:
+        out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                              "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                              "--virtual-time-budget=20000", "--dump-dom", f"{base}/?{query}"],
+                             capture_output=True, text=True, timeout=120)
+    dom = out.stdout
+    assert 'id="mcq-explanation"' in dom and 'id="mcq-answer"' in dom, dom[-3000:]
+    assert dom.index("Model's explanation:") < dom.index("Model's answer:"), dom[-3000:]
 
 

@@ -222,3 +222,53 @@ def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tin
             [tiny_tokenizer.eot_id] + tiny_tokenizer.encode(body["prompt"])
         alone = engine.generate([ids], SamplingParams(max_new_tokens=body["max_tokens"], temperature=0))[0][0]
         assert text == [alone.text]
+
+
+@pytest.mark.fast
+def test_a_request_admitted_in_waves_never_times_out_and_counts_as_one_running(tiny_model, tiny_tokenizer, serving,
+                                                                                monkeypatch):
+    # 6 prompts x n=2 in a 4-row batch run in 3 waves, far longer than the 0.3 s queue timeout: its later
+    # prompts wait for its earlier ones, which is the request running, not queueing (it used to get 503).
+    from pure_transformer.inference import scheduler
+
+    real = scheduler.decode_step
+
+    def slow(model, tokens, cache):
+        time.sleep(0.01)
+        return real(model, tokens, cache)
+
+    monkeypatch.setattr(scheduler, "decode_step", slow)
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny",
+                     limits=ServerLimits(queue_timeout_s=0.3, max_running_rows=4))
+    health: list[dict] = []
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c, ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(c.post, "/v1/completions", json={"prompt": [f"p{i}" for i in range(6)], "n": 2,
+                                                              "max_tokens": 40, "temperature": 0})
+        while not reply.done():
+            if (h := c.get("/health").json())["running_rows"]:
+                health.append(h)
+            time.sleep(0.05)
+        r = reply.result()
+        assert r.status_code == 200 and len(r.json()["choices"]) == 12, r.text
+        # Streamed, it starts once its first prompt joins and streams every choice to the end.
+        with c.stream("POST", "/v1/completions", json={"prompt": [f"p{i}" for i in range(6)], "n": 2,
+                                                       "max_tokens": 40, "temperature": 0, "stream": True}) as s:
+            chunks = sse_events(s)
+        assert [ch["text"] for ch in r.json()["choices"]] == [
+            "".join(e["choices"][0]["text"] for e in chunks if e["choices"][0]["index"] == i) for i in range(12)]
+        assert _metrics(base)["pure_transformer_queue_timeouts_total"] == 0
+    # Partly admitted, it is one running request and nothing waits.
+    assert health and all(h["waiting_requests"] == 0 and h["running_requests"] == 1 for h in health), health
+
+
+@pytest.mark.fast
+def test_a_queue_timeout_counts_the_request_once_not_each_prompt(tiny_model, tiny_tokenizer, serving):
+    app = create_app(tiny_model, tiny_tokenizer, model_name="tiny", limits=ServerLimits(queue_timeout_s=0.3))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        busy = app.state.worker.scheduler.call(time.sleep, 1.5)  # the model thread is held past the timeout
+        err = assert_error(c.post("/v1/completions", json={"prompt": ["a", "b", "c", "d", "e"], "max_tokens": 4}),
+                           503)
+        busy.result(timeout=10)
+        assert err["code"] == "queue_timeout"
+        assert _metrics(base)["pure_transformer_queue_timeouts_total"] == 1
+        assert c.get("/health").json()["waiting_requests"] == 0

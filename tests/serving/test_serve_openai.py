@@ -80,12 +80,54 @@ def test_stream_usage_chunk_and_text_parts(client):
     assert as_parts.json()["choices"][0]["message"] == as_text.json()["choices"][0]["message"]
 
 
+def _streamed_choices(client: httpx.Client, body: dict) -> dict[int, dict]:
+    """A streamed completion put back together per choice index: text, finish_reason, and the
+    chunks' logprobs concatenated (None when no chunk carries any)."""
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200, r.read()
+        chunks = sse_events(r)
+    out: dict[int, dict] = {}
+    for chunk in chunks:
+        (c,) = chunk["choices"]
+        got = out.setdefault(c["index"], {"text": "", "finish_reason": None, "logprobs": None})
+        got["text"] += c["text"]
+        assert got["finish_reason"] is None  # nothing follows a choice's last chunk
+        got["finish_reason"] = c["finish_reason"]
+        if c["logprobs"] is not None:
+            lp = got["logprobs"] = got["logprobs"] or {k: [] for k in c["logprobs"]}
+            for k, v in c["logprobs"].items():
+                lp[k] += v
+    return out
+
+
+@pytest.mark.parametrize("extra", [{}, {"echo": True}, {"logprobs": 2}, {"echo": True, "logprobs": 1},
+                                   {"echo": True, "logprobs": 1, "prompt": [[17, 42, 99], [5, 6], [300]]}])
+@pytest.mark.fast
+def test_stream_takes_prompt_lists_echo_and_logprobs_as_the_plain_answer_gives_them(client, extra):
+    # OpenAI streams all three; each choice (index i * n + j) adds up to the non-streamed choice.
+    body = {"prompt": ["Question: fever?", "The heart", "A"], "n": 2, "max_tokens": 7, "temperature": 0,
+            **extra}
+    plain = client.post("/v1/completions", json=body)
+    assert plain.status_code == 200, plain.text
+    streamed = _streamed_choices(client, body)
+    assert sorted(streamed) == list(range(6))
+    for want in plain.json()["choices"]:
+        got = streamed[want["index"]]
+        assert got["text"] == want["text"] and got["finish_reason"] == want["finish_reason"]
+        if "logprobs" not in extra:
+            assert got["logprobs"] is None
+            continue
+        w, g = want["logprobs"], got["logprobs"]
+        assert g["tokens"] == w["tokens"] and g["text_offset"] == w["text_offset"]
+        assert g["token_logprobs"] == pytest.approx(w["token_logprobs"], abs=1e-4)
+        for gt, wt in zip(g["top_logprobs"], w["top_logprobs"]):
+            assert (gt is None) == (wt is None) and (gt is None or gt == pytest.approx(wt, abs=1e-4))
+
+
 @pytest.mark.parametrize("body, param", [
     ({"prompt": [[1, 2], [99999]]}, "prompt"),
     ({"prompt": [-1]}, "prompt"),
     ({"prompt": []}, "prompt"),
-    ({"prompt": "x", "stream": True, "logprobs": 1}, "stream"),
-    ({"prompt": ["a", "b"], "stream": True}, "stream"),
     ({"prompt": "x", "logprobs": 6}, "logprobs"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}, None),
 ])
