@@ -4,6 +4,7 @@ contenders hold the same weights and agree), not for speed."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -96,3 +97,21 @@ def test_bench_generate_command_prints_its_table(capsys) -> None:
     out = capsys.readouterr().out
     assert "| ours, dynamic cache |" in out and "| transformers generate |" in out and "torch 2." in out
     assert "best of ours / transformers generate:" in out
+
+
+@pytest.mark.fast
+def test_the_header_names_the_command_as_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m pure_transformer bench ...`` puts ``.../__main__.py`` in argv[0]; the header says the module."""
+    import importlib.util
+    import types
+
+    from pure_transformer.bench.common import command_line
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.util.find_spec("pure_transformer.__main__")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["/x/pure_transformer/__main__.py", "bench", "train", "--model", "tiny"])
+    assert command_line() == "python -m pure_transformer bench train --model tiny"
+    main.__spec__ = None  # the console script: its own name
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/pure-transformer", "bench", "serve", "--url", "http://a b"])
+    assert command_line() == "pure-transformer bench serve --url 'http://a b'"

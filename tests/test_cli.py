@@ -220,3 +220,48 @@ def test_sigterm_during_set_up_is_one_line() -> None:
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
     assert time.monotonic() - start < 60 and signal.SIGTERM == 15
+
+
+def readme_commands() -> list[str]:
+    """Every ``pure-transformer`` and ``python -m pure_transformer.X`` line of the README's shell blocks
+    (continuations joined, comments dropped)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith(("pure-transformer ", "python -m pure_transformer")):
+                lines.append(line)
+    return lines
+
+
+@pytest.mark.fast
+def test_every_readme_command_parses() -> None:
+    """The README walk: each command a newcomer copies has flags its command takes (parsed by the real
+    parsers, not run)."""
+    import argparse
+    import shlex
+
+    from pure_transformer.cli import COMMANDS, _command_module, build_parser, run_train_parser
+
+    commands = readme_commands()
+    assert len(commands) >= 25 and any(c.startswith("pure-transformer plan ") for c in commands)
+    for line in commands:
+        argv = shlex.split(line)
+        if argv[0] == "pure-transformer":
+            stage = argv[1] if argv[1] in COMMANDS or argv[1] == "bench" else None
+            build_parser(stages=(stage,) if stage else ()).parse_args(argv[1:])
+        elif argv[2] == "pure_transformer.run_train":
+            run_train_parser(argv[3:]).parse_args(argv[3:])
+        elif argv[2] == "pure_transformer.launch":
+            from pure_transformer.launch import split_argv
+
+            _, phase_argv = split_argv(argv[3:])
+            run_train_parser(phase_argv).parse_args(phase_argv)
+        else:
+            name = argv[2].removeprefix("pure_transformer.")
+            parser = argparse.ArgumentParser()
+            _command_module(name).add_args(parser)
+            parser.parse_args(argv[3:])

@@ -192,3 +192,20 @@ def test_tensorboard_tags_are_grouped_and_config_is_text(tmp_path: Path) -> None
     assert set(events.Tags()["scalars"]) == {"rl/reward", "rl/letters/A", "rl/letters/None", "val/accuracy"}
     (text,) = events.Tensors("rl/config/text_summary")
     assert '"lr": 0.0001' in text.tensor_proto.string_val[0].decode()
+
+
+@pytest.mark.fast
+def test_a_paused_bar_says_why() -> None:
+    """The bar names a pause while it lasts (step-0 validation held it at 0/N with no word)."""
+    import io
+
+    from pure_transformer.train.progress import ProgressBar, SteadyRate, labelled
+
+    out = io.StringIO()
+    bar = ProgressBar(total=10, file=out, clock=SteadyRate(), ascii=True)
+    with labelled(bar, "validating"):
+        during = out.getvalue().rsplit("\r", 1)[-1]
+    after = out.getvalue().rsplit("\r", 1)[-1]
+    bar.close()
+    assert during.startswith("validating: ") and "0/10" in during
+    assert not after.startswith("validating") and "0/10" in after

@@ -105,11 +105,20 @@ def device_name(device: torch.device) -> str:
     return f"{name}, {os.cpu_count()} CPUs visible, torch threads {torch.get_num_threads()}"
 
 
+def command_line() -> str:
+    """This process's command as a user types it: ``python -m pure_transformer bench ...`` where
+    ``sys.argv[0]`` holds the path of a ``__main__.py``, else the program's name and its arguments."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else \
+        os.path.basename(sys.argv[0])
+    return f"{program} {shlex.join(sys.argv[1:])}".rstrip()
+
+
 def environment(device: torch.device) -> list[str]:
     """The header lines every benchmark prints: command, hardware, versions, load."""
     import transformers
 
-    lines = [f"command: {shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}",
+    lines = [f"command: {command_line()}",
              f"device: {device} ({device_name(device)})",
              f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"]
     if hasattr(os, "getloadavg"):

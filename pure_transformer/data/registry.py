@@ -93,6 +93,11 @@ class HubSpec:
             raise DataError(f"cannot load '{self.name}' ({self.repo}): {_one_line(err)}") from err
 
 
+OFFLINE_HINT = ("give a local file or folder in the name's place (a path works wherever a dataset name does), "
+                "or a bundled-* set")
+"""What every hub failure suggests; it names no flag, as each command takes the name through its own."""
+
+
 @functools.cache
 def _hub_lookup_error() -> str | None:
     """Why the hub's host does not resolve (no network), or None. huggingface_hub would find
@@ -116,8 +121,7 @@ def _hub_lookup_error() -> str | None:
 
 def _require_hub(name: str) -> None:
     if (why := _hub_lookup_error()) is not None:
-        raise DataError(f"cannot read '{name}' from the Hugging Face Hub: {why}; offline, pass the data as a "
-                        "local file (--data-path FILE, or a path in --mixture)")
+        raise DataError(f"cannot read '{name}' from the Hugging Face Hub: {why}; offline, {OFFLINE_HINT}")
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
     spec = resolve_source(name)
     if source_kind(name) is not SourceKind.MCQ:
         raise DataError(f"'{name}' is a text dataset, not multiple-choice questions")
-    hint = "; offline, pass the questions as a local file (--data-path FILE)" if isinstance(spec, HubSpec) else ""
+    hint = f"; offline, {OFFLINE_HINT}" if isinstance(spec, HubSpec) else ""
     for failures in itertools.count(1):
         try:
             out = list(islice(spec.mcqs(split), limit))

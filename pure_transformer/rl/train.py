@@ -58,6 +58,7 @@ from ..mcq.answer_format import AnswerFormat, require_answerable
 from ..mcq.record import MCQ
 from ..plan.planner import run_plan
 from ..train.logger import MetricsLogger
+from ..train.progress import labelled
 from .grpo import GRPOLossConfig, grpo_loss
 from .questions import rl_questions
 from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward
@@ -359,7 +360,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
         if rt.is_main and meta is not None and meta.get("complete") and not os.path.lexists(run_dir / "final"):
             link_checkpoint(ckpt, "final")  # a kill after the last save, before final/ was linked
         if step == 0:
-            val_acc = validate()
+            with labelled(bar, "validating"):
+                val_acc = validate()
             write(f"step 0: greedy validation accuracy {val_acc:.3f}")
         with stop.installed():
             while step < total_steps:
@@ -385,7 +387,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 stopping = None if step == total_steps else "stop_at_step" if step == stop_at_step else (
                     "signal" if signalled else None)
                 if step % cfg.val_every == 0 or step == total_steps:
-                    val_acc = validate()
+                    with labelled(bar, "validating"):
+                        val_acc = validate()
                     write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
                               f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
                     if val_acc > best:

@@ -53,7 +53,7 @@ from ..plan.hardware import device_peak_flops
 from ..plan.planner import run_plan
 from ..tokenizer.bpe import Tokenizer
 from .logger import MetricsLogger
-from .progress import ProgressBar, SteadyRate
+from .progress import ProgressBar, SteadyRate, labelled
 from .schedule import lr_at, set_lr
 from .tokenizer_setup import prepare_tokenizer
 from .validation import (MCQValidation, best_metric, best_record, mcq_validate, new_best, restored_best,
@@ -364,7 +364,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
     tokens_at_log, data_wait = run.tokens_seen, 0.0  # seconds blocked on next(batches) since the last log
     try:
         if run.step == 0:  # the starting point of every validation curve
-            run.last_val = run.validate(lockstep)
+            with labelled(bar, "validating"):
+                run.last_val = run.validate(lockstep)
             say(run.summary())
             t_log = time.perf_counter()  # the first window's tokens/s is training, not this validation
         with stop.installed():
@@ -421,7 +422,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: str | None, stop_at_st
                 stopping = None if is_last else "stop_at_step" if run.step == stop_at_step else (
                     "signal" if signalled else None)
                 if run.step % cfg.val_every == 0 or is_last:
-                    run.last_val = run.validate(lockstep)
+                    with labelled(bar, "validating"):
+                        run.last_val = run.validate(lockstep)
                     say(run.summary())
                     run.best_val = min(run.best_val, run.last_val["val_loss"])
                     if new_best(run.last_val, run.best, run.best_metric):

@@ -12,7 +12,9 @@ remaining time includes them.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,3 +70,13 @@ class ProgressBar(tqdm):  # type: ignore[misc]
         if rate is not None:  # tqdm's format_meter derives the ETA from the rate it is given
             d["rate"] = rate
         return d
+
+
+@contextlib.contextmanager
+def labelled(bar: tqdm, label: str) -> Iterator[None]:
+    """Name a pause on the bar while it lasts (``validating``): a bar that stands still says why."""
+    bar.set_description_str(label, refresh=True)
+    try:
+        yield
+    finally:
+        bar.set_description_str("", refresh=True)

@@ -24,8 +24,8 @@ CFG = ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, ffn_dim=128, ma
 @pytest.mark.parametrize("fmt", ["text", "explain"])
 def test_mcq_answers_equal_evaluate_generate_mode(fmt: str, tmp_path: Path, random_checkpoint, serving) -> None:
     ckpt = random_checkpoint(tmp_path, CFG, {"answer_format": fmt})
-    report, = evaluate(str(ckpt), "synthetic", modes=("generate",), limit=6, save_generations=True, device="cpu",
-                       progress=False)
+    report, = evaluate(str(ckpt), "synthetic", modes=("generate",), limit=6, first=True, save_generations=True,
+                       device="cpu", progress=False)
     expected = {q["id"]: q for q in report["questions"]}
     model, tok, meta, _ = load_model(str(ckpt), "cpu")
     app = create_app(model, tok, model_name="tiny", answer_format=AnswerFormat.of_checkpoint(meta))
