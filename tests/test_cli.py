@@ -131,8 +131,8 @@ FROZEN_FLAGS = {
     "model info": "",
     "plan": "--config --gpu --model --set",
     "plot": "--out",
-    "pretrain": "--checkpoint-dir --config --config-file --device --log-every --model --no-progress --num-workers "
-                "--print-config --resume --set --stop-at-step",
+    "pretrain": "--checkpoint-dir --config --config-file --device --init-from --log-every --model --no-progress "
+                "--num-workers --print-config --resume --set --stop-at-step",
     "rl": "--checkpoint --checkpoint-dir --config --config-file --data-path --device --no-progress --print-config "
           "--resume --set --stop-at-step --task --val-data-path",
     "serve": "--api-key --checkpoint --device --host --kv-cache-tokens --max-queue --max-running-rows --max-tokens "

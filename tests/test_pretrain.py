@@ -422,3 +422,29 @@ def test_resume_with_another_best_metric_starts_the_choice_afresh(tmp_path: Path
     assert "best/ was chosen by val_mcq_acc, now by val_loss" in capsys.readouterr().err
     best = read_meta(tmp_path / "best")
     assert best["best"]["metric"] == "val_loss" and best["step"] == 8  # the first validation after the resume
+
+
+@pytest.mark.fast
+def test_init_from_continues_pretraining_from_a_checkpoint(tmp_path: Path, tiny_tokenizer) -> None:
+    """``init_from``: the checkpoint's weights (the parent's last loss on bundled medical text is the
+    child's step-0 loss), shape, tokenizer and ledger; a fresh optimizer and schedule (the child warms up
+    from step 0); and the child's loss on medical text falls."""
+    from pure_transformer.checkpoint.store import load_model
+    from pure_transformer.data.ledger import read_ledger
+
+    parent = tmp_path / "parent"
+    run(small_cfg(tiny_tokenizer.source), parent)
+    child = tmp_path / "child"
+    cfg = small_cfg(None, init_from=str(parent), sources={"bundled-medical": 1.0}, peak_lr=3e-3)
+    pretrain(cfg, child, progress=False)  # no model given: its shape comes from the parent
+    before, after = val_records(parent), val_records(child)
+    assert after[0]["step"] == 0
+    assert after[0]["val_loss/bundled-medical"] == pytest.approx(before[-1]["val_loss/bundled-medical"], rel=1e-6)
+    assert after[-1]["val_loss"] < after[0]["val_loss"]
+    lrs = [r["lr"] for r in read_metrics(child / "logs" / "metrics.jsonl") if "lr" in r]
+    assert lrs[0] < max(lrs)  # the schedule warms up again
+    (model, tok, meta, _), (parent_model, parent_tok, _, _) = load_model(child), load_model(parent)
+    assert model.cfg == parent_model.cfg and tok.hf.to_str() == parent_tok.hf.to_str()
+    assert meta["config"]["init_from"] == str(parent) and meta["step"] == cfg.total_steps
+    parent_ledger, ledger = read_ledger(parent / "final"), read_ledger(child / "final")
+    assert len(parent_ledger) > 0 and ledger.entries[:len(parent_ledger.entries)] == parent_ledger.entries

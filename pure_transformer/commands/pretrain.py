@@ -17,6 +17,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="preset: pretrain:debug | pretrain:demo | pretrain:a100_2day | pretrain:h200_1day, or the name "
                         "after the colon (default pretrain:debug)")
     p.add_argument("--model", default=None, help="model preset, overriding the config's (e.g. tiny, medium-large)")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="continued pretraining: start from this checkpoint's weights, shape and tokenizer (an "
+                        "imported open model too), with a fresh optimizer and schedule")
     p.add_argument("--checkpoint-dir", required=True, help="run folder for checkpoints, logs and the tokenizer")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per rank")
     p.add_argument("--log-every", type=int, default=None, help="optimizer steps between log records")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> None:
     from ..train.pretrain import pretrain
 
     cfg, _ = effective_config(pretrain_preset(args.config), args, {"model": args.model, "num_workers": args.num_workers,
-                                                                    "log_every": args.log_every})
+                                                                    "log_every": args.log_every,
+                                                                    "init_from": args.init_from})
     if args.print_config:
         print(config_yaml(cfg), end="")
         return

@@ -35,6 +35,10 @@ class PretrainConfig:
     tokenizer: str | None = None
     """Tokenizer folder, tokenizer.json or hub name; None trains a byte-level BPE
     of the model's vocabulary size on the bundled corpus into DIR/tokenizer."""
+    init_from: str | None = None
+    """Continued pretraining: a checkpoint (step or run folder, an imported open model included) whose
+    weights, model config and tokenizer the run starts from, with a fresh optimizer and LR schedule.
+    ``model`` and ``tokenizer`` are then the checkpoint's; the ledger starts with the checkpoint's."""
     sources: dict[str, float] = field(default_factory=lambda: {"fineweb-edu": 0.85, "medqa": 0.15})
     """Source name (or local path) -> mixture weight."""
     weight_by: Literal["tokens", "documents"] = "tokens"

@@ -34,8 +34,8 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint.store import (RunLock, link_checkpoint, load_optimizer, load_weights, prune_checkpoints, read_meta,
-                                recover_run_dir, require_meta, require_model_config, resume_checkpoint, save_checkpoint,
-                                step_dir)
+                                recover_run_dir, require_meta, require_model_config, resolve_checkpoint,
+                                resume_checkpoint, save_checkpoint, step_dir)
 from ..config.overrides import apply_overrides
 from ..config.pretrain import PretrainConfig
 from ..data.ledger import LEDGER_FILE, Ledger, read_ledger, sources_ledger
@@ -47,7 +47,7 @@ from ..distributed.runtime import (GraceCheck, Runtime, StopRequested, all_gathe
                                    set_rng_state)
 from ..errors import ConfigError, UserError
 from ..mcq.answer_format import AnswerFormat
-from ..model.config import model_preset
+from ..model.config import ModelConfig, model_preset
 from ..model.transformer import Transformer, build_model
 from ..plan.hardware import device_peak_flops
 from ..plan.planner import run_plan
@@ -262,20 +262,28 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     seed_everything(cfg.seed, cfg.deterministic)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    model_cfg = model.cfg if model is not None else model_preset(cfg.model)
+    # Continued pretraining starts from a checkpoint's weights, shape and tokenizer (a resume of such a run
+    # reads the same shape and tokenizer again, and its own weights).
+    init = resolve_checkpoint(cfg.init_from) if cfg.init_from is not None else None
+    init_meta = read_meta(init) if init is not None else None
+    model_cfg = model.cfg if model is not None else \
+        ModelConfig.from_dict(init_meta["model_config"]) if init_meta is not None else model_preset(cfg.model)
     if meta is not None:
         require_model_config(meta, ckpt, model_cfg)  # type: ignore[arg-type]
-    tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
+    if init is not None:
+        tok = Tokenizer.load(init / init_meta.get("tokenizer", "tokenizer.json"))  # type: ignore[union-attr]
+    else:
+        tok = prepare_tokenizer(cfg.tokenizer, run_dir, model_cfg.vocab_size, cfg.sources, rt.is_main)
     if tok.vocab_size > model_cfg.vocab_size:
-        raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but model '{cfg.model}' only "
+        raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but the model only "
                           f"{model_cfg.vocab_size} embeddings")
     model = model if model is not None else build_model(model_cfg, rt.device)
     if rt.rank:  # after the model, which every rank initialises alike: FSDP, unlike DDP, broadcasts none
         seed_everything(cfg.seed + rt.rank)
     model.activation_checkpointing = cfg.activation_checkpointing
     model.bf16 = rt.bf16  # the engine (MCQ validation) and fused AdamW follow it
-    if meta is not None:
-        load_weights(ckpt, model)  # into the whole model, before FSDP would shard it
+    if meta is not None or init is not None:
+        load_weights(ckpt or init, model)  # into the whole model, before FSDP would shard it
     train_model = parallelize(model, rt, cfg.parallel, cfg.compile)
     # After parallelize: under FSDP the optimizer must see the sharded parameters.
     optimizer = model.setup_optimizers(cfg.peak_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
@@ -292,7 +300,9 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     ledger = None
     if rt.is_main:  # a resumed run keeps the ledger it started with, whatever its files say now
         ledger = read_ledger(ckpt) if ckpt is not None else None
-        ledger = ledger if ledger is not None else sources_ledger("pretrain", cfg.sources)
+        if ledger is None:  # a new run: what its starting checkpoint trained on, then its own sources
+            parents = read_ledger(init) if init is not None else None
+            ledger = (parents or Ledger()).extended(sources_ledger("pretrain", cfg.sources).entries)
     # The same questions on every rank and every resume: the first that fit of each MCQ source's validation split.
     mcq_val = validation_questions(cfg.sources, cfg.val_mcq, tok, model.cfg.max_seq_len,
                                    AnswerFormat(cfg.answer_format), verbose=rt.is_main)
@@ -312,7 +322,7 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     if rt.is_main:
         (run_dir / "config.json").write_text(json.dumps(info, indent=1))
         est = info.get("estimated_hours_at_40pct_mfu")
-        print(f"pretraining {cfg.model}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
+        print(f"pretraining {cfg.model if init is None else f'from {init}'}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
               f"({cfg.micro_batch}x{cfg.seq_len} x {info['accum_steps']} accum x {rt.world_size} ranks), "
               f"{cfg.total_steps} steps, device {rt.device}" + (f", ~{est} h at 40% MFU" if est else "")
               + (f", resuming from {ckpt} at step {run.step}" if ckpt else ""))
