@@ -25,6 +25,11 @@ from pure_transformer.train.logger import read_metrics
 def test_arguments_split_at_the_phase_and_the_timeout_follows_the_grace_period(monkeypatch) -> None:
     assert split_argv(["--standalone", "--nproc-per-node", "2", "rl", "--config", "debug"]) == (
         ["--standalone", "--nproc-per-node", "2"], ["rl", "--config", "debug"])
+    # A phase's name as an option's value stays torchrun's; so do abbreviations and --opt=value.
+    assert split_argv(["--rdzv-id", "rl", "--log-dir", "pretrain", "--rdzv_conf", "pretrain", "-r", "rl", "--nnod",
+                       "1", "--standalone", "--role=rl", "pretrain", "--config", "debug"]) == (
+        ["--rdzv-id", "rl", "--log-dir", "pretrain", "--rdzv_conf", "pretrain", "-r", "rl", "--nnod", "1",
+         "--standalone", "--role=rl"], ["pretrain", "--config", "debug"])
     monkeypatch.delenv("PURE_TRANSFORMER_GRACE_S", raising=False)
     assert shutdown_timeout([]) == []  # torchrun's default
     monkeypatch.setenv("PURE_TRANSFORMER_GRACE_S", "300")
