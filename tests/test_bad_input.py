@@ -82,3 +82,76 @@ def test_bad_input_is_one_line(case: str, ckpt: Path, tmp_path: Path, capsys: py
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert message in err, err
     assert _files(tmp_path) == before  # nothing written (a lock file aside)
+
+
+def _metrics_run(run: Path) -> Path:
+    from pure_transformer.train.logger import MetricsLogger
+
+    log = MetricsLogger(run / "logs", tensorboard=False)
+    for step in range(1, 4):
+        log.log(step, {"tokens_seen": step * 4096, "loss": 4.0 / step, "lr": 1e-3})
+    log.close()
+    return run
+
+
+def _output_argv(command: str, ckpt: Path, tmp_path: Path, out: str) -> list[str]:
+    if command == "export":
+        return ["export", "--checkpoint", str(ckpt), "--out", out]
+    if command == "evaluate":
+        return ["evaluate", "--checkpoint", str(ckpt), "--limit", "2", "--mode", "loglikelihood", "--no-progress",
+                "--output", out]
+    if command == "tokenizer":
+        return ["tokenizer", "train", "--vocab-size", "300", "--max-docs", "20", "--quiet", "--out", out]
+    return ["plot", str(_metrics_run(tmp_path / "run")), "--out", out]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("command, where", [
+    *((c, "under a file") for c in ("export", "evaluate", "tokenizer", "plot")),
+    *((c, "full disk") for c in ("evaluate", "tokenizer", "plot")),  # export: test_a_failed_export_leaves_no_folder
+])
+def test_an_output_that_cannot_be_written_is_one_line(command: str, where: str, ckpt: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """--out/--output under a regular file ("Not a directory": chmod stops no root) or on a full
+    disk (/dev/full, or a folder whose file is a link to it): one line naming the path and the
+    operating system's reason, exit 2, no folder left behind."""
+    (tmp_path / "afile").write_text("x")
+    if where == "under a file":
+        out, reason = str(tmp_path / "afile" / "out"), "Not a directory"
+    elif not Path("/dev/full").exists():
+        pytest.skip("a full disk is /dev/full (Linux)")
+    elif command == "tokenizer":  # a folder whose tokenizer.json is the full device
+        (tmp_path / "tok").mkdir()
+        (tmp_path / "tok" / "tokenizer.json").symlink_to("/dev/full")
+        out, reason = str(tmp_path / "tok"), "No space left on device"
+    else:  # a file: the device itself
+        out, reason = "/dev/full", "No space left on device"
+    before = _files(tmp_path)
+    code = main(_output_argv(command, ckpt, tmp_path, out))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [f"error: cannot write {out}: {reason}"]
+    assert "Traceback" not in err and (command == "evaluate" or err.count("\n") == 1)  # evaluate's note aside
+    if command == "plot":
+        before |= _files(tmp_path / "run")
+    assert _files(tmp_path) == before  # nothing half-written, no folder
+
+
+def test_a_failed_export_leaves_no_folder(ckpt: Path, tmp_path: Path) -> None:
+    """A disk that fills up in the middle of the export (a file-size limit: the config is written,
+    the weights are not): one line, exit 2, and neither the folder nor the folders made for it."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "new" / "deeper" / "hf"
+    proc = subprocess.run([sys.executable, "-m", "pure_transformer", "export", "--checkpoint", str(ckpt), "--out",
+                           str(out)], capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: cannot write {out}: File too large\n"
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".tmp-*"))

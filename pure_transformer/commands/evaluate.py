@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, writing
 from ..eval.run import MODES, check_pairing, evaluate
 from ..eval.scoring import TASKS, paired_gain
 from ..mcq.answer_format import AnswerFormat
@@ -129,8 +129,10 @@ def run_medical_suite(args: argparse.Namespace) -> None:
     rows = run_suite(score, args.data_dir)
     print_suite(rows)
     if args.output:
-        Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
-        Path(args.output).with_suffix(".md").write_text(markdown(rows))
+        with writing(args.output):
+            Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        with writing(Path(args.output).with_suffix(".md")):
+            Path(args.output).with_suffix(".md").write_text(markdown(rows))
         print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
 
 
@@ -155,5 +157,6 @@ def run(args: argparse.Namespace) -> None:
                   "longer than the context and lost the start of their question stem", file=sys.stderr)
     print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
     if args.output:
-        Path(args.output).write_text(json.dumps(reports, indent=1))
+        with writing(args.output):  # a full disk or a bad path: one line naming it, not a traceback
+            Path(args.output).write_text(json.dumps(reports, indent=1))
         print(f"wrote {args.output}")
