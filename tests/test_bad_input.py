@@ -34,6 +34,7 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.name != ".lock"}
 
 
+CSV_HEADER = "question,A,B,C,D,answer\n"
 CASES = {
     "meta.json is {}": (lambda c, t: _edit_meta(c, lambda m: {}), "evaluate", "has no 'model_config'"),
     "meta.json is a list": (lambda c, t: _edit_meta(c, lambda m: [1, 2]), "evaluate", "must be a JSON object"),
@@ -55,6 +56,15 @@ CASES = {
     "betas of three": (lambda c, t: None, "set:betas=[0.9,0.95,0.99]", "betas must have 2 values, got 3"),
     "total_tokens=1e30": (lambda c, t: None, "set:total_tokens=1e30", "total_tokens must be a whole number of at most"),
     "an empty MCQ file": (lambda c, t: (t / "empty_test.jsonl").write_text(""), "empty", "contains no records"),
+    "a CSV row with a field too many": (lambda c, t: (t / "mcq_test.csv").write_text(
+        CSV_HEADER + "What is 1?,a,b,c,d,A\nWhat is 2?,a,b,c,d,B,extra\n"), "csv",
+        "mcq_test.csv': Expected 6 fields in line 3, saw 7"),
+    "a CSV row with a field too many past the first chunk": (lambda c, t: (t / "mcq_test.csv").write_text(
+        CSV_HEADER + "What is 1?,a,b,c,d,A\n" * 10_001 + "What is 2?,a,b,c,d,B,extra\n"), "csv",
+        "mcq_test.csv': Expected 6 fields in line 10003, saw 7"),  # pandas reads 10,000 rows a chunk
+    "a CSV with an unterminated quote": (lambda c, t: (t / "mcq_test.csv").write_text(
+        CSV_HEADER + 'What is 1?,a,b,c,d,A\n"What is 2?,a,b,c,d,B\nWhat is 3?,a,b,c,d,C\n'), "csv",
+        "mcq_test.csv': EOF inside string starting at row 2"),
 }
 
 
@@ -73,6 +83,8 @@ def test_bad_input_is_one_line(case: str, ckpt: Path, tmp_path: Path, capsys: py
     elif how == "empty":
         argv = ["evaluate", "--checkpoint", str(ckpt), "--data-path", str(tmp_path / "empty_test.jsonl"),
                 "--no-progress"]
+    elif how == "csv":
+        argv = ["evaluate", "--checkpoint", str(ckpt), "--data-path", str(tmp_path / "mcq_test.csv"), "--no-progress"]
     else:
         argv = ["pretrain", "--config", "debug", "--checkpoint-dir", str(tmp_path / "new"), "--set",
                 how.removeprefix("set:"), "--no-progress"]
