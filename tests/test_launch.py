@@ -96,6 +96,23 @@ def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr and "closing signal" not in proc.stderr
 
 
+def test_a_full_disk_under_rank_0_is_one_line_without_rank_1s_traceback(tmp_path: Path, pretrain_cli) -> None:
+    """Rank 0's first save fails (a file-size limit stands in for a full disk): its CheckpointError is the
+    one line, and rank 1, whose barrier lost rank 0, keeps its gloo traceback out of stderr."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the logs fit, the weights do not
+
+    env = {**pretrain_cli.env}
+    env.pop("PURE_TRANSFORMER_GRACE_S", None)
+    proc = subprocess.run(pretrain_cli.argv(tmp_path / "run", 2, launcher="pure_transformer.launch"),
+                          capture_output=True, text=True, timeout=240, env=env, preexec_fn=limit_file_size)
+    assert_one_error_line(proc, "could not write checkpoint to")
+    assert "File too large" in proc.stderr and "[rank1]" not in proc.stderr, proc.stderr[-3000:]
+
+
 @pytest.mark.fast
 def test_the_user_error_of_any_rank_is_the_one_printed(tmp_path: Path, monkeypatch, capsys) -> None:
     """A worker of the launcher (its parent's pid in PURE_TRANSFORMER_AGENT_PID) writes its error to
