@@ -57,11 +57,31 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def _takes_value(option: str) -> bool:
+    """Whether the torchrun option ``option`` (a word on its own, no ``=value``) takes the next
+    word as its value, as torchrun's own parser reads it (abbreviations included)."""
+    from torch.distributed.run import get_args_parser
+
+    actions = get_args_parser()._option_string_actions
+    if option.startswith("-") and not option.startswith("--") and len(option) > 2:
+        return False  # ``-r3``: a short option with its value attached
+    action = actions.get(option)
+    if action is None and option.startswith("--"):  # argparse accepts any unique prefix of a long option
+        matches = {a for name, a in actions.items() if name.startswith(option)}
+        action = matches.pop() if len(matches) == 1 else None
+    return action is not None and action.nargs != 0
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(torchrun's arguments, the phase and its arguments)."""
-    for i, arg in enumerate(argv):
+    """(torchrun's arguments, the phase and its arguments): the phase is the first word that
+    is neither an option nor an option's value (``--rdzv-id rl`` and ``--log-dir pretrain``
+    stay torchrun's)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         if arg in PHASES:
             return argv[:i], argv[i:]
+        i += 2 if arg.startswith("-") and "=" not in arg and _takes_value(arg) else 1
     fail(f"usage: python -m pure_transformer.launch [torchrun options] {'|'.join(PHASES)} [options]")
 
 

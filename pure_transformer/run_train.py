@@ -11,12 +11,17 @@ import sys
 from typing import Sequence
 
 from .cli import run_train_main
-from .distributed.worker import follow_agent
+from .distributed.worker import follow_agent, quiet_after_peer_user_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     follow_agent()
-    return run_train_main(argv)
+    try:
+        return run_train_main(argv)
+    except Exception as e:  # another rank's user error broke a collective: its one line is the news
+        if quiet_after_peer_user_error(e):
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ from pure_transformer.train.logger import read_metrics
 def test_arguments_split_at_the_phase_and_the_timeout_follows_the_grace_period(monkeypatch) -> None:
     assert split_argv(["--standalone", "--nproc-per-node", "2", "rl", "--config", "debug"]) == (
         ["--standalone", "--nproc-per-node", "2"], ["rl", "--config", "debug"])
+    # A phase's name as an option's value stays torchrun's; so do abbreviations and --opt=value.
+    assert split_argv(["--rdzv-id", "rl", "--log-dir", "pretrain", "--rdzv_conf", "pretrain", "-r", "rl", "--nnod",
+                       "1", "--standalone", "--role=rl", "pretrain", "--config", "debug"]) == (
+        ["--rdzv-id", "rl", "--log-dir", "pretrain", "--rdzv_conf", "pretrain", "-r", "rl", "--nnod", "1",
+         "--standalone", "--role=rl"], ["pretrain", "--config", "debug"])
     monkeypatch.delenv("PURE_TRANSFORMER_GRACE_S", raising=False)
     assert shutdown_timeout([]) == []  # torchrun's default
     monkeypatch.setenv("PURE_TRANSFORMER_GRACE_S", "300")
@@ -89,6 +94,23 @@ def test_a_user_error_on_every_rank_is_one_line_and_exit_2(tmp_path: Path) -> No
     proc = launch("--standalone", "--nproc-per-node", "2", "pretrain", "--checkpoint-dir", str(tmp_path), "--bogus")
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "--bogus" in proc.stderr
     assert "Traceback" not in proc.stderr and "closing signal" not in proc.stderr
+
+
+def test_a_full_disk_under_rank_0_is_one_line_without_rank_1s_traceback(tmp_path: Path, pretrain_cli) -> None:
+    """Rank 0's first save fails (a file-size limit stands in for a full disk): its CheckpointError is the
+    one line, and rank 1, whose barrier lost rank 0, keeps its gloo traceback out of stderr."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the logs fit, the weights do not
+
+    env = {**pretrain_cli.env}
+    env.pop("PURE_TRANSFORMER_GRACE_S", None)
+    proc = subprocess.run(pretrain_cli.argv(tmp_path / "run", 2, launcher="pure_transformer.launch"),
+                          capture_output=True, text=True, timeout=240, env=env, preexec_fn=limit_file_size)
+    assert_one_error_line(proc, "could not write checkpoint to")
+    assert "File too large" in proc.stderr and "[rank1]" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.fast

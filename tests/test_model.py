@@ -273,6 +273,40 @@ def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradients(chunk:
 
 
 @pytest.mark.fast
+def test_chunked_loss_without_gradients_does_only_the_forward_matmuls() -> None:
+    """Under no_grad (validation), or when no input needs a gradient, the loss is the plain
+    one and only the head's forward matmul runs per chunk: no softmax gradient, no
+    gradient matmuls, no V x C gradient buffer."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pure_transformer.model.losses import linear_cross_entropy
+
+    class CountMatmuls(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm)
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(23, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (23,), generator=g)
+    ref = F.cross_entropy(hidden.detach() @ weight.detach().T, labels)
+    chunks = 3  # 23 rows in chunks of 8
+    for grad_mode, h, w in [(False, hidden, weight), (True, hidden.detach(), weight.detach())]:
+        with torch.set_grad_enabled(grad_mode), CountMatmuls() as counter:
+            loss = linear_cross_entropy(h, w, labels, chunk=8)
+        torch.testing.assert_close(loss, ref)
+        assert counter.count == chunks and not loss.requires_grad
+    with CountMatmuls() as counter:  # training: the forward and both gradient matmuls
+        loss = linear_cross_entropy(hidden, weight, labels, chunk=8)
+    assert counter.count == 3 * chunks and loss.requires_grad
+
+
+@pytest.mark.fast
 def test_model_loss_uses_the_chunked_path_with_the_same_gradients() -> None:
     """The model's training loss (tied head included) against the per-token loss of
     its materialised logits: same value, same parameter gradients."""

@@ -240,3 +240,24 @@ def test_plan_mistakes_are_one_line(argv: list[str], message: str, capsys) -> No
 
 if __name__ == "__main__":  # the measuring child of test_planned_cpu_peak_within_15_percent_of_measured
     print(json.dumps(measure(*json.loads(sys.argv[1]))))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("updates", [1, 4])
+def test_grpo_time_samples_and_scores_the_reference_once_per_rollout(updates: int) -> None:
+    """rl/train.py samples a rollout and scores it with the reference once, then takes
+    ``updates_per_rollout`` policy steps on it: only the training FLOPs repeat (the plan once
+    multiplied all three, 1.43x too much at 4 updates)."""
+    import dataclasses
+
+    from pure_transformer.config.rl import grpo_preset
+
+    cfg = dataclasses.replace(grpo_preset("grpo_usmle_2day"), updates_per_rollout=updates, max_steps=None)
+    model_cfg, new_tokens, questions = model_preset("medium-large"), 64, 1000
+    tp = plan.grpo_plan(cfg, model_cfg, plan.gpu_target("h100-80gb"), new_tokens, questions=questions).time
+    steps = -(-cfg.epochs * questions // cfg.prompts_per_step)
+    completion_tokens = steps * cfg.prompts_per_step * cfg.samples_per_prompt * new_tokens
+    train = plan.flops_per_token(model_cfg, plan.MEDQA_PROMPT_TOKENS + new_tokens)
+    forward = train // 3  # sampling and the reference: one forward each per rollout
+    assert tp.tokens == completion_tokens
+    assert tp.tokens * tp.flops_per_token == completion_tokens * (2 * forward + updates * train)

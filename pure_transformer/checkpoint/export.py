@@ -19,20 +19,27 @@ tools people use need no hand-made preprocessing:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from safetensors import SafetensorError
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.processors import TemplateProcessing
 
 from ..data.ledger import LEDGER_FILE, read_ledger
+from ..errors import writing
 from ..mcq.answer_format import AnswerFormat
 from ..mcq.chat import CHAT_TEMPLATE
 from ..model.hf import hf_llama_config, hf_llama_state_dict
 from ..tokenizer.bpe import Tokenizer
 from .model_card import model_card, read_reports
 from .store import load_model, save_safetensors
+
+if TYPE_CHECKING:
+    from ..model.transformer import Transformer
 
 # The generate command's defaults, for `model.generate(**inputs)` without arguments.
 DEFAULT_SAMPLING = {"do_sample": True, "temperature": 0.8, "top_p": 1.0, "top_k": 0, "max_new_tokens": 128}
@@ -61,7 +68,32 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str
     results = read_reports(reports)  # before any write: a bad report path leaves no half folder
     model, tok, meta, ckpt = load_model(checkpoint)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Written to a hidden sibling and moved into place: a full disk or a kill leaves no half folder
+    # under the name, and folders made for it are removed again. One error line names the reason.
+    made = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)
+    absolute = Path(os.path.abspath(out))  # ``--out .`` has a name too
+    tmp = absolute.with_name(f".tmp-{absolute.name}-{os.getpid()}")
+    with writing(out, (OSError, SafetensorError)):
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)  # under a regular file: "Not a directory"
+            _write_folder(tmp, model, tok, meta, ckpt, results)
+            if out.is_dir():  # an existing folder keeps its other files; ours replace their namesakes
+                for f in tmp.iterdir():
+                    os.replace(f, out / f.name)
+                tmp.rmdir()
+            else:
+                os.rename(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if made is not None and made != out:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+    return out
+
+
+def _write_folder(out: Path, model: Transformer, tok: Tokenizer, meta: dict, ckpt: Path, results: list) -> None:
+    """The export's files, written into the (empty) folder ``out``."""
     eot, pad = tok.eot_id, tok.pad_id
     config = {**hf_llama_config(model.cfg), "torch_dtype": "float32", "dtype": "float32",
               "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad,
@@ -84,4 +116,3 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str
     if ledger is not None:
         (out / LEDGER_FILE).write_text(ledger.to_json())
     (out / "README.md").write_text(model_card(meta, model.cfg, model.num_params(), results, ledger))
-    return out

@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, os_reason
 
 MODEL_FILE, OPTIM_FILE, META_FILE = "model.safetensors", "optimizer.safetensors", "meta.json"
 STEP_RE = re.compile(r"^step_(\d{7,})$")
@@ -123,13 +123,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_error(e: BaseException) -> str:
-    # safetensors reports ENOSPC as "Error while serializing: I/O error: No space left on device (os error 28)"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e).split("I/O error: ")[-1]
-
-
 def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict,
                     optimizer: torch.optim.Optimizer | dict | None = None, files: dict[str, str] | None = None,
                     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
@@ -162,7 +155,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.T
         _replace_dir(tmp, final)
     except (OSError, SafetensorError) as e:  # a full disk, a quota, a read-only mount: the last good
         shutil.rmtree(tmp, ignore_errors=True)  # checkpoint stays, and the half-written one must not eat the space
-        raise CheckpointError(f"could not write checkpoint to {final.parent}: {_write_error(e)}") from None
+        raise CheckpointError(f"could not write checkpoint to {final.parent}: {os_reason(e)}") from None
     return final
 
 
@@ -205,7 +198,7 @@ def link_checkpoint(src: Path, name: str) -> Path:
         shutil.rmtree(aside, ignore_errors=True)
         _fsync_dir(run)
     except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"could not write checkpoint to {run}: {_write_error(e)}") from None
+        raise CheckpointError(f"could not write checkpoint to {run}: {os_reason(e)}") from None
     recover_run_dir(run)
     return link
 

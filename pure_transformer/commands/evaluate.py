@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, writing
 from ..eval.run import MODES, check_pairing, evaluate
 from ..eval.scoring import TASKS, paired_gain
 from ..mcq.answer_format import AnswerFormat
@@ -159,8 +159,10 @@ def run_medical_suite(args: argparse.Namespace) -> None:
     if rows:
         print_suite(rows)
     if args.output and rows:
-        Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
-        Path(args.output).with_suffix(".md").write_text(markdown(rows))
+        with writing(args.output):
+            Path(args.output).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        with writing(Path(args.output).with_suffix(".md")):
+            Path(args.output).with_suffix(".md").write_text(markdown(rows))
         print(f"wrote {args.output} and {Path(args.output).with_suffix('.md')}")
     if failed:
         raise DataError(f"{len(failed)} of the {len(rows) + len(failed)} tasks failed, the others are above: "
@@ -193,5 +195,6 @@ def run(args: argparse.Namespace) -> None:
     print_warnings(reports, args.max_new_tokens or AnswerFormat(reports[0]["answer_format"]).max_new_tokens())
     print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
     if args.output:
-        Path(args.output).write_text(json.dumps(reports, indent=1))
+        with writing(args.output):  # a full disk or a bad path: one line naming it, not a traceback
+            Path(args.output).write_text(json.dumps(reports, indent=1))
         print(f"wrote {args.output}")

@@ -39,7 +39,7 @@ from ..mcq.schemas import MMLU_CSV_COLUMNS, normalize_mcq
 from .contamination import ContaminationGuard, eval_questions
 from .local_files import BUILDERS, expand_local, has_header, named_split, sibling_files
 from .sources import (READ_ERRORS, SPLITS, DocumentSource, HashSplit, HFSource, HoldOut, ListSource, RetryPolicy, Shard,
-                      SourceKind, Split, _one_line, _reader, _rows, parse_errors, retrying)
+                      SourceKind, Split, _one_line, _reader, _rows, parse_error_message, parse_errors, retrying)
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,10 @@ class LocalSpec:
     def mcqs(self, split: Split) -> Iterator[MCQ]:
         files, holdout = self._files_for(split)
         guard = self._held_out.fresh_copy() if split == "train" else None
-        yield from _admitted(_rows(self._load(files), 256), f"{self.name} {split}", holdout, guard)
+        try:
+            yield from _admitted(_rows(self._load(files), 256), f"{self.name} {split}", holdout, guard)
+        except parse_errors() as err:  # a malformed row past the first: evaluate --data-path reads them all
+            raise DataError(parse_error_message(self.name, err)) from err
 
     @functools.cached_property
     def _held_out(self) -> ContaminationGuard:
@@ -258,7 +261,7 @@ class LocalSpec:
         try:
             first = next(_rows(self._load(self.files)), None)
         except parse_errors() as err:
-            raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err
+            raise DataError(parse_error_message(self.name, err)) from err
         if first is None:
             raise DataError(f"'{self.name}' contains no records")
         return SourceKind.TEXT if isinstance(first.get("text"), str) else SourceKind.MCQ
@@ -273,6 +276,8 @@ class LocalSpec:
         extra: dict[str, Any] = {"sample_by": "paragraph"} if self.builder == "text" else {}
         if self.builder == "csv" and not has_header(files[0]):  # MMLU's original release: no header row
             extra = {"column_names": list(MMLU_CSV_COLUMNS)}
+        if self.builder == "csv":
+            _quiet_csv_failures()
         # Local files have no download count, yet the packaged json/csv/text builders send
         # one to the hub per call (a HEAD with a 3 s timeout) and a loader calls once per
         # shard: 0.15 s each when the network refuses, up to 3 s each when it hangs.
@@ -288,6 +293,18 @@ class LocalSpec:
 
 
 SourceSpec = HubSpec | BundledSpec | LocalSpec
+
+
+def _drop_read_failure(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Failed to read file")
+
+
+def _quiet_csv_failures() -> None:
+    """datasets' CSV builder logs "Failed to read file '...' with error <class ...>" before it
+    raises; the DataError it becomes says the same in the one ``error:`` line."""
+    logger = logging.getLogger("datasets.packaged_modules.csv.csv")
+    if _drop_read_failure not in logger.filters:
+        logger.addFilter(_drop_read_failure)
 
 
 def _admitted(rows: Iterable[dict[str, Any]], where: str, holdout: HoldOut | HashSplit | None,

@@ -338,20 +338,33 @@ class HFSource(DocumentSource):
                 failures += 1
                 retrying(self.name, failures, self._retry, err, self._sleep)
             except parse_errors() as err:
-                # Malformed JSON/Parquet, or files of one source with different columns.
-                raise DataError(f"could not parse '{self.name}': {_one_line(err)}") from err
+                # Malformed JSON/Parquet/CSV, or files of one source with different columns.
+                raise DataError(parse_error_message(self.name, err)) from err
 
 
 def parse_errors() -> tuple[type[BaseException], ...]:
-    """What a malformed JSON/Parquet file raises while streaming.
+    """What a malformed JSON/Parquet/CSV file raises while streaming.
 
     A function, not a constant: ``datasets`` costs a second to import, and the bundled
     sources and every command that only reads a checkpoint never need it. An ``except``
     clause evaluates it only when an exception is being matched.
     """
     from datasets.table import CastError
+    from pandas.errors import ParserError  # datasets reads CSV with pandas
 
-    return (pa.ArrowInvalid, CastError)
+    return (pa.ArrowInvalid, CastError, ParserError)
+
+
+def parse_error_message(name: str, err: BaseException) -> str:
+    """One line for a file ``name`` that ``err`` (one of :func:`parse_errors`) says is malformed,
+    with the line the parser names: pandas says "Error tokenizing data. C error: Expected 6
+    fields in line 3, saw 7", of which the part after "C error:" is the news."""
+    from pandas.errors import ParserError
+
+    if isinstance(err, ParserError):
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"could not parse '{name}': {text.split('C error: ')[-1]}"
+    return f"could not parse '{name}': {_one_line(err)}"
 
 
 def _rows(ds: Any, batch_size: int = 1) -> Iterator[dict[str, Any]]:

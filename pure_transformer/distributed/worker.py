@@ -14,7 +14,9 @@ torchrun's agent (the launcher's own process) spawns one worker per local rank.
 - **One error line.** Every rank usually raises the same
   :class:`~pure_transformer.errors.UserError`. Under the launcher a worker writes the
   message to torchrun's per-worker error file (``TORCHELASTIC_ERROR_FILE``) instead of
-  stderr; the launcher prints the first one once and exits 2.
+  stderr; the launcher prints the first one once and exits 2. When only one rank has it
+  (a full disk under rank 0's save), the others fail in a collective that lost it: they
+  find its error file and keep their traceback in their own, not on stderr.
 """
 
 from __future__ import annotations
@@ -61,6 +63,47 @@ def hand_to_launcher(message: str) -> bool:
         os.replace(tmp, error_file)
     except OSError:
         return False
+    return True
+
+
+def peer_user_error(wait_s: float = 3.0, poll_s: float = 0.1) -> str | None:
+    """The message of a user error another rank of this node handed to the launcher, waiting up
+    to ``wait_s`` for it (that rank leaves the process group, which fails this one's collective,
+    a moment before it writes its file); None when not a launcher's worker or none came."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE", "")
+    if _agent_pid() is None or not error_file:
+        return None
+    # torchrun's layout: <log_dir>/<run_id>/attempt_<n>/<local_rank>/error.json
+    ours = os.path.abspath(error_file)
+    attempt = os.path.dirname(os.path.dirname(ours))
+    deadline = time.monotonic() + wait_s
+    while True:
+        for rank in sorted(os.listdir(attempt)) if os.path.isdir(attempt) else []:
+            path = os.path.join(attempt, rank, "error.json")
+            if path == ours:
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("pure_transformer") == USER_ERROR:
+                return str(data.get("message"))
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
+
+
+def quiet_after_peer_user_error(error: BaseException) -> bool:
+    """When ``error`` follows another rank's user error (usually a collective that lost that rank),
+    record it in this worker's torchrun error file instead of printing its traceback: the launcher
+    prints the other rank's one line and exits 2, and the traceback adds nothing but noise. True
+    when so (exit quietly, status 1); False: raise it as usual."""
+    if peer_user_error() is None:
+        return False
+    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+    get_error_handler().record_exception(error)  # kept for whoever reads the error files
     return True
 
 

@@ -29,38 +29,46 @@ def loss_chunk(device: torch.device) -> int:
     return CPU_LOSS_CHUNK if device.type == "cpu" else LOSS_CHUNK
 
 
+def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, dtype: torch.dtype,
+                  grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The loss, and with ``grads`` its gradients with respect to ``hidden`` and ``weight``
+    (``weight``'s in the accumulation dtype), one chunk of logits at a time."""
+    # hidden (N, C); weight (V, C); labels (N,) with IGNORE_INDEX entries; matmuls in ``dtype``
+    count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+    w = weight.to(dtype)
+    acc = torch.promote_types(dtype, torch.float32)  # half-precision logits are normalised in fp32
+    grad_hidden = torch.empty_like(hidden) if grads else None
+    grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if grads else None
+    total = torch.zeros((), dtype=acc, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk):
+        h, y = hidden[start:start + chunk].to(dtype), labels[start:start + chunk]
+        logits = (h @ w.T).to(acc)  # (n, V): the only logits alive
+        keep = y != IGNORE_INDEX
+        safe = torch.where(keep, y, 0)
+        lse = torch.logsumexp(logits, dim=-1)  # (n,)
+        total += ((lse - logits.gather(1, safe[:, None]).squeeze(1)) * keep).sum()
+        if grad_hidden is None or grad_weight is None:
+            continue
+        grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place: d(sum CE)/d logits = softmax - onehot
+        grad[torch.arange(len(y), device=y.device), safe] -= keep.float()
+        grad *= keep[:, None] / count
+        grad = grad.to(dtype)
+        grad_hidden[start:start + chunk] = (grad @ w).to(hidden.dtype)
+        grad_weight += (grad.T @ h).to(acc)
+    return total / count, grad_hidden, grad_weight
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels``; see the module docstring."""
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels`` with its gradients
+    computed in the forward pass; see the module docstring."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int,
                 dtype: torch.dtype) -> torch.Tensor:
-        # hidden (N, C); weight (V, C); labels (N,) with IGNORE_INDEX entries; matmuls in ``dtype``
-        grads = any(ctx.needs_input_grad[:2])  # validation (no_grad) needs the loss alone
-        count = (labels != IGNORE_INDEX).sum().clamp(min=1)
-        w = weight.to(dtype)
-        acc = torch.promote_types(dtype, torch.float32)  # half-precision logits are normalised in fp32
-        grad_hidden = torch.empty_like(hidden) if grads else None
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if grads else None
-        total = torch.zeros((), dtype=acc, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk):
-            h, y = hidden[start:start + chunk].to(dtype), labels[start:start + chunk]
-            logits = (h @ w.T).to(acc)  # (n, V): the only logits alive
-            keep = y != IGNORE_INDEX
-            safe = torch.where(keep, y, 0)
-            lse = torch.logsumexp(logits, dim=-1)  # (n,)
-            total += ((lse - logits.gather(1, safe[:, None]).squeeze(1)) * keep).sum()
-            if not grads:
-                continue
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place: d(sum CE)/d logits = softmax - onehot
-            grad[torch.arange(len(y), device=y.device), safe] -= keep.float()
-            grad *= keep[:, None] / count
-            grad = grad.to(dtype)
-            grad_hidden[start:start + chunk] = (grad @ w).to(hidden.dtype)
-            grad_weight += (grad.T @ h).to(acc)
-        if grads:
-            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
-        return total / count
+        loss, grad_hidden, grad_weight = _chunked_loss(hidden, weight, labels, chunk, dtype, grads=True)
+        assert grad_hidden is not None and grad_weight is not None
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return loss
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
@@ -80,4 +88,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                          f"{tuple(weight.shape)}, {tuple(labels.shape)}")
     kind = hidden.device.type
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else hidden.dtype
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+        # Validation runs under no_grad, where the Function's needs_input_grad still follows
+        # requires_grad: asking it would build both gradients (a V x C fp32 buffer) for nothing.
+        return _chunked_loss(hidden, weight, labels, chunk, dtype, grads=False)[0]
     return _LinearCrossEntropy.apply(hidden, weight, labels, chunk, dtype)

@@ -389,17 +389,20 @@ def grpo_plan(cfg: "GRPOConfig", model_cfg: ModelConfig, target: Target, new_tok
               prec: Precision | None = None, questions: int = MEDQA_TRAIN_QUESTIONS,
               world_size: int = 1) -> Plan:
     """The plan of a :class:`~pure_transformer.config.rl.GRPOConfig` on ``target``: memory per
-    rank; time counts every sample at the full budget, sampled, scored by the reference and
-    trained on (2 + 2 + 6 FLOPs a parameter a token)."""
+    rank; time counts every sample at the full budget, sampled and scored by the reference once
+    per rollout, and trained on ``updates_per_rollout`` times (2 + 2 + 6 x updates FLOPs a
+    parameter a completion token), as :func:`pure_transformer.rl.train.grpo_step` does."""
     prec = prec or target.precision
     prompts = cfg.prompts_per_step // world_size
     components = grpo_memory(model_cfg, prompts, cfg.samples_per_prompt, cfg.micro_batch, new_tokens, prec)
     steps = math.ceil(cfg.epochs * questions / cfg.prompts_per_step)
     if cfg.max_steps is not None:
         steps = min(steps, cfg.max_steps)
-    tokens = steps * cfg.prompts_per_step * cfg.samples_per_prompt * new_tokens * cfg.updates_per_rollout
+    tokens = steps * cfg.prompts_per_step * cfg.samples_per_prompt * new_tokens
     train_flops = flops_per_token(model_cfg, min(model_cfg.max_seq_len, MEDQA_PROMPT_TOKENS + new_tokens))
-    flops = train_flops + 2 * (train_flops // 3)  # sampling and the reference: a forward each, a third of training
+    # Sampling and the reference are a forward each (a third of training), once per rollout; only the
+    # policy's forward and backward repeat for each of the updates on that rollout.
+    flops = train_flops * cfg.updates_per_rollout + 2 * (train_flops // 3)
     peak = target.peak_flops * world_size if target.peak_flops else None
     tp = time_plan(flops, tokens, cfg.budget_hours, peak,
                    f" completion tokens ({steps:,} steps over {questions:,} questions, each sample at the "

@@ -28,7 +28,7 @@ import tiktoken
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from ..errors import DataError, TokenizerError
+from ..errors import DataError, TokenizerError, writing
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,10 @@ def train_tokenizer(
               "(--input) or a smaller --vocab-size", file=sys.stderr)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save(str(out / "tokenizer.json"))
-    _write_transformers_files(out)
+    with writing(out, (Exception,)):  # tokenizers' save raises a bare Exception with the OS's words
+        out.mkdir(parents=True, exist_ok=True)
+        hf.save(str(out / "tokenizer.json"))
+        _write_transformers_files(out)
     return Tokenizer(hf, source=str(out / "tokenizer.json"))
 
 

@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from ..errors import DataError
+from ..errors import DataError, writing
 from .logger import read_metrics
 
 NCOLS = 3
@@ -175,8 +175,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     where = run_dir.resolve()
     fig.suptitle(f"{where.parent.name}/{where.name}: {'GRPO' if rl else 'pretraining'}")
     out_path = Path(out) if out is not None else run_dir / "curves.png"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, format="png")
+    with writing(out_path):
+        if not out_path.parent.exists():  # a file there: savefig's "Not a directory" says it best
+            out_path.parent.mkdir(parents=True)
+        fig.savefig(out_path, format="png")
     return out_path
 
 
