@@ -68,8 +68,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         texts = iter_training_texts(args.input, text_field=args.text_field, max_docs=args.max_docs)
     else:
         texts = islice(training_texts(), args.max_docs)
-    tok = train_tokenizer(texts, args.vocab_size, args.out, show_progress=not args.quiet)
-    print(f"wrote {args.out}/tokenizer.json (vocab {tok.vocab_size}, eot={tok.eot_id}, pad={tok.pad_id})")
+    # tokenizers' own bar redraws with carriage returns: on a terminal it is a bar, in a log only blank lines.
+    tok = train_tokenizer(texts, args.vocab_size, args.out, show_progress=not args.quiet and sys.stderr.isatty())
+    print(f"wrote {Path(args.out) / 'tokenizer.json'} (vocab {tok.vocab_size}, eot={tok.eot_id}, pad={tok.pad_id})")
 
 
 # ----------------------------------------------------------------------- data

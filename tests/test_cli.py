@@ -44,9 +44,11 @@ def test_model_info_prints_exact_count(capsys: pytest.CaptureFixture, preset: st
 
 
 def test_tokenizer_train_default_corpus_and_preview(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code, out, _ = run_cli(capsys, "tokenizer", "train", "--vocab-size", "600", "--out", str(tmp_path / "tok"),
-                           "--quiet")
+    # Without --quiet, and not on a terminal (pytest's capture): no progress bar's blank lines, and the path
+    # said once, however --out was written.
+    code, out, err = run_cli(capsys, "tokenizer", "train", "--vocab-size", "600", "--out", f"{tmp_path / 'tok'}/")
     assert code == 0 and (tmp_path / "tok" / "tokenizer.json").exists()
+    assert out == f"wrote {tmp_path / 'tok' / 'tokenizer.json'} (vocab 600, eot=0, pad=1)\n" and err == ""
     code, out, _ = run_cli(capsys, "data", "preview", "--tokenizer", str(tmp_path / "tok"), "--seq-len", "64",
                            "--num-blocks", "1600", "--show", "1")  # 100 rows in each of the 16 logical shards
     assert code == 0
