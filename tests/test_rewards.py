@@ -11,15 +11,8 @@ from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.record import MCQ
 
 LETTERS = ("A", "B", "C", "D")  # these tests ask four-option questions
-from pure_transformer.rl.rewards import (
-    RewardConfig,
-    correctness_reward,
-    format_reward,
-    letter_distribution,
-    make_reward,
-    prepare_question,
-    score,
-)
+from pure_transformer.rl.rewards import (RewardConfig, correctness_reward, format_reward, letter_distribution,
+                                         make_reward, prepare_question, score)
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 

@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 
 from pure_transformer.errors import DataError, TokenizerError, UserError
-from pure_transformer.tokenizer.bpe import (
-    EOT,
-    PAD,
-    Tokenizer,
-    iter_training_texts,
-    train_tokenizer,
-)
+from pure_transformer.tokenizer.bpe import EOT, PAD, Tokenizer, iter_training_texts, train_tokenizer
 
 _WORDS = (
     "patient presents with fever cough dyspnea tachycardia hypotension lactate sepsis "

@@ -322,7 +322,8 @@ def setup(cfg: PretrainConfig, run_dir: Path, resume: str | None, model: Transfo
     if rt.is_main:
         (run_dir / "config.json").write_text(json.dumps(info, indent=1))
         est = info.get("estimated_hours_at_40pct_mfu")
-        print(f"pretraining {cfg.model if init is None else f'from {init}'}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
+        what = cfg.model if init is None else f"from {init}"
+        print(f"pretraining {what}: {info['parameters']:,} parameters, {cfg.global_batch_tokens:,} tokens/step "
               f"({cfg.micro_batch}x{cfg.seq_len} x {info['accum_steps']} accum x {rt.world_size} ranks), "
               f"{cfg.total_steps} steps, device {rt.device}" + (f", ~{est} h at 40% MFU" if est else "")
               + (f", resuming from {ckpt} at step {run.step}" if ckpt else ""))
