@@ -163,6 +163,24 @@ def user_error(failures: dict[int, ProcessFailure]) -> tuple[bool, str | None]:
     return bool(exited_2), None
 
 
+def stop_rendezvous_heartbeats() -> None:
+    """Stop the keep-alive threads of torchrun's rendezvous before this process exits.
+
+    After a signal torchrun's ``launch_agent`` leaves the rendezvous open on purpose (a restarted
+    agent may rejoin it), and with it its keep-alive timer: a daemon thread that calls the C10d
+    store every 5 s. A daemon thread inside such a C++ call when the interpreter finalizes is
+    ended by ``pthread_exit``, whose unwinding through pybind11's ``noexcept`` GIL guard calls
+    ``std::terminate``: "terminate called without an active exception" and exit 134 instead of 0,
+    about one clean stop in 17 (bench/bench_launcher_sigterm.py). Cancelling a timer, its public
+    way to stop, sets its event and joins its thread; the rendezvous itself stays open."""
+    import gc
+
+    from torch.distributed.elastic.rendezvous.utils import _PeriodicTimer
+
+    for timer in [o for o in gc.get_objects() if isinstance(o, _PeriodicTimer)]:
+        timer.cancel()
+
+
 def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -192,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         print(e, file=sys.stderr)  # torchrun's summary of the failures; the launcher's traceback says nothing
         sys.exit(1)
     except SignalException as e:
+        stop_rendezvous_heartbeats()  # before any exit below: see its docstring
         name = signal.Signals(e.sigval).name
         outcome = run_outcome(run_dir, started)
         if outcome is not None and outcome[0] == "finished":
