@@ -17,7 +17,9 @@ On top of torchrun (``torch.distributed.run``, run in this process):
   and so does this launcher when the run's newest checkpoint was written
   during this launch and either says it stopped on the signal or is the
   run's complete last one (the signal came after the run had finished).
-  Otherwise: 128 + the signal.
+  Otherwise: 128 + the signal. The rendezvous keep-alive thread torchrun
+  leaves running after a signal is stopped first (:func:`stop_rendezvous_heartbeats`):
+  inside a store call at interpreter exit it aborted the launcher with 134.
 - **User errors are one line and exit 2.** ``--nproc-per-node``, ``--nnodes``
   and the phase's flags are checked here, before any worker starts (torchrun answers
   ``0`` or ``abc`` with a traceback). A :class:`~pure_transformer.errors.UserError`
