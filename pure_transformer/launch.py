@@ -17,7 +17,9 @@ On top of torchrun (``torch.distributed.run``, run in this process):
   and so does this launcher when the run's newest checkpoint was written
   during this launch and either says it stopped on the signal or is the
   run's complete last one (the signal came after the run had finished).
-  Otherwise: 128 + the signal.
+  Otherwise: 128 + the signal. The rendezvous keep-alive thread torchrun
+  leaves running after a signal is stopped first (:func:`stop_rendezvous_heartbeats`):
+  inside a store call at interpreter exit it aborted the launcher with 134.
 - **User errors are one line and exit 2.** ``--nproc-per-node``, ``--nnodes``
   and the phase's flags are checked here, before any worker starts (torchrun answers
   ``0`` or ``abc`` with a traceback). A :class:`~pure_transformer.errors.UserError`
@@ -36,6 +38,7 @@ On top of torchrun (``torch.distributed.run``, run in this process):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -163,6 +166,52 @@ def user_error(failures: dict[int, ProcessFailure]) -> tuple[bool, str | None]:
     return bool(exited_2), None
 
 
+TEARDOWN_LOGGER = "torch.distributed.elastic.multiprocessing.api"
+"""torchrun's logger of a worker's failure ("failed (exitcode: 2) local_rank: 0 ...") and of the
+SIGTERM it then sends the others ("Sending process N closing signal SIGTERM")."""
+
+
+class HeldLogs(logging.Filter):
+    """Holds back the records of :data:`TEARDOWN_LOGGER` while torchrun runs: when a worker
+    exited 2, the launcher's one ``error:`` line is all a user needs; otherwise :meth:`release`
+    prints them (they come as torchrun stops the workers, so only the order changes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        logging.getLogger(TEARDOWN_LOGGER).addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def release(self, show: bool = True) -> None:
+        """Stop holding; print what was held unless ``show`` is False."""
+        logger = logging.getLogger(TEARDOWN_LOGGER)
+        logger.removeFilter(self)
+        for record in self.records if show else []:
+            logger.handle(record)
+        self.records.clear()
+
+
+def stop_rendezvous_heartbeats() -> None:
+    """Stop the keep-alive threads of torchrun's rendezvous before this process exits.
+
+    After a signal torchrun's ``launch_agent`` leaves the rendezvous open on purpose (a restarted
+    agent may rejoin it), and with it its keep-alive timer: a daemon thread that calls the C10d
+    store every 5 s. A daemon thread inside such a C++ call when the interpreter finalizes is
+    ended by ``pthread_exit``, whose unwinding through pybind11's ``noexcept`` GIL guard calls
+    ``std::terminate``: "terminate called without an active exception" and exit 134 instead of 0,
+    about one clean stop in 17 (bench/bench_launcher_sigterm.py). Cancelling a timer, its public
+    way to stop, sets its event and joins its thread; the rendezvous itself stays open."""
+    import gc
+
+    from torch.distributed.elastic.rendezvous.utils import _PeriodicTimer
+
+    for timer in [o for o in gc.get_objects() if isinstance(o, _PeriodicTimer)]:
+        timer.cancel()
+
+
 def main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -179,12 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ[AGENT_PID_ENV] = str(os.getpid())
     os.environ[SHUTDOWN_ENV] = str(args.shutdown_timeout)
     started = time.time()
+    held = HeldLogs()
     try:
         # Not wrapped in torchrun's ``record``, as its main is: that copies a worker's error file to
         # the agent's own, which only an agent under another agent has, and logs three lines about it.
         run(args)
     except ChildFailedError as e:
         is_user_error, message = user_error(e.failures)
+        held.release(show=not is_user_error)
         if is_user_error:  # the run's own "error:" line, once, and the status that says "don't retry"
             if message is not None:
                 print(f"error: {message}", file=sys.stderr)
@@ -192,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         print(e, file=sys.stderr)  # torchrun's summary of the failures; the launcher's traceback says nothing
         sys.exit(1)
     except SignalException as e:
+        held.release()
+        stop_rendezvous_heartbeats()  # before any exit below: see its docstring
         name = signal.Signals(e.sigval).name
         outcome = run_outcome(run_dir, started)
         if outcome is not None and outcome[0] == "finished":
@@ -203,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         print(f"launch: stopped on {name} before the run could save", file=sys.stderr)
         sys.exit(128 + int(e.sigval))
+    finally:
+        held.release()  # a run that finished, or failed some other way: torchrun's lines as they were
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ def test_a_full_disk_under_rank_0_is_one_line_without_rank_1s_traceback(tmp_path
                           capture_output=True, text=True, timeout=240, env=env, preexec_fn=limit_file_size)
     assert_one_error_line(proc, "could not write checkpoint to")
     assert "File too large" in proc.stderr and "[rank1]" not in proc.stderr, proc.stderr[-3000:]
+    assert "closing signal" not in proc.stderr and "exitcode" not in proc.stderr  # torchrun's teardown lines
 
 
 @pytest.mark.fast
@@ -316,6 +317,42 @@ def test_sigterm_after_the_run_finished_exits_0_and_says_so(tmp_path: Path, tiny
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 143 and "before the run could save" in capsys.readouterr().err
+
+
+FAKE_TORCHRUN = """
+import signal, sys
+from datetime import timedelta
+import torch.distributed as dist
+import torch.distributed.run
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.rendezvous.utils import _PeriodicTimer
+from pure_transformer.launch import main
+
+def run(args):  # torchrun, signalled: its rendezvous keep-alive timer is left calling the store
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=5))
+    store.set("k", "v")
+    timer = _PeriodicTimer(timedelta(0), store.get, "k")  # every instant, where torchrun's waits 5 s
+    timer.start()
+    run.alive = store, timer
+    raise SignalException("SIGTERM", sigval=signal.SIGTERM)
+
+torch.distributed.run.run = run
+main(["--standalone", "--nproc-per-node", "1", "pretrain", "--checkpoint-dir", sys.argv[1]])
+"""
+
+
+def test_the_launcher_exits_cleanly_with_torchruns_keep_alive_thread_left_running(tmp_path: Path) -> None:
+    """After a signal torchrun leaves its rendezvous keep-alive thread running; one inside a store call
+    when the interpreter finalized made the launcher abort ("terminate called without an active
+    exception", 134 instead of 0, about 1 stop in 17). Here the thread is always in a store call, so
+    the abort is certain unless the launcher stops it first."""
+    script = tmp_path / "fake_torchrun.py"
+    script.write_text(FAKE_TORCHRUN)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]  # nothing saved: 143, not 134
+    assert proc.stderr.strip().splitlines()[-1] == "launch: stopped on SIGTERM before the run could save"
+    assert "terminate called" not in proc.stderr
 
 
 def losses(run_dir: Path) -> dict[int, float]:
