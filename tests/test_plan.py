@@ -29,10 +29,17 @@ from pure_transformer.plan import planner as plan
 TINY = model_preset("tiny")
 
 
+# The open-checkpoint knobs on every preset: Qwen2's q/k/v biases, Qwen3's QK-norm with a head
+# width other than dim // n_heads, Llama-3's RoPE scaling (no parameters, but it must not add any).
+KNOBS = {"plain": {}, "qkv_bias": {"qkv_bias": True}, "qk_norm+head_size": {"qk_norm": True, "head_size": 48},
+         "llama3": {"rope_scaling": "llama3"}}
+
+
 @pytest.mark.fast
-def test_param_counts_and_flops_match_the_model() -> None:
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_param_counts_and_flops_match_the_model(knobs: str) -> None:
     for name in MODEL_PRESETS:
-        cfg = model_preset(name)
+        cfg = model_preset(name).replace(**KNOBS[knobs])
         with torch.device("meta"):
             model = Transformer(cfg)
         assert plan.param_counts(cfg).total == model.num_params(), name

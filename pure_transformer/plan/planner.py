@@ -115,11 +115,12 @@ class ParamCounts:
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts from the shape (equal to ``Transformer.num_params()``)."""
-    C, kv = cfg.dim, cfg.kv_heads * cfg.head_dim
-    per_block = 2 * C * C + 2 * C * kv + 3 * C * cfg.ffn_dim
+    C, q, kv = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim  # q == C unless head_size is set
+    per_block = 2 * C * q + 2 * C * kv + 3 * C * cfg.ffn_dim  # q, o; k, v; gate, up, down
+    vectors = 2 * C + (q + 2 * kv if cfg.qkv_bias else 0) + (2 * cfg.head_dim if cfg.qk_norm else 0)
     embedding = cfg.vocab_size * C
     head = 0 if cfg.tie_embeddings else embedding
-    total = embedding + head + cfg.n_layers * (per_block + 2 * C) + C
+    total = embedding + head + cfg.n_layers * (per_block + vectors) + C
     return ParamCounts(total, embedding, head, cfg.n_layers * per_block, max(embedding, C * cfg.ffn_dim))
 
 
