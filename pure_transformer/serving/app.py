@@ -127,22 +127,24 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     app.add_middleware(StatusMiddleware, metrics=metrics)  # outermost: every answer is counted
 
     def encode(prompt: str | list[int]) -> list[int]:
-        """The model's input: after end-of-text, as every training document starts."""
+        """The model's input: after the start ids (our end-of-text, as every training document starts)."""
+        start = tokenizer.start_ids
         if isinstance(prompt, str):
-            return [tokenizer.eot_id] + tokenizer.encode(prompt)
+            return start + tokenizer.encode(prompt)
         if any(not 0 <= t < tokenizer.vocab_size for t in prompt):
             raise APIError(400, f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}", param="prompt")
-        return prompt if prompt[:1] == [tokenizer.eot_id] else [tokenizer.eot_id] + prompt
+        return prompt if prompt[:len(start)] == start else start + prompt
 
     def score(prompt: list[int], shown: int, completion: list[int], top: int) -> dict:
         # shown: how many of the prompt's own tokens the client sees (echo), hidden end-of-text excluded
-        values, tops = sequence_logprobs(model, prompt + completion, tokenizer.eot_id, top)
+        values, tops = sequence_logprobs(model, prompt + completion, tokenizer.start_ids, top)
         first = len(prompt) - shown
         return legacy_logprobs(tokenizer, (prompt + completion)[first:], values[first:], tops[first:], top)
 
     def echoed(prompt: list[int], given: str | list[int]) -> tuple[str, int]:
         """(the text ``echo`` prepends, how many of ``prompt``'s ids it shows): encode()'s end-of-text stays hidden."""
-        hidden = 0 if isinstance(given, list) and given[:1] == [tokenizer.eot_id] else 1
+        start = tokenizer.start_ids
+        hidden = 0 if isinstance(given, list) and given[:len(start)] == start else len(start)
         return (given if isinstance(given, str) else tokenizer.decode(given)), len(prompt) - hidden
 
     async def run(request: Request, req: SamplingRequest, prompts: list[str] | list[list[int]], chat: bool) -> Any:
