@@ -9,6 +9,7 @@ gains included: zeros and ones would hide a mapping bug). No network.
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 from pathlib import Path
@@ -256,3 +257,27 @@ def test_hub_name_offline_fails_fast(monkeypatch, tmp_path, capsys) -> None:
     finally:
         registry._hub_lookup_error.cache_clear()
     assert "cannot download 'Qwen/Qwen2.5-0.5B' from the Hugging Face Hub" in err
+
+
+def test_a_sharded_bf16_folder_loads_in_bf16(family, tmp_path) -> None:
+    """A sharded ``model.safetensors.index.json`` folder loads, every tensor in place; bf16 weights
+    stay bf16 (held once, no fp32 copy)."""
+    name, folder, hf = family
+    sharded = tmp_path / "sharded"
+    copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(sharded, max_shard_size="40KB")
+    assert (sharded / "model.safetensors.index.json").is_file() and not (sharded / "model.safetensors").exists()
+    ours = load_hf_model(sharded)
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    bf16 = load_hf_model(folder).to(torch.bfloat16)
+    for (n, a), b in zip(ours.state_dict().items(), bf16.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_our_own_tokenizer_keeps_end_of_text_for_every_role(tiny_tokenizer, tmp_path) -> None:
+    """Our tokenizer, from a checkpoint's lone tokenizer.json or from its trained folder (with the
+    tokenizer_config.json transformers needs), starts, stops and pads exactly as before roles existed."""
+    folder = tiny_tokenizer.save(tmp_path / "tok")
+    for tok in (Tokenizer.load(folder), Tokenizer.load(folder / "tokenizer.json")):
+        assert tok.start_ids == [tok.eot_id] and tok.stop_ids == {tok.eot_id} and tok.separator_id == tok.eot_id
+        assert (tok.eot_id, tok.pad_id) == (tiny_tokenizer.eot_id, tiny_tokenizer.pad_id)
+        assert tok.files().keys() <= {"tokenizer.json", "tokenizer_config.json"} and tok.chat_template is None
