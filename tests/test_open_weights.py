@@ -162,6 +162,7 @@ def test_greedy_generation_matches_transformers_generate(family, tmp_path) -> No
         out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                           do_sample=False, max_new_tokens=20, eos_token_id=sorted(tok.stop_ids), pad_token_id=0)
         assert sample.tokens == out[0, len(prompt):].tolist()
+        print(f"\n{name}: greedy {len(sample.tokens)} tokens ({sample.finish_reason}), identical to generate")
 
 
 def test_tokenizer_roles_and_chat_template(family, tmp_path) -> None:
@@ -200,6 +201,9 @@ def test_import_then_export_gives_back_the_source(family, tmp_path) -> None:
 
     assert head_dim(reloaded) == head_dim(hf.config)
     assert reloaded.rope_parameters == hf.config.rope_parameters
+    text = "A 45-year-old man has chest pain"  # the exported tokenizer encodes as the source's: one bos or none
+    assert (transformers.AutoTokenizer.from_pretrained(out)(text)["input_ids"]
+            == transformers.AutoTokenizer.from_pretrained(folder)(text)["input_ids"])
     twin = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     ids = torch.randint(0, 300, (1, 9))
     with torch.no_grad():
@@ -281,3 +285,15 @@ def test_our_own_tokenizer_keeps_end_of_text_for_every_role(tiny_tokenizer, tmp_
         assert tok.start_ids == [tok.eot_id] and tok.stop_ids == {tok.eot_id} and tok.separator_id == tok.eot_id
         assert (tok.eot_id, tok.pad_id) == (tiny_tokenizer.eot_id, tiny_tokenizer.pad_id)
         assert tok.files().keys() <= {"tokenizer.json", "tokenizer_config.json"} and tok.chat_template is None
+
+
+def test_import_command_then_generate(family, tmp_path, capsys) -> None:
+    name, folder, _ = family
+    if name != "llama3":
+        pytest.skip("one family is enough for the command line")
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
+    assert f"imported from {folder}" in capsys.readouterr().out
+    assert main(["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "The patient", "--temperature", "0",
+                 "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2  # never over a checkpoint
+    assert "already exists and is not empty" in capsys.readouterr().err
