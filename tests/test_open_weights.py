@@ -30,6 +30,7 @@ from pure_transformer.mcq.chat import chat_prompt
 from pure_transformer.model.hf import load_hf_model
 from pure_transformer.model.transformer import rope_frequencies
 from pure_transformer.tokenizer.bpe import Tokenizer
+from pure_transformer.tokenizer.roles import chat_ids
 
 transformers = pytest.importorskip("transformers")
 
@@ -177,6 +178,10 @@ def test_tokenizer_roles_and_chat_template(family, tmp_path) -> None:
     special = {"bos_token": theirs.bos_token or "", "eos_token": theirs.eos_token}
     assert chat_prompt(messages, template=tok.chat_template, **special) == theirs.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "system", "content": "Be brief."}, *messages, {"role": "assistant", "content": "B"},
+                {"role": "user", "content": "Why <|im_end|> not?"}]  # a special token typed by the user stays one
+    assert chat_ids(tok, messages) == list(theirs.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                                                      add_generation_prompt=True))
 
 
 def test_import_then_export_gives_back_the_source(family, tmp_path) -> None:
@@ -297,3 +302,28 @@ def test_import_command_then_generate(family, tmp_path, capsys) -> None:
                  "--max-new-tokens", "4", "--device", "cpu"]) == 0
     assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2  # never over a checkpoint
     assert "already exists and is not empty" in capsys.readouterr().err
+
+
+def test_served_chat_uses_the_models_template(family, tmp_path) -> None:
+    """/v1/chat/completions on an imported model: its own template (special tokens as tokens), greedy,
+    ending at its stop ids; the reply is transformers' greedy continuation of apply_chat_template."""
+    name, folder, hf = family
+    if name != "qwen2":
+        pytest.skip("one family is enough for the server")
+    from fastapi.testclient import TestClient
+
+    from pure_transformer.serving.app import create_app
+
+    model, tok, _, _ = load_model(import_checkpoint(str(folder), tmp_path / "ckpt"))
+    messages = [{"role": "user", "content": "Which drug?"}]
+    ids = transformers.AutoTokenizer.from_pretrained(folder).apply_chat_template(
+        messages, tokenize=True, return_dict=False, add_generation_prompt=True)
+    out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
+                      max_new_tokens=6, eos_token_id=sorted(tok.stop_ids), pad_token_id=0)[0, len(ids):].tolist()
+    expected = tok.decode([t for t in out if t not in tok.stop_ids])
+    with TestClient(create_app(model, tok, model_name=name)) as client:
+        reply = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 6, "temperature": 0})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["prompt_tokens"] == len(ids)
+    assert reply.json()["choices"][0]["message"]["content"] == expected
+    print(f"\n{name}: chat reply {expected!r} from {out}")

@@ -72,6 +72,7 @@ from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, TextStream
 from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.record import MCQ
+from ..tokenizer.roles import chat_ids
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .prometheus import Metrics, StatusMiddleware
@@ -152,7 +153,9 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             raise APIError(400, f"{len(prompts)} prompts in one request, over the server limit of "
                                 f"{limits.max_prompts}", param="prompt")
         ids = [encode(p) for p in prompts]
-        params = [sampling_params(req, len(i), context, limits, (CHAT_STOP,) if chat else ()) for i in ids]
+        # Our chat convention stops at the next "User:" turn; a model's own template at its stop ids.
+        chat_stop = (CHAT_STOP,) if chat and tokenizer.chat_template is None else ()
+        params = [sampling_params(req, len(i), context, limits, chat_stop) for i in ids]
         check_work([len(i) for i in ids], params, req.n, limits)
         top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
@@ -274,7 +277,10 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, req: ChatRequest) -> Any:
-        return await run(request, req, [chat_prompt(req.messages)], chat=True)
+        if tokenizer.chat_template is None:
+            return await run(request, req, [chat_prompt(req.messages)], chat=True)
+        # An imported model's own template, its special tokens encoded as tokens (as transformers does).
+        return await run(request, req, [chat_ids(tokenizer, [m.model_dump() for m in req.messages])], chat=True)
 
     @app.post("/v1/mcq")
     async def mcq(req: MCQRequest) -> dict:
