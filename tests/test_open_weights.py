@@ -30,7 +30,7 @@ from pure_transformer.mcq.chat import chat_prompt
 from pure_transformer.model.hf import load_hf_model
 from pure_transformer.model.transformer import rope_frequencies
 from pure_transformer.tokenizer.bpe import Tokenizer
-from pure_transformer.tokenizer.roles import chat_ids
+from pure_transformer.tokenizer.chat import chat_ids
 
 transformers = pytest.importorskip("transformers")
 

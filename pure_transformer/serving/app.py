@@ -72,7 +72,7 @@ from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, TextStream
 from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.record import MCQ
-from ..tokenizer.roles import chat_ids
+from ..tokenizer.chat import chat_ids
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .prometheus import Metrics, StatusMiddleware

@@ -15,26 +15,19 @@ Qwen2.5/3     nothing                    ``<|endoftext|>``, ``<|im_end|>``    ``
 :func:`read_roles` reads them from ``tokenizer_config.json`` (``special_tokens_map.json``
 when the config lacks a token) and ``generation_config.json``, deciding the start token
 as transformers' tokenizer does when it encodes a prompt (see :func:`_start_id`).
-:func:`chat_ids` renders a conversation with the model's own chat template and encodes it as
-transformers' ``apply_chat_template`` does.
+The chat template is used by :mod:`pure_transformer.tokenizer.chat`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tokenizers
 
 from ..errors import TokenizerError
-from ..mcq.chat import chat_prompt
-
-if TYPE_CHECKING:
-    from .bpe import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _token_text(value: Any) -> str | None:
+def token_text(value: Any) -> str | None:
     """A token as tokenizer_config.json writes it: a string or an AddedToken mapping."""
     if isinstance(value, dict):
         value = value.get("content")
@@ -74,7 +67,7 @@ def _token_text(value: Any) -> str | None:
 
 
 def _id_of(hf: tokenizers.Tokenizer, value: Any, field: str, where: Path) -> int | None:
-    text = _token_text(value)
+    text = token_text(value)
     if text is None:
         return None
     token_id = hf.token_to_id(text)
@@ -136,42 +129,3 @@ def read_roles(hf: tokenizers.Tokenizer, folder: Path) -> TokenRoles | None:
                       chat_template=template if isinstance(template, str) else None,
                       config=config, generation=generation or None)
 
-
-def special_texts(tok: "Tokenizer") -> dict[str, str]:
-    """The special tokens a chat template may name (``bos_token``, ``eos_token``, ``pad_token``...), as
-    transformers passes them to the template: their text, from the imported tokenizer_config.json."""
-    config = tok.roles.config or {}
-    out = {}
-    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        text = _token_text(config.get(name))
-        if text is not None:
-            out[name] = text
-    return out
-
-
-def encode_with_specials(tok: "Tokenizer", text: str) -> list[int]:
-    """Ids of ``text`` in which the tokenizer's special tokens (``<|im_start|>``...) are the tokens
-    themselves, as transformers tokenizes a rendered chat template. Only a rendered template
-    goes through here: ordinary text never turns into special tokens (:meth:`Tokenizer.encode`)."""
-    specials = sorted((t.content for t in tok.hf.get_added_tokens_decoder().values() if t.special), key=len,
-                      reverse=True)
-    if not specials:
-        return tok.encode(text)
-    ids: list[int] = []
-    for i, piece in enumerate(re.split("(" + "|".join(map(re.escape, specials)) + ")", text)):
-        if i % 2:  # the split keeps each matched special token at an odd index
-            ids.append(tok.hf.token_to_id(piece))
-        elif piece:
-            ids += tok.encode(piece)
-    return ids
-
-
-def chat_ids(tok: "Tokenizer", messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-             ) -> list[int]:
-    """The model input of a conversation: an imported model's own chat template rendered as
-    transformers renders it (its special tokens as tokens, its bos where the template writes
-    one), else ours (:mod:`pure_transformer.mcq.chat`) after the start ids."""
-    if tok.chat_template is None:
-        return tok.start_ids + tok.encode(chat_prompt(messages, add_generation_prompt))
-    text = chat_prompt(messages, add_generation_prompt, template=tok.chat_template, **special_texts(tok))
-    return encode_with_specials(tok, text)
