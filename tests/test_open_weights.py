@@ -327,3 +327,22 @@ def test_served_chat_uses_the_models_template(family, tmp_path) -> None:
     assert reply.json()["usage"]["prompt_tokens"] == len(ids)
     assert reply.json()["choices"][0]["message"]["content"] == expected
     print(f"\n{name}: chat reply {expected!r} from {out}")
+
+
+def test_a_gpt2_style_bos_is_not_added_to_an_imported_prompt(family, tmp_path) -> None:
+    """SmolLM2 and GPT-2 name bos = eos = <|endoftext|> and transformers adds neither to a prompt:
+    nor does an import (our own tokenizer folders, with the same names, start with it), and the
+    checkpoint says so explicitly."""
+    name, folder, _ = family
+    if name != "qwen2":
+        pytest.skip("one tokenizer is enough")
+    smol = tmp_path / "smol"
+    smol.mkdir()
+    (smol / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    (smol / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}))
+    assert Tokenizer.load(smol, imported=True).start_ids == []
+    assert transformers.AutoTokenizer.from_pretrained(smol)("a")["input_ids"][:1] != [0]
+    assert Tokenizer.load(smol).start_ids == [0]  # read as one of ours
+    saved = json.loads(Tokenizer.load(smol, imported=True).files()["tokenizer_config.json"])
+    assert saved["add_bos_token"] is False

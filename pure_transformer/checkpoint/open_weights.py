@@ -75,7 +75,7 @@ def import_checkpoint(src: str, out_dir: str | Path) -> Path:
     if not (folder / "tokenizer.json").is_file():
         raise ConfigError(f"{folder} has no tokenizer.json (only fast tokenizers are imported)")
     model = load_hf_model(folder)
-    tok = Tokenizer.load(folder)
+    tok = Tokenizer.load(folder, imported=True)
     cfg = model.cfg
     if tok.vocab_size > cfg.vocab_size:
         raise ConfigError(f"{folder}: the tokenizer has {tok.vocab_size} ids, the model's embedding "

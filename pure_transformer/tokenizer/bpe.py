@@ -105,13 +105,14 @@ class Tokenizer:
             logger.warning("tokenizer %s: encoding with HF tokenizers (slower): %s", source, reason)
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> Tokenizer:
-        """Load from a folder holding ``tokenizer.json``, a ``tokenizer.json`` path, or a hub name."""
+    def load(cls, name_or_path: str | Path, *, imported: bool = False) -> Tokenizer:
+        """Load from a folder holding ``tokenizer.json``, a ``tokenizer.json`` path, or a hub name.
+        ``imported``: an open model's folder, read as transformers reads it (:mod:`.roles`)."""
         path = Path(name_or_path).expanduser()
         file = path / "tokenizer.json" if path.is_dir() else path
         if file.is_file():
             hf = _read_tokenizer_file(file)
-            return cls(hf, source=str(file), roles=read_roles(hf, file.parent))
+            return cls(hf, source=str(file), roles=read_roles(hf, file.parent, imported=imported))
         if path.is_dir() or _looks_like_local_path(str(name_or_path)):
             raise TokenizerError(f"cannot load tokenizer from '{file}': file not found")
         return cls(_from_hub(str(name_or_path)), source=f"hub:{name_or_path}")
@@ -169,10 +170,7 @@ class Tokenizer:
         imported model's ``tokenizer_config.json`` and ``generation_config.json``, whose roles
         and chat template :meth:`load` reads back."""
         out = {"tokenizer.json": self._hf.to_str()}
-        if self.roles.config is not None:
-            config = dict(self.roles.config)
-            if self.chat_template is not None:
-                config["chat_template"] = self.chat_template
+        if (config := self.roles.saved_config()) is not None:
             out["tokenizer_config.json"] = json.dumps(config, indent=2) + "\n"
         if self.roles.generation is not None:
             out["generation_config.json"] = json.dumps(self.roles.generation, indent=2) + "\n"

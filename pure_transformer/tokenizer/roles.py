@@ -46,6 +46,14 @@ class TokenRoles:
     generation: dict | None = None
     """generation_config.json, where the folder has one."""
 
+    def saved_config(self) -> dict | None:
+        """tokenizer_config.json as a checkpoint keeps it: the source's, with the start token said
+        explicitly (``add_bos_token``), so the roles read back the same wherever they came from."""
+        if self.config is None:
+            return None
+        return {**self.config, "add_bos_token": self.start_id is not None,
+                **({"chat_template": self.chat_template} if self.chat_template is not None else {})}
+
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
@@ -76,27 +84,33 @@ def _id_of(hf: tokenizers.Tokenizer, value: Any, field: str, where: Path) -> int
     return token_id
 
 
-def _start_id(hf: tokenizers.Tokenizer, config: dict, bos: int | None, eos: int | None) -> int | None:
-    """The id a prompt starts with, as transformers encodes one:
+def _start_id(hf: tokenizers.Tokenizer, config: dict, bos: int | None, eos: int | None, imported: bool
+              ) -> int | None:
+    """The id a prompt starts with:
 
     1. ``add_bos_token`` in the config, when it says (true: the bos token, false: none);
     2. else what tokenizer.json's post-processor puts in front of an encoding (Llama-3's
        ``<|begin_of_text|>``; our export's end-of-text);
-    3. else the bos token when it is also the eos token: the GPT-2 convention our own
-       tokenizer follows, every document after the previous one's end-of-text;
-    4. else none (Qwen's bos_token is null)."""
+    3. else, for our own tokenizer folders (not ``imported``), the bos token when it is also
+       the eos token: every document starts after end-of-text (``tokenizer train`` writes
+       bos = eos = ``<|endoftext|>`` and no post-processor);
+    4. else none (Qwen's bos_token is null; SmolLM2's and GPT-2's bos = eos is not added).
+
+    Steps 1, 2 and 4 are what transformers does when it encodes a prompt; an import writes its
+    answer back as ``add_bos_token`` (:meth:`TokenRoles.saved_config`), so step 1 decides on reload."""
     if isinstance(config.get("add_bos_token"), bool):
         return bos if config["add_bos_token"] else None
     with_specials = hf.encode("a", add_special_tokens=True).ids
     plain = hf.encode("a", add_special_tokens=False).ids
     if len(with_specials) > len(plain) and with_specials[-len(plain):] == plain:
         return with_specials[0]
-    return bos if bos is not None and bos == eos else None
+    return bos if not imported and bos is not None and bos == eos else None
 
 
-def read_roles(hf: tokenizers.Tokenizer, folder: Path) -> TokenRoles | None:
+def read_roles(hf: tokenizers.Tokenizer, folder: Path, *, imported: bool = False) -> TokenRoles | None:
     """The roles a transformers folder gives its tokens, or None when it has no
-    ``tokenizer_config.json`` (our checkpoints: the defaults, end-of-text for all)."""
+    ``tokenizer_config.json`` (our checkpoints: the defaults, end-of-text for all).
+    ``imported``: an open model's folder, whose start token is exactly transformers' (:func:`_start_id`)."""
     config_file = folder / "tokenizer_config.json"
     if not config_file.is_file():
         return None
@@ -124,7 +138,7 @@ def read_roles(hf: tokenizers.Tokenizer, folder: Path) -> TokenRoles | None:
     if isinstance(template, list):  # named templates: transformers' default is the one called "default"
         template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
                         None)
-    return TokenRoles(start_id=_start_id(hf, config, bos, eos), stop_ids=tuple(stops),
+    return TokenRoles(start_id=_start_id(hf, config, bos, eos, imported), stop_ids=tuple(stops),
                       pad_id=pad if pad is not None else stops[0],
                       chat_template=template if isinstance(template, str) else None,
                       config=config, generation=generation or None)
