@@ -67,7 +67,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str
     out.mkdir(parents=True, exist_ok=True)
     # Ours: end-of-text starts, ends and pads; an imported model keeps its own roles (no bos for Qwen).
     bos, pad = (tok.start_ids or [None])[0], tok.pad_id
-    eos = sorted(tok.stop_ids) if len(tok.stop_ids) > 1 else tok.eot_id
+    eos = list(tok.roles.stop_ids) if len(tok.stop_ids) > 1 else tok.eot_id  # the source's order
     config = {**hf_config(model.cfg), "torch_dtype": "float32", "dtype": "float32",
               "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad,
               "transformers_version": _transformers_version(),
