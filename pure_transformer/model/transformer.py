@@ -96,8 +96,7 @@ def rope_frequencies(cfg: ModelConfig, device: torch.device | None = None) -> to
 def rope_tables(cfg: ModelConfig, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables of shape (max_seq_len, head_dim), fp32, in the rotate-half layout."""
     inv_freq = rope_frequencies(cfg, device)  # (D/2,)
-    max_seq_len = cfg.max_seq_len
-    freqs = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
+    freqs = torch.outer(torch.arange(cfg.max_seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
     angles = torch.cat([freqs, freqs], dim=-1)  # (T, D): both halves share a frequency
     return angles.cos(), angles.sin()
 
