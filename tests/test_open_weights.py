@@ -236,10 +236,9 @@ def _refused(argv: list[str], capsys) -> str:
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}, "rope_type 'yarn'"),
     ({"attention_bias": True}, "attention_bias true"),
 ])
+@pytest.mark.parametrize("family", ["qwen3"], indirect=True)  # one family is enough for the config checks
 def test_refusals_are_one_line(family, change: dict, message: str, tmp_path, capsys) -> None:
     name, folder, _ = family
-    if name != "qwen3":  # one family is enough for the config checks
-        pytest.skip("checked on qwen3")
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in folder.iterdir():
@@ -292,10 +291,9 @@ def test_our_own_tokenizer_keeps_end_of_text_for_every_role(tiny_tokenizer, tmp_
         assert tok.files().keys() <= {"tokenizer.json", "tokenizer_config.json"} and tok.chat_template is None
 
 
+@pytest.mark.parametrize("family", ["llama3"], indirect=True)
 def test_import_command_then_generate(family, tmp_path, capsys) -> None:
     name, folder, _ = family
-    if name != "llama3":
-        pytest.skip("one family is enough for the command line")
     assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
     assert f"imported from {folder}" in capsys.readouterr().out
     assert main(["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "The patient", "--temperature", "0",
@@ -304,12 +302,11 @@ def test_import_command_then_generate(family, tmp_path, capsys) -> None:
     assert "already exists and is not empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("family", ["qwen2"], indirect=True)
 def test_served_chat_uses_the_models_template(family, tmp_path) -> None:
     """/v1/chat/completions on an imported model: its own template (special tokens as tokens), greedy,
     ending at its stop ids; the reply is transformers' greedy continuation of apply_chat_template."""
     name, folder, hf = family
-    if name != "qwen2":
-        pytest.skip("one family is enough for the server")
     from fastapi.testclient import TestClient
 
     from pure_transformer.serving.app import create_app
@@ -329,13 +326,12 @@ def test_served_chat_uses_the_models_template(family, tmp_path) -> None:
     print(f"\n{name}: chat reply {expected!r} from {out}")
 
 
+@pytest.mark.parametrize("family", ["qwen2"], indirect=True)
 def test_a_gpt2_style_bos_is_not_added_to_an_imported_prompt(family, tmp_path) -> None:
     """SmolLM2 and GPT-2 name bos = eos = <|endoftext|> and transformers adds neither to a prompt:
     nor does an import (our own tokenizer folders, with the same names, start with it), and the
     checkpoint says so explicitly."""
     name, folder, _ = family
-    if name != "qwen2":
-        pytest.skip("one tokenizer is enough")
     smol = tmp_path / "smol"
     smol.mkdir()
     (smol / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
