@@ -3,7 +3,8 @@ specialised with GRPO for USMLE-style medical multiple-choice questions.
 
 The main entry points are importable from the package itself (the README's
 "From Python" section runs them end to end): ``train_tokenizer``, ``pretrain``,
-``grpo``, ``evaluate``, ``load_model``, ``Engine``/``SamplingParams`` and ``export``,
+``grpo``, ``evaluate``, ``load_model``, ``Engine``/``SamplingParams``, ``export`` and
+``import_checkpoint`` (an open Llama-3.x/Qwen2.5/Qwen3 transformers folder as a checkpoint),
 with their configs and presets.
 
 Names resolve on first use, so ``import pure_transformer`` stays cheap (the
@@ -39,6 +40,7 @@ _EXPORTS = {
     "load_mcqs": ("data.registry", "load_mcqs"),
     "evaluate": ("eval.run", "evaluate"),
     "export": ("checkpoint.export", "export_hf"),
+    "import_checkpoint": ("checkpoint.open_weights", "import_checkpoint"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -13,6 +13,7 @@ Subcommands::
     pure-transformer generate --checkpoint CKPT --prompt TEXT   (= python -m pure_transformer.generate)
     pure-transformer serve --checkpoint CKPT [--port 8000]   (= python -m pure_transformer.serve)
     pure-transformer export --checkpoint CKPT --out DIR
+    pure-transformer import SRC --out DIR   (a transformers folder or hub name: Llama-3.x, Qwen2.5, Qwen3)
     pure-transformer plot DIR [--out PNG]
     pure-transformer plan --config pretrain:a100_2day --gpu a100-80gb [--set KEY=VALUE ...]
     pure-transformer bench train|generate|rl-step|logp-gap [--model PRESET ...] | serve --url URL [--baseline URL]
@@ -119,7 +120,11 @@ COMMANDS = {
     "generate": "stream a completion (= python -m pure_transformer.generate)",
     "serve": "OpenAI-compatible HTTP server with a web page (= python -m pure_transformer.serve)",
     "export": "write a checkpoint as a Hugging Face LlamaForCausalLM folder",
+    "import": "read a transformers Llama-3.x/SmolLM2, Qwen2.5 or Qwen3 checkpoint (a folder or hub name) "
+              "into a checkpoint",
 }
+_MODULES = {"import": "import_weights"}
+"""Commands whose module is not named after them (``import`` is a Python keyword)."""
 BENCHMARKS = {
     "train": (".bench.train", "a pretraining step against transformers: tokens/s, MFU, peak memory, data wait"),
     "generate": (".bench.generate", "batched decoding against transformers generate: tokens/s, time to first token"),
@@ -131,7 +136,7 @@ BENCHMARKS = {
 
 def _command_module(name: str) -> ModuleType:
     # Imported on use: `model info` should not pay for FastAPI, and each stage stays importable alone.
-    return importlib.import_module(f".commands.{name}", __package__)
+    return importlib.import_module(f".commands.{_MODULES.get(name, name)}", __package__)
 
 
 USAGE = """\

@@ -129,6 +129,7 @@ FROZEN_FLAGS = {
                 "--format --include-contaminated --k --limit --max-new-tokens --mode --no-progress --output "
                 "--precision --rotate --save-generations --seed --split --strict --suite --task",
     "export": "--checkpoint --out --report",
+    "import": "--out",
     "generate": "--checkpoint --device --max-new-tokens --prompt --seed --stop --temperature --top-k --top-p",
     "model info": "",
     "plan": "--config --gpu --model --set",

@@ -74,7 +74,7 @@ def test_stats_report_the_achieved_mixture(tiny_tokenizer):
 class WordIdEncoder:
     """Encodes the numbers in a text as themselves: exact bookkeeping of which document a token is from."""
 
-    eot_id = 0
+    eot_id = separator_id = 0
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [[int(w) for w in t.split()] for t in texts]

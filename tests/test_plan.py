@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from pure_transformer.model.config import MODEL_PRESETS, model_preset
+from pure_transformer.model.config import MODEL_PRESETS, ModelConfig, model_preset
 from pure_transformer.model.losses import CPU_LOSS_CHUNK
 from pure_transformer.model.transformer import Transformer, build_model
 from pure_transformer.plan import planner as plan
@@ -29,10 +29,17 @@ from pure_transformer.plan import planner as plan
 TINY = model_preset("tiny")
 
 
+# The open-checkpoint knobs on every preset: Qwen2's q/k/v biases, Qwen3's QK-norm with a head
+# width other than dim // n_heads, Llama-3's RoPE scaling (no parameters, but it must not add any).
+KNOBS = {"plain": {}, "qkv_bias": {"qkv_bias": True}, "qk_norm+head_size": {"qk_norm": True, "head_size": 48},
+         "llama3": {"rope_scaling": "llama3"}}
+
+
 @pytest.mark.fast
-def test_param_counts_and_flops_match_the_model() -> None:
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_param_counts_and_flops_match_the_model(knobs: str) -> None:
     for name in MODEL_PRESETS:
-        cfg = model_preset(name)
+        cfg = model_preset(name).replace(**KNOBS[knobs])
         with torch.device("meta"):
             model = Transformer(cfg)
         assert plan.param_counts(cfg).total == model.num_params(), name
@@ -68,11 +75,11 @@ def test_full_checkpointing_keeps_only_block_inputs() -> None:
     assert n * 128 * 4 < sel < off
 
 
-def _saved_per_layer(autocast: bool) -> int:
+def _saved_per_layer(autocast: bool, cfg: ModelConfig = TINY) -> int:
     """Bytes autograd saves for one more block (2 layers minus 1), unique storages, weights excluded."""
     totals = []
     for layers in (1, 2):
-        model = build_model(TINY.replace(n_layers=layers))
+        model = build_model(cfg.replace(n_layers=layers))
         own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
         seen: dict[int, int] = {}
 
@@ -91,12 +98,15 @@ def _saved_per_layer(autocast: bool) -> int:
 
 @pytest.mark.fast
 @pytest.mark.parametrize("autocast", [False, True])
-def test_layer_formula_equals_autograds_saved_tensors(autocast: bool) -> None:
+@pytest.mark.parametrize("head_size", [None, 48], ids=["dim/heads", "head_size=48"])
+def test_layer_formula_equals_autograds_saved_tensors(autocast: bool, head_size: int | None) -> None:
     # CPU autocast casts like CUDA's (matmul and SDPA inputs to bf16, norms in fp32), so the bf16
     # count is checked here too; under autocast each block also saves its bf16 weight copies.
+    # A head width other than dim / n_heads (Qwen3) widens q and the attention output.
+    cfg = TINY.replace(head_size=head_size)
     prec = plan.BF16_AUTOCAST if autocast else plan.FP32
-    copies = 2 * plan.param_counts(TINY).block_matmul // TINY.n_layers if autocast else 0
-    assert _saved_per_layer(autocast) == plan.layer_saved_bytes(TINY, 4 * 64, False, prec) + copies
+    copies = 2 * plan.param_counts(cfg).block_matmul // cfg.n_layers if autocast else 0
+    assert _saved_per_layer(autocast, cfg) == plan.layer_saved_bytes(cfg, 4 * 64, False, prec) + copies
 
 
 def _rss() -> int:

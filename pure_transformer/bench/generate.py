@@ -38,6 +38,7 @@ class RandomIdsTokenizer:
 
     def __init__(self, vocab_size: int):
         self.eot_id, self.pad_id = vocab_size, 0
+        self.stop_ids = frozenset({vocab_size})
 
     def decode(self, ids: list[int]) -> str:
         return ""

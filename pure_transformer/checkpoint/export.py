@@ -1,7 +1,9 @@
-"""Export: a checkpoint as a Hugging Face ``LlamaForCausalLM`` folder.
+"""Export: a checkpoint as a Hugging Face ``LlamaForCausalLM`` folder (``Qwen2ForCausalLM`` or
+``Qwen3ForCausalLM`` when its knobs say so: :func:`pure_transformer.model.hf.hf_architecture`).
 
-The model maps 1:1 onto Llama (same RoPE layout, RMSNorm, SwiGLU, names up to a
-``model.`` prefix), so the weights are a renaming. The folder is complete, so the
+The model maps 1:1 onto those (same RoPE layout, RMSNorm, SwiGLU, names up to a
+``model.`` prefix), so the weights are a renaming. An imported checkpoint keeps its own
+tokenizer roles (Llama-3's begin-of-text, Qwen's none) and chat template. The folder is complete, so the
 tools people use need no hand-made preprocessing:
 
 - ``config.json`` (with ``dtype`` and ``transformers_version``), ``model.safetensors``,
@@ -33,7 +35,7 @@ from ..data.ledger import LEDGER_FILE, read_ledger
 from ..errors import writing
 from ..mcq.answer_format import AnswerFormat
 from ..mcq.chat import CHAT_TEMPLATE
-from ..model.hf import hf_llama_config, hf_llama_state_dict
+from ..model.hf import hf_config, hf_state_dict
 from ..tokenizer.bpe import Tokenizer
 from .model_card import model_card, read_reports
 from .store import load_model, save_safetensors
@@ -46,12 +48,13 @@ DEFAULT_SAMPLING = {"do_sample": True, "temperature": 0.8, "top_p": 1.0, "top_k"
 
 
 def bos_prefixed(tok: Tokenizer) -> HFTokenizer:
-    """A copy of ``tok``'s tokenizers object that prepends end-of-text to every encoding
-    (``add_special_tokens=False`` still gives the bare ids)."""
+    """A copy of ``tok``'s tokenizers object that prepends its start id (ours: end-of-text) to every
+    encoding (``add_special_tokens=False`` still gives the bare ids); unchanged when it has none (Qwen)."""
     hf = HFTokenizer.from_str(tok.hf.to_str())
-    eot = tok.hf.id_to_token(tok.eot_id)
-    hf.post_processor = TemplateProcessing(single=f"{eot} $A", pair=f"{eot} $A $B:1",
-                                           special_tokens=[(eot, tok.eot_id)])
+    if tok.start_ids:
+        start = tok.hf.id_to_token(tok.start_ids[0])
+        hf.post_processor = TemplateProcessing(single=f"{start} $A", pair=f"{start} $A $B:1",
+                                               special_tokens=[(start, tok.start_ids[0])])
     return hf
 
 
@@ -94,23 +97,25 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, reports: Sequence[str
 
 def _write_folder(out: Path, model: Transformer, tok: Tokenizer, meta: dict, ckpt: Path, results: list) -> None:
     """The export's files, written into the (empty) folder ``out``."""
-    eot, pad = tok.eot_id, tok.pad_id
-    config = {**hf_llama_config(model.cfg), "torch_dtype": "float32", "dtype": "float32",
-              "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad,
+    # Ours: end-of-text starts, ends and pads; an imported model keeps its own roles (no bos for Qwen).
+    bos, pad = (tok.start_ids or [None])[0], tok.pad_id
+    eos = list(tok.roles.stop_ids) if len(tok.stop_ids) > 1 else tok.eot_id  # the source's order
+    config = {**hf_config(model.cfg), "torch_dtype": "float32", "dtype": "float32",
+              "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad,
               "transformers_version": _transformers_version(),
               "pure_transformer": {"checkpoint": str(ckpt), "kind": meta.get("kind"), "step": meta.get("step"),
                                    "answer_format": AnswerFormat.of_checkpoint(meta).value}}
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    save_safetensors(out / "model.safetensors", hf_llama_state_dict(model), metadata={"format": "pt"})
-    generation = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad, **DEFAULT_SAMPLING,
+    save_safetensors(out / "model.safetensors", hf_state_dict(model), metadata={"format": "pt"})
+    generation = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, **DEFAULT_SAMPLING,
                   "transformers_version": config["transformers_version"]}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=1) + "\n")
 
     tok.save(out)  # tokenizer_config.json and special_tokens_map.json, then the export's own additions
     bos_prefixed(tok).save(str(out / "tokenizer.json"))
     tok_config = json.loads((out / "tokenizer_config.json").read_text())
-    tok_config.update({"bos_token": tok.hf.id_to_token(eot), "add_bos_token": True,
-                       "model_max_length": model.cfg.max_seq_len, "chat_template": CHAT_TEMPLATE})
+    tok_config.update({"bos_token": None if bos is None else tok.hf.id_to_token(bos), "add_bos_token": bos is not None,
+                       "model_max_length": model.cfg.max_seq_len, "chat_template": tok.chat_template or CHAT_TEMPLATE})
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
     ledger = read_ledger(ckpt)
     if ledger is not None:

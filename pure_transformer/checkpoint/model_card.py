@@ -50,6 +50,10 @@ def _pretrain_meta(meta: dict) -> dict | None:
 
 def _training_section(meta: dict) -> list[str]:
     lines = ["## Training", ""]
+    if meta.get("kind") == "import":  # an open checkpoint, not trained here
+        return lines + [f"Imported with `pure-transformer import` from `{meta.get('source')}` "
+                        f"({meta.get('hf_architecture')}); see the source's own model card for its training "
+                        "and license.", ""]
     pretrain = _pretrain_meta(meta)
     if pretrain is None:
         lines += ["Pretraining metadata was not found next to this checkpoint "
@@ -118,7 +122,7 @@ def _ledger_section(ledger: Ledger | None) -> list[str]:
 def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[dict] = (),
                ledger: Ledger | None = None) -> str:
     """Markdown, with Hugging Face front matter, for the export of a checkpoint with ``meta``."""
-    kind = "GRPO fine-tuned" if meta.get("kind") == "rl" else "pretrained"
+    kind = {"rl": "GRPO fine-tuned", "import": "imported"}.get(meta.get("kind"), "pretrained")
     front = ["---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation",
              "tags: [pure_transformer, llama, medical, multiple-choice]", "---", ""]
     body = [f"# pure_transformer {kind} model ({num_params / 1e6:.1f}M parameters)", "", WARNING, "",

@@ -3,7 +3,8 @@
     python -m pure_transformer.generate --checkpoint runs/rl --prompt "Question: ..." --temperature 0.7
 
 Without ``--prompt`` it reads prompts interactively until end of input. Every
-prompt starts after an end-of-text token, as every training document did.
+prompt starts with the tokenizer's start ids: our end-of-text, as every training document did
+(an imported Llama-3's begin-of-text, nothing for Qwen).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     prompts = [args.prompt] if args.prompt is not None else _interactive()
     context = model.cfg.max_seq_len
     for prompt in prompts:
-        size = 1 + len(tok.encode(prompt))  # after end-of-text, as stream_text sends it
+        size = len(tok.start_ids) + len(tok.encode(prompt))  # after the start ids, as stream_text sends it
         if size >= context:
             raise ConfigError(f"prompt of {size} tokens leaves no room in the model's context of {context} tokens; "
                               "shorten the prompt")

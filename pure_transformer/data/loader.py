@@ -81,7 +81,7 @@ class ShardPipeline:
     ) -> None:
         self.config = config
         self.mixture = build_mixture(config, encoder, shard, retry)
-        self.packer = Packer(seq_len, encoder.eot_id, num_sources=len(config.sources))
+        self.packer = Packer(seq_len, encoder.separator_id, num_sources=len(config.sources))
         self._docs: Iterator[tuple[int, np.ndarray]] | None = None
 
     def next_block(self) -> Block | None:
@@ -437,7 +437,7 @@ def build_validation_batches(
 
 def _validation_blocks(name: str, encoder: Encoder, seq_len: int, max_blocks: int,
                        answer_format: AnswerFormat) -> list[Block]:
-    packer = Packer(seq_len, encoder.eot_id)
+    packer = Packer(seq_len, encoder.separator_id)
     blocks: list[Block] = []
     texts: list[str] = []
     docs = iter(open_source(name, "validation", answer_format=answer_format))

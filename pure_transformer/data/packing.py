@@ -33,7 +33,8 @@ ENCODE_BATCH = 256  # documents per encode_batch call: amortises the call, bound
 class Encoder(Protocol):
     """The part of :class:`pure_transformer.tokenizer.bpe.Tokenizer` the pipeline needs."""
 
-    eot_id: int
+    separator_id: int
+    """The id every packed document starts with (``Tokenizer.separator_id``: our end-of-text)."""
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
 
@@ -154,4 +155,4 @@ def pack_texts(
                 batch = []
         yield from encode_documents(encoder, batch, batch_size)
 
-    yield from pack_token_stream(token_docs(), seq_len, encoder.eot_id)
+    yield from pack_token_stream(token_docs(), seq_len, encoder.separator_id)

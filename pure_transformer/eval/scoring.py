@@ -62,11 +62,11 @@ def task_source(task: str, data_path: str | None = None) -> str:
 
 
 def encode_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat = AnswerFormat.LETTER) -> list[int]:
-    """Token ids of the MCQ prompt, preceded by end-of-text (every training document
-    starts with it). The prompt ends at the cue ("Answer:"): in training text the
+    """Token ids of the MCQ prompt, after the tokenizer's start ids (``tok.start_ids``: our
+    end-of-text, which every training document starts with; Llama-3's begin-of-text; none for Qwen). The prompt ends at the cue ("Answer:"): in training text the
     space after it is fused with the answer (" C"), so a prompt ending in a lone
     " " token would ask for a token sequence the model never saw."""
-    return [tok.eot_id] + tok.encode(answer_format.prompt(mcq))
+    return tok.start_ids + tok.encode(answer_format.prompt(mcq))
 
 
 MIN_STEM_TOKENS = 8
@@ -88,13 +88,13 @@ def fit_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat, context: i
     if len(ids) <= limit:
         return ids, False
     head, body, tail = answer_format.prompt_parts(mcq)
-    fixed = 1 + len(tok.encode(head)) + len(tok.encode(tail))
+    fixed = len(tok.start_ids) + len(tok.encode(head)) + len(tok.encode(tail))
     body_ids = tok.encode(body)
     budget = limit - fixed
     while budget >= MIN_STEM_TOKENS:
         kept = tok.decode(body_ids[-budget:])
         kept = kept.split(" ", 1)[1] if " " in kept[1:] else kept  # drop the partial first word
-        ids = [tok.eot_id] + tok.encode(head + kept + tail)
+        ids = tok.start_ids + tok.encode(head + kept + tail)
         if len(ids) <= limit:
             return ids, True
         budget -= len(ids) - limit  # BPE merges differ at the cut: shrink by the overflow and retry
@@ -260,7 +260,7 @@ def continuation_scores(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[
     truncated = []
     for ctx, cont in pairs:
         cont_ids = tok.encode(cont)
-        full = [tok.eot_id] + tok.encode(ctx) + cont_ids
+        full = tok.start_ids + tok.encode(ctx) + cont_ids
         seq = full[-context - 1:]
         truncated.append(len(seq) < len(full))
         inputs, targets = tuple(seq[:-1]), seq[-len(cont_ids):]

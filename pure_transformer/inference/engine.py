@@ -12,7 +12,7 @@ How a call runs:
    with each prompt's noise from its own generator, so a prompt's samples depend
    on its seed alone, not on which other prompts share the batch: one process
    and several GRPO ranks, or a batched and a lone server request, draw alike.
-3. A row finishes on the end-of-text token, on a stop string or at
+3. A row finishes on a stop id (``tok.stop_ids``: our end-of-text), on a stop string or at
    ``max_new_tokens``. Finished rows are dropped from the batch (the cache is
    compacted once a quarter of the rows are done), so they stop costing compute.
 
@@ -191,8 +191,8 @@ class _PromptNoise:
 
 
 def row_stopped(tok: Tokenizer, row: Row, params: SamplingParams) -> bool:
-    """Whether ``row``'s last token ended it: end-of-text, or a stop string now in its text."""
-    if row.tokens[-1] == tok.eot_id:
+    """Whether ``row``'s last token ended it: a stop id (end-of-text), or a stop string now in its text."""
+    if row.tokens[-1] in tok.stop_ids:
         return True
     if not params.stop_strings:
         return False
@@ -203,7 +203,7 @@ def row_stopped(tok: Tokenizer, row: Row, params: SamplingParams) -> bool:
 
 def finish_row(tok: Tokenizer, row: Row, reason: Literal["stop", "length"], params: SamplingParams) -> Sample:
     """The :class:`Sample` of a finished row: its text cut before a stop string."""
-    body = row.tokens[:-1] if row.tokens and row.tokens[-1] == tok.eot_id else row.tokens
+    body = row.tokens[:-1] if row.tokens and row.tokens[-1] in tok.stop_ids else row.tokens
     text = tok.decode(body)
     for s in params.stop_strings:
         if s in text:
@@ -427,7 +427,7 @@ class TextStream:
         """The new text after ``token`` ("" when none is complete yet, or once done)."""
         if self.done:
             return ""
-        if token == self.tok.eot_id:
+        if token in self.tok.stop_ids:
             self.done = True
             return ""
         self.tokens.append(token)
@@ -444,8 +444,8 @@ class TextStream:
 
 def stream_text(engine: Engine, prompt: str | list[int], params: SamplingParams) -> Iterator[str]:
     """Yield the completion of ``prompt`` as text pieces, as tokens arrive (see :class:`TextStream`).
-    A text prompt starts after end-of-text, as every training document; ids are used as given."""
-    ids = prompt if isinstance(prompt, list) else [engine.tok.eot_id] + engine.tok.encode(prompt)
+    A text prompt starts after the start ids (our end-of-text, as every training document); ids are used as given."""
+    ids = prompt if isinstance(prompt, list) else engine.tok.start_ids + engine.tok.encode(prompt)
     text = TextStream(engine.tok, params.stop_strings)
     for token in engine.stream(ids, params):
         if piece := text.feed(token):

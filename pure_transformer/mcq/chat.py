@@ -35,14 +35,24 @@ CHAT_TEMPLATE = (
 """Jinja source of the template above; ``add_generation_prompt`` appends the open ``Assistant:`` turn."""
 
 
-@functools.cache
-def _compiled() -> Any:
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str = CHAT_TEMPLATE) -> Any:
+    from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    def raise_exception(message: str) -> None:  # what transformers gives templates to refuse a conversation
+        raise TemplateError(message)
+
     # transformers' own settings for chat templates, so both render byte for byte alike.
-    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(CHAT_TEMPLATE)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
 
 
-def chat_prompt(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
-    """Render ``[{"role": "system"|"user"|"assistant", "content": str}, ...]`` with :data:`CHAT_TEMPLATE`."""
-    return _compiled().render(messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt)
+def chat_prompt(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True,
+                template: str | None = None, **special_tokens: str) -> str:
+    """Render ``[{"role": "system"|"user"|"assistant", "content": str}, ...]`` with :data:`CHAT_TEMPLATE`,
+    or with an imported model's own ``template`` (its tokenizer's ``chat_template``), which
+    transformers renders with the special tokens (``bos_token``, ``eos_token``) as variables."""
+    return _compiled(template or CHAT_TEMPLATE).render(messages=[dict(m) for m in messages],
+                                                       add_generation_prompt=add_generation_prompt, **special_tokens)

@@ -26,7 +26,7 @@ class ModelConfig:
     """Residual stream width (``hidden_size``)."""
     n_layers: int = 20
     n_heads: int = 18
-    """Query heads; ``head_dim = dim // n_heads``."""
+    """Query heads; ``head_dim = dim // n_heads`` unless ``head_size`` says otherwise."""
     n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; ``None`` means ``n_heads`` (plain MHA)."""
     ffn_dim: int = 3072
@@ -38,10 +38,30 @@ class ModelConfig:
     tie_embeddings: bool = False
     """Share the input embedding with the output projection."""
     init_std: float = 0.02
+    head_size: int | None = None
+    """Width of one attention head when it is not ``dim // n_heads`` (Qwen3's ``head_dim``);
+    ``None``: ``dim // n_heads``. Read it as :attr:`head_dim`."""
+    qkv_bias: bool = False
+    """Biases on the q/k/v projections (Qwen2); o_proj and the MLP never have one."""
+    qk_norm: bool = False
+    """Per-head RMSNorm of queries and keys (over ``head_dim``) before RoPE (Qwen3)."""
+    rope_scaling: str | None = None
+    """``None``: plain RoPE; ``"llama3"``: Llama-3.1's frequency-dependent scaling, set by
+    the four ``rope_*`` fields below (transformers' ``rope_type: llama3``)."""
+    rope_factor: float = 8.0
+    """llama3 scaling: low frequencies are divided by this factor."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 scaling: wavelengths above ``original_len / low_freq_factor`` are scaled fully."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 scaling: wavelengths below ``original_len / high_freq_factor`` are kept; between, smoothed."""
+    rope_original_max_len: int = 8192
+    """llama3 scaling: the context length the model was pretrained at (``original_max_position_embeddings``)."""
 
     def __post_init__(self) -> None:
         require_positive(self, ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"), "ModelConfig.")
-        if self.dim % self.n_heads:
+        if self.head_size is not None and self.head_size <= 0:
+            raise ConfigError(f"head_size must be positive or null, got {self.head_size}")
+        if self.head_size is None and self.dim % self.n_heads:
             raise ConfigError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.head_dim % 2:
             raise ConfigError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
@@ -49,10 +69,19 @@ class ModelConfig:
             raise ConfigError(
                 f"n_heads ({self.n_heads}) must be a positive multiple of n_kv_heads ({self.n_kv_heads})"
             )
+        if self.rope_scaling not in (None, "llama3"):
+            raise ConfigError(f"rope_scaling must be null or 'llama3', got {self.rope_scaling!r}")
+        if self.rope_scaling == "llama3" and not (
+                self.rope_factor > 0 and self.rope_original_max_len > 0
+                and 0 < self.rope_low_freq_factor < self.rope_high_freq_factor):
+            raise ConfigError("llama3 rope scaling needs rope_factor > 0, rope_original_max_len > 0 and "
+                              f"0 < rope_low_freq_factor < rope_high_freq_factor, got {self.rope_factor}, "
+                              f"{self.rope_original_max_len}, {self.rope_low_freq_factor}, {self.rope_high_freq_factor}")
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        """Width of one attention head: ``head_size``, else ``dim // n_heads``."""
+        return self.head_size if self.head_size is not None else self.dim // self.n_heads
 
     @property
     def kv_heads(self) -> int:

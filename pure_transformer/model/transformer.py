@@ -6,7 +6,11 @@ export by renaming alone, see :mod:`pure_transformer.model.hf`):
 - token embedding, no absolute positions;
 - ``n_layers`` blocks of ``x + attn(rms_norm(x))`` then ``x + mlp(rms_norm(x))``;
 - attention with rotary position embeddings (RoPE, the "rotate half" layout
-  of GPT-NeoX/Llama), optional grouped-query attention, no biases anywhere;
+  of GPT-NeoX/Llama, optionally with Llama-3's frequency scaling), optional
+  grouped-query attention; by default no biases anywhere;
+- the open-checkpoint knobs (:mod:`.config`): q/k/v biases (Qwen2), a per-head
+  RMSNorm of queries and keys before RoPE (Qwen3), a head width other than
+  ``dim // n_heads`` (Qwen3);
 - SwiGLU MLP: ``down(silu(gate(x)) * up(x))``;
 - final RMSNorm and a linear head, optionally tied to the embedding.
 
@@ -68,11 +72,31 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float, device: torch.device | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_frequencies(cfg: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+    """The (head_dim / 2,) fp32 inverse frequencies, with Llama-3's scaling when the config asks.
+
+    llama3 (transformers' ``_compute_llama3_parameters``, step for step): wavelengths
+    longer than ``original_len / low_freq_factor`` are stretched by ``factor``, those
+    shorter than ``original_len / high_freq_factor`` kept, and those between blended.
+    """
+    D = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, D, 2, device=device, dtype=torch.float32) / D)
+    if cfg.rope_scaling != "llama3":
+        return inv_freq
+    factor, low, high, old_len = (cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
+                                  cfg.rope_original_max_len)
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) * ~(wavelen > old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_tables(cfg: ModelConfig, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables of shape (max_seq_len, head_dim), fp32, in the rotate-half layout."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    freqs = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
+    inv_freq = rope_frequencies(cfg, device)  # (D/2,)
+    freqs = torch.outer(torch.arange(cfg.max_seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
     angles = torch.cat([freqs, freqs], dim=-1)  # (T, D): both halves share a frequency
     return angles.cos(), angles.sin()
 
@@ -112,10 +136,13 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)  # (C -> H*D)
+        self.k_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)  # (C -> Hkv*D)
+        self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)  # (H*D -> C)
+        # Qwen3: each head's query and key are RMS-normalised over D (one gain shared by all heads).
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, doc_ids: torch.Tensor | None,
                 kv: tuple[KVCache | StaticKVCache, int, torch.Tensor] | None = None) -> torch.Tensor:
@@ -124,6 +151,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:  # over the last axis, D: before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
             y = attend(q, k, v, doc_ids)  # (B, H, T, D)
@@ -223,13 +252,20 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
         for name, p in self.named_parameters():
-            if p.ndim == 1:
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.ndim == 1:
                 nn.init.ones_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=residual_std)
             else:
                 nn.init.normal_(p, mean=0.0, std=cfg.init_std)
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
+        self.init_rope()
+
+    @torch.no_grad()
+    def init_rope(self) -> None:
+        """Fill the (non-persistent) RoPE tables; loading weights into a meta-built model needs only this."""
+        cos, sin = rope_tables(self.cfg, device=self.rope_cos.device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 

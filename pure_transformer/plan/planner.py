@@ -115,11 +115,12 @@ class ParamCounts:
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts from the shape (equal to ``Transformer.num_params()``)."""
-    C, kv = cfg.dim, cfg.kv_heads * cfg.head_dim
-    per_block = 2 * C * C + 2 * C * kv + 3 * C * cfg.ffn_dim
+    C, q, kv = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim  # q == C unless head_size is set
+    per_block = 2 * C * q + 2 * C * kv + 3 * C * cfg.ffn_dim  # q, o; k, v; gate, up, down
+    vectors = 2 * C + (q + 2 * kv if cfg.qkv_bias else 0) + (2 * cfg.head_dim if cfg.qk_norm else 0)
     embedding = cfg.vocab_size * C
     head = 0 if cfg.tie_embeddings else embedding
-    total = embedding + head + cfg.n_layers * (per_block + 2 * C) + C
+    total = embedding + head + cfg.n_layers * (per_block + vectors) + C
     return ParamCounts(total, embedding, head, cfg.n_layers * per_block, max(embedding, C * cfg.ffn_dim))
 
 
@@ -140,13 +141,14 @@ def layer_saved_bytes(cfg: ModelConfig, tokens: int, mode: Checkpointing, prec: 
     Selective keeps the outputs of every matmul (q, k, v, o, gate, up, down) and of SDPA,
     plus the input. Full keeps the input alone."""
     C, kv, F, s, c = cfg.dim, cfg.kv_heads * cfg.head_dim, cfg.ffn_dim, prec.stream, prec.compute
+    q = cfg.n_heads * cfg.head_dim  # the query and attention-output width: C unless head_size is set
     small = tokens * (2 * 4 + 4 * cfg.n_heads)  # two rstd columns and SDPA's lse, fp32
     if mode is True:
         return tokens * C * s
-    if mode == "selective":
-        return tokens * (C * s + (4 * C + 2 * kv + 2 * F) * c) + tokens * 4 * cfg.n_heads
+    if mode == "selective":  # q, k, v, o, gate, up, down and SDPA's output
+        return tokens * (C * s + (2 * C + 2 * q + 2 * kv + 2 * F) * c) + tokens * 4 * cfg.n_heads
     casts = (3 + 2) if prec.autocast else 2  # the inputs the projections save
-    return tokens * (4 * C * s + (casts + 2) * C * c + 2 * kv * c + 4 * F * c) + small
+    return tokens * (4 * C * s + casts * C * c + 2 * q * c + 2 * kv * c + 4 * F * c) + small
 
 
 def loss_components(cfg: ModelConfig, rows: int, prec: Precision, chunk: int = LOSS_CHUNK) -> list[Component]:

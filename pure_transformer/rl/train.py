@@ -327,7 +327,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                     "tokenizer": "tokenizer.json", "pretrain": {"step": init_meta.get("step")},
                     "world_size": rt.world_size, "stopped": stopping}
         save_checkpoint(path, model, meta_out, optimizer,
-                        files={"tokenizer.json": tok.hf.to_str(), LEDGER_FILE: ledger.to_json()},
+                        files={**tok.files(), LEDGER_FILE: ledger.to_json()},  # an imported model's roles too
                         extra_tensors={REFERENCE_FILE: model_tensors(ref)})
         prune_checkpoints(run_dir, cfg.keep_last)
         if rt.distributed:

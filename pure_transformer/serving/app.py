@@ -72,6 +72,7 @@ from ..errors import DataError
 from ..inference.engine import Engine, SamplingParams, TextStream
 from ..mcq.answer_format import AnswerFormat, check_answerable
 from ..mcq.record import MCQ
+from ..tokenizer.chat import chat_ids
 from .http import APIError, ApiKeyMiddleware, BodyLimitMiddleware, install_error_handlers
 from .logprobs import legacy_logprobs, sequence_logprobs
 from .prometheus import Metrics, StatusMiddleware
@@ -127,22 +128,24 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
     app.add_middleware(StatusMiddleware, metrics=metrics)  # outermost: every answer is counted
 
     def encode(prompt: str | list[int]) -> list[int]:
-        """The model's input: after end-of-text, as every training document starts."""
+        """The model's input: after the start ids (our end-of-text, as every training document starts)."""
+        start = tokenizer.start_ids
         if isinstance(prompt, str):
-            return [tokenizer.eot_id] + tokenizer.encode(prompt)
+            return start + tokenizer.encode(prompt)
         if any(not 0 <= t < tokenizer.vocab_size for t in prompt):
             raise APIError(400, f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}", param="prompt")
-        return prompt if prompt[:1] == [tokenizer.eot_id] else [tokenizer.eot_id] + prompt
+        return prompt if prompt[:len(start)] == start else start + prompt
 
     def score(prompt: list[int], shown: int, completion: list[int], top: int) -> dict:
         # shown: how many of the prompt's own tokens the client sees (echo), hidden end-of-text excluded
-        values, tops = sequence_logprobs(model, prompt + completion, tokenizer.eot_id, top)
+        values, tops = sequence_logprobs(model, prompt + completion, tokenizer.start_ids, top)
         first = len(prompt) - shown
         return legacy_logprobs(tokenizer, (prompt + completion)[first:], values[first:], tops[first:], top)
 
     def echoed(prompt: list[int], given: str | list[int]) -> tuple[str, int]:
         """(the text ``echo`` prepends, how many of ``prompt``'s ids it shows): encode()'s end-of-text stays hidden."""
-        hidden = 0 if isinstance(given, list) and given[:1] == [tokenizer.eot_id] else 1
+        start = tokenizer.start_ids
+        hidden = 0 if isinstance(given, list) and given[:len(start)] == start else len(start)
         return (given if isinstance(given, str) else tokenizer.decode(given)), len(prompt) - hidden
 
     async def run(request: Request, req: SamplingRequest, prompts: list[str] | list[list[int]], chat: bool) -> Any:
@@ -150,7 +153,9 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
             raise APIError(400, f"{len(prompts)} prompts in one request, over the server limit of "
                                 f"{limits.max_prompts}", param="prompt")
         ids = [encode(p) for p in prompts]
-        params = [sampling_params(req, len(i), context, limits, (CHAT_STOP,) if chat else ()) for i in ids]
+        # Our chat convention stops at the next "User:" turn; a model's own template at its stop ids.
+        chat_stop = (CHAT_STOP,) if chat and tokenizer.chat_template is None else ()
+        params = [sampling_params(req, len(i), context, limits, chat_stop) for i in ids]
         check_work([len(i) for i in ids], params, req.n, limits)
         top, echo = getattr(req, "logprobs", None), getattr(req, "echo", False)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
@@ -272,7 +277,10 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str, api_key: str | No
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, req: ChatRequest) -> Any:
-        return await run(request, req, [chat_prompt(req.messages)], chat=True)
+        if tokenizer.chat_template is None:
+            return await run(request, req, [chat_prompt(req.messages)], chat=True)
+        # An imported model's own template, its special tokens encoded as tokens (as transformers does).
+        return await run(request, req, [chat_ids(tokenizer, [m.model_dump() for m in req.messages])], chat=True)
 
     @app.post("/v1/mcq")
     async def mcq(req: MCQRequest) -> dict:

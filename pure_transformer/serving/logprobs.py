@@ -18,12 +18,13 @@ from ..tokenizer.bpe import Tokenizer
 
 
 @torch.no_grad()
-def sequence_logprobs(model: torch.nn.Module, ids: list[int], eot_id: int, top: int
+def sequence_logprobs(model: torch.nn.Module, ids: list[int], start_ids: list[int], top: int
                       ) -> tuple[list[float | None], list[list[tuple[int, float]]]]:
     """Per token of ``ids``: its log-probability under the model (None for a leading
-    end-of-text, which nothing precedes) and the ``top`` likeliest tokens there."""
+    start id, our end-of-text, which nothing precedes, and for the first token of a
+    tokenizer without one) and the ``top`` likeliest tokens there."""
     context = model.cfg.max_seq_len
-    hidden = [] if ids[:1] == [eot_id] else [eot_id]
+    hidden = [] if ids[:len(start_ids)] == start_ids else list(start_ids)
     full = hidden + ids
     if len(full) - 1 > context:
         raise ValueError(f"prompt and completion of {len(ids)} tokens exceed the model context of {context}")

@@ -29,6 +29,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from ..errors import DataError, TokenizerError, writing
+from .roles import TokenRoles, read_roles
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +75,44 @@ class Tokenizer:
     ``"tiktoken"`` or ``"tokenizers"``.
     """
 
-    def __init__(self, hf: tokenizers.Tokenizer, *, source: str = "<in memory>") -> None:
+    def __init__(self, hf: tokenizers.Tokenizer, *, source: str = "<in memory>", roles: TokenRoles | None = None
+                 ) -> None:
         self.source = source
         self._hf = hf
         # Specials must never be parsed out of document text (see module docstring).
         self._hf.encode_special_tokens = True
-        self.eot_id = _find_eot_id(hf, source)
-        pad_id = hf.token_to_id(PAD)
-        # GPT-2-style hub tokenizers have no pad token; padded positions are
-        # masked out of the loss anyway, so reusing EOT is harmless.
-        self.pad_id = self.eot_id if pad_id is None else pad_id
+        if roles is None:  # ours: end-of-text starts every document, ends generation, pads without <|pad|>
+            eot = _find_eot_id(hf, source)
+            pad_id = hf.token_to_id(PAD)
+            # GPT-2-style hub tokenizers have no pad token; padded positions are
+            # masked out of the loss anyway, so reusing EOT is harmless.
+            roles = TokenRoles(start_id=eot, stop_ids=(eot,), pad_id=eot if pad_id is None else pad_id)
+        self.roles = roles
+        self.eot_id = roles.stop_ids[0]
+        """End of text: the first id generation stops at."""
+        self.pad_id = roles.pad_id
+        self.stop_ids = frozenset(roles.stop_ids)
+        """Generation ends at any of these (Qwen: ``<|endoftext|>`` and ``<|im_end|>``)."""
+        self.start_ids = [] if roles.start_id is None else [roles.start_id]
+        """What every document and prompt starts with: ``[eot]`` for ours, ``[<|begin_of_text|>]``
+        for Llama-3, ``[]`` for Qwen. A list, so ``tok.start_ids + tok.encode(text)`` reads as the input."""
+        self.separator_id = roles.start_id if roles.start_id is not None else self.eot_id
+        """The id between packed documents: the start id, or end-of-text where there is none."""
+        self.chat_template = roles.chat_template
         self._fast, reason = _build_tiktoken(hf)
         self.backend = "tiktoken" if self._fast is not None else "tokenizers"
         if reason:
             logger.warning("tokenizer %s: encoding with HF tokenizers (slower): %s", source, reason)
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> Tokenizer:
-        """Load from a folder holding ``tokenizer.json``, a ``tokenizer.json`` path, or a hub name."""
+    def load(cls, name_or_path: str | Path, *, imported: bool = False) -> Tokenizer:
+        """Load from a folder holding ``tokenizer.json``, a ``tokenizer.json`` path, or a hub name.
+        ``imported``: an open model's folder, read as transformers reads it (:mod:`.roles`)."""
         path = Path(name_or_path).expanduser()
         file = path / "tokenizer.json" if path.is_dir() else path
         if file.is_file():
-            return cls(_read_tokenizer_file(file), source=str(file))
+            hf = _read_tokenizer_file(file)
+            return cls(hf, source=str(file), roles=read_roles(hf, file.parent, imported=imported))
         if path.is_dir() or _looks_like_local_path(str(name_or_path)):
             raise TokenizerError(f"cannot load tokenizer from '{file}': file not found")
         return cls(_from_hub(str(name_or_path)), source=f"hub:{name_or_path}")
@@ -140,8 +157,23 @@ class Tokenizer:
         """Write ``tokenizer.json`` and the transformers config files into ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self._hf.save(str(out / "tokenizer.json"))
-        _write_transformers_files(out, eos=self._hf.id_to_token(self.eot_id), pad=self._hf.id_to_token(self.pad_id))
+        for name, text in self.files().items():
+            if name != "generation_config.json":  # the model's, not the tokenizer's: a checkpoint keeps it
+                (out / name).write_text(text)
+        if self.roles.config is None:
+            _write_transformers_files(out, eos=self._hf.id_to_token(self.eot_id),
+                                      pad=self._hf.id_to_token(self.pad_id))
+        return out
+
+    def files(self) -> dict[str, str]:
+        """What a checkpoint keeps of this tokenizer (name -> text): ``tokenizer.json``, and an
+        imported model's ``tokenizer_config.json`` and ``generation_config.json``, whose roles
+        and chat template :meth:`load` reads back."""
+        out = {"tokenizer.json": self._hf.to_str()}
+        if (config := self.roles.saved_config()) is not None:
+            out["tokenizer_config.json"] = json.dumps(config, indent=2) + "\n"
+        if self.roles.generation is not None:
+            out["generation_config.json"] = json.dumps(self.roles.generation, indent=2) + "\n"
         return out
 
     def __repr__(self) -> str:

@@ -238,7 +238,8 @@ class Run:
                     "model_config": self.model.cfg.to_dict(), "world_size": self.rt.world_size,
                     "rng": rng_state(), "data": states, "nonfinite": self.nonfinite, "complete": complete,
                     "stopped": stopped, "tokenizer": "tokenizer.json"}
-            files = {"tokenizer.json": self.tok.hf.to_str(), LEDGER_FILE: self.ledger.to_json()}  # type: ignore[union-attr]
+            # tok.files(): tokenizer.json, and an imported model's tokenizer roles and chat template
+            files = {**self.tok.files(), LEDGER_FILE: self.ledger.to_json()}  # type: ignore[union-attr]
             save_checkpoint(path, weights, meta, optim, files=files)
             prune_checkpoints(self.run_dir, self.cfg.keep_last)
         if self.rt.distributed:
