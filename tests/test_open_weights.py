@@ -342,3 +342,53 @@ def test_a_gpt2_style_bos_is_not_added_to_an_imported_prompt(family, tmp_path) -
     assert Tokenizer.load(smol).start_ids == [0]  # read as one of ours
     saved = json.loads(Tokenizer.load(smol, imported=True).files()["tokenizer_config.json"])
     assert saved["add_bos_token"] is False
+
+
+@pytest.mark.parametrize("family", ["qwen3"], indirect=True)
+def test_grpo_from_an_imported_checkpoint_moves_the_weights(family, tmp_path, write_jsonl) -> None:
+    """Two GRPO steps start from an imported checkpoint (its tokenizer's roles, its shape) and change
+    its weights; the reward is one that varies within a group, so every group has an advantage."""
+    from dataclasses import replace
+
+    from pure_transformer.config.rl import grpo_preset
+    from pure_transformer.data.ledger import read_ledger
+    from pure_transformer.rl.train import grpo_train
+
+    _, folder, _ = family
+    ckpt = import_checkpoint(str(folder), tmp_path / "ckpt")
+    rows = [{"question": f"Which number is {i}?", "options": {k: str(i + j) for j, k in enumerate("ABCD")},
+             "answer": "A"} for i in range(24)]
+    train, val = write_jsonl(tmp_path / "q_train.jsonl", rows[:16]), write_jsonl(tmp_path / "q_val.jsonl", rows[16:])
+    cfg = replace(grpo_preset("rl:debug"), max_steps=2, prompts_per_step=4, samples_per_prompt=4, micro_batch=16,
+                  answer_format="letter", max_new_tokens=8, val_questions=4, val_every=1, ckpt_every=1,
+                  warmup_steps=0, lr=1e-3, embedding_lr=1e-3)
+    grpo_train(cfg, ckpt, tmp_path / "rl", data_path=str(train), val_data_path=str(val), progress=False,
+               device="cpu", reward_fn=lambda q, text: float(len(text) % 2))
+    before, _, _, _ = load_model(ckpt)
+    after, tok, meta, final = load_model(tmp_path / "rl")
+    assert meta["kind"] == "rl" and meta["step"] == 2 and tok.stop_ids == load_model(ckpt)[1].stop_ids
+    moved = [name for name, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[name])]
+    assert moved and "lm_head.weight" in moved
+    assert [e.phase for e in read_ledger(final).entries] == ["rl"]  # an imported model's reading is unknown
+
+
+@pytest.mark.parametrize("family", ["llama3"], indirect=True)
+def test_continued_pretraining_of_an_imported_model_lowers_its_medical_loss(family, tmp_path) -> None:
+    """``--init-from`` an imported checkpoint: the bundled medical text packed with the model's own
+    tokenizer, and the validation loss on it falls from the imported weights' loss."""
+    from pure_transformer.config.overrides import apply_overrides
+    from pure_transformer.config.pretrain import pretrain_preset
+    from pure_transformer.train.logger import read_metrics
+    from pure_transformer.train.pretrain import pretrain
+
+    _, folder, _ = family
+    ckpt = import_checkpoint(str(folder), tmp_path / "ckpt")
+    cfg = apply_overrides(pretrain_preset("pretrain:debug"), dict(
+        init_from=str(ckpt), sources={"bundled-medical": 1.0}, seq_len=64, micro_batch=4, global_batch_tokens=256,
+        total_tokens=256 * 30, warmup_tokens=256 * 2, peak_lr=3e-3, min_lr=3e-4, log_every=1, val_every=15,
+        val_tokens=2048, val_mcq=0, ckpt_every=15, deterministic=True, shuffle_buffer=64))
+    pretrain(cfg, tmp_path / "run", progress=False, device="cpu")
+    val = [r["val_loss"] for r in read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl") if "val_loss" in r]
+    assert len(val) == 3 and val[-1] < 0.8 * val[0], val
+    model, tok, _, _ = load_model(tmp_path / "run")
+    assert tok.start_ids == load_model(ckpt)[1].start_ids  # Llama-3's <|begin_of_text|>, kept
