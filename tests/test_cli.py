@@ -109,7 +109,8 @@ def test_console_script_entry_points() -> None:
     proc = subprocess.run([sys.executable, "-m", "pure_transformer", "model", "info", "nope"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "error: unknown model preset 'nope'; choose one of: tiny, small, medium, medium-large")
+        "error: unknown model preset 'nope'; choose one of: tiny, small, medium, medium-large, smollm2-360m, "
+        "qwen2.5-0.5b, qwen3-0.6b, llama3.2-1b")
 
 
 # Every command and flag of the public interface. A new flag is a deliberate decision: add it here.

@@ -19,6 +19,8 @@ SMALL = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, 
 def expected_params(c: ModelConfig) -> int:
     """Hand count, written independently of the module tree."""
     attn = c.dim * c.n_heads * c.head_dim * 2 + c.dim * c.kv_heads * c.head_dim * 2  # q, o + k, v
+    attn += (c.n_heads + 2 * c.kv_heads) * c.head_dim if c.qkv_bias else 0  # Qwen2's q, k, v biases
+    attn += 2 * c.head_dim if c.qk_norm else 0  # Qwen3's per-head q and k RMSNorm gains
     mlp = 3 * c.dim * c.ffn_dim
     per_layer = attn + mlp + 2 * c.dim  # two RMSNorm gains
     embeddings = c.vocab_size * c.dim * (1 if c.tie_embeddings else 2)

@@ -392,3 +392,23 @@ def test_continued_pretraining_of_an_imported_model_lowers_its_medical_loss(fami
     assert len(val) == 3 and val[-1] < 0.8 * val[0], val
     model, tok, _, _ = load_model(tmp_path / "run")
     assert tok.start_ids == load_model(ckpt)[1].start_ids  # Llama-3's <|begin_of_text|>, kept
+
+
+@pytest.mark.parametrize("preset, published", [("smollm2-360m", 361_821_120), ("qwen2.5-0.5b", 494_032_768),
+                                               ("qwen3-0.6b", 596_049_920), ("llama3.2-1b", 1_235_814_400)])
+def test_open_model_presets_have_the_real_shapes(preset: str, published: int) -> None:
+    """Each open-model preset, written as its transformers config and built by transformers itself (on the
+    meta device), has the model's published parameter count, and reads back as the same preset."""
+    from pure_transformer.model.config import model_preset
+    from pure_transformer.model.hf import config_from_hf, hf_config
+    from pure_transformer.model.transformer import Transformer
+
+    cfg = model_preset(preset)
+    fields = hf_config(cfg)
+    hf_cfg = transformers.AutoConfig.for_model(fields["model_type"], **{k: v for k, v in fields.items()
+                                                                       if k != "model_type"})
+    with torch.device("meta"):
+        theirs = transformers.AutoModelForCausalLM.from_config(hf_cfg)
+        ours = Transformer(cfg)
+    assert theirs.num_parameters() == ours.num_params() == published
+    assert config_from_hf(fields) == cfg

@@ -207,10 +207,23 @@ def demo() -> PretrainConfig:
     )
 
 
+def continue_medical_1day() -> PretrainConfig:
+    """Continued medical pretraining of an imported open model (``--init-from``; its shape and
+    tokenizer replace ``model``, here Qwen3-0.6B for ``plan``) in 8 of a one-H100 day's hours, GRPO
+    taking the rest: 500M tokens of FineWeb-Edu 80%, MedMCQA 14% and MedQA 6% (MedQA's 2.5M training
+    tokens repeat ~12x, MedMCQA's ~4x: the knowledge the model lacks, without drowning its general
+    text), MCQs explanation first, peak lr 3e-5 (a tenth of from-scratch: the weights are already
+    good) with 1% warmup. Not yet run on real weights."""
+    return PretrainConfig(model="qwen3-0.6b", sources={"fineweb-edu": 0.80, "medmcqa": 0.14, "medqa": 0.06},
+                          answer_format="explain", total_tokens=500_000_000, peak_lr=3e-5, min_lr=3e-6,
+                          warmup_tokens=5_000_000, micro_batch=16, compile=True, num_workers=4, budget_hours=8.0)
+
+
 PRETRAIN_PRESETS: dict[str, Callable[[], PretrainConfig]] = {
     "a100_2day": a100_2day,
     "a100_2day_letter": a100_2day_letter,
     "h200_1day": h200_1day,
+    "continue_medical_1day": continue_medical_1day,
     "debug": debug,
     "demo": demo,
 }

@@ -133,11 +133,49 @@ def medium_large() -> ModelConfig:
     return ModelConfig(dim=1152, n_layers=20, n_heads=18, n_kv_heads=6, ffn_dim=3072, max_seq_len=2048)
 
 
+# The shapes of the open models `pure-transformer import` reads, from their config.json files: for `plan`
+# and random-weight benchmarks of the real size (the device machines cannot reach the hub either). An
+# imported checkpoint carries its own config; these never stand in for its weights.
+def smollm2_360m() -> ModelConfig:
+    """SmolLM2-360M: 32 layers of width 960, 15 query heads of 64 sharing 5 key/value heads, tied
+    embeddings, 49,152 vocabulary, RoPE theta 1e5 (362M parameters)."""
+    return ModelConfig(vocab_size=49152, dim=960, n_layers=32, n_heads=15, n_kv_heads=5, ffn_dim=2560,
+                       max_seq_len=8192, rope_theta=100_000.0, tie_embeddings=True)
+
+
+def qwen2_5_0_5b() -> ModelConfig:
+    """Qwen2.5-0.5B: 24 layers of width 896, 14 query heads of 64 sharing 2 key/value heads, q/k/v biases,
+    tied embeddings, 151,936 vocabulary (494M parameters)."""
+    return ModelConfig(vocab_size=151936, dim=896, n_layers=24, n_heads=14, n_kv_heads=2, ffn_dim=4864,
+                       max_seq_len=32768, rope_theta=1_000_000.0, norm_eps=1e-6, tie_embeddings=True, qkv_bias=True)
+
+
+def qwen3_0_6b() -> ModelConfig:
+    """Qwen3-0.6B: 28 layers of width 1024, 16 query heads of 128 (wider than 1024 / 16) sharing 8
+    key/value heads, per-head RMSNorm on q and k, tied embeddings, 151,936 vocabulary (596M parameters)."""
+    return ModelConfig(vocab_size=151936, dim=1024, n_layers=28, n_heads=16, n_kv_heads=8, head_size=128,
+                       ffn_dim=3072, max_seq_len=40960, rope_theta=1_000_000.0, norm_eps=1e-6, tie_embeddings=True,
+                       qk_norm=True)
+
+
+def llama3_2_1b() -> ModelConfig:
+    """Llama-3.2-1B: 16 layers of width 2048, 32 query heads of 64 sharing 8 key/value heads, llama3 RoPE
+    scaling (factor 32 from 8,192 positions), tied embeddings, 128,256 vocabulary (1.24B parameters)."""
+    return ModelConfig(vocab_size=128256, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
+                       max_seq_len=131072, rope_theta=500_000.0, tie_embeddings=True, rope_scaling="llama3",
+                       rope_factor=32.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                       rope_original_max_len=8192)
+
+
 MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
     "small": small,
     "medium": medium,
     "medium-large": medium_large,
+    "smollm2-360m": smollm2_360m,
+    "qwen2.5-0.5b": qwen2_5_0_5b,
+    "qwen3-0.6b": qwen3_0_6b,
+    "llama3.2-1b": llama3_2_1b,
 }
 
 
