@@ -14,7 +14,7 @@ check() {  # name, seconds, then the bench arguments
   local name=$1 limit=$2; shift 2
   echo "== $name: pure-transformer bench $*"
   timeout "$limit" python3 -m pure_transformer bench "$@" > "$OUT/$name.log" 2>&1
-  echo "(exit $?)"; grep -E '^\||x tokens/s|MFU =|loss on|share of the step' "$OUT/$name.log"
+  echo "(exit $?)"; grep -E '^\||x tokens/s|MFU =|loss on|share of the step|steps/s' "$OUT/$name.log"
 }
 # Limits sum to 10 minutes with the two checks below: with a 2-3 minute start, inside the 15-minute device budget.
 check train 110 train --model medium-large --micro-batch 16 --seq-len 2048 --steps 5 --repeats 3

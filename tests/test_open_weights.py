@@ -344,7 +344,6 @@ def test_a_gpt2_style_bos_is_not_added_to_an_imported_prompt(family, tmp_path) -
     assert saved["add_bos_token"] is False
 
 
-@pytest.mark.parametrize("family", ["qwen3"], indirect=True)
 def test_grpo_from_an_imported_checkpoint_moves_the_weights(family, tmp_path, write_jsonl) -> None:
     """Two GRPO steps start from an imported checkpoint (its tokenizer's roles, its shape) and change
     its weights; the reward is one that varies within a group, so every group has an advantage."""

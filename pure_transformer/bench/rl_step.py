@@ -25,7 +25,7 @@ import statistics
 import torch
 
 from ..config.rl import GRPOConfig, grpo_preset
-from ..distributed.runtime import PhaseTimer, Runtime
+from ..distributed.runtime import PhaseTimer, Runtime, peak_memory_gb
 from ..errors import ConfigError
 from ..eval.scoring import encode_prompt, task_source
 from ..inference.engine import Engine
@@ -132,3 +132,5 @@ def run(args: argparse.Namespace) -> None:
     print(f"generation: {median['completion_tokens']:,.0f} completion tokens per step, "
           f"{median['completion_tokens'] / median['generation']:,.0f} tokens/s; "
           f"share of the step {median['generation'] / total:.1%} (target <= 50%)")
+    what = "allocated" if device.type == "cuda" else "resident, the process's"
+    print(f"{1 / total:.3f} GRPO steps/s; peak memory {peak_memory_gb(device):.2f} GB ({what})")
