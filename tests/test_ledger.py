@@ -150,7 +150,7 @@ def test_evaluate_leaves_trained_questions_out(trained: dict[str, Path], capsys:
     report = json.loads(out.read_text())[0]
     assert report["n"] == 6 and [q["id"] for q in report["questions"]] == [question_id(q) for q in unseen]
     assert report["contamination"] == {"count": 4, "share": 0.4, "of": 10, "included": False,
-                                       "ledger_questions": len(read_ledger(trained["rl"] / "final"))}
+                                       "ledger_questions": len(read_ledger(trained["rl"] / "final")), "unseen": []}
 
     every = trained["root"] / "all.json"
     assert cli_main(["evaluate", "--checkpoint", str(trained["rl"]), "--data-path", str(exam), "--mode",

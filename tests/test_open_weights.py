@@ -344,9 +344,10 @@ def test_a_gpt2_style_bos_is_not_added_to_an_imported_prompt(family, tmp_path) -
     assert saved["add_bos_token"] is False
 
 
-def test_grpo_from_an_imported_checkpoint_moves_the_weights(family, tmp_path, write_jsonl) -> None:
-    """Two GRPO steps start from an imported checkpoint (its tokenizer's roles, its shape) and change
-    its weights; the reward is one that varies within a group, so every group has an advantage."""
+def test_import_rl_evaluate_export_end_to_end(family, tmp_path, write_jsonl) -> None:
+    """import -> rl -> evaluate -> export: two GRPO steps start from an imported checkpoint (its tokenizer's
+    roles, its shape) and change its weights (the reward varies within a group, so every group has an
+    advantage); the result is evaluated and exported, and transformers computes our logits from it."""
     from dataclasses import replace
 
     from pure_transformer.config.rl import grpo_preset
@@ -368,7 +369,17 @@ def test_grpo_from_an_imported_checkpoint_moves_the_weights(family, tmp_path, wr
     assert meta["kind"] == "rl" and meta["step"] == 2 and tok.stop_ids == load_model(ckpt)[1].stop_ids
     moved = [name for name, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[name])]
     assert moved and "lm_head.weight" in moved
-    assert [e.phase for e in read_ledger(final).entries] == ["rl"]  # an imported model's reading is unknown
+    # The ledger says what it cannot see (the open model's own reading), then what GRPO trained on.
+    assert [(e.phase, len(e.fingerprints)) for e in read_ledger(final).entries] == [("import", 0), ("rl", 16)]
+    # ... and the chain goes on: evaluate says so, and export gives transformers the same model back.
+    [report] = evaluate(str(final), "synthetic", "test", modes=("loglikelihood",), limit=4, first=True,
+                        progress=False, device="cpu")
+    assert report["n"] == 4 and report["contamination"]["unseen"] == [str(folder)]
+    twin = transformers.AutoModelForCausalLM.from_pretrained(export_hf(final, tmp_path / "hf"),
+                                                             attn_implementation="eager").eval()
+    ids = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids).logits, after(ids)[1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama3"], indirect=True)
@@ -411,3 +422,15 @@ def test_open_model_presets_have_the_real_shapes(preset: str, published: int) ->
         ours = Transformer(cfg)
     assert theirs.num_parameters() == ours.num_params() == published
     assert config_from_hf(fields) == cfg
+
+
+@pytest.mark.parametrize("family", ["qwen2"], indirect=True)
+def test_evaluate_and_the_card_say_the_ledger_cannot_see_the_open_models_reading(family, tmp_path, capsys) -> None:
+    _, folder, _ = family
+    ckpt = import_checkpoint(str(folder), tmp_path / "ckpt")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--mode", "loglikelihood", "--first", "2",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: the model descends from {folder}, whose own pretraining data no ledger records" in err
+    card = (export_hf(ckpt, tmp_path / "hf") / "README.md").read_text()
+    assert f"It descends from {folder}, an open model whose own pretraining data no ledger records" in card

@@ -115,8 +115,12 @@ def _results_section(reports: Sequence[dict]) -> list[str]:
 def _ledger_section(ledger: Ledger | None) -> list[str]:
     if ledger is None:
         return ["This checkpoint predates training ledgers: which evaluation questions it saw cannot be checked.", ""]
-    return [f"`{LEDGER_FILE}` fingerprints the {ledger.summary()} the model was trained on, its parent checkpoints' "
-            "included; `evaluate` leaves those out of every score.", ""]
+    lines = [f"`{LEDGER_FILE}` fingerprints the {ledger.summary()} the model was trained on, its parent "
+             "checkpoints' included; `evaluate` leaves those out of every score."]
+    if ledger.unseen:
+        lines.append(f"It descends from {', '.join(ledger.unseen)}, an open model whose own pretraining data no "
+                     "ledger records: scores on public benchmarks may include questions it read before.")
+    return [*lines, ""]
 
 
 def model_card(meta: dict, cfg: ModelConfig, num_params: int, reports: Sequence[dict] = (),

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..model.hf import hf_architecture, load_hf_model
 from ..tokenizer.bpe import Tokenizer
+from ..data.ledger import IMPORTED, LEDGER_FILE, Ledger, LedgerEntry
 from .store import save_checkpoint
 
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.md"]
@@ -83,5 +84,9 @@ def import_checkpoint(src: str, out_dir: str | Path) -> Path:
     arch = hf_architecture(cfg)
     meta = {"kind": "import", "step": 0, "model_config": cfg.to_dict(), "tokenizer": "tokenizer.json",
             "source": src, "hf_architecture": arch}
-    files = {**tok.files(), "README.md": import_card(src, arch, meta, model.num_params())}
+    # The ledger cannot fingerprint what the open model read: an entry that says so, which every
+    # descendant (continued pretraining, GRPO) copies, and evaluate and the model card repeat.
+    ledger = Ledger((LedgerEntry(IMPORTED, src, ()),))
+    files = {**tok.files(), "README.md": import_card(src, arch, meta, model.num_params()),
+             LEDGER_FILE: ledger.to_json()}
     return save_checkpoint(out, model, meta, files=files)

@@ -68,7 +68,8 @@ def print_warnings(reports: list[dict], budget: int) -> None:
 
 
 def print_contamination(c: dict | None) -> None:
-    """One line: what the checkpoint's training ledger says of the questions asked."""
+    """What the checkpoint's training ledger says of the questions asked: one line, and one more for a
+    model that descends from an imported one, whose own pretraining the ledger cannot see."""
     if c is None:
         print("note: the checkpoint has no training ledger (it predates them); contamination was not checked",
               file=sys.stderr)
@@ -81,6 +82,9 @@ def print_contamination(c: dict | None) -> None:
     else:
         print(f"warning: contamination: {c['count']} of {c['of']} questions ({c['share']:.1%}) were trained on; "
               f"scoring the {c['of'] - c['count']} clean ones (--include-contaminated scores all)", file=sys.stderr)
+    if c is not None and c.get("unseen"):
+        print(f"note: the model descends from {', '.join(c['unseen'])}, whose own pretraining data no ledger "
+              "records: a clean count cannot rule out that it read these questions before", file=sys.stderr)
 
 
 def parse_modes(spec: str) -> tuple[str, ...]:

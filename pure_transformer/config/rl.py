@@ -137,10 +137,11 @@ def demo() -> GRPOConfig:
 
 def grpo_medqa_qwen3_0_6b() -> GRPOConfig:
     """GRPO on MedQA from an imported (optionally continued-pretrained) Qwen3-0.6B, in the 16 hours of
-    a one-H100 day that ``pretrain:continue_medical_1day`` leaves: 16 prompts x 16 samples, explanation first then the answer line (the model already writes
-    prose), 512 new tokens, lr 1e-6 for every parameter after 10 warmup steps (a pretrained model
-    moves far on GRPO's usual 1e-5), KL 0.04, T=1 with no top-k (its distribution is not the tiny
-    model's long tail), 2 epochs. Not yet run on real weights: `plan` is its only figure."""
+    a one-H100 day that ``pretrain:continue_medical_1day`` leaves: 16 prompts x 16 samples,
+    explanation first then the answer line (the model already writes prose), 512 new tokens, lr 1e-6
+    for every parameter after 10 warmup steps (a pretrained model moves far on GRPO's usual 1e-5),
+    KL 0.04, T=1 with no top-k (its distribution is not the tiny model's long tail), 2 epochs.
+    Not yet run on real weights: `plan` is its only figure."""
     return GRPOConfig(answer_format="explain", max_new_tokens=512, lr=1e-6, embedding_lr=1e-6, kl_coef=0.04,
                       warmup_steps=10, top_k=None, epochs=2.0, micro_batch=16, budget_hours=16.0,
                       shuffle_options=True, val_every=50, ckpt_every=50)

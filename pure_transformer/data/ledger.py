@@ -33,6 +33,9 @@ from .contamination import normalize_question
 
 LEDGER_FILE = "ledger.json"
 FORMAT = "pure_transformer.ledger/1"
+IMPORTED = "import"
+"""The phase of an imported open model's entry: it holds no fingerprints, and says that the model's own
+pretraining data is unknown to the ledger."""
 NORMALIZATION = ("blake2b-64 of the question's lower-cased words, then each option's lower-cased words, "
                  "options sorted (letters and order ignored)")
 
@@ -48,7 +51,7 @@ def fingerprint(mcq: MCQ) -> str:
 class LedgerEntry:
     """The questions one phase trained on from one source."""
 
-    phase: str  # "pretrain" | "rl"
+    phase: str  # "pretrain" | "rl" | "import" (an open model's own pretraining: no fingerprints, unknown)
     source: str
     fingerprints: tuple[str, ...]  # sorted, distinct
 
@@ -77,6 +80,11 @@ class Ledger:
     def extended(self, entries: Iterable[LedgerEntry]) -> "Ledger":
         """This ledger with ``entries`` added after its own."""
         return Ledger((*self.entries, *entries))
+
+    @property
+    def unseen(self) -> list[str]:
+        """The imported models this checkpoint descends from: what they read before is not in the ledger."""
+        return [e.source for e in self.entries if e.phase == IMPORTED]
 
     def summary(self) -> str:
         """``"1,184 questions (pretrain bundled-mcq 1,184; rl bundled-mcq 1,064)"``."""

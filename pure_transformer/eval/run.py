@@ -68,7 +68,7 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     questions = [rotate_options(q, rotate) for q in chosen]
     contamination = (None if ledger is None else
                      {"count": len(contaminated), "share": len(contaminated) / len(asked), "of": len(asked),
-                      "included": include_contaminated, "ledger_questions": len(ledger)})
+                      "included": include_contaminated, "ledger_questions": len(ledger), "unseen": ledger.unseen})
     convention = convention_for(task)
     if "loglikelihood" in modes and convention.needs_context and (bare := [q for q in questions if not q.context]):
         raise DataError(f"{len(bare)} of the {len(questions)} {task} questions have no abstract to ask them with "
