@@ -63,8 +63,12 @@ def print_warnings(reports: list[dict], budget: int) -> None:
                   f"{r['n'] + sum(r['skipped'].values())} questions ({said}); --strict stops at the first",
                   file=sys.stderr)
         if r.get("truncated"):
+            # generate and passk cut the stem and keep the options and cue; the scoring modes keep the end of
+            # the whole sequence, as lm-evaluation-harness does.
+            lost = "the start of their question stem" if r["mode"].startswith(("generate", "passk")) else \
+                "their start (the end is scored, as lm-eval does)"
             print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
-                  "longer than the context and lost the start of their question stem", file=sys.stderr)
+                  f"longer than the context and lost {lost}", file=sys.stderr)
 
 
 def print_contamination(c: dict | None) -> None:

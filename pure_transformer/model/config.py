@@ -76,7 +76,8 @@ class ModelConfig:
                 and 0 < self.rope_low_freq_factor < self.rope_high_freq_factor):
             raise ConfigError("llama3 rope scaling needs rope_factor > 0, rope_original_max_len > 0 and "
                               f"0 < rope_low_freq_factor < rope_high_freq_factor, got {self.rope_factor}, "
-                              f"{self.rope_original_max_len}, {self.rope_low_freq_factor}, {self.rope_high_freq_factor}")
+                              f"{self.rope_original_max_len}, {self.rope_low_freq_factor}, "
+                              f"{self.rope_high_freq_factor}")
 
     @property
     def head_dim(self) -> int:
