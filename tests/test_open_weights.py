@@ -259,11 +259,11 @@ def test_hub_name_offline_fails_fast(monkeypatch, tmp_path, capsys) -> None:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # the network is what is absent, not the code under test
-    registry._hub_lookup_error.cache_clear()
+    registry.hub_lookup_error.cache_clear()
     try:
         err = _refused(["import", "Qwen/Qwen2.5-0.5B", "--out", str(tmp_path / "out")], capsys)
     finally:
-        registry._hub_lookup_error.cache_clear()
+        registry.hub_lookup_error.cache_clear()
     assert "cannot download 'Qwen/Qwen2.5-0.5B' from the Hugging Face Hub" in err
 
 

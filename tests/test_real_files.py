@@ -85,6 +85,14 @@ def test_generate_scores_a_whole_realistic_file_and_counts_what_it_skips(
     err = capsys.readouterr().err
     assert err.startswith("error: 3 of the 15 ") and "cannot be answered in the explain format" in err
     assert err.count("\n") == 1
+    # Options that leave no room stop it too, with the numbers.
+    overflowing = tmp_path / "overflow_test.jsonl"
+    overflowing.write_text("".join(line + "\n" for line in realistic_file.read_text().splitlines()[-2:]))
+    assert evaluate_main(["--checkpoint", str(ckpt), "--data-path", str(overflowing), "--mode", "generate",
+                          "--strict", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: question ") and "does not fit" in err and "the answer 96" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.fast

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.ledger import IMPORTED, LEDGER_FILE, Ledger, LedgerEntry
 from ..errors import ConfigError
 from ..model.hf import hf_architecture, load_hf_model
 from ..tokenizer.bpe import Tokenizer
-from ..data.ledger import IMPORTED, LEDGER_FILE, Ledger, LedgerEntry
 from .store import save_checkpoint
 
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.md"]
@@ -42,9 +42,9 @@ def source_folder(src: str) -> Path:
     if path.exists() or _looks_local(src):
         raise ConfigError(f"import source '{src}' is not a folder (give a transformers model folder or a hub name "
                           "like Qwen/Qwen2.5-0.5B)")
-    from ..data.registry import _hub_lookup_error  # on use: the registry imports the datasets stack
+    from ..data.registry import hub_lookup_error  # on use: the registry imports the datasets stack
 
-    if (why := _hub_lookup_error()) is not None:
+    if (why := hub_lookup_error()) is not None:
         raise ConfigError(f"cannot download '{src}' from the Hugging Face Hub: {why}; offline, give a local "
                           "transformers model folder in the name's place")
     from huggingface_hub import snapshot_download

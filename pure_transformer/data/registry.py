@@ -99,7 +99,7 @@ OFFLINE_HINT = ("give a local file or folder in the name's place (a path works w
 
 
 @functools.cache
-def _hub_lookup_error() -> str | None:
+def hub_lookup_error() -> str | None:
     """Why the hub's host does not resolve (no network), or None. huggingface_hub would find
     out by retrying for half a minute; a failed DNS lookup is not going to heal in that time."""
     import os
@@ -120,7 +120,7 @@ def _hub_lookup_error() -> str | None:
 
 
 def _require_hub(name: str) -> None:
-    if (why := _hub_lookup_error()) is not None:
+    if (why := hub_lookup_error()) is not None:
         raise DataError(f"cannot read '{name}' from the Hugging Face Hub: {why}; offline, {OFFLINE_HINT}")
 
 

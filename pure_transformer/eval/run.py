@@ -24,7 +24,7 @@ from ..mcq.answer_format import AnswerFormat, require_answerable
 from ..mcq.record import MCQ, rotate_options
 from ..model.precision import autocast, uses_bf16
 from .conventions import convention_for
-from .scoring import (cloze_mcq_accuracy, fit_prompt, greedy_mcq_accuracy, loglikelihood_mcq_accuracy,
+from .scoring import (NO_ROOM, cloze_mcq_accuracy, fit_prompt, greedy_mcq_accuracy, loglikelihood_mcq_accuracy,
                       passk_mcq_accuracy, question_id, skip_cause, task_source)
 
 MODES = ("generate", "passk", "loglikelihood", "cloze")
@@ -78,10 +78,9 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     budget = max_new_tokens or fmt.max_new_tokens()
     causes = ([skip_cause(tok, q, fmt, model.cfg.max_seq_len, budget) for q in questions] if generated
               else [None] * len(questions))
-    if strict and any(causes):
-        require_answerable(questions, fmt, f"{source} {split}")  # the first unanswerable one, named
-        for q in questions:
-            fit_prompt(tok, q, fmt, model.cfg.max_seq_len, budget)  # the first that leaves no room, named
+    if strict and any(causes):  # stop as the cause says, naming the first question and its numbers
+        require_answerable(questions, fmt, f"{source} {split}")
+        fit_prompt(tok, questions[causes.index(NO_ROOM)], fmt, model.cfg.max_seq_len, budget)
     answerable = [q for q, cause in zip(questions, causes) if cause is None]
     if generated and not answerable:
         raise DataError(f"none of the {len(questions)} questions can be asked in the {fmt.value} format "

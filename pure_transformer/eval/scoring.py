@@ -63,9 +63,10 @@ def task_source(task: str, data_path: str | None = None) -> str:
 
 def encode_prompt(tok: Tokenizer, mcq: MCQ, answer_format: AnswerFormat = AnswerFormat.LETTER) -> list[int]:
     """Token ids of the MCQ prompt, after the tokenizer's start ids (``tok.start_ids``: our
-    end-of-text, which every training document starts with; Llama-3's begin-of-text; none for Qwen). The prompt ends at the cue ("Answer:"): in training text the
-    space after it is fused with the answer (" C"), so a prompt ending in a lone
-    " " token would ask for a token sequence the model never saw."""
+    end-of-text, which every training document starts with; Llama-3's begin-of-text; none for
+    Qwen). The prompt ends at the cue ("Answer:"): in training text the space after it is fused
+    with the answer (" C"), so a prompt ending in a lone " " token would ask for a token
+    sequence the model never saw."""
     return tok.start_ids + tok.encode(answer_format.prompt(mcq))
 
 
@@ -244,7 +245,7 @@ class PairScores:
 
 @torch.no_grad()
 def continuation_scores(model: torch.nn.Module, tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> PairScores:
-    """Score each continuation after its context; both start after end-of-text.
+    """Score each continuation after its context, the two after the tokenizer's start ids.
 
     Over-long sequences keep their end, as lm-evaluation-harness does, and are counted; rows are
     right-padded, so the scored positions never see the padding. The last continuation token is a
@@ -315,7 +316,7 @@ def loglikelihood_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions
             conf, best = torch.softmax(scores, dim=-1).max(dim=-1)  # over the question's k letters
             predictions.append(LETTERS[int(best)])
             confidence.append(float(conf))
-        cut += per_question_any(scored.truncated, chunk)
+        cut += [bool(flags.any()) for flags in per_question(torch.tensor(scored.truncated), chunk)]
     correct = [p == q.answer for p, q in zip(predictions, questions)]
     return MCQScore.of(predictions, questions, ece=expected_calibration_error(confidence, correct), **truncation(cut))
 
@@ -334,18 +335,9 @@ def cloze_mcq_accuracy(model: torch.nn.Module, tok: Tokenizer, questions: Sequen
             lengths = torch.tensor([len(text) for text in q.options.values()], dtype=torch.float)
             predictions.append(LETTERS[int(scores.argmax())])
             normed.append(LETTERS[int((scores / lengths).argmax())])
-        cut += per_question_any(scored.truncated, chunk)
+        cut += [bool(flags.any()) for flags in per_question(torch.tensor(scored.truncated), chunk)]
     acc_norm = sum(p == q.answer for p, q in zip(normed, questions)) / max(1, len(questions))
     return MCQScore.of(predictions, questions, acc_norm=acc_norm, **truncation(cut))
-
-
-def per_question_any(flags: Sequence[bool], questions: Sequence[MCQ]) -> list[bool]:
-    """Per question, whether any of its pairs' flags is set (pairs in order, one per option)."""
-    out, at = [], 0
-    for q in questions:
-        out.append(any(flags[at:at + len(q.options)]))
-        at += len(q.options)
-    return out
 
 
 @dataclass
@@ -357,6 +349,14 @@ class SampledAnswers:
     causes: list[list[str | None]]
     texts: list[list[str]]
     truncated: list[bool]
+
+
+def answer_params(answer_format: AnswerFormat, max_new_tokens: int | None = None, temperature: float = 0.0,
+                  seed: int | None = None) -> SamplingParams:
+    """How an answer in ``answer_format`` is generated (here and by ``/v1/mcq``): the format's budget
+    unless ``max_new_tokens`` says otherwise, and its stop strings."""
+    return SamplingParams(max_new_tokens=max_new_tokens or answer_format.max_new_tokens(), temperature=temperature,
+                          stop_strings=answer_format.stop_strings(), seed=seed)
 
 
 def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: AnswerFormat, *, samples: int = 1,
@@ -371,8 +371,7 @@ def sample_answers(engine: Engine, questions: Sequence[MCQ], answer_format: Answ
     context = engine.model.cfg.max_seq_len
     if budget + MIN_STEM_TOKENS >= context:
         raise DataError(f"--max-new-tokens {budget} leaves no room for a prompt in the model's {context}-token context")
-    params = SamplingParams(max_new_tokens=budget, temperature=temperature, stop_strings=answer_format.stop_strings(),
-                            seed=seed if temperature > 0 else None)
+    params = answer_params(answer_format, budget, temperature, seed if temperature > 0 else None)
     fitted = [fit_prompt(engine.tok, q, answer_format, context, budget) for q in questions]  # errors before any work
     per_batch = max(1, batch_size // samples)
     out = SampledAnswers([], [], [], [cut for _, cut in fitted])

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..eval.scoring import fit_prompt, letter_scores
+from ..eval.scoring import answer_params, fit_prompt, letter_scores
 from ..inference.engine import Engine, Sample, SamplingParams, prompt_seed
 from ..inference.scheduler import Entry, QueueTimeout, Scheduler
 from ..mcq.answer_format import AnswerFormat, cut_at_stop
@@ -161,11 +161,11 @@ class Job:
 def answer_request(engine: Engine, mcq: MCQ, answer_format: AnswerFormat) -> tuple[list[int], SamplingParams]:
     """(prompt ids, params) of the answer ``evaluate --mode generate`` writes to ``mcq`` in a text format
     (:func:`~pure_transformer.eval.scoring.sample_answers` with its defaults): the prompt made to fit by
-    :func:`~pure_transformer.eval.scoring.fit_prompt` with the format's budget left, greedy, the format's
-    stop strings. Raises :class:`DataError` when the options and cue leave no room for the budget."""
-    budget = answer_format.max_new_tokens()
-    params = SamplingParams(max_new_tokens=budget, temperature=0.0, stop_strings=answer_format.stop_strings())
-    ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, budget)
+    :func:`~pure_transformer.eval.scoring.fit_prompt` with the format's budget left, greedy, as
+    :func:`~pure_transformer.eval.scoring.answer_params` says. Raises :class:`DataError` when the
+    options and cue leave no room for the budget."""
+    params = answer_params(answer_format)
+    ids, _ = fit_prompt(engine.tok, mcq, answer_format, engine.model.cfg.max_seq_len, params.max_new_tokens)
     return ids, params
 
 
