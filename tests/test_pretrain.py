@@ -203,7 +203,8 @@ def test_bad_flags_give_one_line(tmp_path: Path, run_train_error) -> None:
     for extra, message in [(["--model", "huge"], "unknown model preset 'huge'"),
                            (["--set", "lr=1"], "unknown config key 'lr'"),
                            (["--resume", str(tmp_path / "missing")], "checkpoint path not found"),
-                           (["--config-file", str(tmp_path / "x.yaml")], "config file not found")]:
+                           (["--config-file", str(tmp_path / "x.yaml")], "config file not found"),
+                           (["--init-from", str(tmp_path / "nowhere")], "checkpoint path not found")]:
         assert message in run_train_error([*base, *extra])
 
 
