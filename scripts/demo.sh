@@ -21,6 +21,8 @@ took() {  # took NAME: the seconds since the previous stage ended, for the table
   last=$now
 }
 EVAL=("$PY" -m pure_transformer.evaluate --task synthetic --split test --no-progress)
+COMPOSE=("$PY" -m pure_transformer.evaluate --task synthetic --split compositional --mode generate --by meta_info
+         --no-progress)
 
 echo "== 1. model presets"
 $PY -m pure_transformer model info tiny medium-large | grep -E '^(preset|parameters|flops_per_token):'
@@ -50,6 +52,8 @@ echo; echo "== 6. before GRPO: 400 held-out test questions in every formulation 
 echo "   then the answer line; loglikelihood: the letter; cloze: the option text without the options shown)"
 "${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode generate,loglikelihood,cloze \
   --output "$RUN_DIR/eval-pretrain.json" | tail -n +2
+echo "-- the compositional split: chain types no training question asks, each of whose hops training teaches"
+"${COMPOSE[@]}" --checkpoint "$RUN_DIR/pretrain" --output "$RUN_DIR/eval-pretrain-compositional.json" | tail -n +2
 took "evaluation before GRPO"
 echo "-- does GRPO have signal? pass@16 well above pass@1 means sampling finds answers greedy decoding misses"
 "${EVAL[@]}" --checkpoint "$RUN_DIR/pretrain" --mode passk --limit 50 | tail -n 1
@@ -64,6 +68,9 @@ took "GRPO (and its plot)"
 echo; echo "== 8. after GRPO, on the same 400 held-out questions: the gain is paired per question (bootstrap 95% CI)"
 "${EVAL[@]}" --checkpoint "$RUN_DIR/rl" --mode generate,loglikelihood,cloze \
   --baseline "$RUN_DIR/eval-pretrain.json" --output "$RUN_DIR/eval-rl.json" | tail -n +2
+echo "-- the compositional split: has GRPO taught the model to chain facts it knows one at a time?"
+"${COMPOSE[@]}" --checkpoint "$RUN_DIR/rl" --baseline "$RUN_DIR/eval-pretrain-compositional.json" \
+  --output "$RUN_DIR/eval-rl-compositional.json" | tail -n +2
 
 took "evaluation after GRPO"
 echo; echo "== 9. the same questions with every option re-lettered (A->B, B->C, ...): a letter prior would not survive"

@@ -126,7 +126,7 @@ FROZEN_FLAGS = {
     "data export-bundled": "--out --seed",
     "data overlap": "--eval --eval-split --max-train-docs --n --train",
     "data preview": "--answer-format --mixture --num-blocks --seed --seq-len --show --tokenizer --weight-by",
-    "evaluate": "--allow-partial-baseline --baseline --batch-size --checkpoint --data-dir --data-path --device --first "
+    "evaluate": "--allow-partial-baseline --baseline --batch-size --by --checkpoint --data-dir --data-path --device --first "
                 "--format --include-contaminated --k --limit --max-new-tokens --mode --no-progress --output "
                 "--precision --rotate --save-generations --seed --split --strict --suite --task",
     "export": "--checkpoint --out --report",

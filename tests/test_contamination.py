@@ -43,7 +43,8 @@ def test_eval_questions_injected_into_training_are_dropped_and_counted(tmp_path,
 def test_bundled_mcq_training_stream_excludes_its_eval_questions(bundled):
     source = open_source("bundled-mcq", "train")
     texts = {d.text for d in takewhile(lambda d: d.epoch == 0, source)}
-    held = {AnswerFormat.LETTER.pretrain_text(m) for split in ("validation", "test") for m in bundled.mcq[split]}
+    held = {AnswerFormat.LETTER.pretrain_text(m) for split in ("validation", "test", "compositional")
+            for m in bundled.mcq[split]}
     assert not texts & held
     assert len(texts) + source.guard.dropped >= len(set(AnswerFormat.LETTER.pretrain_text(m) for m in bundled.mcq["train"]))
 
@@ -75,3 +76,13 @@ def test_ngram_overlap_on_a_hand_made_example():
     assert report.shared_ngrams == 1
     assert report.ngram_fraction == pytest.approx(1 / 6)
     assert "1/4 eval items" in report.summary()
+
+
+@pytest.mark.fast
+def test_the_bundled_guard_blocks_the_compositional_split_like_the_test_split(bundled):
+    """A compositional question slipped into training text is dropped, as a test question would be."""
+    source = open_source("bundled-mcq", "train")
+    guard = source.guard
+    for split in ("test", "compositional"):
+        assert all(not guard.admits(m.question) for m in bundled.mcq[split][:20]), split
+    assert all(guard.admits(m.question) for m in bundled.mcq["train"][:20])

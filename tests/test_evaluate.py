@@ -339,3 +339,57 @@ def test_a_baseline_of_other_questions_or_modes_is_one_line(tiny_ckpt: Path, tmp
         assert evaluate_main([*common, *extra, "--baseline", str(base)]) == 2
         err = capsys.readouterr().err
         assert err.count("error: ") == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.fast
+def test_by_field_breaks_a_report_down_per_group_with_paired_gains(tiny_ckpt: Path, tmp_path: Path, write_jsonl,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """--by works on any field of a file's records: each group's n and accuracy are recomputed here from
+    the report's own per-question rows, its gain from a baseline whose answers we rewrite by hand, and a
+    field no record has is one error line."""
+    questions = bundled_corpus().mcq["test"][:30]
+    rows = [{"question": q.question, "options": q.options, "answer_idx": q.answer,
+             "meta_info": ["step1", "step2&3", "step2&3"][i % 3], "year": 2000 + i % 2}
+            for i, q in enumerate(questions)]
+    path = write_jsonl(tmp_path / "q_test.jsonl", rows)
+    args = ["--checkpoint", str(tiny_ckpt), "--data-path", str(path), "--mode", "loglikelihood", "--no-progress"]
+    report_path = tmp_path / "report.json"
+    assert evaluate_main([*args, "--by", "meta_info", "--output", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())[0]
+    by_text = {q.question: r["meta_info"] for q, r in zip(questions, rows)}
+    from pure_transformer.eval.scoring import question_id
+    group_of_id = {question_id(q): by_text[q.question] for q in questions}
+    assert all(row["group"] == group_of_id[row["id"]] for row in report["questions"])
+    groups = {g["group"]: g for g in report["groups"]}
+    assert (groups["step2&3"]["n"], groups["step1"]["n"]) == (20, 10)
+    for name, g in groups.items():
+        hits = [row["correct"] for row in report["questions"] if row["group"] == name]
+        assert g["accuracy"] == pytest.approx(sum(hits) / len(hits))
+        assert f"{name:<11}{g['n']:>5}{g['accuracy']:>10.3f}" in out
+    # a baseline that got every step1 question wrong and every step2&3 question right
+    baseline = json.loads(report_path.read_text())
+    for row in baseline[0]["questions"]:
+        row["correct"] = row["group"] == "step2&3"
+    (tmp_path / "base.json").write_text(json.dumps(baseline))
+    assert evaluate_main([*args, "--by", "year", "--baseline", str(tmp_path / "base.json")]) == 0
+    assert evaluate_main([*args, "--by", "meta_info", "--baseline", str(tmp_path / "base.json")]) == 0
+    out = capsys.readouterr().out
+    assert "loglikelihood by year:" in out and "loglikelihood by meta_info:" in out
+    step1 = [row["correct"] for row in report["questions"] if row["group"] == "step1"]
+    gain = sum(step1) / len(step1) - 0.0
+    assert f"{'step1':<11}{10:>5}{0.0:>9.3f}{gain + 0.0:>10.3f}" in out and f"{gain:+.3f} [" in out
+    assert evaluate_main([*args, "--by", "specialty"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "no question" in err and "meta_info" in err and "Traceback" not in err
+
+
+@pytest.mark.fast
+def test_the_compositional_split_is_a_split_of_the_bundled_set_and_grouped_by_chain(
+        tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    assert evaluate_main(["--checkpoint", str(tiny_ckpt), "--split", "compositional", "--limit", "12",
+                          "--mode", "loglikelihood", "--by", "meta_info", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "bundled-mcq compositional" in out and "finding -> disease -> treatment" in out
+    assert evaluate_main(["--checkpoint", str(tiny_ckpt), "--split", "heldout", "--no-progress"]) == 2
+    assert "unknown split 'heldout'; use one of train, validation, test, compositional" in capsys.readouterr().err

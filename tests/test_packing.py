@@ -103,3 +103,58 @@ def test_pack_token_stream_and_pack_texts_round_trip(tiny_tokenizer, bundled):
     # Documents decode back to their text between EOTs.
     decoded = tiny_tokenizer.decode(stream[1 : stream.index(eot, 1)])
     assert decoded == texts[0]
+
+
+def mixed_docs(n: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
+    """Source 1 (the "MCQs"): documents of half to most of a block; source 0 ("text"): shorter ones and
+    a few longer than a block. Every document's tokens are unique, so its place in a block can be found."""
+    rng = np.random.default_rng(seed)
+    docs, sources, next_id = [], [], 1
+    for _ in range(n):
+        source = int(rng.random() < 0.6)
+        size = int(rng.integers(SEQ // 2, SEQ - 4) if source else rng.choice([rng.integers(3, SEQ // 2), 2 * SEQ]))
+        docs.append(np.arange(next_id, next_id + size))
+        sources.append(source)
+        next_id += size
+    return docs, sources
+
+
+def whole_in(blocks: list, doc: np.ndarray) -> bool:
+    """Whether ``[EOT, *doc]`` sits inside one block."""
+    for b in blocks:
+        hits = np.flatnonzero(b.tokens == doc[0])
+        if hits.size and hits[0] >= 1 and b.tokens[hits[0] - 1] == EOT and \
+                np.array_equal(b.tokens[hits[0]:hits[0] + len(doc)], doc):
+            return True
+    return False
+
+
+@pytest.mark.fast
+def test_whole_sources_are_never_split_and_nothing_is_lost_or_duplicated():
+    docs, sources = mixed_docs(400, seed=4)
+    plain = drain(Packer(SEQ, EOT, num_sources=2), docs, sources)
+    packer = Packer(SEQ, EOT, num_sources=2, whole=frozenset({1}))
+    blocks = drain(packer, docs, sources)
+    emitted = [d for d, s in zip(docs, sources) if s == 1 and d[0] < blocks[-1].tokens.max()]
+    split_plain = sum(not whole_in(plain, d) for d in emitted)
+    split_whole = [d for d in emitted[:-40] if not whole_in(blocks, d)]  # the last ones may still be queued
+    assert split_plain > len(emitted) // 4 and not split_whole  # the plain packer splits a third of them
+    # Every token of every document once, EOTs included: the blocks and the queue are a reordering.
+    out = np.concatenate([b.tokens for b in blocks] + [packer.remainder()])
+    np.testing.assert_array_equal(np.sort(out), np.sort(joined(docs)))
+    for b in blocks:  # positions still restart at every document and at the block start
+        assert b.position_ids[0] == 0 and np.all(b.position_ids[b.tokens == EOT] == 0)
+
+
+@pytest.mark.fast
+def test_whole_sources_resume_exactly():
+    docs, sources = mixed_docs(300, seed=5)
+    reference = drain(Packer(SEQ, EOT, num_sources=2, whole=frozenset({1})), docs, sources)
+    first = Packer(SEQ, EOT, num_sources=2, whole=frozenset({1}))
+    head = drain(first, docs[:131], sources[:131])
+    resumed = Packer(SEQ, EOT, num_sources=2, whole=frozenset({1}))
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    tail = drain(resumed, docs[131:], sources[131:])
+    assert len(head + tail) == len(reference)
+    for got, want in zip(head + tail, reference):
+        np.testing.assert_array_equal(got.tokens, want.tokens)

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from pure_transformer.bundled.facts import FACTS, Fact, Relation
+from pure_transformer.bundled.questions import HELD_OUT_CHAINS, TRAINED_CHAINS, Hop, chain_name, state
 from pure_transformer.bundled.synthetic import (TRAIN_WORDINGS, BundledCorpus, bundled_corpus, category_pools,
                                                 check_fact_base, generate_questions, option_text, state_fact,
                                                 write_bundled)
+from pure_transformer.bundled.templates import FACT_TEMPLATES, is_reverse
 from pure_transformer.errors import DataError
 from pure_transformer.mcq.answer_format import AnswerFormat
 from pure_transformer.mcq.record import MCQ
@@ -88,12 +90,13 @@ def test_training_text_size(corpus: BundledCorpus) -> None:
 @pytest.mark.fast
 def test_split_sizes(corpus: BundledCorpus) -> None:
     sizes = {split: len(items) for split, items in corpus.mcq.items()}
-    assert set(sizes) == {"train", "validation", "test"}
+    assert set(sizes) == {"train", "validation", "test", "compositional"}
     assert sizes["test"] >= 300 and sizes["validation"] >= 200 and sizes["train"] >= 1500, sizes
+    assert sizes["compositional"] >= 300, sizes
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("split", ["train", "validation", "test"])
+@pytest.mark.parametrize("split", ["train", "validation", "test", "compositional"])
 def test_letters_are_balanced(corpus: BundledCorpus, split: str) -> None:
     counts = Counter(m.answer for m in corpus.mcq[split])
     shares = {letter: counts[letter] / len(corpus.mcq[split]) for letter in LETTERS}
@@ -110,20 +113,85 @@ def test_questions_are_unique_across_splits_even_ignoring_case_and_punctuation(c
 def test_eval_questions_never_appear_in_training_text(corpus: BundledCorpus) -> None:
     training = _training_text(corpus)
     held_out_text = "\n".join(corpus.medical_validation)
-    for split in ("validation", "test"):
+    for split in ("validation", "test", "compositional"):
         for mcq in corpus.mcq[split]:
             assert mcq.question not in training, f"{split} question leaked: {mcq.question[:80]}"
             assert mcq.question not in held_out_text
 
 
 @pytest.mark.fast
-def test_every_test_fact_is_taught_in_five_wordings(corpus: BundledCorpus) -> None:
+@pytest.mark.parametrize("split", ["test", "compositional"])
+def test_every_evaluated_fact_is_taught_in_six_wordings_both_ways(corpus: BundledCorpus, split: str) -> None:
     medical = "\n".join(corpus.medical)
-    test_facts = {fact for q in generate_questions(0)["test"] for fact in q.facts}
-    assert len(test_facts) > 100
-    for fact in test_facts:
+    facts = {fact for q in generate_questions(0)[split] for fact in q.facts}
+    assert len(facts) > 100
+    for fact in facts:
         for wording in range(TRAIN_WORDINGS):
             assert state_fact(fact, wording) in medical, (fact, wording)
+    assert [is_reverse(w) for w in range(TRAIN_WORDINGS)].count(True) == TRAIN_WORDINGS // 2
+
+
+@pytest.mark.fast
+def test_templates_alternate_forward_and_reverse() -> None:
+    """An even wording puts the subject first, an odd one the value: the reversal curse needs both."""
+    for relation, templates in FACT_TEMPLATES.items():
+        for wording, template in enumerate(templates):
+            first, second = ("{v}", "{s}") if is_reverse(wording) else ("{s}", "{v}")
+            assert template.index(first) < template.index(second), (relation, template)
+
+
+@pytest.mark.fast
+def test_every_evaluated_item_is_also_asked_in_training() -> None:
+    """In-distribution test questions are other vignettes of chains training asks: new wordings only."""
+    questions = generate_questions(0)
+    trained = {q.hops for q in questions["train"]}
+    for split in ("validation", "test"):
+        assert all(q.hops in trained for q in questions[split]), split
+
+
+@pytest.mark.fast
+def test_compositional_split_asks_only_held_out_chain_types_whose_hops_are_all_trained() -> None:
+    questions = generate_questions(0)
+    held_out = {chain_name(steps) for steps in HELD_OUT_CHAINS}
+    assert {chain_name(steps) for steps in TRAINED_CHAINS}.isdisjoint(held_out)
+    assert {q.chain for q in questions["compositional"]} == held_out
+    assert all(len(steps) >= 2 for steps in HELD_OUT_CHAINS) and len(held_out) >= 2
+    for split in ("train", "validation", "test"):
+        assert not {q.chain for q in questions[split]} & held_out, split
+    # each hop of a held-out chain is asked on its own, in its own direction, by a training question
+    single_hops = {q.hops[0] for q in questions["train"] if len(q.hops) == 1}
+    missing = {hop for q in questions["compositional"] for hop in q.hops if hop not in single_hops}
+    assert not missing, sorted(str(h) for h in missing)[:3]
+    # and each question's explanation is its hops, stated in their directions
+    q = questions["compositional"][0]
+    assert q.mcq.explanation == " ".join(state(hop) for hop in q.hops)
+
+
+@pytest.mark.fast
+def test_no_training_text_writes_a_held_out_chain_from_its_start(corpus: BundledCorpus) -> None:
+    """A held-out chain never appears whole: no training document states a finding -> disease hop and
+    then that disease's treatment, and a disease -> treatment -> drug-fact run appears only as the tail of a
+    chain that starts from the presentation (the 3-hop chains training asks)."""
+    questions = generate_questions(0)
+    documents = [*corpus.medical, *(AnswerFormat.EXPLAIN.pretrain_text(m) for m in corpus.mcq["train"])]
+
+    def wordings(hop: Hop) -> list[str]:
+        return [state(hop, w) for w in range(TRAIN_WORDINGS) if is_reverse(w) == hop.reverse]
+
+    for q in questions["compositional"]:
+        first, second = wordings(q.hops[0]), wordings(q.hops[1])
+        for doc in documents:
+            starts = [doc.find(s) for s in first if s in doc]
+            if not starts:
+                continue
+            after = [doc.find(s, min(starts)) for s in second if s in doc[min(starts):]]
+            if not after:
+                continue
+            # only a presentation-first chain may contain it, and then the presentation comes first
+            assert q.hops[0].fact.relation is Relation.TREATMENT, (q.chain, doc[:200])
+            presentation = Hop(next(f for f in FACTS if f.subject == q.hops[0].fact.subject
+                                    and f.relation is Relation.PRESENTATION), reverse=True)
+            assert any(0 <= doc.find(s) < min(starts) for s in wordings(presentation)), (q.chain, doc[:300])
 
 
 @pytest.mark.fast
@@ -165,14 +233,17 @@ def test_distractors_share_the_category_and_are_never_true() -> None:
     truths: dict[tuple[str, Relation], set[str]] = {}
     for fact in FACTS:
         truths.setdefault((fact.subject, fact.relation), set()).add(option_text(fact.value))
+    subjects: dict[tuple[str, Relation], set[str]] = {}
+    for fact in FACTS:
+        subjects.setdefault((option_text(fact.value).lower(), fact.relation), set()).add(option_text(fact.subject))
     for split, questions in generate_questions(0).items():
         for q in questions:
             options = set(q.mcq.options.values())
             assert len(options) == 4, q.mcq
             assert options <= pools[q.category], (split, q.mcq)
-            deciding = q.facts[-1]
-            true_answers = ({option_text(deciding.subject)} if q.category == "disease"
-                            else truths[(deciding.subject, deciding.relation)])
+            last = q.hops[-1]
+            true_answers = (subjects[(option_text(last.fact.value).lower(), last.fact.relation)] if last.reverse
+                            else truths[(last.fact.subject, last.fact.relation)])
             assert true_answers & options == {q.mcq.answer_text}, q.mcq
 
 
@@ -208,8 +279,9 @@ def _most_overlap(mcq: MCQ) -> str:
 
 
 @pytest.mark.fast
-def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus) -> None:
-    test = corpus.mcq["test"]
+@pytest.mark.parametrize("split", ["test", "compositional"])
+def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus, split: str) -> None:
+    test = corpus.mcq[split]
     scores = {
         baseline.__name__: sum(baseline(m) == m.answer for m in test) / len(test)
         for baseline in (_always_a, _longest, _shortest, _most_overlap)
@@ -226,7 +298,8 @@ def test_shortcut_baselines_stay_near_chance(corpus: BundledCorpus) -> None:
 def test_write_bundled_loads_with_datasets(tmp_path: Path, corpus: BundledCorpus) -> None:
     datasets = pytest.importorskip("datasets")
     paths = write_bundled(tmp_path, seed=0)
-    assert set(paths) == {"general", "medical", "medqa_train", "medqa_validation", "medqa_test"}
+    assert set(paths) == {"general", "medical", "medqa_train", "medqa_validation", "medqa_test",
+                          "medqa_compositional"}
     assert all(p.exists() and p.parent == tmp_path for p in paths.values())
 
     stream = datasets.load_dataset("json", data_files=str(paths["medical"]), split="train", streaming=True)
@@ -238,3 +311,5 @@ def test_write_bundled_loads_with_datasets(tmp_path: Path, corpus: BundledCorpus
     assert [(m.question, m.options, m.answer) for m in loaded] == [
         (m.question, m.options, m.answer) for m in corpus.mcq["test"]
     ]
+    # each question's chain type travels as its meta_info, which evaluate --by groups on
+    assert [m.tags["meta_info"] for m in loaded] == [m.subject for m in corpus.mcq["test"]]

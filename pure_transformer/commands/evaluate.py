@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, writing
+from ..eval.groups import group_table
 from ..eval.run import MODES, check_pairing, evaluate
 from ..eval.scoring import TASKS, paired_gain
 from ..mcq.answer_format import AnswerFormat
@@ -69,6 +70,28 @@ def print_warnings(reports: list[dict], budget: int) -> None:
                 "their start (the end is scored, as lm-eval does)"
             print(f"warning: {r['mode']}: {int(r['truncated'])} of {r['n']} prompts ({r['truncated_share']:.1%}) were "
                   f"longer than the context and lost {lost}", file=sys.stderr)
+
+
+def print_groups(reports: list[dict], baseline: list[dict] | None = None) -> None:
+    """Per mode of a report labelled with ``--by``: one row per value of the field, the paired gain beside
+    a baseline (questions the baseline lacks are left out of that column)."""
+    before = {r["mode"]: r for r in baseline or []}
+    for r in reports:
+        if "by" not in r:
+            continue
+        rows = group_table(r, before.get(r["mode"]))
+        width = max(len(r["by"]), *(len(row.group) for row in rows)) + 2
+        print(f"\n{r['mode']} by {r['by']}:")
+        print(f"{r['by']:<{width}}{'n':>5}" + (f"{'before':>9}" if before else "") + f"{'accuracy':>10}{'95% CI':>17}"
+              + ("   gain [95% paired CI]" if before else ""))
+        for row in rows:
+            line = f"{row.group:<{width}}{row.n:>5}"
+            if before:
+                line += f"{row.baseline_accuracy:>9.3f}" if row.baseline_accuracy is not None else f"{'-':>9}"
+            line += f"{row.accuracy:>10.3f}   [{row.ci95[0]:.3f}, {row.ci95[1]:.3f}]"
+            if row.gain is not None:
+                line += f"   {row.gain:+.3f} [{row.gain_ci95[0]:+.3f}, {row.gain_ci95[1]:+.3f}]"
+            print(line)
 
 
 def print_contamination(c: dict | None) -> None:
@@ -127,6 +150,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="an earlier report on the same questions: print the paired gain with a bootstrap CI")
     p.add_argument("--allow-partial-baseline", action="store_true",
                    help="accept a --baseline that pairs only some of the scored questions")
+    p.add_argument("--by", default=None, metavar="FIELD",
+                   help="also break each mode down by this field of the question records (meta_info, subject_name, "
+                        "the bundled set's chain type as meta_info ...): n, accuracy and CI per value, and the "
+                        "paired gain per value with --baseline")
     p.add_argument("--save-generations", action="store_true",
                    help="keep every generated answer text in the report (generate, passk)")
     p.add_argument("--include-contaminated", action="store_true",
@@ -194,7 +221,7 @@ def run(args: argparse.Namespace) -> None:
     reports = evaluate(args.checkpoint, args.task, args.split, data_path=args.data_path, modes=parse_modes(args.mode),
                        answer_format=AnswerFormat(args.format) if args.format else None, **sample_flags(args),
                        rotate=args.rotate, include_contaminated=args.include_contaminated, strict=args.strict,
-                       save_generations=args.save_generations, precision=args.precision,
+                       save_generations=args.save_generations, by=args.by, precision=args.precision,
                        max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, device=args.device,
                        progress=not args.no_progress)
     check_pairing(reports, baseline, args.allow_partial_baseline)
@@ -202,6 +229,7 @@ def run(args: argparse.Namespace) -> None:
     print_contamination(reports[0]["contamination"])
     print_warnings(reports, args.max_new_tokens or AnswerFormat(reports[0]["answer_format"]).max_new_tokens())
     print_table(reports, baseline, allow_partial=args.allow_partial_baseline)
+    print_groups(reports, baseline)
     if args.output:
         with writing(args.output):  # a full disk or a bad path: one line naming it, not a traceback
             Path(args.output).write_text(json.dumps(reports, indent=1))

@@ -46,6 +46,10 @@ class PretrainConfig:
     shuffle_buffer: int = 10_000
     """Documents per source in the seeded shuffle windows of all logical shards together
     (each shard's window holds ceil(shuffle_buffer / data_shards); docs/DATA.md)."""
+    whole_mcqs: bool = False
+    """Pack every MCQ that fits a sequence into one sequence, never split across two (text documents fill
+    the gaps): the part of a question cut from its start would train the explanation and answer with no
+    question to read."""
     document_masking: bool = False
     """Mask attention across the documents packed into one sequence."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -203,7 +207,7 @@ def demo() -> PretrainConfig:
     after GRPO (+14.3 points [+9.8, +18.8]), and a 697 s demo."""
     return dataclasses.replace(
         debug(), answer_format="explain", total_tokens=2_000_000, val_every=250, ckpt_every=250,
-        sources={"bundled-general": 0.1, "bundled-medical": 0.4, "bundled-mcq": 0.5}, data_shards=1,
+        sources={"bundled-general": 0.1, "bundled-medical": 0.4, "bundled-mcq": 0.5}, data_shards=1, whole_mcqs=True,
     )
 
 

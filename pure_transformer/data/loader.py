@@ -56,8 +56,8 @@ from ..errors import DataError
 from ..mcq.answer_format import AnswerFormat
 from .mixing import MixtureConfig, build_mixture, warn_on_repeats
 from .packing import ENCODE_BATCH, Block, Encoder, Packer
-from .registry import open_source
-from .sources import RetryPolicy, Shard
+from .registry import open_source, source_kind
+from .sources import RetryPolicy, Shard, SourceKind
 
 Batch = dict[str, Any]
 STATE_VERSION = 2  # 1: per-rank shards (rank * W + worker), not resumable now
@@ -81,7 +81,9 @@ class ShardPipeline:
     ) -> None:
         self.config = config
         self.mixture = build_mixture(config, encoder, shard, retry)
-        self.packer = Packer(seq_len, encoder.separator_id, num_sources=len(config.sources))
+        whole = frozenset(i for i, source in enumerate(config.sources)
+                          if config.whole_mcqs and source_kind(source.name) is SourceKind.MCQ)
+        self.packer = Packer(seq_len, encoder.separator_id, num_sources=len(config.sources), whole=whole)
         self._docs: Iterator[tuple[int, np.ndarray]] | None = None
 
     def next_block(self) -> Block | None:

@@ -72,6 +72,7 @@ class MixtureConfig:
     shuffle_buffer: int | None = 10_000  # documents per shuffle window; None = stream order
     seed: int = 0
     answer_format: AnswerFormat = AnswerFormat.LETTER  # how MCQ records become text
+    whole_mcqs: bool = False  # never split an MCQ across packed blocks when it fits one (Packer.whole)
 
     def __post_init__(self) -> None:
         if not self.sources:

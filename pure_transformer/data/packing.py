@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 ENCODE_BATCH = 256  # documents per encode_batch call: amortises the call, bounds memory
+LOOKAHEAD_BLOCKS = 16  # with whole sources, blocks of documents kept queued to fill gaps from
 
 
 class Encoder(Protocol):
@@ -70,12 +71,15 @@ class Packer:
     when fewer than ``seq_len + 1`` tokens are queued.
     """
 
-    def __init__(self, seq_len: int, eot_id: int, num_sources: int = 1) -> None:
+    def __init__(self, seq_len: int, eot_id: int, num_sources: int = 1, whole: frozenset[int] = frozenset()) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.block_len = seq_len + 1
         self.eot_id = eot_id
         self.num_sources = num_sources
+        self.whole = whole
+        """Sources whose documents are never split when they fit a block (MCQs: a question cut from its
+        answer teaches the answer without the question). Other documents fill the gaps."""
         self._pieces: deque[_Piece] = deque()
         self._queued = 0  # tokens in self._pieces
 
@@ -91,18 +95,22 @@ class Packer:
         self._queued += len(doc)
 
     def pop(self) -> Block | None:
-        if self._queued < self.block_len:
+        # With whole sources, two blocks' worth stay queued: the documents after the head are the
+        # ones that can fill a gap the head does not fit.
+        if self._queued < self.block_len * (LOOKAHEAD_BLOCKS if self.whole else 1):
             return None
         taken: list[_Piece] = []
         need = self.block_len
         while need > 0:
-            piece = self._pieces[0]
+            i = self._next_piece(need)
+            piece = self._pieces[i]
             if len(piece.tokens) <= need:
-                taken.append(self._pieces.popleft())
+                taken.append(piece)
+                del self._pieces[i]
                 need -= len(piece.tokens)
             else:
                 taken.append(_Piece(piece.tokens[:need], piece.source))
-                self._pieces[0] = _Piece(piece.tokens[need:], piece.source)
+                self._pieces[i] = _Piece(piece.tokens[need:], piece.source)
                 need = 0
         self._queued -= self.block_len
 
@@ -115,6 +123,22 @@ class Packer:
             counts[p.source] += len(p.tokens)
         return Block(tokens, positions, counts)
 
+    def _next_piece(self, need: int) -> int:
+        """Which queued piece goes next into a block with ``need`` tokens left: the head, in stream
+        order, unless it is a whole-source document that would be split; then the first queued piece
+        that fits, else the first one that may be split (the head if none may)."""
+        head = self._pieces[0]
+        if not self.whole or len(head.tokens) <= need or not self._keep_whole(head):
+            return 0
+        fits = next((i for i, p in enumerate(self._pieces) if len(p.tokens) <= need), None)
+        if fits is not None:
+            return fits
+        return next((i for i, p in enumerate(self._pieces) if not self._keep_whole(p)), 0)
+
+    def _keep_whole(self, piece: _Piece) -> bool:
+        # a whole document (it starts with EOT) of a whole source that fits an empty block
+        return piece.source in self.whole and piece.tokens[0] == self.eot_id and len(piece.tokens) <= self.block_len
+
     def remainder(self) -> np.ndarray:
         """The queued tokens not yet in a block, in order."""
         if not self._pieces:
@@ -122,7 +146,7 @@ class Packer:
         return np.concatenate([p.tokens for p in self._pieces])
 
     def state_dict(self) -> dict[str, Any]:
-        # At most one block plus one document: small enough for meta.json.
+        # At most LOOKAHEAD_BLOCKS blocks plus one document: small enough for meta.json.
         return {"pieces": [[p.source, p.tokens.tolist()] for p in self._pieces]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -132,6 +132,12 @@ class BundledSpec:
     kind: SourceKind
     part: str  # "general"/"medical": text lists (+ "_validation"); "mcq": MCQs by split
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        from ..bundled.synthetic import SPLITS as MCQ_SPLITS
+
+        return MCQ_SPLITS if self.kind is SourceKind.MCQ else SPLITS
+
     def records(self, split: Split) -> list[Any]:
         corpus = _bundled()
         if self.kind is SourceKind.MCQ:
@@ -146,7 +152,9 @@ class BundledSpec:
     def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
              answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
         if self.kind is SourceKind.MCQ and split == "train" and guard is None:
-            guard = ContaminationGuard(m.question for s in ("validation", "test") for m in self.records(s))
+            from ..bundled.synthetic import EVAL_SPLITS
+
+            guard = ContaminationGuard(m.question for s in EVAL_SPLITS for m in self.records(s))
         to_text = _reader(self.kind, None, guard, answer_format=answer_format)
         return ListSource(self.name, self.records(split), to_text, shard, guard)
 
@@ -326,9 +334,8 @@ def source_kind(name: str) -> SourceKind:
 def load_mcqs(name: str, split: Split, limit: int | None = None) -> list[MCQ]:
     """The normalised questions of one split of an MCQ dataset (hub name,
     bundled set or local files), with the same split rules as :func:`open_source`."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     spec = resolve_source(name)
+    check_split(spec, split)
     if source_kind(name) is not SourceKind.MCQ:
         raise DataError(f"'{name}' is a text dataset, not multiple-choice questions")
     hint = f"; offline, {OFFLINE_HINT}" if isinstance(spec, HubSpec) else ""
@@ -494,9 +501,16 @@ def open_source(
     (the dataset's own evaluation questions); pass a bigger one to also block
     questions from other benchmarks.
     """
-    if split not in SPLITS:
-        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    return resolve_source(name).open(split, shard, retry, guard, answer_format)
+    spec = resolve_source(name)
+    check_split(spec, split)
+    return spec.open(split, shard, retry, guard, answer_format)
+
+
+def check_split(spec: SourceSpec, split: str) -> None:
+    """One error line for a split the dataset does not have (the bundled MCQs also have ``compositional``)."""
+    known = getattr(spec, "splits", SPLITS)
+    if split not in known:
+        raise DataError(f"unknown split '{split}'; use one of {', '.join(known)}")
 
 
 def approx_train_tokens(name: str) -> int | None:

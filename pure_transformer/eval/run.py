@@ -24,6 +24,7 @@ from ..mcq.answer_format import AnswerFormat, require_answerable
 from ..mcq.record import MCQ, rotate_options
 from ..model.precision import autocast, uses_bf16
 from .conventions import convention_for
+from .groups import label_questions
 from .scoring import (NO_ROOM, cloze_mcq_accuracy, fit_prompt, greedy_mcq_accuracy, loglikelihood_mcq_accuracy,
                       passk_mcq_accuracy, question_id, skip_cause, task_source)
 
@@ -36,7 +37,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
              limit: int | None = None, first: bool = False, seed: int = 0, rotate: int = 0,
              max_new_tokens: int | None = None, k: int = 16, batch_size: int = 32,
              include_contaminated: bool = False, strict: bool = False, save_generations: bool = False,
-             precision: str = "auto", device: str | None = None, progress: bool = True) -> list[dict]:
+             by: str | None = None, precision: str = "auto", device: str | None = None,
+             progress: bool = True) -> list[dict]:
     """Score ``checkpoint`` on one split of a task in each mode; one report dict per mode.
     ``answer_format`` None means the checkpoint's own; ``rotate`` re-letters every
     question's options cyclically (:func:`~pure_transformer.mcq.record.rotate_options`).
@@ -49,7 +51,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
     that cannot be asked in the format (:func:`~.scoring.skip_cause`) is skipped and counted
     per cause in ``skipped``; ``strict`` stops at the first one instead. ``n`` is what was
     scored. ``save_generations`` keeps each question's generated text(s) in the generate and
-    passk reports."""
+    passk reports. ``by`` labels each question row with that field of its record and adds a
+    per-group table (:mod:`.groups`)."""
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be a positive number of questions, got {limit}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,6 +118,8 @@ def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, d
                         "skipped": dict(sorted(Counter(cause for _, cause in skipped).items())),
                         "skipped_questions": [{"id": question_id(q), "cause": c} for q, c in skipped],
                         **score.report(generations=save_generations)})
+        if by:
+            label_questions(reports[-1], scored, by, f"{source} {split}")
     return reports
 
 

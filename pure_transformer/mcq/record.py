@@ -18,7 +18,7 @@ lives in :mod:`pure_transformer.mcq.answer_format`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..errors import DataError
 
@@ -43,6 +43,9 @@ class MCQ:
     explanation: str | None = None
     subject: str | None = None
     context: str | None = None  # shown before the question (PubMedQA's abstract)
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
+    """The record's other short fields as text (``meta_info``, ``subject_name`` ...), by name: what
+    ``evaluate --by FIELD`` groups by. Not part of the question."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, dict):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import DataError
@@ -240,10 +240,24 @@ def normalize_mcq(record: Mapping[str, Any], *, where: str = "") -> MCQ:
         raise DataError(f"MCQ record must be a dict, got {type(record).__name__}{_location(where)}")
     for schema in SCHEMAS:
         if schema.matches(record):
-            return schema.read(record, where)
+            return replace(schema.read(record, where), tags=record_tags(record))
     keys = ", ".join(map(str, list(record)[:8])) or "none"
     raise DataError(f"unrecognised MCQ record (fields: {keys}){_location(where)}; accepted schemas: "
                     f"{accepted_schemas()}")
+
+
+TAG_LIMIT = 200
+"""Longest text a field may have to count as a tag (a label, not a passage)."""
+
+
+def record_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """Every short scalar field of ``record`` (text up to :data:`TAG_LIMIT` characters, numbers, booleans)
+    as text, by name: the labels a report can be grouped by (``meta_info``, ``subject_name``, ``topic``)."""
+    tags = {}
+    for key, value in record.items():
+        if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= TAG_LIMIT):
+            tags[str(key)] = str(value).strip()
+    return tags
 
 
 def mcq_to_record(mcq: MCQ) -> dict[str, Any]:

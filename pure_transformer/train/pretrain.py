@@ -85,7 +85,7 @@ def train_loader(cfg: PretrainConfig, tok: Tokenizer, rt: Runtime) -> TrainLoade
     """This rank's stream of packed (micro_batch, seq_len) training batches."""
     mixture = MixtureConfig(tuple(SourceWeight(n, w) for n, w in cfg.sources.items()), weight_by=cfg.weight_by,
                             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                            answer_format=AnswerFormat(cfg.answer_format))
+                            answer_format=AnswerFormat(cfg.answer_format), whole_mcqs=cfg.whole_mcqs)
     return build_train_loader(mixture, tok, seq_len=cfg.seq_len, batch_size=cfg.micro_batch,
                               num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
                               num_shards=cfg.data_shards, token_budget=cfg.total_tokens,
@@ -147,8 +147,8 @@ def validate(model: Transformer, val_batches: dict[str, list[dict]], rt: Runtime
 
 # Fields that define what a run computes: changing one mid-run would silently make the
 # "resumed" run a different experiment (or break the saved data-stream state).
-PLAN_FIELDS = ("model", "tokenizer", "sources", "weight_by", "shuffle_buffer", "document_masking", "seq_len",
-               "global_batch_tokens", "total_tokens", "peak_lr", "min_lr", "embedding_lr", "warmup_tokens",
+PLAN_FIELDS = ("model", "tokenizer", "sources", "weight_by", "shuffle_buffer", "whole_mcqs", "document_masking",
+               "seq_len", "global_batch_tokens", "total_tokens", "peak_lr", "min_lr", "embedding_lr", "warmup_tokens",
                "betas", "weight_decay", "grad_clip", "seed", "data_shards")
 
 
