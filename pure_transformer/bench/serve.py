@@ -17,6 +17,11 @@ not served), requests/s, generated tokens/s (the servers' own ``usage`` counts),
 p50/p95 time to first token (streams: the first text chunk; a non-streaming
 request's first token is unobservable, so its whole latency stands in) and p50/p95
 latency.
+
+``--profile`` also reads the new server's ``/metrics`` before and after each of its levels and
+prints where its model thread's time went (``pure_transformer_model_thread_seconds_total``:
+joining rows, sampling, per-row work, the forward) and the rest of the wall time, when the model
+thread waited for requests or for the GIL (the event loop: HTTP, JSON, streams' detokenising).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class Level:
     sent: int
     wall_s: float
     outcomes: list[Outcome] = field(default_factory=list)
+    phases: dict[str, float] | None = None
+    """With ``--profile``: the server's model-thread seconds by phase during the level, and ``steps``."""
 
     def row(self) -> list[str]:
         ok = [o for o in self.outcomes if o.status == 200]
@@ -141,9 +148,26 @@ async def run_level(url: str, name: str, bodies: list[list[dict]], api_key: str 
     return level
 
 
+def model_thread_seconds(url: str, api_key: str | None = None) -> dict[str, float]:
+    """The server's cumulative model-thread seconds by phase, and its decode ``steps``, from ``/metrics``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "pure_transformer_model_thread_seconds_total":
+                out[sample.labels["phase"]] = sample.value
+            elif sample.name == "pure_transformer_batch_rows_count":
+                out["steps"] = sample.value
+    return out
+
+
 def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int, stream_share: float,
                 max_tokens: int, seed: int, sequential: int | None, api_key: str | None = None,
-                timeout_s: float = 600.0, say: Any = print) -> list[Level]:
+                timeout_s: float = 600.0, say: Any = print, profile: bool = False) -> list[Level]:
     """Every level against every server, in alternating order; returns the measured levels."""
     rng = random.Random(seed)
     plan: list[tuple[str, list[list[dict]]]] = []
@@ -156,7 +180,11 @@ def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int,
     for k, (label, bodies) in enumerate(plan):
         measured = {}
         for name in list(servers) if k % 2 == 0 else list(servers)[::-1]:
+            before = model_thread_seconds(servers[name], api_key) if profile and name == "new" else None
             measured[name] = level = asyncio.run(run_level(servers[name], name, bodies, api_key, timeout_s))
+            if before is not None:
+                after = model_thread_seconds(servers[name], api_key)
+                level.phases = {k: after[k] - before.get(k, 0.0) for k in after}
             level.clients = label
             say(f"  {label} clients, {name}: {len(level.outcomes)} requests in {level.wall_s:.1f} s", file=sys.stderr)
         levels += [measured[name] for name in servers]  # the table lists the servers in one order
@@ -174,6 +202,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also send the N-client level's requests from one client, one after another")
     p.add_argument("--seed", type=int, default=0, help="draws the requests")
     p.add_argument("--api-key", default=None, help="sent as 'Authorization: Bearer KEY' to both servers")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the new server's model thread spent each level (from its /metrics)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -194,8 +224,11 @@ def run(args: argparse.Namespace) -> None:
               + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     levels = bench_serve(servers, clients, per_client=args.requests_per_client, stream_share=args.stream_share,
                          max_tokens=args.max_tokens, seed=args.seed, sequential=args.sequential,
-                         api_key=args.api_key)
+                         api_key=args.api_key, profile=args.profile)
     print(markdown_table(levels))
+    if args.profile:
+        print()
+        print(profile_table(levels))
 
 
 def markdown_table(levels: list[Level]) -> str:
@@ -203,3 +236,22 @@ def markdown_table(levels: list[Level]) -> str:
     rows = [lv.row() for lv in levels]
     align = ["---"] * 2 + ["---:"] * (len(HEADER) - 2)
     return "\n".join("| " + " | ".join(r) + " |" for r in [HEADER, align, *rows])
+
+
+PROFILE_HEADER = ["clients", "decode steps", "wall s", "join", "sampling", "rows", "forward", "model thread idle"]
+
+
+def profile_table(levels: list[Level]) -> str:
+    """Each profiled level's wall time split by model-thread phase, as a share of the wall and in ms per
+    decode step; "idle" is the rest (waiting for requests, or for the GIL while the event loop ran)."""
+    rows = []
+    for lv in levels:
+        if lv.phases is None:
+            continue
+        steps = max(lv.phases.get("steps", 0.0), 1.0)
+        parts = {k: lv.phases.get(k, 0.0) for k in ("join", "sampling", "rows", "forward")}
+        parts["idle"] = max(0.0, lv.wall_s - sum(parts.values()))
+        rows.append([lv.clients, f"{steps:.0f}", f"{lv.wall_s:.2f}", *(
+            f"{100 * v / lv.wall_s:.0f}% ({1000 * v / steps:.2f} ms)" for v in parts.values())])
+    align = ["---"] + ["---:"] * (len(PROFILE_HEADER) - 1)
+    return "\n".join("| " + " | ".join(r) + " |" for r in [PROFILE_HEADER, align, *rows])

@@ -53,6 +53,12 @@ COMPACT_FRACTION = 0.25
 someone joins; dropping them copies the whole cache."""
 
 
+PHASES = ("join", "sampling", "rows", "forward")
+"""Where the model thread's time goes (:attr:`Scheduler.phase_seconds`): admitting, prefilling and
+merging joining rows; the sampling math (noise included); the per-row work after it (appending,
+stop strings, detokenising finished rows, delivering events); the decode step's forward."""
+
+
 class QueueTimeout(Exception):
     """An entry waited longer than the queue timeout without being admitted."""
 
@@ -113,6 +119,7 @@ class Scheduler:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)  # cumulative, read by /metrics and bench serve --profile
 
     # ------------------------------------------------------------ event-loop side
     def start(self) -> None:
@@ -197,8 +204,14 @@ class Scheduler:
             self._running_jobs.pop(e.job, None)
         self._slots, self._cache, self._logits, self._joining = [], None, None, []
 
+    def _clock(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phase_seconds[phase] += now - since
+        return now
+
     @torch.no_grad()
     def _step(self) -> None:
+        t = time.perf_counter()
         for s in self._slots:
             if s.live and s.entry.cancelled:
                 self._end_row(s, None)
@@ -206,16 +219,19 @@ class Scheduler:
         dead = sum(not s.live for s in self._slots)
         if self._joining or (self._slots and dead >= max(1, COMPACT_FRACTION * len(self._slots))):
             self._rebuild()
+        t = self._clock("join", t)
         if not self._slots:
             return
         dtype, autocast = sampler_precision(self.model)
         with autocast:
             tokens = self._sample()
             self._joining = []
+            t = time.perf_counter()
             if any(s.live for s in self._slots):
                 self._logits = decode_step(self.model, tokens, self._cache)
             else:
                 self._slots, self._cache, self._logits = [], None, None
+            self._clock("forward", t)
 
     def _admit(self, now: float) -> list[Entry]:
         live = [s for s in self._slots if s.live]
@@ -302,7 +318,10 @@ class Scheduler:
 
     def _sample(self) -> torch.Tensor:
         """One token for every live row; returns the (R,) ids to decode (pad for finished rows)."""
+        t0 = time.perf_counter()
+        math = 0.0
         noise = self._noise()
+        math += time.perf_counter() - t0
         groups: dict[tuple, list[int]] = {}
         for j, s in enumerate(self._slots):
             if s.live:
@@ -317,8 +336,10 @@ class Scheduler:
             rows = [self._slots[j] for j in js]
             q = torch.stack([noise[s.entry][s.sample] for s in rows]) if params.temperature > 0 else None
             index = torch.tensor(js, device=self.engine.device)
+            t = time.perf_counter()
             picked, logps, _ = sample_next(self._logits[index], params, q)  # type: ignore[index]
             tokens[index] = picked
+            math += time.perf_counter() - t
             scored = self._scored(js, picked)
             for j, s, t, lp in zip(js, rows, picked.tolist(), logps.tolist()):
                 s.row.tokens.append(t)
@@ -334,6 +355,8 @@ class Scheduler:
                     self._end_row(s, "stop")
                 elif len(s.row.tokens) >= e.params.max_new_tokens:
                     self._end_row(s, "length")
+        self.phase_seconds["sampling"] += math
+        self.phase_seconds["rows"] += time.perf_counter() - t0 - math
         self.steps += 1
         self.metrics.step(sampled)
         self.metrics.tokens(sampled)

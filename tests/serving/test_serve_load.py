@@ -192,6 +192,20 @@ def test_bench_serve_measures_both_servers_alike(url):
     assert "6/6" in table[4]
 
 
+@pytest.mark.fast
+def test_bench_serve_profile_splits_the_model_threads_time(url):
+    from pure_transformer.bench.serve import PROFILE_HEADER, bench_serve, profile_table
+
+    levels = bench_serve({"new": url}, [2], per_client=2, stream_share=0.5, max_tokens=6, seed=1, sequential=None,
+                         say=lambda *a, **k: None, profile=True)
+    phases = levels[0].phases
+    assert phases is not None and phases["steps"] >= 6  # 4 requests of 3 tokens or more
+    assert phases["forward"] > 0 and phases["sampling"] > 0
+    assert sum(phases[k] for k in ("join", "sampling", "rows", "forward")) <= levels[0].wall_s
+    table = profile_table(levels).splitlines()
+    assert table[0] == "| " + " | ".join(PROFILE_HEADER) + " |" and len(table) == 3
+
+
 def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tiny_tokenizer, serving, monkeypatch):
     # A 200-token prompt is running when a short one with 200 tokens to go joins: the merged cache needs
     # more slots than the 256-token context (positions, which index RoPE, stay within it).
