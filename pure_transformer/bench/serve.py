@@ -1,15 +1,19 @@
 """``pure-transformer bench serve``: a load generator against running servers.
 
-    pure-transformer bench serve --url http://127.0.0.1:8000 [--baseline http://127.0.0.1:8001] \\
-        --clients 1,8,32,64 --requests-per-client 4 --stream-share 0.25
+    pure-transformer bench serve --url http://127.0.0.1:8000 [--baseline [NAME=]http://127.0.0.1:8001 ...] \\
+        --clients 1,8,32,64 --requests-per-client 4 --stream-share 0.25 [--shared-prefix 120] [--profile]
 
 For each client count, that many clients each send ``--requests-per-client``
 completions back to back (a closed loop, no retries, one connection each). The
 requests are drawn once from ``--seed`` with mixed sampling parameters (greedy and
 sampled temperatures, top-p, some seeded, ``n`` of 1 or 2) and a ``--stream-share``
-of streams, so every server gets the very same requests. With ``--baseline`` the
-two servers take turns level by level (new, old, old, new, ...), so load from other
-processes hits both alike. ``--sequential N`` also sends the requests of the
+of streams, so every server gets the very same requests. With ``--baseline`` (once or
+more: another build of ours, vLLM, transformers serve) the servers take turns level by
+level (new, old, old, new, ...), so load from other processes hits all alike. Each body
+names the server's first ``/v1/models`` id. Each server is first probed with one short
+request per feature of the mix (:data:`FEATURES`: ``n`` > 1 with greedy, which vLLM refuses,
+``n`` > 1, ``seed``, ``top_p``, streams with usage); a feature any server refuses is left out
+of the mix for all of them, and the output says which. ``--sequential N`` also sends the requests of the
 N-client level from one client, one after another.
 
 Reported per server and level: requests served / sent (anything but 200 counts as
@@ -165,23 +169,106 @@ def model_thread_seconds(url: str, api_key: str | None = None) -> dict[str, floa
     return out
 
 
+WORDS = ("patient", "history", "fever", "cough", "pain", "blood", "pressure", "heart", "liver", "kidney", "dose",
+         "symptom", "chronic", "acute", "treatment", "diagnosis", "review", "note", "the", "with", "and", "of")
+
+
+def prefixed(bodies: list[dict], words: int, rng: random.Random, shared: bool) -> list[dict]:
+    """``bodies`` with a ``words``-word preamble before each prompt: one preamble for all (a system
+    or few-shot prefix every request repeats), or a different one of the same length for each."""
+    def preamble() -> str:
+        return "Context: " + " ".join(rng.choice(WORDS) for _ in range(words)) + ".\n\n"
+
+    common = preamble()
+    return [{**b, "prompt": (common if shared else preamble()) + b["prompt"]} for b in bodies]
+
+
+FEATURES: dict[str, tuple[dict, str]] = {
+    # name: (a probe body's extra fields, how the mix leaves the feature out when a server refuses it)
+    "n > 1 with greedy": ({"n": 2, "temperature": 0.0}, "greedy requests ask n = 1"),
+    "n > 1": ({"n": 2, "temperature": 1.0}, "every request asks n = 1"),
+    "seed": ({"seed": 1, "temperature": 1.0}, "no request sends a seed"),
+    "top_p": ({"top_p": 0.5, "temperature": 1.0}, "no request sends top_p"),
+    "stream": ({"stream": True, "stream_options": {"include_usage": True}}, "no request streams"),
+}
+
+
+def refused_features(url: str, api_key: str | None = None, model: str | None = None) -> list[str]:
+    """The :data:`FEATURES` a server answers with anything but 200 (one short request each)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    refused = []
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as c:
+        for name, (extra, _) in FEATURES.items():
+            body = {"prompt": "The heart", "max_tokens": 2, **({"model": model} if model else {}), **extra}
+            if c.post("/v1/completions", json=body).status_code != 200:
+                refused.append(name)
+    return refused
+
+
+def without(bodies: list[dict], refused: list[str]) -> list[dict]:
+    """The mix with the refused features left out (for every server alike)."""
+    out = []
+    for b in bodies:
+        b = dict(b)
+        if "n > 1" in refused or ("n > 1 with greedy" in refused and b["temperature"] == 0):
+            b["n"] = 1
+        if "seed" in refused:
+            b.pop("seed", None)
+        if "top_p" in refused:
+            b.pop("top_p", None)
+        if "stream" in refused:
+            b.pop("stream", None), b.pop("stream_options", None)
+        out.append(b)
+    return out
+
+
+def served_model(url: str, api_key: str | None = None) -> str | None:
+    """The first model id of ``/v1/models`` (servers such as vLLM and transformers serve want it in each body)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(f"{url}/v1/models", headers=headers, timeout=30)
+        return r.json()["data"][0]["id"] if r.status_code == 200 and r.json().get("data") else None
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
 def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int, stream_share: float,
                 max_tokens: int, seed: int, sequential: int | None, api_key: str | None = None,
-                timeout_s: float = 600.0, say: Any = print, profile: bool = False) -> list[Level]:
-    """Every level against every server, in alternating order; returns the measured levels."""
+                timeout_s: float = 600.0, say: Any = print, profile: bool = False, shared_prefix: int = 0,
+                refused: list[str] | None = None) -> list[Level]:
+    """Every level against every server, in alternating order; returns the measured levels.
+
+    ``shared_prefix`` > 0 adds two levels at the largest client count: every prompt after one
+    preamble of that many words, and after a different preamble of the same length each (what
+    prefix reuse saves is their difference). ``refused`` features are left out of every level's mix."""
     rng = random.Random(seed)
     plan: list[tuple[str, list[list[dict]]]] = []
     for c in clients:
-        bodies = requests_for(c * per_client, rng, max_tokens=max_tokens, stream_share=stream_share)
+        bodies = without(requests_for(c * per_client, rng, max_tokens=max_tokens, stream_share=stream_share),
+                         refused or [])
         plan.append((str(c), [bodies[i::c] for i in range(c)]))
         if sequential == c:
             plan.append((f"1 (the {c}-client requests in sequence)", [bodies]))
+    if shared_prefix:
+        c = max(clients)
+        bodies = without(requests_for(c * per_client, rng, max_tokens=max_tokens, stream_share=stream_share),
+                         refused or [])
+        for shared in (True, False):
+            mine = prefixed(bodies, shared_prefix, rng, shared)
+            label = f"{c} ({'one shared' if shared else 'distinct'} {shared_prefix}-word prefix{'' if shared else 'es'})"
+            plan.append((label, [mine[i::c] for i in range(c)]))
+    models = {name: served_model(url, api_key) for name, url in servers.items()}
     levels = []
     for k, (label, bodies) in enumerate(plan):
         measured = {}
         for name in list(servers) if k % 2 == 0 else list(servers)[::-1]:
             before = model_thread_seconds(servers[name], api_key) if profile and name == "new" else None
-            measured[name] = level = asyncio.run(run_level(servers[name], name, bodies, api_key, timeout_s))
+            named = [[{**b, "model": models[name]} if models[name] else b for b in mine] for mine in bodies]
+            measured[name] = level = asyncio.run(run_level(servers[name], name, named, api_key, timeout_s))
             if before is not None:
                 after = model_thread_seconds(servers[name], api_key)
                 level.phases = {k: after[k] - before.get(k, 0.0) for k in after}
@@ -193,7 +280,9 @@ def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int,
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="the server to measure, e.g. http://127.0.0.1:8000")
-    p.add_argument("--baseline", default=None, metavar="URL", help="a second server, measured in the same run")
+    p.add_argument("--baseline", action="append", metavar="URL",
+                   help="another server, measured in the same run, as URL or NAME=URL; repeat for several "
+                        "(e.g. --baseline vllm=http://127.0.0.1:8102 --baseline hf=http://127.0.0.1:8103)")
     p.add_argument("--clients", default="1,8,32,64", help="comma-separated concurrent client counts")
     p.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in turn")
     p.add_argument("--stream-share", type=float, default=0.25, help="share of requests that stream (0..1)")
@@ -202,6 +291,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also send the N-client level's requests from one client, one after another")
     p.add_argument("--seed", type=int, default=0, help="draws the requests")
     p.add_argument("--api-key", default=None, help="sent as 'Authorization: Bearer KEY' to both servers")
+    p.add_argument("--shared-prefix", type=int, default=0, metavar="WORDS",
+                   help="add two levels at the largest client count: prompts after one shared WORDS-word preamble, "
+                        "and after a distinct one each (what prefix reuse saves)")
     p.add_argument("--profile", action="store_true",
                    help="also print where the new server's model thread spent each level (from its /metrics)")
 
@@ -217,14 +309,24 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError("--clients, --requests-per-client must be >= 1 and --max-tokens >= 2")
     if not 0 <= args.stream_share <= 1:
         raise ConfigError(f"--stream-share must be in 0..1, got {args.stream_share}")
-    servers = {"new": args.url} if args.baseline is None else {"new": args.url, "baseline": args.baseline}
+    servers = {"new": args.url}
+    for k, given in enumerate(args.baseline or []):
+        name, _, url = given.rpartition("=") if "=" in given.split("://")[0] else ("", "", given)
+        servers[name or ("baseline" if len(args.baseline) == 1 else f"baseline {k + 1}")] = url
     print(f"command: {shlex.join(['pure-transformer', *sys.argv[1:]])}")
+    refused = sorted({f for name, url in servers.items() for f in refused_features(url, args.api_key,
+                                                                                   served_model(url, args.api_key))})
+    for name, url in servers.items():
+        print(f"{name}: {url} (model {served_model(url, args.api_key)})")
+    if refused:
+        print("left out of the mix, refused by a server: " + "; ".join(f"{f} ({FEATURES[f][1]})" for f in refused))
     if hasattr(os, "getloadavg"):
         print(f"client machine: {os.cpu_count()} CPUs, load average (1, 5, 15 min): "
               + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     levels = bench_serve(servers, clients, per_client=args.requests_per_client, stream_share=args.stream_share,
                          max_tokens=args.max_tokens, seed=args.seed, sequential=args.sequential,
-                         api_key=args.api_key, profile=args.profile)
+                         api_key=args.api_key, profile=args.profile, shared_prefix=args.shared_prefix,
+                         refused=refused)
     print(markdown_table(levels))
     if args.profile:
         print()

@@ -164,6 +164,11 @@ class Scheduler:
             return len(self._running_jobs.keys() | self._started_jobs)
 
     @property
+    def prefix_reused_tokens(self) -> int:
+        """Prompt tokens whose prefill a prefix already held in the pool saved (cumulative)."""
+        return self._pool.reused_tokens
+
+    @property
     def running_rows(self) -> int:
         return len(self._slots)
 

@@ -260,6 +260,7 @@ class PoolBatch:
         device = pool.k[0].device
         self.held = torch.tensor(held, device=device)  # (B,)
         self.span = max(held)  # keys read: slots [0, span + T)
+        self._positions: dict[int, torch.Tensor] = {}  # T -> (B, T), computed once for every layer
         self._where = torch.arange(len(index), device=device)[:, None] if isinstance(rows, slice) else \
             torch.tensor(index, device=device)[:, None]  # (B, 1) rows of the view (slice) or of the pool
 
@@ -271,8 +272,10 @@ class PoolBatch:
         """Nothing: :meth:`KVPool.batch` checked the room."""
 
     def positions(self, T: int) -> torch.Tensor:
-        """(B, T) RoPE positions: each row counts from its own first token."""
-        return self.held[:, None] + torch.arange(T, device=self.held.device)[None]
+        """(B, T) RoPE positions (and slots): each row counts from its own first token."""
+        if T not in self._positions:
+            self._positions[T] = self.held[:, None] + torch.arange(T, device=self.held.device)[None]
+        return self._positions[T]
 
     def attention_mask(self, T: int) -> torch.Tensor:
         """(B, 1, T, span + T) bool: a query sees its row's slots up to its own."""

@@ -13,7 +13,8 @@ Each app has its own registry (tests build several apps in one process). Names:
   (per prompt of a request: from its arrival to its first / last token) and
   ``pure_transformer_batch_rows`` (rows sampled per decode step);
 - counter ``pure_transformer_model_thread_seconds_total{phase}``: the model thread's time by
-  phase (:data:`~pure_transformer.inference.scheduler.PHASES`), which ``bench serve --profile`` reads.
+  phase (:data:`~pure_transformer.inference.scheduler.PHASES`), which ``bench serve --profile`` reads;
+  ``pure_transformer_prefix_reused_tokens_total``: prompt tokens whose prefill prefix reuse saved.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class _Phases:
         for phase, seconds in dict(self.scheduler.phase_seconds).items():
             family.add_metric([phase], seconds)
         yield family
+        yield CounterMetricFamily(f"{PREFIX}_prefix_reused_tokens", "prompt tokens not prefilled: a held prefix had them",
+                                  value=self.scheduler.prefix_reused_tokens)
 
 
 class StatusMiddleware:
