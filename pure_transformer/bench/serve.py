@@ -11,9 +11,10 @@ of streams, so every server gets the very same requests. With ``--baseline`` (on
 more: another build of ours, vLLM, transformers serve) the servers take turns level by
 level (new, old, old, new, ...), so load from other processes hits all alike. Each body
 names the server's first ``/v1/models`` id. Each server is first probed with one short
-request per feature of the mix (:data:`FEATURES`: ``n`` > 1 with greedy, which vLLM refuses,
-``n`` > 1, ``seed``, ``top_p``, streams with usage); a feature any server refuses is left out
-of the mix for all of them, and the output says which. ``--sequential N`` also sends the requests of the
+request per feature of the mix (:data:`FEATURES`: greedy decoding, ``n`` > 1 with greedy,
+which vLLM refuses, ``n`` > 1, ``seed``, ``top_p``, streams with usage); a feature any server
+refuses or ignores (fewer choices than ``n``; greedy answers that differ, as from a server
+that samples anyway) is left out of the mix for all of them, and the output says which. ``--sequential N`` also sends the requests of the
 N-client level from one client, one after another.
 
 Reported per server and level: requests served / sent (anything but 200 counts as
@@ -185,6 +186,7 @@ def prefixed(bodies: list[dict], words: int, rng: random.Random, shared: bool) -
 
 FEATURES: dict[str, tuple[dict, str]] = {
     # name: (a probe body's extra fields, how the mix leaves the feature out when a server refuses it)
+    "greedy": ({"temperature": 0.0, "max_tokens": 8}, "greedy requests sample at temperature 0.7"),
     "n > 1 with greedy": ({"n": 2, "temperature": 0.0}, "greedy requests ask n = 1"),
     "n > 1": ({"n": 2, "temperature": 1.0}, "every request asks n = 1"),
     "seed": ({"seed": 1, "temperature": 1.0}, "no request sends a seed"),
@@ -194,7 +196,8 @@ FEATURES: dict[str, tuple[dict, str]] = {
 
 
 def refused_features(url: str, api_key: str | None = None, model: str | None = None) -> list[str]:
-    """The :data:`FEATURES` a server answers with anything but 200 (one short request each)."""
+    """The :data:`FEATURES` a server refuses (anything but 200) or ignores: fewer choices than ``n``,
+    or greedy requests whose two answers differ (a server that samples anyway)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -202,7 +205,12 @@ def refused_features(url: str, api_key: str | None = None, model: str | None = N
     with httpx.Client(base_url=url, headers=headers, timeout=120) as c:
         for name, (extra, _) in FEATURES.items():
             body = {"prompt": "The heart", "max_tokens": 2, **({"model": model} if model else {}), **extra}
-            if c.post("/v1/completions", json=body).status_code != 200:
+            answers = [c.post("/v1/completions", json=body) for _ in range(2 if name == "greedy" else 1)]
+            if any(r.status_code != 200 for r in answers):
+                refused.append(name)
+            elif not body.get("stream") and len(answers[0].json()["choices"]) != body.get("n", 1):
+                refused.append(name)
+            elif name == "greedy" and answers[0].json()["choices"][0]["text"] != answers[1].json()["choices"][0]["text"]:
                 refused.append(name)
     return refused
 
@@ -212,6 +220,8 @@ def without(bodies: list[dict], refused: list[str]) -> list[dict]:
     out = []
     for b in bodies:
         b = dict(b)
+        if "greedy" in refused and b["temperature"] == 0:
+            b["temperature"] = 0.7
         if "n > 1" in refused or ("n > 1 with greedy" in refused and b["temperature"] == 0):
             b["n"] = 1
         if "seed" in refused:

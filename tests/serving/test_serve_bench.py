@@ -51,6 +51,20 @@ def test_a_refused_feature_is_left_out_for_every_server(url, serving):
 
 
 @pytest.mark.fast
+def test_an_ignored_feature_counts_as_refused(serving):
+    # A stand-in for transformers serve: answers 200 yet samples at temperature 0 and returns one choice for n.
+    app, calls = FastAPI(), []
+
+    @app.post("/v1/completions")
+    async def completions(body: dict) -> dict:
+        calls.append(body)
+        return {"choices": [{"text": f"sampled {len(calls)}", "index": 0}], "usage": {"completion_tokens": 1}}
+
+    with serving(app) as lazy:
+        assert refused_features(lazy) == ["greedy", "n > 1 with greedy", "n > 1"]
+
+
+@pytest.mark.fast
 def test_without_leaves_out_only_what_was_refused():
     bodies = requests_for(200, random.Random(0), max_tokens=8, stream_share=0.5)
     assert any(b["n"] > 1 and b["temperature"] == 0 for b in bodies)
@@ -58,7 +72,8 @@ def test_without_leaves_out_only_what_was_refused():
     assert [b["prompt"] for b in kept] == [b["prompt"] for b in bodies]
     assert not any(b["n"] > 1 and b["temperature"] == 0 for b in kept) and any(b["n"] > 1 for b in kept)
     bare = without(bodies, list(FEATURES))
-    assert all(b["n"] == 1 and "seed" not in b and "top_p" not in b and "stream" not in b for b in bare)
+    assert all(b["n"] == 1 and b["temperature"] > 0 and "seed" not in b and "top_p" not in b and "stream" not in b
+               for b in bare)
 
 
 @pytest.mark.fast
