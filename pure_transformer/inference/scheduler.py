@@ -43,8 +43,6 @@ from typing import Any, Callable
 
 import torch
 
-import torch.nn.functional as F
-
 from .engine import Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, row_stopped, sampler_precision
 from .row_pool import RowPool
 from .row_sampler import noise_width, sample_rows
@@ -294,17 +292,19 @@ class Scheduler:
         (n, its candidate width) from its own generator, once per step, as ``Engine.generate`` draws
         for the prompt alone; the columns past a row's width are never read (ones)."""
         device = self.engine.device
-        draws, at = [torch.ones(1, width, device=device)], {}  # row 0: greedy rows' (unread) noise
-        offset = 1
+        at: dict[Entry, int] = {}
+        offset = 1  # buffer row 0: greedy rows' (unread) noise
         for s in live:
-            e = s.entry
-            if e.generator is not None and e not in at:
-                w = candidate_width(e.params, self.model.cfg.vocab_size)
-                q = torch.empty(e.n, w, device=device).exponential_(generator=e.generator)
-                draws.append(F.pad(q, (0, width - w), value=1.0))
-                at[e], offset = offset, offset + e.n
+            if s.entry.generator is not None and s.entry not in at:
+                at[s.entry], offset = offset, offset + s.entry.n
+        buffer = torch.ones(offset, width, device=device)
+        for e, row in at.items():
+            w = candidate_width(e.params, self.model.cfg.vocab_size)
+            # Drawn into a fresh contiguous tensor, exactly as Engine.generate draws (in place into the
+            # strided buffer would match on CPU, but a device generator need not fill a view in that order).
+            buffer[row:row + e.n, :w] = torch.empty(e.n, w, device=device).exponential_(generator=e.generator)
         index = [at[s.entry] + s.sample if s.entry in at else 0 for s in live]
-        return torch.cat(draws)[torch.tensor(index, device=device)]
+        return buffer[torch.tensor(index, device=device)]
 
     def _sample(self) -> dict[int, int]:
         """One token for every live row, in one sampling call; returns pool row -> token for the rows
