@@ -36,7 +36,8 @@ $PIN "$HF_VENV/bin/transformers" serve --continuous-batching --device cpu --dtyp
     --port 8103 "$WORK/export" > "$WORK/transformers.log" 2>&1 & pids+=($!)
 for port in 8101 8102 8103; do
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 0.5; done
-    curl -sf "http://127.0.0.1:$port/health" > /dev/null || { echo "server on port $port did not start: see $WORK/*.log"; exit 1; }
+    curl -sf "http://127.0.0.1:$port/health" > /dev/null ||
+        { echo "server on port $port did not start: see $WORK/*.log"; exit 1; }
 done
 $PIN $PT bench serve --url http://127.0.0.1:8101 --baseline vllm=http://127.0.0.1:8102 \
     --baseline transformers=http://127.0.0.1:8103 "${ARGS[@]}"

@@ -14,8 +14,8 @@ names the server's first ``/v1/models`` id. Each server is first probed with one
 request per feature of the mix (:data:`FEATURES`: greedy decoding, ``n`` > 1 with greedy,
 which vLLM refuses, ``n`` > 1, ``seed``, ``top_p``, streams with usage); a feature any server
 refuses or ignores (fewer choices than ``n``; greedy answers that differ, as from a server
-that samples anyway) is left out of the mix for all of them, and the output says which. ``--sequential N`` also sends the requests of the
-N-client level from one client, one after another.
+that samples anyway) is left out of the mix for all of them, and the output says which.
+``--sequential N`` also sends the requests of the N-client level from one client, one after another.
 
 Reported per server and level: requests served / sent (anything but 200 counts as
 not served), requests/s, generated tokens/s (the servers' own ``usage`` counts),
@@ -210,7 +210,7 @@ def refused_features(url: str, api_key: str | None = None, model: str | None = N
                 refused.append(name)
             elif not body.get("stream") and len(answers[0].json()["choices"]) != body.get("n", 1):
                 refused.append(name)
-            elif name == "greedy" and answers[0].json()["choices"][0]["text"] != answers[1].json()["choices"][0]["text"]:
+            elif name == "greedy" and len({r.json()["choices"][0]["text"] for r in answers}) > 1:
                 refused.append(name)
     return refused
 
@@ -269,7 +269,8 @@ def bench_serve(servers: dict[str, str], clients: list[int], *, per_client: int,
                          refused or [])
         for shared in (True, False):
             mine = prefixed(bodies, shared_prefix, rng, shared)
-            label = f"{c} ({'one shared' if shared else 'distinct'} {shared_prefix}-word prefix{'' if shared else 'es'})"
+            kind = "one shared" if shared else "distinct"
+            label = f"{c} ({kind} {shared_prefix}-word prefix{'' if shared else 'es'})"
             plan.append((label, [mine[i::c] for i in range(c)]))
     models = {name: served_model(url, api_key) for name, url in servers.items()}
     levels = []

@@ -43,7 +43,8 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, row_stopped, sampler_precision
+from .engine import (Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, row_stopped,
+                     sampler_precision)
 from .row_pool import RowPool
 from .row_sampler import noise_width, sample_rows
 

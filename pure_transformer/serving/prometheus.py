@@ -97,7 +97,7 @@ class _Phases:
         for phase, seconds in dict(self.scheduler.phase_seconds).items():
             family.add_metric([phase], seconds)
         yield family
-        yield CounterMetricFamily(f"{PREFIX}_prefix_reused_tokens", "prompt tokens not prefilled: a held prefix had them",
+        yield CounterMetricFamily(f"{PREFIX}_prefix_reused_tokens", "prompt tokens a held prefix saved prefilling",
                                   value=self.scheduler.prefix_reused_tokens)
 
 

@@ -57,7 +57,8 @@ def test_a_crowd_of_64_mixed_requests_each_gets_what_it_gets_alone(url, tiny_mod
     with ThreadPoolExecutor(64) as pool:
         got = list(pool.map(lambda b: _send(url, b), bodies))
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    reused = next(line for line in metrics.splitlines() if line.startswith("pure_transformer_prefix_reused_tokens_total"))
+    reused = next(line for line in metrics.splitlines()
+                  if line.startswith("pure_transformer_prefix_reused_tokens_total"))
     assert float(reused.split()[-1]) > 0  # rows did start from held prefixes
     engine = Engine(tiny_model, tiny_tokenizer)
     for body, texts in zip(bodies, got):
