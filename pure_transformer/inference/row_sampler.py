@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .engine import SamplingParams, candidate_width
+from .engine import SamplingParams, candidate_width, sample_next
 
 
 def noise_width(params: Sequence[SamplingParams], vocab_size: int) -> int:
@@ -32,6 +32,12 @@ def sample_rows(logits: torch.Tensor, params: Sequence[SamplingParams], noise: t
     columns (W from :func:`noise_width`; greedy rows' noise is never read). Returns (tokens
     (L,), log-probs (L,)): a sampled token's log-probability under its row's truncated,
     tempered distribution, a greedy token's under the raw logits (as ``sample_next``)."""
+    first = params[0]
+    if all(p is first for p in params) or all(p.temperature == 0 for p in params):
+        # One request's rows, or greedy rows alone: sample_next itself (greedy reads no other setting).
+        w = candidate_width(first, logits.shape[-1])
+        tokens, logps, _ = sample_next(logits, first, noise[:, :w] if first.temperature > 0 else None)
+        return tokens, logps
     logits = logits.float()
     L, V = logits.shape
     device = logits.device

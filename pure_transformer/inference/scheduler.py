@@ -298,6 +298,17 @@ class Scheduler:
         for s in live:
             if s.entry.generator is not None and s.entry not in at:
                 at[s.entry], offset = offset, offset + s.entry.n
+        if len(at) == 1 and len(live) == offset - 1:
+            # One sampling entry and nothing else live (one client): its own draw, no buffer (its width is `width`).
+            (e,) = at
+            q = torch.empty(e.n, width, device=device).exponential_(generator=e.generator)
+            order = [s.sample for s in live]
+            return q if order == list(range(e.n)) else q[torch.tensor(order, device=device)]
+        return self._buffered(live, at, offset, width)
+
+    def _buffered(self, live: list[_Slot], at: dict[Entry, int], offset: int, width: int) -> torch.Tensor:
+        """:meth:`_noise` for several entries: each one's draw in its rows of one (offset, width) buffer."""
+        device = self.engine.device
         buffer = torch.ones(offset, width, device=device)
         for e, row in at.items():
             w = candidate_width(e.params, self.model.cfg.vocab_size)
@@ -314,8 +325,9 @@ class Scheduler:
         live = sorted(self._slots.values(), key=lambda s: s.index)
         params = [s.entry.params for s in live]
         noise = self._noise(live, noise_width(params, self.model.cfg.vocab_size))
-        index = torch.tensor([s.index for s in live], device=self.engine.device)
-        logits = self._pool.logits[index]  # type: ignore[index]  # (L, V)
+        rows = [s.index for s in live]
+        logits = self._pool.logits[:len(rows)] if rows == list(range(len(rows))) else \
+            self._pool.logits[torch.tensor(rows, device=self.engine.device)]  # type: ignore[index]  # (L, V)
         picked, logps = sample_rows(logits, params, noise)
         picked_list, logps_list = picked.tolist(), logps.tolist()
         t1 = time.perf_counter()
