@@ -119,8 +119,8 @@ FROZEN_FLAGS = {
                       "--samples-per-prompt --threads",
     "bench rl-step": "--checkpoint --config --device --model --set --steps --threads",
     "bench logp-gap": "--checkpoint --device --max-new-tokens --model --prompts --samples --threads",
-    "bench serve": "--api-key --baseline --clients --max-tokens --requests-per-client --seed --sequential "
-                   "--stream-share --url",
+    "bench serve": "--api-key --baseline --clients --max-tokens --profile --requests-per-client --seed "
+                   "--sequential --shared-prefix --stream-share --url",
     "bench train": "--activation-checkpointing --compile --device --micro-batch --model --no-compile --num-workers "
                    "--peak-tflops --repeats --seq-len --steps --threads",
     "data export-bundled": "--out --seed",

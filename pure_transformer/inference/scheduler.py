@@ -3,24 +3,23 @@ is a set of rows in one running batch, whatever its sampling parameters.
 
 One loop iteration (:meth:`Scheduler._step`):
 
-1. Rows of requests whose client left (``Entry.cancelled``) are finished; a request none
+1. Rows of requests whose client left (``Entry.cancelled``) are freed; a request none
    of whose entries has joined yet and that sat longer than the queue timeout gets
    :class:`QueueTimeout` (once, for all its entries). A request is queued until its first
    entry joins: its later entries waiting for room behind its earlier ones are its own
    work in progress, not queueing, and never time out.
 2. Waiting entries are admitted in arrival order while the batch stays within
    ``max_rows`` rows and ``kv_tokens`` cache slots (rows x slots each will have
-   reached when its longest-running row ends, so the cache can never outgrow the
-   budget). An entry larger than both is admitted alone into an empty batch.
-3. The admitted prompts are prefilled together into their own cache, and merged
-   with the running rows by right alignment (:func:`~pure_transformer.model.kv_cache.right_aligned`),
-   which also drops finished rows and trims the common left padding.
-4. Every live row samples one token with its own request's temperature, top-k and
-   top-p (rows with equal parameters share one :func:`~pure_transformer.inference.engine.sample_next`
-   call) and its own request's noise generator, drawn (n, W) per step exactly as
-   ``Engine.generate`` draws it for that request alone: a seeded request gives the
-   same tokens alone or in any crowd, and greedy rows the same as ``Engine.generate``.
-5. Finished rows are delivered at once; then one decode step advances the rest.
+   reached when its longest-running row ends). An entry larger than both is admitted
+   alone into an empty batch.
+3. The admitted prompts take free rows of the :class:`~pure_transformer.inference.row_pool.RowPool`
+   and only the part of each that no row already holds is prefilled (prefix reuse); the running
+   rows are not touched.
+4. Every live row samples one token in one :func:`~pure_transformer.inference.row_sampler.sample_rows`
+   call, with its own request's temperature, top-k and top-p and its own request's noise generator,
+   drawn (n, W) per step exactly as ``Engine.generate`` draws it for that request alone: a seeded
+   request gives the same tokens alone or in any crowd, and greedy rows the same as ``Engine.generate``.
+5. Finished rows are delivered and freed at once; then one decode step advances the rest.
 
 Calls (MCQ scoring, legacy logprobs) queued with :meth:`Scheduler.call` run between
 two iterations, so nothing else ever touches the model concurrently.
@@ -44,13 +43,16 @@ from typing import Any, Callable
 
 import torch
 
-from ..model.kv_cache import KVCache, right_aligned
-from .engine import (Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, prefill, row_stopped,
-                     sample_next, sampler_precision)
+from .engine import (Engine, Row, SamplingParams, candidate_width, decode_step, finish_row, row_stopped,
+                     sampler_precision)
+from .row_pool import RowPool
+from .row_sampler import noise_width, sample_rows
 
-COMPACT_FRACTION = 0.25
-"""Finished rows stay in the batch (a wasted row per step) until this share is finished or
-someone joins; dropping them copies the whole cache."""
+
+PHASES = ("join", "sampling", "rows", "forward")
+"""Where the model thread's time goes (:attr:`Scheduler.phase_seconds`): admitting, prefilling and
+merging joining rows; the sampling math (noise included); the per-row work after it (appending,
+stop strings, detokenising finished rows, delivering events); the decode step's forward."""
 
 
 class QueueTimeout(Exception):
@@ -85,6 +87,8 @@ class _Slot:
     entry: Entry
     sample: int
     row: Row
+    index: int
+    """Its row of the pool (and of the pool's logits)."""
     live: bool = True
 
 
@@ -105,14 +109,14 @@ class Scheduler:
         self._waiting_jobs: collections.Counter = collections.Counter()  # job -> its entries still waiting
         self._running_jobs: collections.Counter = collections.Counter()  # job -> its entries admitted, not done
         self._started_jobs: set = set()  # jobs with an entry admitted and entries still waiting: running, not queued
-        self._slots: list[_Slot] = []  # slot j is row j of the cache and of the logits
-        self._cache: KVCache | None = None
-        self._logits: torch.Tensor | None = None  # (R, V): each slot's next-token logits
+        self._slots: dict[int, _Slot] = {}  # pool row -> its live slot
+        self._pool = RowPool(self.model, max_rows, self.tok.pad_id, sampler_precision(self.model)[0])
         self._joining: list[Entry] = []
         self._in_call = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)  # cumulative, read by /metrics and bench serve --profile
 
     # ------------------------------------------------------------ event-loop side
     def start(self) -> None:
@@ -159,19 +163,25 @@ class Scheduler:
             return len(self._running_jobs.keys() | self._started_jobs)
 
     @property
+    def prefix_reused_tokens(self) -> int:
+        """Prompt tokens whose prefill a prefix already held in the pool saved (cumulative)."""
+        return self._pool.reused_tokens
+
+    @property
     def running_rows(self) -> int:
-        return sum(s.live for s in list(self._slots))
+        return len(self._slots)
 
     def busy(self) -> bool:
         """Whether rows are running, or a call runs or waits, on the model thread."""
         return self._in_call or bool(self._calls) or self.running_rows > 0 or bool(self._joining)
+
 
     # ------------------------------------------------------------ model thread
     def _loop(self) -> None:
         self.model.eval()  # serving never trains; dropout (if any) stays off
         while True:
             with self._cond:
-                while not (self._stopping or self._calls or self._waiting or self._slots):
+                while not (self._stopping or self._calls or self._waiting or self._slots):  # idle: wait
                     self._cond.wait()
                 if self._stopping:
                     return
@@ -191,34 +201,42 @@ class Scheduler:
                 self._fail_all(e)
 
     def _fail_all(self, error: Exception) -> None:
-        entries = {s.entry for s in self._slots if s.live} | set(self._joining)
+        entries = {s.entry for s in self._slots.values()} | set(self._joining)
         for e in entries:
             e.deliver(("error", error))
             self._running_jobs.pop(e.job, None)
-        self._slots, self._cache, self._logits, self._joining = [], None, None, []
+        self._slots, self._joining = {}, []
+        self._pool.reset()
+
+    def _clock(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phase_seconds[phase] += now - since
+        return now
 
     @torch.no_grad()
     def _step(self) -> None:
-        for s in self._slots:
-            if s.live and s.entry.cancelled:
+        t = time.perf_counter()
+        for s in list(self._slots.values()):
+            if s.entry.cancelled:
                 self._end_row(s, None)
         self._joining = self._admit(time.monotonic())
-        dead = sum(not s.live for s in self._slots)
-        if self._joining or (self._slots and dead >= max(1, COMPACT_FRACTION * len(self._slots))):
-            self._rebuild()
-        if not self._slots:
-            return
         dtype, autocast = sampler_precision(self.model)
         with autocast:
+            if self._joining:
+                self._join(self._joining)
+            t = self._clock("join", t)
+            if not self._slots:
+                self._joining = []
+                return
             tokens = self._sample()
             self._joining = []
-            if any(s.live for s in self._slots):
-                self._logits = decode_step(self.model, tokens, self._cache)
-            else:
-                self._slots, self._cache, self._logits = [], None, None
+            t = time.perf_counter()
+            if tokens:
+                self._pool.decode(tokens, decode_step)
+            self._clock("forward", t)
 
     def _admit(self, now: float) -> list[Entry]:
-        live = [s for s in self._slots if s.live]
+        live = list(self._slots.values())
         rows = len(live)
         held = max((len(s.entry.prompt) + len(s.row.tokens) for s in live), default=0)
         ahead = max((s.entry.params.max_new_tokens - len(s.row.tokens) for s in live), default=0)
@@ -262,102 +280,103 @@ class Scheduler:
             del self._waiting_jobs[e.job]
             self._started_jobs.discard(e.job)  # nothing of it waits: _running_jobs alone counts it now
 
-    def _rebuild(self) -> None:
-        """Drop finished rows and merge the joining entries' prefill into the batch."""
-        keep = [j for j, s in enumerate(self._slots) if s.live]
-        parts: list[tuple[KVCache, torch.Tensor]] = []
-        logits: list[torch.Tensor] = []
-        slots = [self._slots[j] for j in keep]
-        if keep:
-            index = torch.tensor(keep, device=self.engine.device)
-            parts.append((self._cache, index))  # type: ignore[arg-type]
-            logits.append(self._logits[index])  # type: ignore[index]
-        if self._joining:
-            dtype, autocast = sampler_precision(self.model)
-            prompts = [e.prompt for e in self._joining]
-            with autocast:
-                cache, last = prefill(self.model, prompts, max(map(len, prompts)), dtype, self.tok.pad_id)
-            # Each prompt's prefill is shared by its n samples: its cache row is repeated.
-            index = torch.arange(len(prompts), device=self.engine.device).repeat_interleave(
-                torch.tensor([e.n for e in self._joining], device=self.engine.device))
-            parts.append((cache, index))
-            logits.append(last[:, -1][index])
-            slots += [_Slot(e, s, Row(prompt=0)) for e in self._joining for s in range(e.n)]
-        self._slots = slots
-        if not parts:
-            self._cache, self._logits = None, None
-            return
-        ahead = max(s.entry.params.max_new_tokens - len(s.row.tokens) for s in slots)
-        self._cache, self._logits = right_aligned(parts, ahead), torch.cat(logits)
+    def _join(self, entries: list[Entry]) -> None:
+        """The joining entries' rows: prefilled past what the pool already holds of them."""
+        room = max(len(e.prompt) + e.params.max_new_tokens for e in entries)
+        rows = self._pool.join([e.prompt for e in entries], [e.n for e in entries], room)
+        for e, mine in zip(entries, rows):
+            for sample, r in enumerate(mine):
+                self._slots[r] = _Slot(e, sample, Row(prompt=0), r)
 
-    def _noise(self) -> dict[Entry, torch.Tensor]:
-        """(n, W) Exp(1) draws per sampling entry with a live row: one draw per step, as
-        ``Engine.generate`` draws for the prompt alone."""
-        width = {}
-        for s in self._slots:
-            if s.live and s.entry.generator is not None and s.entry not in width:
-                width[s.entry] = candidate_width(s.entry.params, self.model.cfg.vocab_size)
-        return {e: torch.empty(e.n, w, device=self.engine.device).exponential_(generator=e.generator)
-                for e, w in width.items()}
+    def _noise(self, live: list[_Slot], width: int) -> torch.Tensor:
+        """(L, width) Exp(1) noise for the live rows: each sampling entry with a live row draws
+        (n, its candidate width) from its own generator, once per step, as ``Engine.generate`` draws
+        for the prompt alone; the columns past a row's width are never read (ones)."""
+        device = self.engine.device
+        at: dict[Entry, int] = {}
+        offset = 1  # buffer row 0: greedy rows' (unread) noise
+        for s in live:
+            if s.entry.generator is not None and s.entry not in at:
+                at[s.entry], offset = offset, offset + s.entry.n
+        if len(at) == 1 and len(live) == offset - 1:
+            # One sampling entry and nothing else live (one client): its own draw, no buffer (its width is `width`).
+            (e,) = at
+            q = torch.empty(e.n, width, device=device).exponential_(generator=e.generator)
+            order = [s.sample for s in live]
+            return q if order == list(range(e.n)) else q[torch.tensor(order, device=device)]
+        return self._buffered(live, at, offset, width)
 
-    def _sample(self) -> torch.Tensor:
-        """One token for every live row; returns the (R,) ids to decode (pad for finished rows)."""
-        noise = self._noise()
-        groups: dict[tuple, list[int]] = {}
-        for j, s in enumerate(self._slots):
-            if s.live:
-                p = s.entry.params
-                key = (0.0, None, 1.0) if p.temperature == 0 else (p.temperature, p.top_k, p.top_p)
-                groups.setdefault(key, []).append(j)
-        tokens = torch.full((len(self._slots),), self.tok.pad_id, dtype=torch.long, device=self.engine.device)
+    def _buffered(self, live: list[_Slot], at: dict[Entry, int], offset: int, width: int) -> torch.Tensor:
+        """:meth:`_noise` for several entries: each one's draw in its rows of one (offset, width) buffer."""
+        device = self.engine.device
+        buffer = torch.ones(offset, width, device=device)
+        for e, row in at.items():
+            w = candidate_width(e.params, self.model.cfg.vocab_size)
+            # Drawn into a fresh contiguous tensor, exactly as Engine.generate draws (in place into the
+            # strided buffer would match on CPU, but a device generator need not fill a view in that order).
+            buffer[row:row + e.n, :w] = torch.empty(e.n, w, device=device).exponential_(generator=e.generator)
+        index = [at[s.entry] + s.sample if s.entry in at else 0 for s in live]
+        return buffer[torch.tensor(index, device=device)]
+
+    def _sample(self) -> dict[int, int]:
+        """One token for every live row, in one sampling call; returns pool row -> token for the rows
+        still running (the next decode step's input)."""
+        t0 = time.perf_counter()
+        live = sorted(self._slots.values(), key=lambda s: s.index)
+        params = [s.entry.params for s in live]
+        noise = self._noise(live, noise_width(params, self.model.cfg.vocab_size))
+        rows = [s.index for s in live]
+        logits = self._pool.logits[:len(rows)] if rows == list(range(len(rows))) else \
+            self._pool.logits[torch.tensor(rows, device=self.engine.device)]  # type: ignore[index]  # (L, V)
+        picked, logps = sample_rows(logits, params, noise)
+        picked_list, logps_list = picked.tolist(), logps.tolist()
+        t1 = time.perf_counter()
+        self.phase_seconds["sampling"] += t1 - t0
+        scored = self._scored(live, logits, picked)
         now = time.monotonic()
-        sampled = 0
-        for js in groups.values():
-            params = self._slots[js[0]].entry.params
-            rows = [self._slots[j] for j in js]
-            q = torch.stack([noise[s.entry][s.sample] for s in rows]) if params.temperature > 0 else None
-            index = torch.tensor(js, device=self.engine.device)
-            picked, logps, _ = sample_next(self._logits[index], params, q)  # type: ignore[index]
-            tokens[index] = picked
-            scored = self._scored(js, picked)
-            for j, s, t, lp in zip(js, rows, picked.tolist(), logps.tolist()):
-                s.row.tokens.append(t)
-                s.row.logprobs.append(lp)
-                sampled += 1
-                e = s.entry
-                if e.first_token_at is None:
-                    e.first_token_at = now
-                    self.metrics.first_token(now - e.submitted)
-                if e.stream:
-                    e.deliver(("token", s.sample, t, scored.get(j)))
-                if row_stopped(self.tok, s.row, e.params):
-                    self._end_row(s, "stop")
-                elif len(s.row.tokens) >= e.params.max_new_tokens:
-                    self._end_row(s, "length")
+        running: dict[int, int] = {}
+        for k, (s, t, lp) in enumerate(zip(live, picked_list, logps_list)):
+            s.row.tokens.append(t)
+            s.row.logprobs.append(lp)
+            e = s.entry
+            if e.first_token_at is None:
+                e.first_token_at = now
+                self.metrics.first_token(now - e.submitted)
+            if e.stream:
+                e.deliver(("token", s.sample, t, scored.get(k)))
+            if row_stopped(self.tok, s.row, e.params):
+                self._end_row(s, "stop")
+            elif len(s.row.tokens) >= e.params.max_new_tokens:
+                self._end_row(s, "length")
+            else:
+                running[s.index] = t
         self.steps += 1
-        self.metrics.step(sampled)
-        self.metrics.tokens(sampled)
-        return tokens
+        self.metrics.step(len(live))
+        self.metrics.tokens(len(live))
+        self.phase_seconds["rows"] += time.perf_counter() - t1
+        return running
 
-    def _scored(self, js: list[int], picked: torch.Tensor) -> dict[int, tuple[float, list[tuple[int, float]]]]:
-        """Slot -> (its ``picked`` token's log-probability, the likeliest ``(id, log-probability)``
-        pairs) for the slots among ``js`` whose entry asks ``logprobs``, under the model's own
-        distribution (the raw logits, not the sampling one), as the non-streamed ``logprobs`` score a
-        completion: a stream's scores come with its tokens, without a second forward pass."""
-        want = [(k, j, max(self._slots[j].entry.logprobs, 1)) for k, j in enumerate(js)
-                if self._slots[j].entry.logprobs is not None]
+    def _scored(self, live: list[_Slot], logits: torch.Tensor, picked: torch.Tensor
+                ) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+        """Live index -> (its ``picked`` token's log-probability, the likeliest ``(id, log-probability)``
+        pairs) for the rows whose entry asks ``logprobs``, under the model's own distribution (the raw
+        logits, not the sampling one), as the non-streamed ``logprobs`` score a completion: a stream's
+        scores come with its tokens, without a second forward pass."""
+        want = [(k, max(s.entry.logprobs, 1)) for k, s in enumerate(live) if s.entry.logprobs is not None]
         if not want:
             return {}
-        slots, rows = (torch.tensor(list(x), device=self.engine.device) for x in zip(*[(j, k) for k, j, _ in want]))
-        logp = torch.log_softmax(self._logits[slots].float(), dim=-1)  # type: ignore[index]
+        rows = torch.tensor([k for k, _ in want], device=logits.device)
+        logp = torch.log_softmax(logits[rows].float(), dim=-1)  # (W, V)
         chosen = logp.gather(1, picked[rows][:, None])[:, 0].tolist()
-        best_v, best_i = logp.topk(max(top for _, _, top in want), dim=-1)
+        best_v, best_i = logp.topk(max(top for _, top in want), dim=-1)
         values, ids = best_v.tolist(), best_i.tolist()
-        return {j: (chosen[r], list(zip(ids[r][:top], values[r][:top]))) for r, (_, j, top) in enumerate(want)}
+        return {k: (chosen[r], list(zip(ids[r][:top], values[r][:top]))) for r, (k, top) in enumerate(want)}
 
     def _end_row(self, s: _Slot, reason: str | None) -> None:
-        """Finish a row: delivered with ``reason``, or dropped (None: its client left)."""
+        """Finish a row and free it at once: delivered with ``reason``, or dropped (None: its client left)."""
         s.live = False
+        del self._slots[s.index]
+        self._pool.free(s.index)
         e = s.entry
         e.longest = max(e.longest, len(s.row.tokens))
         if reason is not None and not e.cancelled:

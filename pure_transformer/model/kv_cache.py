@@ -7,10 +7,11 @@
   mask and the write position is a device tensor, so a decode step has one shape
   and can be compiled once and replayed as a CUDA graph.
 
-- :func:`right_aligned`: merges rows of several caches into one (the serving
-  scheduler's continuous batching: rows prefilled apart join one batch).
+- :class:`KVPool`: a preallocated row per running sequence, each holding its own
+  tokens from slot 0 (the serving scheduler's continuous batching: a sequence joins
+  and leaves without copying any other), read through :class:`PoolBatch`.
 
-Both left-pad rows of different prompt lengths: ``pad[b]`` leading slots of row
+The first two left-pad rows of different prompt lengths: ``pad[b]`` leading slots of row
 ``b`` hold padding that no query attends to, and RoPE positions count from the
 first real token.
 """
@@ -177,30 +178,121 @@ class StaticKVCache:
         return self.rows(len(keep))
 
 
-@torch.no_grad()
-def right_aligned(parts: list[tuple[KVCache, torch.Tensor]], extra: int) -> KVCache:
-    """A fresh cache of ``rows`` from each ``(cache, rows)`` part, every row's last filled
-    slot at the same place, and ``extra`` free slots after it: how rows prefilled apart
-    (or decoded for different lengths) join one batch that writes one slot per step.
+@dataclass
+class KVPool:
+    """Preallocated KV slots, one row per running sequence, for continuous batching.
 
-    The common left padding is trimmed, so the filled slots are as many as the longest
-    row's own tokens. The capacity may pass ``max_seq_len``: a row's RoPE position is its
-    slot minus its padding, which stays below its own prompt + max_tokens, so only the
-    slot count, never a position, grows with the rows around it."""
-    own = [c.length - c.pad[rows] for c, rows in parts]  # (R_i,) tokens each row holds
-    length = max(int(o.max()) for o in own)
-    first = parts[0][0]
-    total = sum(len(rows) for _, rows in parts)
-    shape = (total, first.k[0].shape[1], length + extra, first.k[0].shape[3])
-    k = [torch.zeros(shape, device=t.device, dtype=t.dtype) for t in first.k]
-    v = [torch.zeros(shape, device=t.device, dtype=t.dtype) for t in first.v]
-    pads, at = [], 0
-    for (cache, rows), o in zip(parts, own):
-        shift = length - cache.length  # every slot of this part moves by as much; < 0 trims padding
-        src, dst = max(0, -shift), max(0, shift)
-        for mine, theirs in ((k, cache.k), (v, cache.v)):
+    Row ``r`` holds its own tokens in slots ``[0, held[r])``, whatever the other rows hold:
+    no left padding and no alignment, so a sequence joins by writing its prefill into a free
+    row and leaves by being marked free, and neither copies any other row. Attention reads
+    each row's own length under a mask (:class:`PoolBatch`). A freed row keeps its slots
+    (and :attr:`ids` says which tokens they hold) until it is reused, so a later prompt with
+    the same prefix can start from them.
+    """
+
+    k: list[torch.Tensor]  # per layer (R, Hkv, S, D)
+    v: list[torch.Tensor]
+    held: list[int]  # (R,) slots each row holds, on the host: read every step, never a device sync
+    ids: list[list[int]]  # (R,) the tokens whose keys and values those slots hold
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, rows: int, slots: int, device: torch.device | str,
+              dtype: torch.dtype) -> "KVPool":
+        shape = (rows, cfg.kv_heads, slots, cfg.head_dim)
+        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+                   [0] * rows, [[] for _ in range(rows)])
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    @property
+    def rows(self) -> int:
+        return self.k[0].shape[0]
+
+    @torch.no_grad()
+    def grown(self, slots: int) -> "KVPool":
+        """This pool with ``slots`` slots per row (the held ones copied): rare, when a longer row joins."""
+        if slots <= self.capacity:
+            return self
+        out = KVPool.empty_like(self, slots)
+        for mine, theirs in ((out.k, self.k), (out.v, self.v)):
             for d, s in zip(mine, theirs):
-                d[at:at + len(rows), :, dst:length] = s[rows, :, src:cache.length]
-        pads.append(length - o)
-        at += len(rows)
-    return KVCache(k, v, torch.cat(pads), length)
+                d[:, :, :s.shape[2]] = s
+        return out
+
+    @classmethod
+    def empty_like(cls, pool: "KVPool", slots: int) -> "KVPool":
+        r, h, _, d = pool.k[0].shape
+        k = [torch.zeros(r, h, slots, d, device=t.device, dtype=t.dtype) for t in pool.k]
+        v = [torch.zeros(r, h, slots, d, device=t.device, dtype=t.dtype) for t in pool.v]
+        return cls(k, v, list(pool.held), [list(i) for i in pool.ids])
+
+    @torch.no_grad()
+    def copy_prefix_(self, src: int, dst: int, length: int) -> None:
+        """Row ``dst`` starts with the first ``length`` slots of row ``src`` (a prefix they share)."""
+        if src != dst:
+            for t in (*self.k, *self.v):
+                t[dst, :, :length] = t[src, :, :length]
+        self.held[dst] = length
+        self.ids[dst] = self.ids[src][:length]
+
+    def batch(self, rows: slice | list[int], grow: list[int], T: int) -> "PoolBatch":
+        """The cache a forward of T tokens per row runs with over ``rows`` (a slice: a view of the
+        pool, no copy; a list: gathered, for a prefill). Row i's first ``grow[i]`` tokens are real:
+        they are what :meth:`PoolBatch.advance` adds to its length (0 for a free row decoding
+        padding, whose writes land past what it holds)."""
+        index = list(range(self.rows))[rows] if isinstance(rows, slice) else rows
+        held = [self.held[r] for r in index]
+        if max(held) + T > self.capacity:
+            raise ValueError(f"a row would need {max(held) + T} slots; the pool has {self.capacity}")
+        return PoolBatch(self, rows, index, held, grow)
+
+
+class PoolBatch:
+    """Rows of a :class:`KVPool` as the cache a :class:`Transformer` forward runs with: row i's
+    T new tokens take positions and slots ``held[i] .. held[i] + T - 1`` and attend over its
+    own slots alone, so rows of any lengths share one step."""
+
+    def __init__(self, pool: KVPool, rows: slice | list[int], index: list[int], held: list[int], grow: list[int]):
+        self.pool, self.rows, self.index, self.grow = pool, rows, index, grow
+        device = pool.k[0].device
+        self.held = torch.tensor(held, device=device)  # (B,)
+        self.span = max(held)  # keys read: slots [0, span + T)
+        self._positions: dict[int, torch.Tensor] = {}  # T -> (B, T), computed once for every layer
+        self._where = torch.arange(len(index), device=device)[:, None] if isinstance(rows, slice) else \
+            torch.tensor(index, device=device)[:, None]  # (B, 1) rows of the view (slice) or of the pool
+
+    @property
+    def capacity(self) -> int:
+        return self.pool.capacity
+
+    def check(self, T: int) -> None:
+        """Nothing: :meth:`KVPool.batch` checked the room."""
+
+    def positions(self, T: int) -> torch.Tensor:
+        """(B, T) RoPE positions (and slots): each row counts from its own first token."""
+        if T not in self._positions:
+            self._positions[T] = self.held[:, None] + torch.arange(T, device=self.held.device)[None]
+        return self._positions[T]
+
+    def attention_mask(self, T: int) -> torch.Tensor:
+        """(B, 1, T, span + T) bool: a query sees its row's slots up to its own."""
+        keys = torch.arange(self.span + T, device=self.held.device)
+        return (keys[None, None] <= self.positions(T)[:, :, None])[:, None]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (B, Hkv, T, D) new keys/values at each row's next slots; returns (B, Hkv, span + T, D)."""
+        end = self.span + k.shape[2]
+        slots = self.positions(k.shape[2])  # (B, T)
+        out = []
+        for pool, new in ((self.pool.k[layer], k), (self.pool.v[layer], v)):
+            view = pool[self.rows] if isinstance(self.rows, slice) else pool
+            view[self._where, :, slots] = new.transpose(1, 2)  # indexed (B, T, Hkv, D)
+            out.append(view[:, :, :end] if isinstance(self.rows, slice) else pool[:, :, :end][self.index])
+        return out[0], out[1]
+
+    def advance(self, T: int) -> None:
+        for r, g in zip(self.index, self.grow):
+            self.pool.held[r] += g

@@ -11,7 +11,10 @@ Each app has its own registry (tests build several apps in one process). Names:
 - histograms ``pure_transformer_time_to_first_token_seconds``,
   ``pure_transformer_time_per_output_token_seconds``, ``pure_transformer_e2e_request_latency_seconds``
   (per prompt of a request: from its arrival to its first / last token) and
-  ``pure_transformer_batch_rows`` (rows sampled per decode step).
+  ``pure_transformer_batch_rows`` (rows sampled per decode step);
+- counter ``pure_transformer_model_thread_seconds_total{phase}``: the model thread's time by
+  phase (:data:`~pure_transformer.inference.scheduler.PHASES`), which ``bench serve --profile`` reads;
+  ``pure_transformer_prefix_reused_tokens_total``: prompt tokens whose prefill prefix reuse saved.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 PREFIX = "pure_transformer"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -53,6 +57,7 @@ class Metrics:
         self.waiting.set_function(lambda: scheduler.waiting_requests)
         self.running.set_function(lambda: scheduler.running_requests)
         self.rows.set_function(lambda: scheduler.running_rows)
+        self.registry.register(_Phases(scheduler))
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of ``GET /metrics``."""
@@ -79,6 +84,21 @@ class Metrics:
         self.e2e.observe(now - entry.submitted)
         if entry.first_token_at is not None and entry.longest > 1:
             self.tpot.observe((now - entry.first_token_at) / (entry.longest - 1))
+
+
+class _Phases:
+    """Collects the scheduler's cumulative seconds per phase at scrape time (nothing per step)."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(f"{PREFIX}_model_thread_seconds", "model thread time by phase", labels=["phase"])
+        for phase, seconds in dict(self.scheduler.phase_seconds).items():
+            family.add_metric([phase], seconds)
+        yield family
+        yield CounterMetricFamily(f"{PREFIX}_prefix_reused_tokens", "prompt tokens a held prefix saved prefilling",
+                                  value=self.scheduler.prefix_reused_tokens)
 
 
 class StatusMiddleware:

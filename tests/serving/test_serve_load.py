@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_checks import assert_error, sse_events
 
 from pure_transformer.inference.engine import Engine, SamplingParams, decode_step, prefill
-from pure_transformer.model.kv_cache import right_aligned
 from pure_transformer.serving.app import create_app
 from pure_transformer.serving.schemas import ServerLimits
 
@@ -77,18 +76,28 @@ def test_seeded_request_gives_the_same_tokens_alone_and_in_a_crowd(url, tiny_mod
 
 
 @pytest.mark.fast
-def test_merged_caches_decode_like_one_prefill(tiny_model):
-    # Rows prefilled apart and merged by right alignment give the logits of one joint prefill.
-    a, b = [5, 6, 7, 8, 9, 10, 11], [3, 4]
-    joint, want = prefill(tiny_model, [a, b], 16, torch.float32)
-    ca, la = prefill(tiny_model, [a], 7, torch.float32)
-    cb, lb = prefill(tiny_model, [b], 2, torch.float32)
-    merged = right_aligned([(ca, torch.tensor([0])), (cb, torch.tensor([0]))], extra=4)
-    assert merged.length == 7 and merged.pad.tolist() == [0, 5] and merged.capacity == 11
-    torch.testing.assert_close(torch.cat([la, lb]), want, atol=1e-5, rtol=1e-5)
-    step = torch.tensor([1, 2])
-    torch.testing.assert_close(decode_step(tiny_model, step, merged), decode_step(tiny_model, step, joint),
-                               atol=1e-5, rtol=1e-5)
+def test_pool_rows_joined_apart_and_sharing_prefixes_decode_like_their_own_prefill(tiny_model):
+    # Rows of different lengths join the pool at different times, one reusing another's prefix, another
+    # a prompt's second sample: each row's logits are those of its own prompt prefilled alone.
+    from pure_transformer.inference.row_pool import RowPool
+
+    a, b, c = [5, 6, 7, 8, 9, 10, 11], [3, 4], [5, 6, 7, 8, 9, 1, 2, 3]
+    pool = RowPool(tiny_model, 8, 0, torch.float32)
+    with torch.no_grad():
+        rows = pool.join([a, b], [1, 2], 20)
+        assert rows == [[0], [1, 2]] and pool.reused_tokens == 0
+        later = pool.join([c], [1], 20)[0][0]
+        assert later == 3 and pool.reused_tokens == 5  # c's first 5 tokens were a's
+        running = {0: 1, 2: 2, later: 3}  # row 1 (b's first sample) has finished
+        pool.free(1)
+        want = {}
+        for p, r in ((a, 0), (b, 2), (c, later)):
+            alone, last = prefill(tiny_model, [p], 20, torch.float32)
+            torch.testing.assert_close(pool.logits[r], last[0, -1], atol=1e-5, rtol=1e-5)
+            want[r] = decode_step(tiny_model, torch.tensor([running[r]]), alone)[0]
+        pool.decode(running, decode_step)  # one step for the three rows, row 1 free in between
+        for r, logits in want.items():
+            torch.testing.assert_close(pool.logits[r], logits, atol=1e-5, rtol=1e-5)
 
 
 def _metrics(base: str) -> dict[str, float]:
@@ -192,10 +201,25 @@ def test_bench_serve_measures_both_servers_alike(url):
     assert "6/6" in table[4]
 
 
-def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tiny_tokenizer, serving, monkeypatch):
-    # A 200-token prompt is running when a short one with 200 tokens to go joins: the merged cache needs
-    # more slots than the 256-token context (positions, which index RoPE, stay within it).
+@pytest.mark.fast
+def test_bench_serve_profile_splits_the_model_threads_time(url):
+    from pure_transformer.bench.serve import PROFILE_HEADER, bench_serve, profile_table
+
+    levels = bench_serve({"new": url}, [2], per_client=2, stream_share=0.5, max_tokens=6, seed=1, sequential=None,
+                         say=lambda *a, **k: None, profile=True)
+    phases = levels[0].phases
+    assert phases is not None and phases["steps"] >= 6  # 4 requests of 3 tokens or more
+    assert phases["forward"] > 0 and phases["sampling"] > 0
+    assert sum(phases[k] for k in ("join", "sampling", "rows", "forward")) <= levels[0].wall_s
+    table = profile_table(levels).splitlines()
+    assert table[0] == "| " + " | ".join(PROFILE_HEADER) + " |" and len(table) == 3
+
+
+def test_a_long_and_a_short_row_share_the_pool_yet_decode_as_alone(tiny_model, tiny_tokenizer, serving, monkeypatch):
+    # A 200-token prompt is running when a short one with 200 tokens to go joins: each row holds its own
+    # slots, so the pool needs no more than the longest row (no alignment of one row to another).
     from pure_transformer.inference import scheduler
+    from pure_transformer.inference.row_pool import SLOT_STEP
 
     real, capacities = scheduler.decode_step, []
 
@@ -215,7 +239,7 @@ def test_rows_join_past_the_context_in_slots_yet_decode_as_alone(tiny_model, tin
             time.sleep(0.01)
         second = pool.submit(_send, base, bodies[1])
         texts = [first.result(), second.result()]
-    assert max(capacities) > tiny_model.cfg.max_seq_len
+    assert max(capacities) <= -(-(tiny_model.cfg.max_seq_len + 1) // SLOT_STEP) * SLOT_STEP
     engine = Engine(tiny_model, tiny_tokenizer)
     for body, text in zip(bodies, texts):
         ids = body["prompt"] if isinstance(body["prompt"], list) else \
