@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv if needed, then run the main job on the bundled data
-#   (make demo-long: the same with longer pretraining and GRPO, about 18 minutes)
+#   (make demo-long: the same with longer pretraining and GRPO)
 #   make test   - create .venv if needed, then run the test suite
 #   (make test-fast: one quick test or more of every test file, under 90 s; CONTRIBUTING.md)
 #
@@ -12,8 +12,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/demo
-LONG_PRETRAIN_TOKENS ?= 2500000
-LONG_RL_STEPS ?= 150
+LONG_PRETRAIN_TOKENS ?= 3000000
+LONG_RL_STEPS ?= 200
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

@@ -186,10 +186,6 @@ ASKS: dict[str, tuple[str, ...]] = {  # keyed by the kind of answer asked for (s
         "What is the most likely diagnosis?",
         "Which condition best explains these findings?",
     ),
-    "presentation": (
-        "Which of the following presentations is most typical of this condition?",
-        "Which clinical picture is this condition most likely to cause?",
-    ),
     "treatment": (
         "Which of the following is the most appropriate first-line treatment?",
         "What is the recommended initial therapy?",

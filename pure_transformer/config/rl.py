@@ -129,8 +129,9 @@ def demo() -> GRPOConfig:
     tokens at T=1: the tiny model's full distribution has a long tail (pass@1 at T=1
     is a quarter of its greedy accuracy), and rewarding samples near the mode is what
     moves greedy answers. A 10x embedding lr, no warmup or KL 0.02 lowered held-out
-    accuracy instead (docs/GRPO.md)."""
-    return dataclasses.replace(debug(), prompts_per_step=8, samples_per_prompt=8, micro_batch=32, max_steps=60,
+    accuracy instead (docs/GRPO.md). 120 steps: on the corpus that asks facts both ways,
+    60 steps lifted the compositional split by 5.6 points, 120 by 10.0 (docs/GRPO.md)."""
+    return dataclasses.replace(debug(), prompts_per_step=8, samples_per_prompt=8, micro_batch=32, max_steps=120,
                                top_k=4, lr=1e-4, embedding_lr=1e-4, kl_coef=0.05, warmup_steps=10, val_every=30,
                                ckpt_every=30, val_questions=100, shuffle_options=True)
 
