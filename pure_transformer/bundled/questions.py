@@ -51,8 +51,9 @@ Step = tuple[Relation, bool]  # a relation and whether it is read in reverse
 _P, _T, _F, _O = Relation.PRESENTATION, Relation.TREATMENT, Relation.FINDING, Relation.ORGANISM
 
 TRAINED_CHAINS: tuple[tuple[Step, ...], ...] = (
-    # every single hop; both directions where each side names one entity (a presentation is asked
-    # only as the clue: "which presentation?" options are paragraphs the tiny model reads slowly)
+    # every single hop: a disease's treatment and finding and an infection's organism both ways, a
+    # drug's facts forward, a presentation only as the clue (as an answer, its paragraph-long options
+    # kept the tiny model from learning to read the vignette by 2M tokens: docs/GRPO.md)
     ((_P, True),), ((_T, False),), ((_T, True),), ((_F, False),), ((_F, True),), ((_O, False),), ((_O, True),),
     *(((r, False),) for r in DRUG_RELATIONS),
     # chains through the disease that start from what a patient shows

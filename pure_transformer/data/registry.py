@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import DataError
 from ..mcq.answer_format import AnswerFormat
@@ -56,6 +56,7 @@ class HubSpec:
     approx_train_tokens: int | None
     text_field: str = "text"
     test_from: str | None = None  # the hub split read as our test split (MedMCQA: validation, as leaderboards do)
+    splits: ClassVar[tuple[str, ...]] = SPLITS
 
     def open(self, split: Split, shard: Shard, retry: RetryPolicy, guard: ContaminationGuard | None,
              answer_format: AnswerFormat = AnswerFormat.LETTER) -> DocumentSource:
@@ -177,6 +178,7 @@ class LocalSpec:
     files: tuple[Path, ...]
     kind: SourceKind | None = None
     holdout_every: int = 100
+    splits: ClassVar[tuple[str, ...]] = SPLITS
 
     @property
     def builder(self) -> str:
@@ -508,9 +510,8 @@ def open_source(
 
 def check_split(spec: SourceSpec, split: str) -> None:
     """One error line for a split the dataset does not have (the bundled MCQs also have ``compositional``)."""
-    known = getattr(spec, "splits", SPLITS)
-    if split not in known:
-        raise DataError(f"unknown split '{split}'; use one of {', '.join(known)}")
+    if split not in spec.splits:
+        raise DataError(f"unknown split '{split}'; use one of {', '.join(spec.splits)}")
 
 
 def approx_train_tokens(name: str) -> int | None:
