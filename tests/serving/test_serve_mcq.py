@@ -77,18 +77,22 @@ def test_unanswerable_or_unfittable_questions_are_400_naming_the_cause(fmt: str,
 
 def test_an_answered_question_agrees_too(tiny_model, tiny_tokenizer, serving) -> None:
     """A random model names no option; so option D is set to the model's own answer line, fed back
-    until the line it writes with D in its prompt is D: then it answers, and both sides must say D."""
+    until the line it writes with D in its prompt is D: then it answers, and both sides must say D.
+    The feedback can cycle, so the stem gets a case number until one settles."""
     from pure_transformer.eval.scoring import greedy_mcq_accuracy
     from pure_transformer.inference.engine import Engine
     from pure_transformer.mcq.record import MCQ
 
     engine, fmt = Engine(tiny_model, tiny_tokenizer), AnswerFormat.TEXT
-    q = MCQ(MCQ_BODY["question"], {**MCQ_BODY["options"], "D": "placeholder"}, "A")
-    for _ in range(10):
-        score = greedy_mcq_accuracy(engine, [q], fmt)
+    for case in range(40):
+        q = MCQ(f"{MCQ_BODY['question']} Case {case}.", {**MCQ_BODY["options"], "D": "placeholder"}, "A")
+        for _ in range(5):
+            score = greedy_mcq_accuracy(engine, [q], fmt)
+            if score.predictions[0] is not None:
+                break
+            q = MCQ(q.question, {**q.options, "D": score.generations[0][0].split("\n")[0]}, "A")
         if score.predictions[0] is not None:
             break
-        q = MCQ(q.question, {**q.options, "D": score.generations[0][0].split("\n")[0]}, "A")
     assert score.predictions == ["D"]
     questions = [q, MCQ(MCQ_BODY["question"], MCQ_BODY["options"], "A")]  # answered, and not
     score = greedy_mcq_accuracy(engine, questions, fmt)
