@@ -102,13 +102,18 @@ def chain_name(steps: tuple[Step, ...]) -> str:
     return " -> ".join([KINDS[first][reverse], *(KINDS[r][not rev] for r, rev in steps)])
 
 
+def state_fact(fact: Fact, wording: int = 0) -> str:
+    """One sentence stating ``fact`` with template number ``wording`` (even: forward, odd: reverse)."""
+    return cap(FACT_TEMPLATES[fact.relation][wording].format(s=fact.subject, v=fact.value))
+
+
 def state(hop: Hop, wording: int | None = None, rng: random.Random | None = None) -> str:
     """One sentence stating ``hop`` in its own direction: the explanation's wording, or with ``rng``
     one of the training wordings of that direction."""
     if wording is None:
         choices = [w for w in range(TRAIN_WORDINGS) if is_reverse(w) == hop.reverse]
         wording = rng.choice(choices) if rng is not None else EXPLANATION_WORDINGS[hop.reverse]
-    return cap(FACT_TEMPLATES[hop.fact.relation][wording].format(s=hop.fact.subject, v=hop.fact.value))
+    return state_fact(hop.fact, wording)
 
 
 def explain(hops: tuple[Hop, ...]) -> str:

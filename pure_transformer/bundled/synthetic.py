@@ -42,7 +42,7 @@ from ..mcq.record import MCQ
 from .facts import FACTS, Fact, Relation
 from .general_text import general_passages
 from .questions import (DRUG_RELATIONS, EVAL_SIZES, HELD_OUT_CHAINS, TRAINED_CHAINS, GeneratedQuestion, Hop, assemble,
-                        draft, items, option_text, split_off, state, walk)
+                        draft, items, option_text, split_off, state, state_fact, walk)
 from .templates import COMPARE_INTROS, FACT_TEMPLATES, INTROS, TRAIN_WORDINGS, cap
 
 SPLITS = ("train", "validation", "test", "compositional")
@@ -59,11 +59,6 @@ class BundledCorpus:
     mcq: dict[str, list[MCQ]]  # keys: SPLITS
     general_validation: list[str]  # held-out general passages for validation perplexity
     medical_validation: list[str]  # held-out medical passages (rephrased facts, no eval question text)
-
-
-def state_fact(fact: Fact, wording: int = 0) -> str:
-    """One sentence stating ``fact`` with template number ``wording`` (even: forward, odd: reverse)."""
-    return cap(FACT_TEMPLATES[fact.relation][wording].format(s=fact.subject, v=fact.value))
 
 
 # --------------------------------------------------------------------------
