@@ -127,3 +127,11 @@ def test_set_lr_scales_every_group() -> None:
                              {"params": [p2], "lr": 2e-4, "peak_lr": 2e-4}])
     set_lr(opt, 0.5e-5, peak_lr=1e-5)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5e-5) and opt.param_groups[1]["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.fast
+def test_whole_mcqs_takes_a_boolean_and_names_itself_otherwise() -> None:
+    cfg = apply_overrides(pretrain_preset("debug"), parse_set(["whole_mcqs=true"]))
+    assert cfg.whole_mcqs is True and pretrain_preset("demo").whole_mcqs is True
+    with pytest.raises(ConfigError, match="whole_mcqs"):
+        apply_overrides(pretrain_preset("debug"), parse_set(["whole_mcqs=sometimes"]))
