@@ -416,3 +416,24 @@ def test_masked_logprobs_unrestricted_positions_and_invalid_tokens():
     tokens[0, 1] = logits[0, 1].argmin()
     with pytest.raises(ValueError, match="outside its position's keep_ids"):
         masked_logprobs(logits, tokens, keep_ids=keep_ids)
+
+
+@pytest.mark.fast
+def test_masked_logprobs_packed_rows_mixing_restricted_and_free_positions():
+    """(N, V) logits, as the trainer passes its real tokens: restricted rows renormalise over
+    their kept ids, a free row over the whole vocabulary, and the gradients of both are finite
+    and equal to those of the dense definition (mask the dropped logits to -inf, log_softmax)."""
+    logits, tokens, keep_ids, _ = _top_k_case(temperature=0.9)
+    logits, tokens, keep_ids = logits.reshape(6, -1), tokens.reshape(6), keep_ids.reshape(6, -1).clone()
+    keep_ids[2] = -1                                                      # free: the full vocabulary
+    a = logits.clone().requires_grad_(True)
+    masked_logprobs(a, tokens, temperature=0.9, keep_ids=keep_ids).sum().backward()
+    b = logits.clone().requires_grad_(True)
+    V = logits.shape[-1]                                                  # padding (-1) lands in a spare slot V
+    kept = torch.zeros(6, V + 1, dtype=torch.bool).scatter(-1, torch.where(keep_ids >= 0, keep_ids, V), True)
+    dropped = ~kept[:, :V]
+    dropped[2] = False
+    dense = torch.log_softmax((b / 0.9).masked_fill(dropped, float("-inf")), -1)
+    dense.gather(-1, tokens[:, None]).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    torch.testing.assert_close(a.grad, b.grad)

@@ -58,12 +58,18 @@ def test_shared_prefix_logprobs_match_sampler_and_full_forward(tiny_tokenizer) -
     assert torch.allclose(batch.advantages.view(3, 4).sum(1), torch.zeros(3), atol=1e-6)  # relative within groups
     samples = [s for g in groups for s in g]
     assert [batch.completions[i, :len(s.tokens)].tolist() for i, s in enumerate(samples)] == [s.tokens for s in samples]
+    # Completions end at different lengths (a sample that stops early): cut two rows short, so the
+    # scorer's padding columns and its head-on-real-tokens-only path are both exercised.
+    for i, length in ((3, 2), (6, 1)):
+        batch.mask[i, length:], batch.completions[i, length:], batch.old_logp[i, length:] = 0, 0, 0
+        batch.keep_ids[i, length:] = -1
     on = batch.mask.bool()
 
     # Rows 2..9 straddle three groups: one prompt pass each, cache rows repeated per sample.
     model.train()
-    shared, _ = completion_logprobs(model, batch, 2, 10, params.temperature)
+    shared, logits = completion_logprobs(model, batch, 2, 10, params.temperature)
     torch.testing.assert_close(shared[on[2:10]], batch.old_logp[2:10][on[2:10]], atol=1e-4, rtol=1e-4)
+    assert torch.all(shared[~on[2:10]] == 0) and logits.shape[0] == int(on[2:10].sum())  # logits: real tokens only
     (shared * batch.mask[2:10]).sum().backward()
     shared_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -72,9 +78,10 @@ def test_shared_prefix_logprobs_match_sampler_and_full_forward(tiny_tokenizer) -
     total = 0.0
     for i in range(2, 10):
         prompt, s = prompts[i // 4], samples[i]
-        _, logits = model(torch.tensor([prompt + s.tokens]))
+        completion = s.tokens[:int(batch.mask[i].sum())]
+        _, logits = model(torch.tensor([prompt + completion]))
         step_logits = logits[0, len(prompt) - 1:-1] / params.temperature  # positions predicting the completion
-        for t, token in enumerate(s.tokens):
+        for t, token in enumerate(completion):
             kept = s.keep_ids[t][s.keep_ids[t] >= 0]
             logp = torch.log_softmax(step_logits[t, kept], dim=-1)[kept.tolist().index(token)]
             assert shared[i - 2, t].item() == pytest.approx(logp.item(), abs=1e-4)

@@ -101,19 +101,21 @@ def build_batch(questions: Sequence[MCQ], prompts: Sequence[list[int]], groups: 
 
 def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int, end: int, temperature: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs (R, C), logits (R, W, V)) of rows ``start:end``'s completion tokens
+    """(log-probs (R, C), logits (N, V)) of rows ``start:end``'s completion tokens
     under the sampler's temperature and kept sets, with one prompt pass per group.
 
     Only the first W columns are run, W being the longest completion among these
     rows: completions vary in length (an explanation may stop after 20 tokens or
-    run to the budget), and padding columns would cost as much as real ones.
-    Log-probs are zero beyond W, like every padded position."""
+    run to the budget), and padding columns would cost as much as real ones. The head
+    runs on the N real completion tokens alone, so the (N, V) logits skip the padding
+    too. Log-probs are zero beyond each completion, like every padded position."""
     device = next(model.parameters()).device
     first, last = start // batch.group_size, (end - 1) // batch.group_size
     prompts = batch.prompts[first:last + 1]
     full_width = batch.completions.shape[1]
     width = max(1, int(batch.mask[start:end].sum(1).max()))
     tokens = batch.completions[start:end, :width].to(device)  # (R, W)
+    real = batch.mask[start:end, :width].to(device).bool()  # (R, W)
     capacity = max(map(len, prompts)) + tokens.shape[1]
     dtype, autocast = sampler_precision(model)  # the numerics pi_old was sampled with
     with autocast:
@@ -121,18 +123,22 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, start: int,
         cache, first_logits = prefill(model, prompts, capacity, dtype)
         rows = torch.arange(start, end, device=device) // batch.group_size - first  # (R,) row -> its prompt
         cache = cache.select(rows)  # differentiable: gradients reach the prompt through the copies
-        parts = [first_logits[rows]]
-        if tokens.shape[1] > 1:
-            _, rest = model(tokens[:, :-1], cache=cache)  # (R, C-1, V): predicts tokens 1..C-1
-            parts.append(rest)
-    logits = torch.cat(parts, dim=1)  # (R, W, V)
-    keep = batch.keep_ids[start:end, :width].to(device, torch.long) if batch.keep_ids is not None else None
-    logp = masked_logprobs(logits, tokens, temperature=temperature, keep_ids=keep)  # (R, W)
-    return torch.nn.functional.pad(logp, (0, full_width - width)), logits
+        parts = [first_logits[rows[real[:, 0]], 0]]  # (R0, V)
+        if tokens.shape[1] > 1:  # the rest predict tokens 1..W-1, at real positions only
+            parts.append(model(tokens[:, :-1], cache=cache, keep=real[:, 1:])[1])  # (N - R0, V)
+    keep = batch.keep_ids[start:end, :width].to(device) if batch.keep_ids is not None else None
+    first_col = torch.zeros_like(real)
+    first_col[:, 0] = True
+    logp = torch.zeros(tokens.shape, dtype=torch.promote_types(parts[0].dtype, torch.float32), device=device)
+    for where, logits in zip((real & first_col, real & ~first_col), parts):  # each in its logits' row order
+        got = masked_logprobs(logits, tokens[where], temperature=temperature,
+                              keep_ids=keep[where] if keep is not None else None)
+        logp = logp.masked_scatter(where, got)  # (R, W)
+    return torch.nn.functional.pad(logp, (0, full_width - width)), torch.cat(parts)
 
 
 @torch.no_grad()
-def masked_entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float) -> float:
-    """Sum over completion tokens of the entropy of softmax(logits / T) (full vocabulary)."""
+def entropy_sum(logits: torch.Tensor, temperature: float) -> float:
+    """Sum over the rows of ``logits`` (N, V) of the entropy of softmax(logits / T) (full vocabulary)."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return float((-(logp.exp() * logp).sum(-1) * mask).sum())
+    return float(-(logp.exp() * logp).sum())

@@ -62,7 +62,7 @@ from ..train.progress import labelled
 from .grpo import GRPOLossConfig, grpo_loss
 from .questions import rl_questions
 from .rewards import RewardConfig, RewardFn, answer_histogram, make_reward
-from .rollout import RolloutBatch, build_batch, completion_logprobs, masked_entropy, sample_groups
+from .rollout import RolloutBatch, build_batch, completion_logprobs, entropy_sum, sample_groups
 
 REFERENCE_FILE = "reference.safetensors"
 
@@ -174,7 +174,7 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
             with phase("backward"):
                 out.loss.backward()
             with phase("policy"):
-                entropy = masked_entropy(logits, mask[:, :logits.shape[1]], cfg.temperature)
+                entropy = entropy_sum(logits, cfg.temperature)
                 gap = float(((logp.detach() - old).abs() * mask).sum()) if update_ == 0 else 0.0
                 sums += torch.tensor([out.policy_loss, out.kl, out.clip_frac, out.masked_frac * (end - start),
                                       entropy / total_tokens, gap / total_tokens], dtype=torch.float64)
