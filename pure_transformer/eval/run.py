@@ -35,7 +35,7 @@ MODES = ("generate", "passk", "loglikelihood", "cloze")
 def evaluate(checkpoint: str, task: str = "synthetic", split: str = "test", *, data_path: str | None = None,
              modes: Sequence[str] = ("generate", "loglikelihood"), answer_format: AnswerFormat | None = None,
              limit: int | None = None, first: bool = False, seed: int = 0, rotate: int = 0,
-             max_new_tokens: int | None = None, k: int = 16, batch_size: int = 32,
+             max_new_tokens: int | None = None, k: int = 16, batch_size: int = 128,
              include_contaminated: bool = False, strict: bool = False, save_generations: bool = False,
              by: str | None = None, precision: str = "auto", device: str | None = None,
              progress: bool = True) -> list[dict]:
