@@ -42,7 +42,7 @@ echo "   clinical phrasing (test vignettes are new questions about facts the cor
 $PY -m pure_transformer data overlap --train bundled-mcq --eval bundled-mcq --eval-split test
 
 took "contamination overlap"
-echo; echo "== 5. pretraining: tiny model, ${PRETRAIN_TOKENS:-2500000} tokens, MCQs written explanation first; stopped while GRPO has headroom"
+echo; echo "== 5. pretraining: tiny model, ${PRETRAIN_TOKENS:-2000000} tokens, MCQs written explanation first; stopped while GRPO has headroom"
 $PY -m pure_transformer.run_train pretrain --config pretrain:demo --checkpoint-dir "$RUN_DIR/pretrain" \
   --set tokenizer="$RUN_DIR/tokenizer" ${PRETRAIN_TOKENS:+--set total_tokens=$PRETRAIN_TOKENS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/pretrain" --out "$RUN_DIR/pretrain/curves.png"
@@ -55,7 +55,7 @@ echo "   asks), in two formulations (generate: explanation first, then the answe
 echo "-- the compositional split: chain types no training question asks, each of whose hops training teaches"
 "${COMPOSE[@]}" --checkpoint "$RUN_DIR/pretrain" --output "$RUN_DIR/eval-pretrain-compositional.json" | tail -n +2
 took "evaluation before GRPO"
-echo; echo "== 7. GRPO: 8 training questions x 8 samples per step, reward = the option named on the final Answer: line"
+echo; echo "== 7. GRPO: 16 training questions x 4 samples per step, reward = the option named on the final Answer: line"
 $PY -m pure_transformer.run_train rl --checkpoint "$RUN_DIR/pretrain" --config rl:demo \
   --checkpoint-dir "$RUN_DIR/rl" ${RL_STEPS:+--set max_steps=$RL_STEPS} --no-progress
 $PY -m pure_transformer plot "$RUN_DIR/rl" --out "$RUN_DIR/rl/curves.png"

@@ -345,6 +345,30 @@ def test_padding_values_are_ignored():
     assert math.isfinite(out.loss.item()) and torch.isfinite(logp.grad).all()
 
 
+@pytest.mark.fast
+def test_grpo_loss_without_a_reference_is_the_kl_free_loss_bit_for_bit():
+    """kl_coef 0: passing no reference (the trainer then skips its forward pass) gives the same
+    loss and gradient, to the bit, as passing one; a KL weight with no reference is refused."""
+    g = torch.Generator().manual_seed(3)
+    B, T, V = 3, 4, 5
+    theta = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (B, T), generator=g)
+    old = masked_logprobs(theta + 0.3 * torch.randn(B, T, V, generator=g, dtype=torch.float64), tokens)
+    ref = masked_logprobs(theta + 0.5 * torch.randn(B, T, V, generator=g, dtype=torch.float64), tokens)
+    adv = torch.tensor([1.0, -0.5, -1.0], dtype=torch.float64)
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]])
+    cfg = GRPOLossConfig(kl_coef=0.0, offpolicy_mask_delta=0.05)
+    a, b = theta.clone().requires_grad_(True), theta.clone().requires_grad_(True)
+    with_ref = grpo_loss(masked_logprobs(a, tokens), old, ref, adv, mask, cfg)
+    without = grpo_loss(masked_logprobs(b, tokens), old, None, adv, mask, cfg)
+    with_ref.loss.backward()
+    without.loss.backward()
+    assert torch.equal(with_ref.loss, without.loss) and torch.equal(a.grad, b.grad)
+    assert with_ref.kl > 0 and without.kl == 0.0 and with_ref.policy_loss == without.policy_loss
+    with pytest.raises(ValueError, match="needs the reference"):
+        grpo_loss(masked_logprobs(theta, tokens), old, None, adv, mask, GRPOLossConfig(kl_coef=0.1))
+
+
 # ---------------------------------------------------------------------------
 # masked_logprobs
 # ---------------------------------------------------------------------------

@@ -123,6 +123,20 @@ def test_resumed_run_repeats_the_same_rollouts(tmp_path: Path, init_ckpt: Path) 
 
 
 @pytest.mark.fast
+def test_kl_free_run_logs_no_kl_and_keeps_its_reference(tmp_path: Path, init_ckpt: Path) -> None:
+    """kl_coef 0 skips the reference pass: the steps log no KL (none was measured),
+    and the checkpoint keeps its reference file, so a resume with a KL term can still load it."""
+    def likes_e(mcq, completion: str) -> float:
+        return float("e" in completion)
+
+    cfg = small_cfg(max_steps=2, val_every=100, warmup_steps=0, kl_coef=0.0)
+    grpo_train(cfg, init_ckpt, tmp_path / "free", progress=False, reward_fn=likes_e)
+    steps = [r for r in read_metrics(tmp_path / "free/logs/metrics.jsonl") if "accuracy" in r]
+    assert len(steps) == 2 and all("kl" not in r and "policy_loss" in r for r in steps)
+    assert (tmp_path / "free/final/reference.safetensors").exists()
+
+
+@pytest.mark.fast
 def test_reference_stays_frozen_unless_refreshed(tmp_path: Path, init_ckpt: Path) -> None:
     from safetensors.torch import load_file
 

@@ -179,7 +179,7 @@ class GRPOLossOutput:
     """sum(rho) / num_tokens."""
 
 
-def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tensor, mask: Tensor,
+def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor, mask: Tensor,
               cfg: GRPOLossConfig, *, num_tokens: float | None = None) -> GRPOLossOutput:
     """GRPO loss with DAPO clipping, DeepSeek-V3.2's unbiased KL and off-policy mask.
 
@@ -188,7 +188,8 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tens
 
     - ``logp``: log pi_theta of the sampled tokens (carries the gradient).
     - ``old_logp``: log pi_old, what the sampler used; detached here.
-    - ``ref_logp``: log pi_ref, the frozen reference; detached here.
+    - ``ref_logp``: log pi_ref, the frozen reference; detached here. None when there is
+      no KL term (``kl_coef`` 0: the trainer then skips the reference pass); ``kl`` is then 0.
     - ``mask``: 1 on completion tokens, 0 on prompt and padding. Values at
       masked positions are ignored entirely, even if non-finite.
     - ``num_tokens``: the divisor; defaults to ``mask.sum()``. With gradient
@@ -207,9 +208,12 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tens
     and ``rho * k3`` with rho not detached, whose gradient is the
     importance-weighted gradient of the true KL (see the module docstring).
     """
-    if not (logp.dim() == 2 and logp.shape == old_logp.shape == ref_logp.shape == mask.shape):
+    if ref_logp is None and cfg.kl_coef:
+        raise ValueError(f"kl_coef {cfg.kl_coef} needs the reference's log-probs")
+    ref_shape = logp.shape if ref_logp is None else ref_logp.shape
+    if not (logp.dim() == 2 and logp.shape == old_logp.shape == ref_shape == mask.shape):
         raise ValueError("logp, old_logp, ref_logp and mask must share one (B, T) shape, got "
-                         f"{tuple(logp.shape)}, {tuple(old_logp.shape)}, {tuple(ref_logp.shape)}, {tuple(mask.shape)}")
+                         f"{tuple(logp.shape)}, {tuple(old_logp.shape)}, {tuple(ref_shape)}, {tuple(mask.shape)}")
     if advantages.shape != logp.shape[:1]:
         raise ValueError(f"advantages must be (B,) = ({logp.shape[0]},), got {tuple(advantages.shape)}")
     on = mask.bool()
@@ -222,7 +226,6 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tens
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     logp = torch.where(on, logp, zero)
     old_logp = torch.where(on, old_logp.detach(), zero)
-    ref_logp = torch.where(on, ref_logp.detach(), zero)
     adv = advantages.detach().to(logp.dtype).unsqueeze(1)                 # (B, 1)
 
     # Clipped surrogate.
@@ -234,9 +237,13 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tens
     l_clip = torch.minimum(unclipped, clipped)
 
     # Unbiased KL: rho * k3, with rho carrying gradient.
-    log_ref_ratio = ref_logp - logp                                       # log(pi_ref / pi_theta)
-    k3 = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
-    kl_tok = rho * k3
+    tok = on.to(logp.dtype)
+    if ref_logp is None:
+        kl_sum = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    else:
+        log_ref_ratio = torch.where(on, ref_logp.detach(), zero) - logp   # log(pi_ref / pi_theta)
+        k3 = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+        kl_sum = (rho * k3 * tok).sum()
 
     # Off-policy sequence mask, one-sided (negative advantages only).
     lengths = on.sum(dim=1)                                               # (B,)
@@ -247,9 +254,7 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tens
         keep_seq = ~((advantages.detach() < 0) & (drift > cfg.offpolicy_mask_delta))
     m = keep_seq.to(logp.dtype).unsqueeze(1)                              # (B, 1)
 
-    tok = on.to(logp.dtype)
     policy_sum = -(m * l_clip * tok).sum()
-    kl_sum = (kl_tok * tok).sum()
     loss = (policy_sum + cfg.kl_coef * kl_sum) / num_tokens
 
     with torch.no_grad():

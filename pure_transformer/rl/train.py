@@ -137,8 +137,12 @@ def micro_batches(batch: RolloutBatch, size: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfig) -> list[torch.Tensor]:
-    return [completion_logprobs(ref, batch, s, e, cfg.temperature)[0] for s, e in micro_batches(batch, cfg.micro_batch)]
+def reference_logprobs(ref: torch.nn.Module, batch: RolloutBatch, cfg: GRPOConfig) -> list[torch.Tensor | None]:
+    """log pi_ref per micro-batch; Nones when ``kl_coef`` is 0: no KL term, no reference pass."""
+    spans = micro_batches(batch, cfg.micro_batch)
+    if not cfg.kl_coef:
+        return [None] * len(spans)
+    return [completion_logprobs(ref, batch, s, e, cfg.temperature)[0] for s, e in spans]
 
 
 def loss_config(cfg: GRPOConfig) -> GRPOLossConfig:
@@ -190,6 +194,8 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     sums[3] /= batch.size * rt.world_size  # sequences masked, as a share of the step's sequences
     stats = dict(zip(("policy_loss", "kl", "clip_frac", "masked_frac", "entropy"),
                      (sums[:5] / cfg.updates_per_rollout).tolist()))
+    if not cfg.kl_coef:  # no reference pass, so no KL measured
+        del stats["kl"]
     return {**stats, "logp_gap": float(sums[5]), "grad_norm": grad_norms / cfg.updates_per_rollout}
 
 
@@ -381,7 +387,8 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 if step % cfg.log_every == 0:
                     log(record)
                 bar.update(1)
-                bar.set_postfix(acc=f"{record['accuracy']:.2f}", kl=f"{stats['kl']:.4f}")
+                kl = {"kl": f"{stats['kl']:.4f}"} if "kl" in stats else {}
+                bar.set_postfix(acc=f"{record['accuracy']:.2f}", **kl)
                 saved = None  # one save per step: a new best on a checkpoint step is the same folder
                 signalled = any_rank(bool(stop), rt)
                 stopping = None if step == total_steps else "stop_at_step" if step == stop_at_step else (
@@ -390,7 +397,7 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                     with labelled(bar, "validating"):
                         val_acc = validate()
                     write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
-                              f"{record['accuracy']:.3f}, kl {stats['kl']:.4f})")
+                          f"{record['accuracy']:.3f}{''.join(f', kl {v}' for v in kl.values())})")
                     if val_acc > best:
                         best = val_acc
                         saved = save(complete=step == total_steps, stopping=stopping)
