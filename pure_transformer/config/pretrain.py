@@ -200,17 +200,20 @@ def demo() -> PretrainConfig:
     explanation-first format, stopped while GRPO still has headroom (greedy well
     below the ceiling, pass@16 far above pass@1; docs/GRPO.md).
 
-    2M tokens at a peak lr of 6e-3 (min 6e-4). The model learns to copy the vignette's clue
-    into its explanation in a sudden transition, and the learning rate sets when: at 3e-3 it
-    came between 2M tokens (greedy 0.21) and 2.5M (0.34); at 6e-3 it has come by 2M (0.45), and
-    not by 1.6M (0.06); 1e-2 diverges (0.00). MCQs are packed whole (``whole_mcqs``), so no
-    explanation is trained without its question. One logical data shard: the demo is one
-    process with no workers, and its recipe was measured on that stream (on 16 shards an earlier
-    recipe wrote no answer line for 64% of the test questions)."""
+    2M tokens at a peak lr of 6e-3 (min 6e-4) after 200K tokens of warmup. The model learns to
+    copy the vignette's clue into its explanation in a sudden transition, and the learning rate
+    sets when: at 3e-3 it came between 2M tokens (greedy 0.21) and 2.5M (0.34). At 6e-3 with the
+    debug preset's 20K-token warmup it came by 2M on one thread (0.45) and not on two (0.05): the
+    first hundred steps ran hot, and which side of the transition 2M tokens lands on followed
+    the rounding. The longer warmup takes the early steps off that edge (docs/GRPO.md); 1e-2
+    diverges. MCQs are packed whole (``whole_mcqs``), so no explanation is trained without its
+    question. One logical data shard: the demo is one process with no workers, and its recipe was
+    measured on that stream (on 16 shards an earlier recipe wrote no answer line for 64% of the
+    test questions)."""
     return dataclasses.replace(
-        debug(), answer_format="explain", total_tokens=2_000_000, peak_lr=6e-3, min_lr=6e-4, val_every=250,
-        ckpt_every=250, sources={"bundled-general": 0.1, "bundled-medical": 0.4, "bundled-mcq": 0.5}, data_shards=1,
-        whole_mcqs=True,
+        debug(), answer_format="explain", total_tokens=2_000_000, peak_lr=6e-3, min_lr=6e-4, warmup_tokens=200_000,
+        val_every=250, ckpt_every=250, sources={"bundled-general": 0.1, "bundled-medical": 0.4, "bundled-mcq": 0.5},
+        data_shards=1, whole_mcqs=True,
     )
 
 
