@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: the whole pipeline on the bundled offline data, CPU only.
-# Usage: make demo        (about 11 minutes on 2 cores)
+# Usage: make demo        (about 8 minutes on 2 cores)
 #        make demo-long   (longer pretraining and GRPO)
 #        RUN_DIR=... PY=... PRETRAIN_TOKENS=... RL_STEPS=... bash scripts/demo.sh
 set -euo pipefail

@@ -52,11 +52,11 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
 
 
-def _empty(ax: Axes, title: str) -> None:
+def _empty(ax: Axes, title: str, why: str = "not logged") -> None:
     ax.set_title(title)
     ax.set_xticks([])  # default 0..1 ticks on an empty panel would read as data
     ax.set_yticks([])
-    ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -78,8 +78,10 @@ def _figure(n_panels: int) -> tuple[Figure, list[Axes]]:
     return fig, axes[:n_panels]
 
 
-def _lines(ax: Axes, records: list[dict[str, Any]], keys: dict[str, str], title: str, *, smooth: int = 0) -> None:
-    """One line per key (legend label = value); a faint raw line under a moving average when ``smooth``."""
+def _lines(ax: Axes, records: list[dict[str, Any]], keys: dict[str, str], title: str, *, smooth: int = 0,
+           missing: str = "not logged") -> None:
+    """One line per key (legend label = value); a faint raw line under a moving average when ``smooth``;
+    ``missing`` says why when no record has any of the keys."""
     drawn = False
     for i, (key, label) in enumerate(keys.items()):
         s, v = _series(records, key)
@@ -93,7 +95,7 @@ def _lines(ax: Axes, records: list[dict[str, Any]], keys: dict[str, str], title:
         else:
             ax.plot(s, v, lw=1, color=f"C{i}", label=label)
     if not drawn:
-        _empty(ax, title)
+        _empty(ax, title, missing)
         return
     ax.set_title(title)
     ax.set_xlabel("step")
@@ -137,7 +139,8 @@ def _rl_figure(records: list[dict[str, Any]]) -> Figure:
     else:
         _empty(ax, "validation accuracy")
 
-    _lines(axes[2], steps, {"kl": "KL to reference"}, "KL to reference")
+    _lines(axes[2], steps, {"kl": "KL to reference"}, "KL to reference",
+           missing="not measured: no KL term (kl_coef 0),\nso no reference pass")
     _lines(axes[3], steps, {"entropy": "entropy"}, "entropy (per token)")
     _lines(axes[4], steps, {"response_len": "tokens"}, "response length", smooth=smooth)
     _lines(axes[5], steps, {"clip_frac": "clipped", "masked_frac": "off-policy masked"}, "clip and mask fractions")
