@@ -267,9 +267,10 @@ def test_kl_gradient_is_importance_weighted_true_kl_gradient():
     torch.testing.assert_close(total, true_grad)
 
 
-@pytest.mark.fast
-def test_grpo_loss_gradient_matches_finite_differences():
-    g = torch.Generator().manual_seed(7)
+def _loss_inputs(seed: int):
+    """Policy logits theta (3, 4, 5) and the tokens, pi_old and pi_ref log-probs, advantages and
+    completion mask of a small batch whose rows mix prompt, completion and padding positions."""
+    g = torch.Generator().manual_seed(seed)
     B, T, V = 3, 4, 5
     theta = torch.randn(B, T, V, generator=g, dtype=torch.float64)
     tokens = torch.randint(0, V, (B, T), generator=g)
@@ -277,6 +278,12 @@ def test_grpo_loss_gradient_matches_finite_differences():
     ref = masked_logprobs(theta + 0.5 * torch.randn(B, T, V, generator=g, dtype=torch.float64), tokens)
     adv = torch.tensor([1.0, -0.5, -1.0], dtype=torch.float64)
     mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]])
+    return theta, tokens, old, ref, adv, mask
+
+
+@pytest.mark.fast
+def test_grpo_loss_gradient_matches_finite_differences():
+    theta, tokens, old, ref, adv, mask = _loss_inputs(7)
     cfg = GRPOLossConfig(clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, offpolicy_mask_delta=0.05)
 
     def loss_of(t: torch.Tensor) -> torch.Tensor:
@@ -349,14 +356,7 @@ def test_padding_values_are_ignored():
 def test_grpo_loss_without_a_reference_is_the_kl_free_loss_bit_for_bit():
     """kl_coef 0: passing no reference (the trainer then skips its forward pass) gives the same
     loss and gradient, to the bit, as passing one; a KL weight with no reference is refused."""
-    g = torch.Generator().manual_seed(3)
-    B, T, V = 3, 4, 5
-    theta = torch.randn(B, T, V, generator=g, dtype=torch.float64)
-    tokens = torch.randint(0, V, (B, T), generator=g)
-    old = masked_logprobs(theta + 0.3 * torch.randn(B, T, V, generator=g, dtype=torch.float64), tokens)
-    ref = masked_logprobs(theta + 0.5 * torch.randn(B, T, V, generator=g, dtype=torch.float64), tokens)
-    adv = torch.tensor([1.0, -0.5, -1.0], dtype=torch.float64)
-    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]])
+    theta, tokens, old, ref, adv, mask = _loss_inputs(3)
     cfg = GRPOLossConfig(kl_coef=0.0, offpolicy_mask_delta=0.05)
     a, b = theta.clone().requires_grad_(True), theta.clone().requires_grad_(True)
     with_ref = grpo_loss(masked_logprobs(a, tokens), old, ref, adv, mask, cfg)
