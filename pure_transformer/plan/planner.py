@@ -209,7 +209,7 @@ def pretrain_memory(cfg: ModelConfig, micro_batch: int, seq_len: int, checkpoint
 
 
 def grpo_memory(cfg: ModelConfig, prompts: int, samples: int, micro_batch: int, new_tokens: int, prec: Precision,
-                prompt_tokens: int = MEDQA_PROMPT_TOKENS) -> list[Component]:
+                prompt_tokens: int = MEDQA_PROMPT_TOKENS, reference_pass: bool = True) -> list[Component]:
     """GRPO's memory: policy, reference, AdamW, then the rollout (KV cache of every sample at
     prompt + budget), the reference pass and the update of ``micro_batch`` rows, whichever is largest.
 
@@ -230,7 +230,8 @@ def grpo_memory(cfg: ModelConfig, prompts: int, samples: int, micro_batch: int, 
                       f"rows x ({prompt_tokens} + {new_tokens}) x {L} x 2 x kv_heads x head_dim x {c}", "rollout"),
             Component("rollout prefill attention (one layer)", prompts * cfg.n_heads * prompt_tokens * width * c,
                       "prompts x heads x prompt x width", "rollout"),
-            Component("reference logits + log-probs", logits * (c + 4 + 4), "rows x budget x vocab x (c + 4 + 4)",
+            Component("reference logits + log-probs" if reference_pass else "reference pass (none: kl_coef 0)",
+                      logits * (c + 4 + 4) if reference_pass else 0, "rows x budget x vocab x (c + 4 + 4)",
                       "reference"),
             Component("update: gradients (fp32)", 4 * p.total, "params x 4", "update"),
             Component("update: bf16 weight copies" if prec.autocast else "update: (no autocast copies)",
@@ -396,7 +397,8 @@ def grpo_plan(cfg: "GRPOConfig", model_cfg: ModelConfig, target: Target, new_tok
     parameter a completion token), as :func:`pure_transformer.rl.train.grpo_step` does."""
     prec = prec or target.precision
     prompts = cfg.prompts_per_step // world_size
-    components = grpo_memory(model_cfg, prompts, cfg.samples_per_prompt, cfg.micro_batch, new_tokens, prec)
+    components = grpo_memory(model_cfg, prompts, cfg.samples_per_prompt, cfg.micro_batch, new_tokens, prec,
+                             reference_pass=bool(cfg.kl_coef))
     steps = math.ceil(cfg.epochs * questions / cfg.prompts_per_step)
     if cfg.max_steps is not None:
         steps = min(steps, cfg.max_steps)
