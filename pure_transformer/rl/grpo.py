@@ -120,10 +120,9 @@ def masked_logprobs(logits: Tensor, tokens: Tensor, *, temperature: float = 1.0,
     # replaced below), so no all -inf logsumexp puts NaN into the backward pass.
     kept = kept.masked_fill(~valid & restricted.unsqueeze(-1), float("-inf"))
     lse = torch.logsumexp(kept, dim=-1)                                   # (...)
-    if not bool(restricted.all()):
+    if not bool(restricted.all()):  # free positions take the whole vocabulary's normaliser
         free = ~restricted
-        full = torch.zeros_like(lse).masked_scatter(free, torch.logsumexp(logits[free].to(dtype) / temperature, -1))
-        lse = torch.where(restricted, lse, full)
+        lse = lse.masked_scatter(free, torch.logsumexp(logits[free].to(dtype) / temperature, -1))
     return picked - lse
 
 

@@ -396,8 +396,9 @@ def _grpo_train(cfg: GRPOConfig, init_checkpoint: str | Path, run_dir: Path, *, 
                 if step % cfg.val_every == 0 or step == total_steps:
                     with labelled(bar, "validating"):
                         val_acc = validate()
+                    kl_text = f", kl {stats['kl']:.4f}" if "kl" in stats else ""  # no KL without a KL term
                     write(f"step {step}: greedy validation accuracy {val_acc:.3f} (train sample accuracy "
-                          f"{record['accuracy']:.3f}{''.join(f', kl {v}' for v in kl.values())})")
+                          f"{record['accuracy']:.3f}{kl_text})")
                     if val_acc > best:
                         best = val_acc
                         saved = save(complete=step == total_steps, stopping=stopping)
